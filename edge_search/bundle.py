@@ -1,0 +1,59 @@
+"""Opening a bundle directory: manifest, checksums, and the paths inside it.
+
+Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BundleError
+from .files import sha256_file
+from .manifest import Manifest, read_manifest
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: bool = True) -> "Bundle":
+        root = Path(path)
+        manifest = read_manifest(root)
+        bundle = cls(root=root, manifest=manifest)
+        needed = [manifest.model.file, manifest.index.file, manifest.products_file]
+        if manifest.index.rescore_file:
+            needed.append(manifest.index.rescore_file)
+        for name in needed:
+            if name not in manifest.files:
+                raise BundleError(f"{root / 'manifest.json'}: '{name}' has no checksum entry")
+        for name in manifest.files:
+            bundle.path(name)  # rejects names that escape the bundle
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def path(self, name: str) -> Path:
+        """The path of a file named by the manifest; refuses names outside the bundle."""
+        p = Path(name)
+        if p.is_absolute() or ".." in p.parts or not p.parts:
+            raise BundleError(f"{self.root / 'manifest.json'}: file name '{name}' points outside the bundle")
+        return self.root / p
+
+    def verify(self) -> list[str]:
+        """Check every file's size and sha256; returns the names checked."""
+        checked = []
+        for name, entry in self.manifest.files.items():
+            p = self.path(name)
+            if not p.is_file():
+                raise BundleError(f"{p}: missing from the bundle")
+            size = p.stat().st_size
+            if size != entry["bytes"]:
+                raise BundleError(f"{p}: size {size} bytes, manifest says {entry['bytes']} (corrupt or truncated)")
+            digest = sha256_file(p)
+            if digest != entry["sha256"]:
+                raise BundleError(f"{p}: checksum mismatch (sha256 {digest[:12]}…, manifest {entry['sha256'][:12]}…)")
+            checked.append(name)
+        return checked

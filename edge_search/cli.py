@@ -1,0 +1,242 @@
+"""The `edge-search` command: parses arguments, calls the core, prints.
+
+The only place that turns our errors into messages and exit codes. Export
+and demo code (torch) is imported only when those commands run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from . import __version__
+from .errors import EdgeSearchError
+
+PROG = "edge-search"
+
+
+def _setup_logging(quiet: bool = False) -> None:
+    # Libraries under the export (open_clip, huggingface_hub, the quantizer)
+    # log chatter on the root logger; users see only our own warnings.
+    logging.basicConfig(level=logging.CRITICAL)
+    ours = logging.getLogger("edge_search")
+    ours.setLevel(logging.ERROR if quiet else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    ours.handlers[:] = [handler]
+    ours.propagate = False
+
+
+def _fmt_price(price: float | None) -> str:
+    return "" if price is None else f"{price:.2f}"
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import Searcher
+
+    searcher = Searcher.from_bundle(args.bundle)
+    for image in args.images:
+        result = searcher.search_image(image, k=args.k, min_score=args.min_score)
+        if args.json:
+            print(json.dumps({
+                "query": image,
+                "results": [h.to_json() for h in result.hits],
+                "no_match": result.no_match,
+                "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
+            }, ensure_ascii=False), flush=True)
+            continue
+        print(image)
+        if result.no_match:
+            threshold = searcher.min_score if args.min_score is None else args.min_score
+            print(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
+        for rank, h in enumerate(result.hits, 1):
+            print(f"  {rank}. {h.score:6.3f}  {h.id:<24} {h.name:<32} {_fmt_price(h.price):>8}")
+        t = result.timings_ms
+        print(f"  embed {t['embed']:.1f} ms, search {t['search']:.2f} ms")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .bundle import Bundle
+
+    bundle = Bundle.open(args.bundle, verify=False)
+    m = bundle.manifest
+    checked = bundle.verify()
+    t, s, fid = m.teacher, m.student, m.fidelity
+    print(f"bundle      {bundle.root}  ({m.name}, created {m.created}, schema {m.schema_version})")
+    random_note = "  ** RANDOM WEIGHTS: pipeline check only **" if t.get("random_weights") else ""
+    print(f"teacher     {t.get('model')} / {t.get('pretrained')}  licence: {t.get('licence')}{random_note}")
+    if s:
+        d = s.get("distillation") or {}
+        print(f"student     {s.get('arch')} at {s.get('image_size')} px, {s.get('params')} params, "
+              f"{d.get('epochs')} epochs on {d.get('views')} views ({d.get('loss')})")
+    else:
+        print("student     none (the teacher's own image tower)")
+    size = bundle.path(m.model.file).stat().st_size
+    print(f"model       {m.model.file}  {m.model.precision}, {size / 1e6:.2f} MB, "
+          f"'{m.model.input}' -> '{m.model.output}' ({m.model.embed_dim}-d), opset {m.model.opset}")
+    p = m.preprocess
+    print(f"preprocess  {p.size[0]}x{p.size[1]} {p.resize_mode}, {p.interpolation} (OpenCV {p.cv2_interpolation}), "
+          f"mean {tuple(round(x, 4) for x in p.mean)}, std {tuple(round(x, 4) for x in p.std)}")
+    ix = m.index
+    ix_size = bundle.path(ix.file).stat().st_size + (bundle.path(ix.rescore_file).stat().st_size if ix.rescore_file else 0)
+    print(f"index       {ix.file}  {ix.count} vectors, {ix.dtype}"
+          f"{' + f16 rescoring' if ix.rescore_file else ''}, {ix.metric}, {'exact' if ix.exact else 'HNSW'} search, "
+          f"{ix_size / max(1, ix.count):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
+    print(f"products    {m.product_count}  (min score {m.min_score:.3f})")
+    if "int8_vs_fp32" in fid:
+        q = fid["int8_vs_fp32"]
+        print(f"fidelity    int8 vs fp32: mean cosine {q['mean_cosine']:.4f}, top-1 agreement {q['top1_agreement']:.3f}")
+    if "onnx_vs_torch" in fid:
+        print(f"            onnx vs torch: min cosine {fid['onnx_vs_torch']['min_cosine']:.6f}")
+    if "catalog_encoder" in fid:
+        ce = fid["catalog_encoder"]
+        figures = ", ".join(f"{k} {v['augmented_query_top1']:.3f}" for k, v in ce.items() if isinstance(v, dict))
+        print(f"            augmented-photo top-1 by catalog encoder: {figures}")
+    if "index" in fid:
+        print(f"            index vs exact f32: " + ", ".join(
+            f"{c['label']} {c['top1_agreement_vs_exact_f32']:.4f}" for c in fid["index"]["candidates"]))
+    print(f"checksums   {len(checked)} files verified")
+    return 0
+
+
+def _parse_gates(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip().replace("-", "_")] = float(value)
+        except ValueError:
+            raise EdgeSearchError(f"--gate {item!r}: expected NAME=NUMBER, e.g. int8_top1_agreement=0.9") from None
+        if not sep:
+            raise EdgeSearchError(f"--gate {item!r}: expected NAME=NUMBER, e.g. int8_top1_agreement=0.9")
+    return out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from edge_search_export.config import ExportConfig
+        from edge_search_export.pipeline import run_export
+    except ImportError as e:
+        raise EdgeSearchError(
+            f"export needs the [export] extra ({e.name} is not installed): pip install 'edge-search[export]'"
+        ) from None
+    cfg = ExportConfig(
+        catalog=Path(args.catalog), out=Path(args.out), teacher=args.teacher, pretrained=args.pretrained,
+        student=None if args.student == "none" else args.student, student_pretrained=args.student_pretrained,
+        distill_images=tuple(Path(p) for p in args.distill_images), epochs=args.epochs,
+        views_per_image=args.views_per_image, image_size=args.image_size, quantize=args.quantize,
+        index_dtype=args.index_dtype, catalog_encoder=args.catalog_encoder, seed=args.seed,
+        skip_bad=args.skip_bad, force=args.force, name=args.name,
+    )
+    if args.gate:
+        cfg = replace(cfg, gates=cfg.gates.with_overrides(_parse_gates(args.gate)))
+    summary = run_export(cfg, progress=not args.quiet)
+    m = summary.manifest
+    for line in summary.skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    print(f"wrote {summary.out}: {m.product_count} products, {m.index.count} images, model {m.model.precision}, "
+          f"index {m.index.dtype} ({summary.seconds:.0f} s)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from .demo import run_demo
+        import edge_search_export  # noqa: F401
+    except ImportError as e:
+        raise EdgeSearchError(
+            f"demo needs the [export] extra ({e.name} is not installed): pip install 'edge-search[export]'"
+        ) from None
+    report = run_demo(Path(args.workdir), progress=not args.quiet, epochs=args.epochs)
+    if report.random_teacher:
+        print(f"note: {report.fallback_reason}")
+        print("note: ran with --pretrained random instead: this is a PIPELINE CHECK, not a quality result.")
+    print(f"bundle: {report.bundle} (exported in {report.export_seconds:.0f} s)")
+    for path, want, result in report.queries:
+        top = result.hits[0] if result.hits else None
+        mark = "ok " if top and top.id == want else "-- "
+        got = f"{top.id} ({top.score:.3f})" if top else "no match"
+        print(f"  {mark}{Path(path).name:<24} -> {got:<28} embed {result.timings_ms['embed']:.1f} ms, "
+              f"search {result.timings_ms['search']:.2f} ms")
+    print(f"top-1 on {len(report.queries)} photos: {report.top1:.0%}"
+          + (" (random teacher: expect little)" if report.random_teacher else ""))
+    print(f"try: edge-search search --bundle {report.bundle} {report.queries[0][0]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="On-device visual product search.")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("search", help="find the products shown in photos")
+    s.add_argument("--bundle", required=True, help="bundle directory")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("-k", type=int, default=5, help="products to return (default 5)")
+    s.add_argument("--min-score", type=float, default=None, help="below this score: no match (default: the bundle's)")
+    s.add_argument("--json", action="store_true", help="one JSON object per line per query")
+    s.set_defaults(func=cmd_search)
+
+    i = sub.add_parser("inspect", help="summarize a bundle and verify its checksums")
+    i.add_argument("bundle")
+    i.set_defaults(func=cmd_inspect)
+
+    from .export_defaults import DEFAULT_PRETRAINED, DEFAULT_STUDENT, DEFAULT_TEACHER
+
+    e = sub.add_parser("export", help="build a bundle from a catalog (needs the [export] extra)")
+    e.add_argument("--catalog", required=True, help="catalog .csv/.jsonl or folder DIR/<id>/*.jpg")
+    e.add_argument("--out", required=True, help="bundle directory to create")
+    e.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"open_clip model name or config .json (default {DEFAULT_TEACHER})")
+    e.add_argument("--pretrained", default=DEFAULT_PRETRAINED,
+                   help=f"pretrained tag, checkpoint file, or 'random' (default {DEFAULT_PRETRAINED})")
+    e.add_argument("--student", default=DEFAULT_STUDENT, help=f"timm architecture or 'none' (default {DEFAULT_STUDENT})")
+    e.add_argument("--student-pretrained", action="store_true", help="start the student from ImageNet weights (downloads)")
+    e.add_argument("--distill-images", nargs="+", default=[], metavar="DIR", help="unlabeled photos to distill on")
+    e.add_argument("--epochs", type=int, default=30)
+    e.add_argument("--views-per-image", type=int, default=16, help="augmented views per catalog image")
+    e.add_argument("--image-size", type=int, default=None, help="student input side (default: the teacher's)")
+    e.add_argument("--quantize", choices=["int8", "none"], default="int8")
+    e.add_argument("--index-dtype", choices=["i8", "f16", "f32"], default=None, help="default: chosen by measurement")
+    e.add_argument("--catalog-encoder", choices=["teacher", "student"], default=None,
+                   help="who embeds the catalog (default: chosen by measurement)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--skip-bad", action="store_true", help="skip bad catalog rows instead of stopping")
+    e.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")
+    e.add_argument("--name", default=None, help="bundle name (default: the --out folder's name)")
+    e.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a fidelity gate's threshold (recorded in the manifest)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_export)
+
+    d = sub.add_parser("demo", help="make a sample catalog, export it and search it (needs the [export] extra)")
+    d.add_argument("--workdir", default="edge-search-demo", help="where the sample, bundle and photos go")
+    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        return args.func(args)
+    except EdgeSearchError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

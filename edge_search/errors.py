@@ -1,0 +1,39 @@
+"""Our own exception types. Core code raises these; only the CLI (and later
+the TUI) turns them into messages and exit codes."""
+
+
+class EdgeSearchError(Exception):
+    """Base class: the message is one line meant for a person."""
+
+    exit_code = 2
+
+
+class ImageError(EdgeSearchError):
+    """An image file is missing, empty, or cannot be decoded."""
+
+
+class BundleError(EdgeSearchError):
+    """A bundle is missing files, fails verification, or has an unknown schema."""
+
+
+class CatalogError(EdgeSearchError):
+    """A catalog file or its rows are unusable."""
+
+
+class ExportError(EdgeSearchError):
+    """The export could not run (bad settings, missing weights, output exists)."""
+
+
+class GateError(ExportError):
+    """A fidelity gate failed: the measured value missed its threshold."""
+
+    def __init__(self, gate: str, measured: float, threshold: float, detail: str = ""):
+        self.gate, self.measured, self.threshold = gate, measured, threshold
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"fidelity gate '{gate}' failed: measured {measured:.4f}, threshold {threshold:.4f}{extra}"
+        )
+
+
+class WeightsUnavailable(ExportError):
+    """Pretrained weights cannot be had here (offline and not cached)."""

@@ -1,0 +1,226 @@
+"""The bundle manifest: the single source of truth for how a bundle is read.
+
+Owns the schema (dataclasses, parsing, validation) of `manifest.json`. The
+format is documented in models/BUNDLE_FORMAT.md; keep the two in step.
+Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+RESIZE_MODES = ("shortest", "longest", "squash")
+CV2_INTERPOLATIONS = ("area", "linear", "cubic", "lanczos")
+INDEX_DTYPES = ("i8", "f16", "f32")
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """How a photo becomes the model's input, named as open_clip names it.
+
+    `cv2_interpolation` is ours: open_clip resizes with PIL, the device with
+    OpenCV, and the export picks the OpenCV filter that agrees best with PIL's.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    mode: str = "RGB"
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    fill_color: int = 0
+    cv2_interpolation: str = "area"
+
+    def __post_init__(self) -> None:
+        size = self.size
+        if isinstance(size, int):
+            size = (size, size)
+        size = tuple(int(s) for s in size)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(size) != 2 or min(size) < 8:
+            raise ValueError(f"preprocess size must be two sides of at least 8 pixels, got {size}")
+        if self.mode != "RGB":
+            raise ValueError(f"preprocess mode must be RGB, got {self.mode!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("preprocess mean and std need three values, std positive")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.cv2_interpolation not in CV2_INTERPOLATIONS:
+            raise ValueError(
+                f"cv2_interpolation must be one of {CV2_INTERPOLATIONS}, got {self.cv2_interpolation!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    file: str
+    input: str
+    output: str
+    embed_dim: int
+    precision: str  # "int8" or "fp32"
+    opset: int
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    file: str
+    dtype: str
+    metric: str
+    count: int
+    exact: bool = True
+    # i8 candidates rescored with these f16 vectors (same row order as keys)
+    rescore_file: str | None = None
+    catalog_encoder: str = "student"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in INDEX_DTYPES:
+            raise ValueError(f"index dtype must be one of {INDEX_DTYPES}, got {self.dtype!r}")
+        if self.metric != "cos":
+            raise ValueError(f"index metric must be 'cos', got {self.metric!r}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    name: str
+    created: str
+    preprocess: PreprocessCfg
+    model: ModelInfo
+    index: IndexInfo
+    products_file: str
+    product_count: int
+    min_score: float
+    files: dict[str, dict[str, Any]]
+    producer: dict[str, Any] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)
+    student: dict[str, Any] | None = None
+    fidelity: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["preprocess"]["size"] = list(self.preprocess.size)
+        d["products"] = {"file": d.pop("products_file"), "count": d.pop("product_count")}
+        d["search"] = {"min_score": d.pop("min_score")}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _need(d: dict, key: str, kind: type | tuple, where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise BundleError(f"{where}: missing key '{key}'")
+    value = d[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise BundleError(f"{where}: key '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def parse_manifest(data: Any, where: str) -> Manifest:
+    """Validate a decoded manifest; every problem is a one-line BundleError."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: manifest is not a JSON object")
+    version = _need(data, "schema_version", int, where)
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{where}: unknown schema_version {version} (this edge-search reads version {SCHEMA_VERSION})"
+        )
+    pp = _need(data, "preprocess", dict, where)
+    model = _need(data, "model", dict, where)
+    index = _need(data, "index", dict, where)
+    products = _need(data, "products", dict, where)
+    search = _need(data, "search", dict, where)
+    files = _need(data, "files", dict, where)
+    try:
+        preprocess = PreprocessCfg(
+            size=tuple(_need(pp, "size", list, where + " preprocess")),
+            mode=_need(pp, "mode", str, where + " preprocess"),
+            mean=tuple(_need(pp, "mean", list, where + " preprocess")),
+            std=tuple(_need(pp, "std", list, where + " preprocess")),
+            interpolation=_need(pp, "interpolation", str, where + " preprocess"),
+            resize_mode=_need(pp, "resize_mode", str, where + " preprocess"),
+            fill_color=_need(pp, "fill_color", int, where + " preprocess"),
+            cv2_interpolation=_need(pp, "cv2_interpolation", str, where + " preprocess"),
+        )
+        model_info = ModelInfo(
+            file=_need(model, "file", str, where + " model"),
+            input=_need(model, "input", str, where + " model"),
+            output=_need(model, "output", str, where + " model"),
+            embed_dim=_need(model, "embed_dim", int, where + " model"),
+            precision=_need(model, "precision", str, where + " model"),
+            opset=_need(model, "opset", int, where + " model"),
+        )
+        rescore = index.get("rescore_file")
+        if rescore is not None and not isinstance(rescore, str):
+            raise BundleError(f"{where} index: key 'rescore_file' has the wrong type")
+        index_info = IndexInfo(
+            file=_need(index, "file", str, where + " index"),
+            dtype=_need(index, "dtype", str, where + " index"),
+            metric=_need(index, "metric", str, where + " index"),
+            count=_need(index, "count", int, where + " index"),
+            exact=_need(index, "exact", bool, where + " index"),
+            rescore_file=rescore,
+            catalog_encoder=_need(index, "catalog_encoder", str, where + " index"),
+        )
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{where}: {e}") from None
+    min_score = _need(search, "min_score", float, where + " search")
+    if not math.isfinite(min_score):
+        raise BundleError(f"{where}: search min_score is not a finite number")
+    for name, entry in files.items():
+        _need(entry, "sha256", str, f"{where} files[{name}]")
+        _need(entry, "bytes", int, f"{where} files[{name}]")
+    return Manifest(
+        schema_version=version,
+        name=_need(data, "name", str, where),
+        created=_need(data, "created", str, where),
+        preprocess=preprocess,
+        model=model_info,
+        index=index_info,
+        products_file=_need(products, "file", str, where + " products"),
+        product_count=_need(products, "count", int, where + " products"),
+        min_score=min_score,
+        files=files,
+        producer=data.get("producer") or {},
+        teacher=data.get("teacher") or {},
+        student=data.get("student"),
+        fidelity=data.get("fidelity") or {},
+    )
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    if not Path(bundle_dir).is_dir():
+        raise BundleError(f"{bundle_dir}: not a bundle directory")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing (is {bundle_dir} a bundle?)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: cannot read ({e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return parse_manifest(data, str(path))

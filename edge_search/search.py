@@ -1,0 +1,112 @@
+"""Searching a bundle: photo in, ranked products out.
+
+`Searcher` is built from an encoder, an index and a product table (so tests
+can hand it fakes); `Searcher.from_bundle` wires the real ones from a bundle.
+Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import Bundle
+from .encoder import DEFAULT_THREADS, Encoder, OnnxEncoder
+from .images import load_image
+from .index import VectorIndex
+from .manifest import Manifest, PreprocessCfg
+from .preprocess import preprocess
+from .products import Product, ProductTable
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    name: str
+    score: float
+    price: float | None
+    category: str | None
+    product: Product = field(repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "score": round(self.score, 4),
+                "price": self.price, "category": self.category}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]
+    best_score: float  # the top product's score, even when it fell below min_score
+
+    @property
+    def no_match(self) -> bool:
+        return not self.hits
+
+
+class Searcher:
+    def __init__(self, *, encoder: Encoder, index: VectorIndex, products: ProductTable,
+                 preprocess_cfg: PreprocessCfg, min_score: float = 0.0, manifest: Manifest | None = None):
+        self.encoder, self.index, self.products = encoder, index, products
+        self.preprocess_cfg, self.min_score, self.manifest = preprocess_cfg, min_score, manifest
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, *, verify: bool = True, threads: int = DEFAULT_THREADS) -> "Searcher":
+        bundle = Bundle.open(path, verify=verify)
+        m = bundle.manifest
+        encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
+                              output_name=m.model.output, threads=threads)
+        rescore = bundle.path(m.index.rescore_file) if m.index.rescore_file else None
+        index = VectorIndex.open(bundle.path(m.index.file), m.index, rescore)
+        products = ProductTable.load(bundle.path(m.products_file), key_count=m.index.count)
+        return cls(encoder=encoder, index=index, products=products, preprocess_cfg=m.preprocess,
+                   min_score=m.min_score, manifest=m)
+
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack([preprocess(im, self.preprocess_cfg) for im in images])
+        return self.encoder.embed(batch)
+
+    def search_vector(self, vector: np.ndarray, k: int = 5, min_score: float | None = None) -> tuple[list[SearchHit], float]:
+        """Best products for one embedding; several images of a product count once."""
+        threshold = self.min_score if min_score is None else min_score
+        fetch = k * self.products.max_images
+        keys, scores = self.index.search(vector[None, :], fetch)
+        seen: set[int] = set()
+        hits: list[SearchHit] = []
+        best = float("-inf")
+        for key, score in zip(keys[0], scores[0]):
+            if key < 0:
+                break
+            pos = int(self.products.key_to_product[key])
+            if pos in seen:
+                continue
+            seen.add(pos)
+            best = max(best, float(score))
+            if score < threshold:
+                break  # scores are sorted: nothing further can pass
+            p = self.products.products[pos]
+            hits.append(SearchHit(id=p.id, name=p.name, score=float(score), price=p.price,
+                                  category=p.category, product=p))
+            if len(hits) == k:
+                break
+        return hits, best
+
+    def search_image(self, image: np.ndarray | str | Path, k: int = 5, min_score: float | None = None) -> SearchResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        if not isinstance(image, np.ndarray):
+            image = load_image(image)
+            timings["decode"] = (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        batch = preprocess(image, self.preprocess_cfg)[None]
+        t2 = time.perf_counter()
+        vector = self.encoder.embed(batch)[0]
+        t3 = time.perf_counter()
+        hits, best = self.search_vector(vector, k=k, min_score=min_score)
+        t4 = time.perf_counter()
+        timings.update(preprocess=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3, search=(t4 - t3) * 1e3)
+        return SearchResult(hits=hits, timings_ms=timings, best_score=best)

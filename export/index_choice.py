@@ -1,0 +1,87 @@
+"""Choosing how the index stores and searches vectors, by measurement.
+
+Each candidate storage is compared with exact f32 search on real query
+embeddings; the smallest that keeps top-1 product agreement at the gate wins.
+Then exact search and HNSW are timed on the same queries.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_search.index import VectorIndex
+
+# (label, dtype, rescore)
+CANDIDATES = (
+    ("i8", "i8", False),
+    ("i8+f16-rescore", "i8", True),
+    ("f16", "f16", False),
+    ("f32", "f32", False),
+)
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    label: str
+    dtype: str
+    rescore: bool
+    exact: bool
+    report: dict
+
+
+def _top1_products(index: VectorIndex, queries: np.ndarray, key_product: np.ndarray) -> np.ndarray:
+    keys, _ = index.search(queries, 1)
+    return key_product[keys[:, 0]]
+
+
+def _bytes_per_vector(index: VectorIndex) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        p, r = Path(tmp) / "i.usearch", Path(tmp) / "r.npy"
+        index.save(p, r if index.rescore is not None else None)
+        size = p.stat().st_size + (r.stat().st_size if index.rescore is not None else 0)
+    return size / max(1, len(index))
+
+
+def _time_search(index: VectorIndex, queries: np.ndarray, k: int, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for q in queries:
+            index.search(q[None], k)
+        best = min(best, (time.perf_counter() - t0) / len(queries))
+    return best * 1e3
+
+
+def choose_index(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarray, *, threshold: float,
+                 forced_dtype: str | None = None) -> IndexChoice:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    reference = key_product[np.argmax(qn @ unit.T, axis=1)]
+    rows = []
+    for label, dtype, rescore in CANDIDATES:
+        index = VectorIndex.build(vectors, dtype=dtype, exact=True, rescore=rescore)
+        agree = float((_top1_products(index, queries, key_product) == reference).mean())
+        rows.append({"label": label, "dtype": dtype, "rescore": rescore,
+                     "top1_agreement_vs_exact_f32": round(agree, 5),
+                     "bytes_per_vector": round(_bytes_per_vector(index), 1)})
+    allowed = [r for r in rows if forced_dtype is None or (r["dtype"] == forced_dtype and not r["rescore"])]
+    passing = [r for r in allowed if r["top1_agreement_vs_exact_f32"] >= threshold] if forced_dtype is None else allowed
+    pick = min(passing or [rows[-1]], key=lambda r: r["bytes_per_vector"])
+    chosen = VectorIndex.build(vectors, dtype=pick["dtype"], rescore=pick["rescore"])
+    k = min(5, len(vectors))
+    exact_ms = _time_search(chosen, queries[:200], k)
+    chosen.exact = False
+    hnsw_ms = _time_search(chosen, queries[:200], k)
+    hnsw_agree = float((_top1_products(chosen, queries, key_product) == reference).mean())
+    # HNSW only when it is both faster and as faithful: small catalogs search exactly.
+    use_hnsw = hnsw_ms < 0.8 * exact_ms and hnsw_agree >= threshold
+    report = {"candidates": rows, "chosen": pick["label"], "forced_dtype": forced_dtype, "threshold": threshold,
+              "queries": int(len(queries)), "exact_search_ms": round(exact_ms, 4), "hnsw_search_ms": round(hnsw_ms, 4),
+              "hnsw_top1_agreement": round(hnsw_agree, 5), "search": "hnsw" if use_hnsw else "exact"}
+    return IndexChoice(label=pick["label"], dtype=pick["dtype"], rescore=pick["rescore"],
+                       exact=not use_hnsw, report=report)

@@ -1,0 +1,279 @@
+"""`edge-search export`: catalog + teacher -> a verified bundle directory.
+
+Each step takes artefacts and returns artefacts; gates stop the export with
+the measured value and the threshold. Everything is written to a staging
+directory that is renamed to `--out` only when complete and verified.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import open_clip
+import torch
+import usearch
+from tqdm import tqdm
+
+import edge_search
+from edge_search.bundle import Bundle
+from edge_search.catalog import IMAGE_SUFFIXES, Catalog, read_catalog
+from edge_search.encoder import OnnxEncoder
+from edge_search.errors import ExportError, GateError, ImageError
+from edge_search.files import atomic_write_text, sha256_file, staged_directory
+from edge_search.images import encode_jpeg, load_image, thumbnail
+from edge_search.index import VectorIndex
+from edge_search.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo
+from edge_search.preprocess import preprocess_batch
+from edge_search.products import Product, ProductTable
+from edge_search.search import Searcher
+
+from .config import ExportConfig
+from .distill import build_view_bank, distill
+from .index_choice import choose_index
+from .interpolation import choose_interpolation
+from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
+from .quantize import quantize_int8
+from .student import Embedder, build_student
+from .teacher import load_teacher
+from .views import views
+
+log = logging.getLogger("edge_search.export")
+QUERY_VIEWS = 4  # augmented views per catalog image used as export-time queries
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    out: Path
+    manifest: Manifest
+    skipped: tuple[str, ...]
+    seconds: float
+
+
+def _load_all(paths: list[Path], desc: str, progress: bool) -> list[np.ndarray]:
+    return [load_image(p) for p in tqdm(paths, desc=desc, unit="img", disable=not progress)]
+
+
+def _distill_paths(dirs: tuple[Path, ...]) -> list[Path]:
+    paths = []
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise ExportError(f"{d}: --distill-images needs a folder of photos")
+        paths += sorted(p for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return paths
+
+
+def _product_table(catalog: Catalog) -> tuple[ProductTable, list[int]]:
+    products, first_rows = [], []
+    key = 0
+    for pid, rows in catalog.grouped():
+        keys = tuple(range(key, key + len(rows)))
+        key += len(rows)
+        pick = lambda attr: next((getattr(r, attr) for r in rows if getattr(r, attr) is not None), None)  # noqa: E731
+        meta = {}
+        for r in rows:
+            meta.update({k: v for k, v in r.meta.items() if k not in meta})
+        products.append(Product(id=pid, name=pick("name") or pid, keys=keys, price=pick("price"),
+                                category=pick("category"), description=pick("description"),
+                                thumbnail=f"thumbs/{len(products):05d}.jpg", meta=meta))
+        first_rows.append(keys[0])
+    return ProductTable.from_products(products, key), first_rows
+
+
+def _query_views(images: list[np.ndarray], seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    qs, src = [], []
+    for i, img in enumerate(images):
+        # skip view 0 (the image itself): queries are photos, not the catalog shot
+        for v in views(img, QUERY_VIEWS + 1, seed=seed * 7919 + 104729 + i)[1:]:
+            qs.append(v)
+            src.append(i)
+    return qs, np.asarray(src)
+
+
+def _embed(encoder: OnnxEncoder, images: list[np.ndarray], pp, batch: int = 32) -> np.ndarray:
+    return np.concatenate([encoder.embed(preprocess_batch(images[i:i + batch], pp))
+                           for i in range(0, len(images), batch)])
+
+
+class _GateBook:
+    """Checks each gate: raises when enforced, records the figure either way."""
+
+    def __init__(self, enforce: bool):
+        self.enforce, self.results = enforce, []
+
+    def check(self, gate: str, measured: float, threshold: float) -> None:
+        passed = bool(measured >= threshold)
+        self.results.append({"gate": gate, "measured": round(float(measured), 5), "threshold": threshold,
+                             "passed": passed})
+        if passed:
+            return
+        if self.enforce:
+            raise GateError(gate, measured, threshold)
+        log.warning("gate '%s' missed (%.4f < %.4f), not enforced for a random-weight teacher",
+                    gate, measured, threshold)
+
+
+def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    if out.exists() and not cfg.force:
+        raise ExportError(f"{out}: already exists (pass --force to replace it)")
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad)
+    for line in catalog.skipped:
+        log.warning("skipped %s", line)
+    teacher = load_teacher(cfg.teacher, cfg.pretrained)
+    gates = _GateBook(cfg.gates.enforce and not teacher.provenance["random_weights"])
+    table, _ = _product_table(catalog)
+    key_product = table.key_to_product
+    images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
+
+    teacher_pp, interp_report = choose_interpolation(images, teacher.preprocess)
+    fidelity: dict = {"preprocess_interpolation": interp_report}
+
+    student_info = None
+    if cfg.student:
+        side = cfg.image_size or teacher_pp.size[0]
+        student_pp = replace(teacher_pp, size=(side, side))
+        student = build_student(cfg.student, teacher.embed_dim, side, pretrained=cfg.student_pretrained)
+        extra_paths = _distill_paths(cfg.distill_images)
+        extra: list[np.ndarray] = []
+        for p in tqdm(extra_paths, desc="reading distill images", unit="img", disable=not progress):
+            try:
+                extra.append(load_image(p))
+            except ImageError as e:
+                log.warning("distill image skipped: %s", e)
+        extra_views = max(2, cfg.views_per_image // 4)
+        bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
+                               [extra_views] * len(extra), student_pp, cfg.seed, progress)
+        report = distill(student, bank, student_pp, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                         learning_rate=cfg.learning_rate, relational_weight=cfg.relational_weight,
+                         seed=cfg.seed, progress=progress)
+        module = Embedder(student).eval()
+        student_info = {"arch": cfg.student, "pretrained": "imagenet (timm)" if cfg.student_pretrained else None,
+                        "image_size": side, "distill_images": len(extra),
+                        "views_per_image": cfg.views_per_image, "seed": cfg.seed,
+                        "params": int(sum(p.numel() for p in student.parameters())),
+                        "distillation": report.to_json()}
+    else:
+        student_pp = teacher_pp
+        module = Embedder(teacher.visual).eval()
+
+    with staged_directory(out, force=cfg.force) as stage:
+        fp32_path = stage / ("model.onnx" if cfg.quantize == "none" else ".model.fp32.onnx")
+        export_onnx(module, student_pp.size, fp32_path)
+        hold = sorted(set(range(0, len(images), 5)))  # every 5th image: held back from calibration
+        calib_idx = [i for i in range(len(images)) if i not in set(hold)] or hold
+        sample = preprocess_batch([images[i] for i in hold[:32]], student_pp)
+        fidelity["onnx_vs_torch"] = parity(module, fp32_path, sample, cfg.threads)
+        gates.check("onnx-vs-torch min cosine", fidelity["onnx_vs_torch"]["min_cosine"], cfg.gates.onnx_min_cosine)
+        query_imgs, query_src = _query_views(images, cfg.seed)
+        fp32_enc = OnnxEncoder(fp32_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
+        model_path = fp32_path
+        quant_info = None
+        if cfg.quantize == "int8":
+            model_path = stage / "model.onnx"
+            calib_views = [v for i in calib_idx for v in views(images[i], 3, seed=cfg.seed + 17 + i)]
+            calib = preprocess_batch(calib_views[:256], student_pp)
+            quant_info = quantize_int8(fp32_path, model_path, calib)
+            enc = OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
+            held_q = [q for q, s in zip(query_imgs, query_src) if s in set(hold)] + [images[i] for i in hold]
+            a, b = _embed(fp32_enc, held_q, student_pp), _embed(enc, held_q, student_pp)
+            cos = (a * b).sum(1)
+            cat32 = _embed(fp32_enc, images, student_pp)
+            agree = float((key_product[np.argmax(a @ cat32.T, 1)] == key_product[np.argmax(b @ cat32.T, 1)]).mean())
+            fidelity["int8_vs_fp32"] = {"mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
+                                        "top1_agreement": round(agree, 5), "images": len(held_q),
+                                        "thresholds": {"mean_cosine": cfg.gates.int8_mean_cosine,
+                                                       "top1_agreement": cfg.gates.int8_top1_agreement}}
+            gates.check("int8-vs-fp32 mean cosine", float(cos.mean()), cfg.gates.int8_mean_cosine)
+            gates.check("int8-vs-fp32 top-1 agreement", agree, cfg.gates.int8_top1_agreement)
+            fp32_path.unlink()
+        else:
+            enc = fp32_enc
+
+        # Catalog vectors: by the device encoder itself, or by the teacher whose
+        # space the student was trained into. Measured on held-out query views.
+        queries = _embed(enc, query_imgs, student_pp)
+        student_vecs = _embed(enc, images, student_pp)
+        options = {"student": student_vecs}
+        if cfg.student:
+            options["teacher"] = teacher.encode(preprocess_batch(images, teacher_pp), progress="teacher embeds catalog"
+                                                if progress else None)
+        truth = key_product[query_src]
+        enc_report = {}
+        for name, vecs in options.items():
+            top1 = key_product[np.argmax(queries @ vecs.T, 1)]
+            enc_report[name] = {"augmented_query_top1": round(float((top1 == truth).mean()), 5)}
+        chosen_enc = cfg.catalog_encoder if cfg.catalog_encoder in options else \
+            max(options, key=lambda n: (enc_report[n]["augmented_query_top1"], n == "teacher"))
+        fidelity["catalog_encoder"] = {**enc_report, "chosen": chosen_enc, "queries": int(len(queries)),
+                                       "forced": cfg.catalog_encoder is not None}
+        vectors = options[chosen_enc]
+
+        choice = choose_index(vectors, key_product, queries, threshold=cfg.gates.index_top1_agreement,
+                              forced_dtype=cfg.index_dtype)
+        fidelity["index"] = choice.report
+        index = VectorIndex.build(vectors, dtype=choice.dtype, exact=choice.exact, rescore=choice.rescore)
+        rescore_name = "vectors.f16.npy" if choice.rescore else None
+        index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
+
+        (stage / "thumbs").mkdir()
+        for p in table.products:
+            (stage / p.thumbnail).write_bytes(encode_jpeg(thumbnail(images[p.keys[0]])))
+        (stage / "products.jsonl").write_text(table.dumps(), encoding="utf-8")
+
+        searcher = Searcher(encoder=enc, index=index, products=table, preprocess_cfg=student_pp)
+        self_hits = [searcher.search_vector(v, k=1, min_score=-2.0)[0] for v in _embed(enc, images, student_pp)]
+        self_top1 = float(np.mean([bool(h) and h[0].id == table.products[key_product[i]].id
+                                   for i, h in enumerate(self_hits)]))
+        fidelity["catalog_self_top1"] = {"value": round(self_top1, 5), "images": len(images),
+                                         "threshold": cfg.gates.catalog_self_top1 if chosen_enc == "student" else None}
+        if chosen_enc == "student":
+            gates.check("catalog self-retrieval top-1", self_top1, cfg.gates.catalog_self_top1)
+        if choice.report["forced_dtype"] is None:
+            picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
+            gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
+                        cfg.gates.index_top1_agreement)
+        fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
+
+        files = {}
+        for f in sorted(p for p in stage.rglob("*") if p.is_file()):
+            rel = f.relative_to(stage).as_posix()
+            files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            name=cfg.name or out.name,
+            created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            preprocess=student_pp,
+            model=ModelInfo(file="model.onnx", input=INPUT, output=OUTPUT, embed_dim=teacher.embed_dim,
+                            precision="int8" if cfg.quantize == "int8" else "fp32", opset=OPSET),
+            index=IndexInfo(file="index.usearch", dtype=choice.dtype, metric="cos", count=len(images),
+                            exact=choice.exact, rescore_file=rescore_name,
+                            catalog_encoder=chosen_enc),
+            products_file="products.jsonl",
+            product_count=len(table),
+            min_score=0.0,
+            files=files,
+            producer={"edge_search": edge_search.__version__, "torch": torch.__version__,
+                      "open_clip": open_clip.__version__, "onnx": onnx.__version__,
+                      "onnxruntime": onnxruntime.__version__, "usearch": usearch.__version__,
+                      "python": platform.python_version()},
+            teacher={**teacher.provenance, "preprocess_size": list(teacher_pp.size)},
+            student=student_info,
+            fidelity={**fidelity, "quantization": quant_info, "seed": cfg.seed,
+                      "catalog": {"source": str(cfg.catalog), "images": len(images), "products": len(table),
+                                  "skipped": list(catalog.skipped)}},
+        )
+        atomic_write_text(stage / MANIFEST_NAME, manifest.to_json())
+        Bundle.open(stage, verify=True)  # the runtime's own reader accepts what we wrote
+    return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped,
+                         seconds=time.perf_counter() - t_start)
