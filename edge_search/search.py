@@ -50,9 +50,11 @@ class SearchResult:
 
 class Searcher:
     def __init__(self, *, encoder: Encoder, index: VectorIndex, products: ProductTable,
-                 preprocess_cfg: PreprocessCfg, min_score: float = 0.0, manifest: Manifest | None = None):
+                 preprocess_cfg: PreprocessCfg, min_score: float = 0.0, manifest: Manifest | None = None,
+                 root: Path | None = None):
         self.encoder, self.index, self.products = encoder, index, products
         self.preprocess_cfg, self.min_score, self.manifest = preprocess_cfg, min_score, manifest
+        self.root = root  # the bundle directory, for thumbnails; None for in-memory searchers
 
     @classmethod
     def from_bundle(cls, path: str | Path, *, verify: bool = True, threads: int = DEFAULT_THREADS) -> "Searcher":
@@ -64,7 +66,7 @@ class Searcher:
         index = VectorIndex.open(bundle.path(m.index.file), m.index, rescore)
         products = ProductTable.load(bundle.path(m.products_file), key_count=m.index.count)
         return cls(encoder=encoder, index=index, products=products, preprocess_cfg=m.preprocess,
-                   min_score=m.min_score, manifest=m)
+                   min_score=m.min_score, manifest=m, root=bundle.root)
 
     def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
         batch = np.stack([preprocess(im, self.preprocess_cfg) for im in images])
