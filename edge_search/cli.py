@@ -20,12 +20,12 @@ from .errors import EdgeSearchError
 PROG = "edge-search"
 
 
-def _setup_logging(quiet: bool = False) -> None:
+def _setup_logging() -> None:
     # Libraries under the export (open_clip, huggingface_hub, the quantizer)
     # log chatter on the root logger; users see only our own warnings.
     logging.basicConfig(level=logging.CRITICAL)
     ours = logging.getLogger("edge_search")
-    ours.setLevel(logging.ERROR if quiet else logging.WARNING)
+    ours.setLevel(logging.WARNING)  # --quiet hides progress bars, never warnings
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
     ours.handlers[:] = [handler]
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "quiet", False))
+    _setup_logging()
     try:
         return args.func(args)
     except EdgeSearchError as e:

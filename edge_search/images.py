@@ -6,6 +6,10 @@ the file. Must not import torch, open_clip or onnx.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -18,6 +22,31 @@ from .errors import ImageError
 MAX_PIXELS = 64_000_000
 
 
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """libjpeg prints warnings about corrupt files straight to fd 2 (OpenCV's
+    log level does not reach it); our ImageError already says what is wrong."""
+    with _stderr_lock:
+        try:
+            fd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            yield
+            return
+        sys.stderr.flush()
+        saved = os.dup(fd)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            os.close(devnull)
+
+
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes to an H x W x 3 RGB uint8 array."""
     if not data:
@@ -26,7 +55,8 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     try:
         # IMREAD_COLOR honours EXIF orientation and drops alpha; 16-bit and
         # grayscale inputs come back as 8-bit BGR.
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        with _quiet_stderr():
+            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as e:
         raise ImageError(f"{name}: cannot decode image ({str(e).strip().splitlines()[-1]})") from None
     if bgr is None or bgr.size == 0:

@@ -70,21 +70,20 @@ def _distill_paths(dirs: tuple[Path, ...]) -> list[Path]:
     return paths
 
 
-def _product_table(catalog: Catalog) -> tuple[ProductTable, list[int]]:
-    products, first_rows = [], []
-    key = 0
+def _product_table(catalog: Catalog) -> ProductTable:
+    """Products in catalog order; index key i is catalog row i (images are
+    loaded and embedded in row order), whatever order a product's rows come in."""
+    position = {id(r): i for i, r in enumerate(catalog.rows)}
+    products = []
     for pid, rows in catalog.grouped():
-        keys = tuple(range(key, key + len(rows)))
-        key += len(rows)
         pick = lambda attr: next((getattr(r, attr) for r in rows if getattr(r, attr) is not None), None)  # noqa: E731
         meta = {}
         for r in rows:
             meta.update({k: v for k, v in r.meta.items() if k not in meta})
-        products.append(Product(id=pid, name=pick("name") or pid, keys=keys, price=pick("price"),
-                                category=pick("category"), description=pick("description"),
+        products.append(Product(id=pid, name=pick("name") or pid, keys=tuple(position[id(r)] for r in rows),
+                                price=pick("price"), category=pick("category"), description=pick("description"),
                                 thumbnail=f"thumbs/{len(products):05d}.jpg", meta=meta))
-        first_rows.append(keys[0])
-    return ProductTable.from_products(products, key), first_rows
+    return ProductTable.from_products(products, len(catalog.rows))
 
 
 def _query_views(images: list[np.ndarray], seed: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -132,7 +131,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         log.warning("skipped %s", line)
     teacher = load_teacher(cfg.teacher, cfg.pretrained)
     gates = _GateBook(cfg.gates.enforce and not teacher.provenance["random_weights"])
-    table, _ = _product_table(catalog)
+    table = _product_table(catalog)
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
 

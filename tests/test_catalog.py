@@ -1,0 +1,88 @@
+"""Reading catalogs: CSV, JSONL and folders; every bad row reported at once."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_search.catalog import read_catalog
+from edge_search.errors import CatalogError
+
+
+def jpg(path, colour=(10, 200, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((40, 60, 3), colour, np.uint8))
+    return path
+
+
+def test_csv_groups_images_and_keeps_extra_columns(tmp_path):
+    jpg(tmp_path / "a1.jpg"), jpg(tmp_path / "a2.jpg"), jpg(tmp_path / "b.jpg")
+    (tmp_path / "c.csv").write_text(
+        "id,image,name,price,aisle\n"
+        'apple,a1.jpg,"Apple, red",0.5,3\n'
+        "apple,a2.jpg,,,\n"
+        "banana,b.jpg,Banana,1.25,4\n", encoding="utf-8")
+    cat = read_catalog(tmp_path / "c.csv")
+    groups = dict(cat.grouped())
+    assert list(groups) == ["apple", "banana"]
+    assert [r.image.name for r in groups["apple"]] == ["a1.jpg", "a2.jpg"]
+    assert groups["apple"][0].name == "Apple, red" and groups["apple"][0].price == 0.5
+    assert groups["banana"][0].meta == {"aisle": "4"}
+
+
+def test_jsonl_and_folder_layouts(tmp_path):
+    jpg(tmp_path / "imgs" / "x.png")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "x", "image": "imgs/x.png", "price": 2}) + "\n\n")
+    assert read_catalog(tmp_path / "c.jsonl").rows[0].price == 2.0
+    jpg(tmp_path / "folder" / "milk" / "1.jpg"), jpg(tmp_path / "folder" / "milk" / "2.jpg")
+    jpg(tmp_path / "folder" / "tea" / "1.jpg")
+    cat = read_catalog(tmp_path / "folder")
+    assert [(pid, len(rows)) for pid, rows in cat.grouped()] == [("milk", 2), ("tea", 1)]
+
+
+def test_all_bad_rows_reported_with_line_numbers(tmp_path):
+    jpg(tmp_path / "ok.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (tmp_path / "c.csv").write_text(
+        "id,image,price\n"
+        "good,ok.jpg,1\n"
+        ",ok.jpg,1\n"
+        "gone,missing.jpg,1\n"
+        "bad,broken.jpg,1\n"
+        "cheap,ok.jpg,free\n", encoding="utf-8")
+    with pytest.raises(CatalogError) as e:
+        read_catalog(tmp_path / "c.csv")
+    msg = str(e.value)
+    assert "\n" not in msg and "4 bad row(s)" in msg
+    for fragment in ("line 3: missing id", "line 4: image missing.jpg: no such file",
+                     "line 5: image broken.jpg", "line 6: price 'free' is not a number"):
+        assert fragment in msg
+    cat = read_catalog(tmp_path / "c.csv", skip_bad=True)
+    assert [r.id for r in cat.rows] == ["good"] and len(cat.skipped) == 4
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("name,image\nx,y.jpg\n", r"lacks required column\(s\) id"),
+    ("", "empty file"),
+])
+def test_header_problems(tmp_path, content, expected):
+    (tmp_path / "c.csv").write_text(content)
+    with pytest.raises(CatalogError, match=expected):
+        read_catalog(tmp_path / "c.csv")
+
+
+def test_unreadable_catalogs(tmp_path):
+    with pytest.raises(CatalogError, match="no such catalog"):
+        read_catalog(tmp_path / "nope.csv")
+    (tmp_path / "c.txt").write_text("id,image\n")
+    with pytest.raises(CatalogError, match="unknown catalog format"):
+        read_catalog(tmp_path / "c.txt")
+    (tmp_path / "latin.csv").write_bytes("id,image\ncaf\xe9,x.jpg\n".encode("latin-1"))
+    with pytest.raises(CatalogError, match="not UTF-8"):
+        read_catalog(tmp_path / "latin.csv")
+    (tmp_path / "c.jsonl").write_text("{not json}\n")
+    with pytest.raises(CatalogError, match="line 1: not valid JSON"):
+        read_catalog(tmp_path / "c.jsonl")

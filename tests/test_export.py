@@ -1,0 +1,142 @@
+"""`edge-search export` end to end with tiny open_clip teachers whose random
+weights are saved to a checkpoint file and loaded back through --pretrained."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import TINY_TEACHER, export_args, read_manifest, run_cli
+
+pytestmark = pytest.mark.export
+
+
+def test_bundle_contents_and_manifest(tiny_bundle, tiny_checkpoint):
+    m = read_manifest(tiny_bundle)
+    assert m["schema_version"] == 1
+    assert m["teacher"]["model"] == "tiny-vit-test" and m["teacher"]["pretrained"] == tiny_checkpoint.name
+    assert m["teacher"]["random_weights"] is False  # loaded from a file: the real path
+    assert "unknown" in m["teacher"]["licence"]
+    assert m["student"]["arch"] == "mobilenetv3_small_050"
+    assert m["model"] == {"file": "model.onnx", "input": "image", "output": "embedding", "embed_dim": 64,
+                          "precision": "int8", "opset": 17}
+    assert m["preprocess"]["size"] == [64, 64] and m["preprocess"]["cv2_interpolation"] in ("area", "linear", "cubic", "lanczos")
+    assert m["index"]["count"] == 12 and m["products"]["count"] == 12
+    files = set(m["files"])
+    assert {"model.onnx", "index.usearch", "products.jsonl"} <= files
+    assert sum(f.startswith("thumbs/") for f in files) == 12
+    fid = m["fidelity"]
+    assert fid["onnx_vs_torch"]["min_cosine"] > 0.999
+    assert {c["label"] for c in fid["index"]["candidates"]} == {"i8", "i8+f16-rescore", "f16", "f32"}
+    assert fid["catalog_encoder"]["chosen"] in ("teacher", "student")
+    assert fid["gates"]["enforced"] is True and all(g["passed"] for g in fid["gates"]["results"])
+    assert not list(tiny_bundle.parent.glob(".sample.partial-*"))  # no staging left behind
+
+
+def test_inspect_verifies_every_checksum(tiny_bundle):
+    out = run_cli("inspect", tiny_bundle).stdout
+    n = len(read_manifest(tiny_bundle)["files"])
+    assert f"{n} files verified" in out and "tiny-vit-test" in out and "int8" in out
+
+
+def test_export_is_deterministic_for_a_seed(tmp_path, sample_catalog, tiny_checkpoint, tiny_bundle):
+    again = tmp_path / "again"
+    run_cli(*export_args(sample_catalog, again, tiny_checkpoint))
+    a, b = read_manifest(tiny_bundle)["files"], read_manifest(again)["files"]
+    assert a["model.onnx"]["sha256"] == b["model.onnx"]["sha256"]
+    assert a["index.usearch"]["sha256"] == b["index.usearch"]["sha256"]
+
+
+def test_teacher_tower_without_student_and_fp32(tmp_path, sample_catalog, tiny_checkpoint):
+    out = tmp_path / "teacher-only"
+    run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER,
+            "--pretrained", tiny_checkpoint, "--student", "none", "--quantize", "none", "--index-dtype", "f32", "--quiet")
+    m = read_manifest(out)
+    assert m["student"] is None and m["model"]["precision"] == "fp32" and m["index"]["dtype"] == "f32"
+    assert m["index"]["catalog_encoder"] == "student"  # the shipped encoder embeds the catalog
+    hits = json.loads(run_cli("search", "--bundle", out, "--json", "-k", "1",
+                              sample_catalog.parent / "images" / "pasta.jpg").stdout)
+    assert hits["results"][0]["id"] == "pasta" and hits["results"][0]["score"] > 0.999
+
+
+def test_failed_gate_stops_and_writes_nothing(tmp_path, sample_catalog, tiny_checkpoint):
+    out = tmp_path / "gated"
+    proc = run_cli(*export_args(sample_catalog, out, tiny_checkpoint, "--gate", "int8_mean_cosine=1.01"),
+                   check=False)
+    assert proc.returncode == 2
+    assert "fidelity gate 'int8-vs-fp32 mean cosine' failed: measured" in proc.stderr
+    assert "threshold 1.0100" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".gated*"))
+
+
+def test_existing_output_is_kept_unless_forced(tmp_path, sample_catalog, tiny_checkpoint):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    proc = run_cli(*export_args(sample_catalog, out, tiny_checkpoint), check=False)
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert (out / "keep.txt").read_text() == "precious"
+    # a forced export that fails keeps the old output whole
+    proc = run_cli(*export_args(sample_catalog, out, tiny_checkpoint, "--force", "--gate", "onnx_min_cosine=2"),
+                   check=False)
+    assert proc.returncode == 2 and (out / "keep.txt").read_text() == "precious"
+
+
+def test_bad_catalog_rows_stop_before_anything_is_written(tmp_path, tiny_checkpoint, sample_catalog):
+    cat = tmp_path / "c.csv"
+    good = (sample_catalog.parent / "images" / "pasta.jpg").resolve()
+    (tmp_path / "junk.jpg").write_bytes(b"this is not a jpeg")
+    cat.write_text(f"id,image\npasta,{good}\nghost,nowhere.jpg\njunk,junk.jpg\n")
+    out = tmp_path / "out"
+    proc = run_cli(*export_args(cat, out, tiny_checkpoint), check=False)
+    assert proc.returncode == 2 and "2 bad row(s)" in proc.stderr
+    assert "line 3" in proc.stderr and "line 4" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_pretrained_problems_are_one_line(tmp_path, sample_catalog):
+    t0 = time.monotonic()
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "o", "--teacher", "ViT-B-32",
+                   "--pretrained", "laion2b_s34b_b79k", "--quiet", check=False,
+                   env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "--pretrained /path/to/" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 60
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "o", "--teacher", TINY_TEACHER,
+                   "--pretrained", tmp_path / "missing.pt", "--quiet", check=False)
+    assert proc.returncode == 2 and "missing.pt: checkpoint file not found" in proc.stderr
+    wrong = tmp_path / "wrong.pt"
+    import torch
+
+    torch.save({"state_dict": {"visual.nope": torch.zeros(1)}}, wrong)
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "o", "--teacher", TINY_TEACHER,
+                   "--pretrained", wrong, "--quiet", check=False)
+    assert proc.returncode == 2 and "does not fit teacher tiny-vit-test" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_random_teacher_must_be_asked_for_and_is_recorded(tmp_path, sample_catalog):
+    out = tmp_path / "random"
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER,
+                   "--pretrained", "random", "--student", "none", "--quiet")
+    assert "RANDOM weights" in proc.stderr
+    m = read_manifest(out)
+    assert m["teacher"]["random_weights"] is True and m["teacher"]["pretrained"] == "random"
+    assert m["fidelity"]["gates"]["enforced"] is False
+    assert "RANDOM WEIGHTS" in run_cli("inspect", out).stdout
+
+
+def test_multiple_images_per_product_collapse(tmp_path, sample_catalog, tiny_checkpoint):
+    imgs = sample_catalog.parent / "images"
+    cat = tmp_path / "multi.csv"
+    rows = ["id,image,name"] + [f"{p},{(imgs / f'{p}.jpg').resolve()},{p}" for p in ("pasta", "honey", "green-tea")]
+    rows.append(f"pasta,{(imgs / 'tomato-sauce.jpg').resolve()},pasta")  # a second image of pasta
+    cat.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "multi"
+    run_cli(*export_args(cat, out, tiny_checkpoint, "--catalog-encoder", "student"))
+    assert read_manifest(out)["index"]["count"] == 4 and read_manifest(out)["products"]["count"] == 3
+    res = json.loads(run_cli("search", "--bundle", out, "--json", "-k", "5", imgs / "tomato-sauce.jpg").stdout)
+    ids = [r["id"] for r in res["results"]]
+    assert ids[0] == "pasta" and sorted(ids) == ["green-tea", "honey", "pasta"]

@@ -1,0 +1,103 @@
+"""`edge-search search` as a user runs it, the Python API, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import read_manifest, run_cli
+
+pytestmark = pytest.mark.export  # needs a bundle, which needs the export
+
+
+def test_catalog_images_find_themselves(tiny_bundle, sample_catalog):
+    imgs = sorted((sample_catalog.parent / "images").glob("*.jpg"))
+    proc = run_cli("search", "--bundle", tiny_bundle, "--json", "-k", "3", *imgs)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == len(imgs)
+    for img, line in zip(imgs, lines):
+        assert line["query"] == str(img)
+        assert line["results"][0]["id"] == img.stem
+        assert set(line["results"][0]) == {"id", "name", "score", "price", "category"}
+        assert len(line["results"]) == 3 and line["no_match"] is False
+        assert set(line["timings_ms"]) >= {"embed", "search"}
+
+
+def test_plain_output_and_min_score(tiny_bundle, sample_catalog):
+    img = sample_catalog.parent / "images" / "honey.jpg"
+    out = run_cli("search", "--bundle", tiny_bundle, img, "-k", "2").stdout
+    assert "1." in out and "honey" in out and "Wildflower Honey" in out and "5.40" in out
+    none = run_cli("search", "--bundle", tiny_bundle, img, "--min-score", "1.5").stdout
+    assert "no match (best score" in none
+    res = json.loads(run_cli("search", "--bundle", tiny_bundle, img, "--min-score", "1.5", "--json").stdout)
+    assert res["results"] == [] and res["no_match"] is True
+
+
+def test_python_api(tiny_bundle, sample_catalog):
+    from edge_search.images import load_image
+    from edge_search.search import Searcher
+
+    searcher = Searcher.from_bundle(tiny_bundle)
+    result = searcher.search_image(load_image(sample_catalog.parent / "images" / "oat-milk.jpg"), k=2)
+    assert result.hits[0].id == "oat-milk" and result.hits[0].price == 1.89 and len(result.hits) == 2
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for f in fragments:
+        assert f in err, err
+
+
+def test_bad_images(tiny_bundle, tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("shopping list")
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 20)
+    one_line_error(run_cli("search", "--bundle", tiny_bundle, tmp_path / "missing.jpg", check=False),
+                   "missing.jpg", "no such file")
+    one_line_error(run_cli("search", "--bundle", tiny_bundle, tmp_path / "empty.jpg", check=False),
+                   "empty.jpg", "empty file")
+    one_line_error(run_cli("search", "--bundle", tiny_bundle, tmp_path / "notes.txt", check=False),
+                   "notes.txt", "not a readable image")
+    one_line_error(run_cli("search", "--bundle", tiny_bundle, tmp_path / "cut.jpg", check=False), "cut.jpg")
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+def test_tampered_file_is_refused(bundle_copy, sample_catalog):
+    model = bundle_copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    img = sample_catalog.parent / "images" / "pasta.jpg"
+    one_line_error(run_cli("search", "--bundle", bundle_copy, img, check=False), "model.onnx", "checksum mismatch")
+    one_line_error(run_cli("inspect", bundle_copy, check=False), "model.onnx", "checksum mismatch")
+
+
+@pytest.mark.parametrize("edit,fragment", [
+    (lambda m: m.update(schema_version=99), "unknown schema_version 99"),
+    (lambda m: m.pop("index"), "missing key 'index'"),
+    (lambda m: m["model"].update(embed_dim="big"), "'embed_dim' has the wrong type"),
+    (lambda m: m["files"].update({"../../etc/passwd": {"sha256": "0" * 64, "bytes": 1}}), "points outside the bundle"),
+])
+def test_bad_manifests_are_refused(bundle_copy, sample_catalog, edit, fragment):
+    m = read_manifest(bundle_copy)
+    edit(m)
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    one_line_error(run_cli("search", "--bundle", bundle_copy, sample_catalog.parent / "images" / "pasta.jpg",
+                           check=False), "manifest.json", fragment)
+
+
+def test_missing_bundle_and_truncated_index(bundle_copy, tmp_path, sample_catalog):
+    img = sample_catalog.parent / "images" / "pasta.jpg"
+    one_line_error(run_cli("search", "--bundle", tmp_path / "nothing", img, check=False), "not a bundle directory")
+    (bundle_copy / "manifest.json").write_text("{ not json")
+    one_line_error(run_cli("search", "--bundle", bundle_copy, img, check=False), "manifest.json", "not valid JSON")
