@@ -1,0 +1,31 @@
+"""`edge-search search` from an environment where only the runtime is
+installed (no torch, no open_clip, no onnx). tests/run.sh builds that
+environment and passes its interpreter in EDGE_SEARCH_RUNTIME_PYTHON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import run_cli
+
+RUNTIME_PY = os.environ.get("EDGE_SEARCH_RUNTIME_PYTHON")
+
+
+@pytest.mark.export
+@pytest.mark.skipif(not RUNTIME_PY, reason="set EDGE_SEARCH_RUNTIME_PYTHON to a runtime-only venv's python "
+                                           "(tests/run.sh does)")
+def test_search_runs_without_export_dependencies(tiny_bundle, sample_catalog):
+    probe = subprocess.run([RUNTIME_PY, "-c", "import importlib.util as u, json; print(json.dumps("
+                            "[m for m in ('torch', 'torchvision', 'open_clip', 'onnx', 'timm') if u.find_spec(m)]))"],
+                           capture_output=True, text=True, check=True)
+    assert json.loads(probe.stdout) == [], "the runtime-only environment has export packages installed"
+    img = sample_catalog.parent / "images" / "honey.jpg"
+    proc = run_cli("search", "--bundle", tiny_bundle, "--json", img, python=RUNTIME_PY)
+    assert json.loads(proc.stdout)["results"][0]["id"] == "honey"
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tiny_bundle.parent / "x", python=RUNTIME_PY,
+                   check=False)
+    assert proc.returncode == 2 and "pip install 'edge-search[export]'" in proc.stderr
