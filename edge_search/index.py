@@ -41,7 +41,9 @@ class VectorIndex:
         n, dim = vectors.shape
         # dtype is always explicit: usearch's default depends on the CPU.
         index = Index(ndim=dim, metric="cos", dtype=dtype)
-        index.add(np.arange(n, dtype=np.uint64), unit(vectors))
+        # One thread: a multi-threaded build links the HNSW graph in a
+        # different order each run, and exports must be byte-reproducible.
+        index.add(np.arange(n, dtype=np.uint64), unit(vectors), threads=1)
         extra = unit(vectors).astype(np.float16) if rescore else None
         return cls(index=index, dtype=dtype, exact=exact, rescore=extra)
 

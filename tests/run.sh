@@ -24,4 +24,4 @@ esac
 .venv-runtime/bin/python -m pip install -q .
 
 export EDGE_SEARCH_RUNTIME_PYTHON="$PWD/.venv-runtime/bin/python"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -rs -p no:cacheprovider "$@"
