@@ -170,6 +170,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- eval: retrieval quality on labeled photos (issue 4) ----------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, read_queries
+    from .search import Searcher
+
+    queries = read_queries(args.queries)
+    searcher = Searcher.from_bundle(args.bundle)
+    report = evaluate(searcher, queries)
+    if args.report:
+        from .eval_report import write_report
+
+        write_report(report, Path(args.report), title=f"edge-search eval: {Path(args.bundle).name} on {Path(args.queries).name}")
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False))
+        return 0
+    print(f"{report.queries} queries against {searcher.manifest.name if searcher.manifest else args.bundle}")
+    print("  " + "  ".join(f"recall@{k} {v:.3f}" for k, v in report.recall.items()))
+    print(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} (threshold {report.min_score:.3f})")
+    lat = report.latency_ms
+    print(f"  embed {lat['embed_p50']:.1f} / {lat['embed_p95']:.1f} ms, search {lat['search_p50']:.2f} / "
+          f"{lat['search_p95']:.2f} ms (p50 / p95)")
+    worst = sorted(report.per_category.items(), key=lambda kv: kv[1]["recall@1"])[:5]
+    print("  worst categories: " + ", ".join(f"{c} {v['recall@1']:.2f} ({v['queries']})" for c, v in worst))
+    if report.confused:
+        print("  most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} x{c['count']}" for c in report.confused[:5]))
+    for line in report.unknown_ids + report.unreadable:
+        print(f"  not counted: {line}", file=sys.stderr)
+    if args.report:
+        print(f"  report: {Path(args.report) / 'report.md'}")
+    return 0
+# --- end eval -----------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="On-device visual product search.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -219,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=20)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    # --- eval (issue 4) ---------------------------------------------------------
+    v = sub.add_parser("eval", help="measure retrieval quality on labeled photos")
+    v.add_argument("--bundle", required=True, help="bundle directory")
+    v.add_argument("--queries", required=True, help="CSV with image,id rows (paths relative to it)")
+    v.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    v.add_argument("--report", default=None, metavar="DIR", help="also write DIR/report.md and PNG plots")
+    v.set_defaults(func=cmd_eval)
+    # --- end eval ---------------------------------------------------------------
+
     return p
 
 

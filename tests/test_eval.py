@@ -1,0 +1,57 @@
+"""`edge-search eval`: figures on labeled photos, JSON, and the report folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import read_manifest, run_cli
+
+pytestmark = pytest.mark.export
+
+
+@pytest.fixture
+def queries(tmp_path, sample_catalog):
+    imgs = sample_catalog.parent / "images"
+    rows = ["image,id"] + [f"{p.resolve()},{p.stem}" for p in sorted(imgs.glob("*.jpg"))]
+    # the honey photo labelled as pasta: a known miss, so recall@1 must drop below 1
+    rows.append(f"{(imgs / 'honey.jpg').resolve()},pasta")
+    rows.append(f"{(imgs / 'honey.jpg').resolve()},not-in-catalog")
+    (tmp_path / "broken.jpg").write_bytes(b"garbage")
+    rows.append("broken.jpg,honey")
+    path = tmp_path / "q.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_eval_json_figures(tiny_bundle, queries):
+    assert read_manifest(tiny_bundle)["index"]["catalog_encoder"] in ("student", "teacher")
+    out = json.loads(run_cli("eval", "--bundle", tiny_bundle, "--queries", queries, "--json").stdout)
+    assert out["queries"] == 13  # 12 catalog photos + the mislabelled one; unknown and broken not counted
+    if read_manifest(tiny_bundle)["index"]["catalog_encoder"] == "student":
+        assert out["recall"]["@1"] == pytest.approx(12 / 13, abs=1e-4)
+    assert out["recall"]["@10"] >= out["recall"]["@5"] >= out["recall"]["@1"]
+    assert 0 < out["mrr"] <= 1
+    assert out["confused"][0]["true"] == "pasta" and out["confused"][0]["count"] == 1
+    assert out["unknown_ids"] == ["line 15: not-in-catalog"] and "broken.jpg" in out["unreadable"][0]
+    assert set(out["latency_ms"]) == {"embed_p50", "embed_p95", "search_p50", "search_p95"}
+    assert sum(c["queries"] for c in out["per_category"].values()) == 13
+
+
+def test_eval_report_folder(tiny_bundle, queries, tmp_path):
+    report = tmp_path / "report"
+    text = run_cli("eval", "--bundle", tiny_bundle, "--queries", queries, "--report", report).stdout
+    assert "recall@1" in text and "MRR" in text
+    md = (report / "report.md").read_text()
+    assert "| recall@1 |" in md and "## Most confused" in md and "| pasta | " in md
+    for png in ("recall_at_k.png", "latency.png", "worst_categories.png"):
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_bad_queries_file(tiny_bundle, tmp_path):
+    (tmp_path / "q.csv").write_text("photo,label\nx.jpg,y\n")
+    proc = run_cli("eval", "--bundle", tiny_bundle, "--queries", tmp_path / "q.csv", check=False)
+    assert proc.returncode == 2 and "header must have columns image,id" in proc.stderr
+    proc = run_cli("eval", "--bundle", tiny_bundle, "--queries", tmp_path / "none.csv", check=False)
+    assert proc.returncode == 2 and "no such queries file" in proc.stderr and "Traceback" not in proc.stderr
