@@ -68,5 +68,3 @@ class ExportConfig:
             raise ExportError(f"--catalog-encoder must be teacher or student, got {self.catalog_encoder!r}")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ExportError(f"--image-size must be between 32 and 1024, got {self.image_size}")
-        if self.student is None and self.catalog_encoder == "student":
-            pass  # the teacher is the student: both choices are the same encoder
