@@ -170,6 +170,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- run: the kiosk (issue 3) ------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .frames import open_source
+    from .kiosk import MAX_K, FrameSaver, Lookup, Pipeline, open_or_fail, run_kiosk
+    from .manifest import read_manifest
+    from .search import Searcher
+
+    if not 1 <= args.k <= MAX_K:
+        raise EdgeSearchError(f"-k must be between 1 and {MAX_K}, got {args.k}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise EdgeSearchError(f"--max-frames must be at least 1, got {args.max_frames}")
+    read_manifest(Path(args.bundle))  # a wrong path fails here, in one line, before any screen
+    # headless output must not depend on this machine's speed: files and folders hand over every frame
+    source = open_source(args.source, realtime=not args.no_tui)
+    saver = FrameSaver(args.save_frames) if args.save_frames else None
+    if not args.no_tui:
+        from .tui import build_app  # textual is imported only for the screen
+
+        app = build_app(source=source, loader=lambda: Searcher.from_bundle(args.bundle), k=args.k,
+                        min_score=args.min_score, saver=saver, max_frames=args.max_frames)
+        app.run()
+        if app.fatal:
+            raise EdgeSearchError(app.fatal)
+        return 0
+    searcher = Searcher.from_bundle(args.bundle)
+    pipeline = Pipeline(searcher, k=args.k, min_score=args.min_score)
+    open_or_fail(source)
+    try:
+        for event in run_kiosk(source, pipeline, max_frames=args.max_frames, saver=saver):
+            if isinstance(event, Lookup):
+                print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
+            elif getattr(event, "state", None) == "lost":  # a camera or stream: retried, so a warning
+                print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
+            elif getattr(event, "state", None) == "failed":  # a file that broke part way
+                raise EdgeSearchError(event.message)
+    finally:
+        source.stop()
+    return 0
+# --- end run -----------------------------------------------------------------
+
+
 # --- eval: retrieval quality on labeled photos (issue 4) ----------------------
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, read_queries
@@ -262,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_eval)
     # --- end eval ---------------------------------------------------------------
 
+    # --- run: the kiosk (issue 3) --------------------------------------------
+    r = sub.add_parser("run", help="the kiosk: live camera lookup on screen (or JSON lines with --no-tui)")
+    r.add_argument("--bundle", required=True, help="bundle directory")
+    r.add_argument("--source", default="0",
+                   help="camera index, video file, folder of images (played in name order) or stream URL (default 0)")
+    r.add_argument("-k", type=int, default=5, help="products to show (default 5; + and - change it on screen)")
+    r.add_argument("--min-score", type=float, default=None, help="below this score: no match (default: the bundle's)")
+    r.add_argument("--no-tui", action="store_true",
+                   help="no screen: one JSON line per search on stdout (files and folders: every frame, in order)")
+    r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames from the source")
+    r.add_argument("--save-frames", default=None, metavar="DIR",
+                   help="write each searched frame to DIR as JPEG (by default frames never leave memory)")
+    r.set_defaults(func=cmd_run)
+    # --- end run -------------------------------------------------------------
     return p
 
 

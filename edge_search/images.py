@@ -33,6 +33,8 @@ def _quiet_stderr():
         try:
             fd = sys.stderr.fileno()
         except (AttributeError, OSError, ValueError):
+            fd = -1
+        if fd < 0:  # no real stderr (e.g. under Textual): nothing to silence
             yield
             return
         sys.stderr.flush()

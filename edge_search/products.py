@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ class ProductTable:
     products: tuple[Product, ...]
     key_to_product: np.ndarray  # index key -> position in products
 
-    @property
+    @cached_property  # read on every search; 100k products make a scan cost ms
     def max_images(self) -> int:
         return max((len(p.keys) for p in self.products), default=1)
 

@@ -1,0 +1,280 @@
+"""The kiosk's pipeline: frame -> quality gate -> search (-> retry) -> lookup.
+
+Owns the per-frame loop shared by `edge-search run --no-tui` and the TUI's
+worker thread: which frames are searched, the low-confidence retry with an
+enhancement, the frame rate, the JSON shape of a lookup and `--save-frames`.
+It returns values (an iterator of events); printing belongs to the CLI,
+widgets to the TUI. Must not import torch, open_clip, onnx or textual.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+
+from .enhance import DEFAULT_RETRIES, ENHANCEMENTS, ORIGINAL
+from .errors import EdgeSearchError
+from .frames import Frame, FrameSource, SourceError, SourceStatus, wait_until_open
+from .gate import Gate, GateConfig, Verdict
+from .images import encode_jpeg
+from .search import SearchResult
+
+MAX_K = 20
+
+
+class KioskSearcher(Protocol):
+    """What the kiosk needs from a searcher; `search.Searcher` is one, tests pass fakes."""
+
+    min_score: float
+
+    def search_image(self, image: np.ndarray, k: int = 5, min_score: float | None = None) -> SearchResult: ...
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """The bundle facts the status line shows."""
+
+    name: str
+    product_count: int
+    created: str
+
+    @classmethod
+    def of(cls, searcher: Any) -> "BundleInfo":
+        m = getattr(searcher, "manifest", None)
+        if m is None:
+            return cls(name="(in memory)", product_count=0, created="")
+        return cls(name=m.name, product_count=m.product_count, created=m.created)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One search of one frame, as shown: the result of the variant that was kept."""
+
+    frame: Frame
+    result: SearchResult
+    variant: str  # "original" or an ENHANCEMENTS name
+    tried: tuple[str, ...]  # every variant searched, in order
+    k: int
+    min_score: float
+    epoch: int  # the pipeline's epoch when the search began; older epochs are stale
+    timings_ms: dict[str, float]  # gate, preprocess, embed, search (summed over tries), total
+
+    def to_json(self) -> dict[str, Any]:
+        """One line of `edge-search run --no-tui`; `results` as in `edge-search search --json`."""
+        stamp = dt.datetime.fromtimestamp(self.frame.wall, dt.timezone.utc)
+        return {
+            "frame": self.frame.index,
+            "timestamp": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "results": [h.to_json() for h in self.result.hits],
+            "no_match": self.result.no_match,
+            "best_score": round(self.result.best_score, 4) if np.isfinite(self.result.best_score) else None,
+            "variant": self.variant,
+            "tried": list(self.tried),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+        }
+
+
+@dataclass(frozen=True)
+class FrameSeen:
+    """A frame taken from the source, with the gate's verdict (None while paused)."""
+
+    frame: Frame
+    verdict: Verdict | None
+    fps: float
+
+
+class RateMeter:
+    """Frames per second over the last `window` seconds of capture times."""
+
+    def __init__(self, window: float = 2.0):
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def tick(self, t: float) -> float:
+        self._times.append(t)
+        while len(self._times) > 2 and t - self._times[0] > self.window:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+    def reset(self) -> None:
+        self._times.clear()
+
+
+class Pipeline:
+    """Gate and search for one stream of frames, called from one thread.
+
+    Other threads (the UI) change k, pause, or ask for a reset; those take
+    effect between frames. Every change that makes a search in flight
+    out of date bumps `epoch`, so its result can be recognised and dropped.
+    """
+
+    def __init__(self, searcher: KioskSearcher, *, k: int = 5, min_score: float | None = None,
+                 gate: GateConfig | None = None, retries: tuple[str, ...] = DEFAULT_RETRIES):
+        unknown = [r for r in retries if r not in ENHANCEMENTS]
+        if unknown:
+            raise ValueError(f"unknown enhancements {unknown}; known: {sorted(ENHANCEMENTS)}")
+        self.searcher = searcher
+        self.min_score = searcher.min_score if min_score is None else float(min_score)
+        self.gate = Gate(gate)
+        self.retries = retries
+        self._k = _check_k(k)
+        self.epoch = 0
+        self.paused = False
+        self._reset_wanted = False
+
+    @property
+    def k(self) -> int:
+        return self._k
+
+    @k.setter
+    def k(self, value: int) -> None:
+        self._k = _check_k(value)
+        self.epoch += 1
+
+    def request_reset(self) -> None:
+        """From any thread: forget the gate's memory before the next frame; drop searches in flight."""
+        self.epoch += 1
+        self._reset_wanted = True
+
+    def offer(self, frame: Frame) -> tuple[Verdict | None, Lookup | None]:
+        """The gate's verdict on a frame and, if it passed, the lookup."""
+        if self._reset_wanted:
+            self._reset_wanted = False
+            self.gate.reset()
+        if self.paused:
+            return None, None
+        t0 = time.perf_counter()
+        verdict = self.gate.check(frame.image, still=frame.still)
+        gate_ms = (time.perf_counter() - t0) * 1e3
+        if not verdict.search:
+            return verdict, None
+        return verdict, self.lookup(frame, gate_ms=gate_ms)
+
+    def lookup(self, frame: Frame, *, gate_ms: float = 0.0) -> Lookup:
+        """Search a frame now (no gate), retrying enhancements while nothing passes min_score."""
+        epoch, k = self.epoch, self.k
+        t0 = time.perf_counter()
+        totals = {"gate": gate_ms, "enhance": 0.0, "preprocess": 0.0, "embed": 0.0, "search": 0.0}
+        variant, tried = ORIGINAL, [ORIGINAL]
+        result = self._search(frame.image, k, totals)
+        for name in self.retries if result.no_match else ():
+            t1 = time.perf_counter()
+            image = ENHANCEMENTS[name][0](frame.image)
+            totals["enhance"] += (time.perf_counter() - t1) * 1e3
+            tried.append(name)
+            retry = self._search(image, k, totals)
+            if not retry.no_match:
+                result, variant = retry, name
+                break
+            if retry.best_score > result.best_score:  # the no-match shown says how close we came
+                result = retry
+        totals["total"] = gate_ms + (time.perf_counter() - t0) * 1e3
+        return Lookup(frame=frame, result=result, variant=variant, tried=tuple(tried), k=k,
+                      min_score=self.min_score, epoch=epoch, timings_ms=totals)
+
+    def _search(self, image: np.ndarray, k: int, totals: dict[str, float]) -> SearchResult:
+        result = self.searcher.search_image(image, k=k, min_score=self.min_score)
+        for stage in ("preprocess", "embed", "search"):
+            totals[stage] += result.timings_ms.get(stage, 0.0)
+        return result
+
+
+def _check_k(k: int) -> int:
+    if not 1 <= int(k) <= MAX_K:
+        raise EdgeSearchError(f"k must be between 1 and {MAX_K}, got {k}")
+    return int(k)
+
+
+class FrameSaver:
+    """`--save-frames DIR`: the searched frames as JPEG files, written whole or not at all."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EdgeSearchError(f"--save-frames {folder}: cannot create folder ({e.strerror or e})") from None
+        self.count = 0
+
+    def save(self, lookup: Lookup) -> Path:
+        self.count += 1
+        path = self.folder / f"{self.count:06d}-frame{lookup.frame.index:06d}.jpg"
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".part")
+            with os.fdopen(fd, "wb") as f:
+                f.write(encode_jpeg(lookup.frame.image, quality=90))
+            os.replace(tmp, path)
+        except OSError as e:  # disk full, folder removed: say so in one line
+            raise EdgeSearchError(f"--save-frames: cannot write {path} ({e.strerror or e})") from None
+        finally:
+            if tmp is not None and Path(tmp).exists():
+                Path(tmp).unlink()
+        return path
+
+
+Event = FrameSeen | Lookup | SourceStatus
+
+
+def run_kiosk(source: FrameSource, pipeline: Pipeline | None, *, max_frames: int | None = None,
+              stop: Callable[[], bool] = lambda: False, stop_at_end: bool = True,
+              saver: FrameSaver | None = None, poll_s: float = 0.1) -> Iterator[Event]:
+    """Take frames from a started source and yield what happened, in order.
+
+    Yields a SourceStatus whenever the source's status changes, a FrameSeen
+    for every frame taken, and a Lookup after it when the frame was searched.
+    With no pipeline (the bundle is still loading, or failed) frames are
+    only seen. Ends after `max_frames` frames, when `stop()` is true, or at
+    the end of a file when `stop_at_end`.
+    """
+    meter = RateMeter()
+    seen = 0
+    last: SourceStatus | None = None
+    while not stop() and (max_frames is None or seen < max_frames):
+        status = source.status()
+        if status != last:
+            last = status
+            if status.state == "live":
+                meter.reset()  # the gap while it was away is not a frame rate
+            yield status
+        frame = source.next_frame(poll_s)
+        if frame is None:
+            if stop_at_end and status.state in ("ended", "failed"):
+                # the last frame may have landed just before the end was noticed
+                frame = source.next_frame(0.0)
+                if frame is None:
+                    return
+            else:
+                continue
+        seen += 1
+        fps = meter.tick(frame.captured)
+        verdict, lookup = pipeline.offer(frame) if pipeline is not None else (None, None)
+        yield FrameSeen(frame, verdict, fps)
+        if lookup is not None:
+            if saver is not None:
+                saver.save(lookup)
+            yield lookup
+
+
+def open_or_fail(source: FrameSource, timeout: float = 20.0) -> SourceStatus:
+    """Start a source and wait for it to open; raises SourceError (for headless runs) if it cannot."""
+    source.start()
+    status = wait_until_open(source, timeout)
+    if status.state in ("lost", "failed"):
+        source.stop()
+        raise SourceError(status.message)
+    if status.state == "starting":
+        source.stop()
+        raise SourceError(f"{source.description}: did not open within {timeout:g} s")
+    return status

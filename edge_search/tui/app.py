@@ -1,0 +1,358 @@
+"""The kiosk app: preview, results, status line, keys.
+
+Threads: the capture thread (frames.Capture) reads the camera; one Textual
+thread worker runs the pipeline (gate, search, thumbnails) and posts
+messages; only the message handlers below touch widgets. Results whose
+epoch is older than the pipeline's (k changed, reset) or that arrive while
+the view is frozen are dropped. All state comes in through `build_app`.
+Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import cv2
+import numpy as np
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from ..enhance import ORIGINAL, describe
+from ..errors import EdgeSearchError
+from ..frames import FrameSource, SourceStatus
+from ..gate import GateConfig
+from ..kiosk import MAX_K, BundleInfo, FrameSaver, FrameSeen, KioskSearcher, Lookup, Pipeline, run_kiosk
+from .messages import Fault, Finished, FrameReady, LookupReady, SearcherFailed, SearcherReady, SourceChanged
+from .render import status_text
+from .thumbs import ThumbCache
+from .widgets import DetailsScreen, Preview, ResultRow, Results
+
+PREVIEW_MAX = (160, 120)  # pixels sent to the UI thread; the widget scales them to fit
+
+
+def _small(rgb: np.ndarray) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = min(PREVIEW_MAX[0] / w, PREVIEW_MAX[1] / h, 1.0)
+    if scale == 1.0:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def _sentence(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+class KioskApp(App[None]):
+    TITLE = "edge-search kiosk"
+    CSS = """
+    #banner { display: none; height: auto; padding: 0 1; background: $error-muted; color: $text; }
+    #banner.shown { display: block; }
+    #main { height: 1fr; }
+    #left { width: 1fr; }
+    #preview { height: 1fr; border: round $primary; border-title-align: left; }
+    #gate { height: 1; padding: 0 1; color: $text-muted; }
+    #right { width: 1fr; border: round $secondary; }
+    #results-title { height: auto; padding: 0 1; text-style: bold; }
+    #results { height: 1fr; }
+    ResultRow { height: 5; padding: 0 1 1 1; }
+    ResultRow:hover { background: $boost; }
+    .panel { padding: 1 2; }
+    #status { height: 1; padding: 0 1; background: $panel; }
+    DetailsScreen { align: center middle; }
+    #details { width: 72; height: auto; max-height: 90%; border: thick $primary; padding: 1 2; background: $surface; }
+    """
+    BINDINGS = [
+        Binding("space", "freeze", "Freeze"),
+        Binding("r", "reset", "Reset"),
+        Binding("plus,equals_sign", "more", "More", key_display="+"),
+        Binding("minus", "fewer", "Fewer", key_display="-"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, *, source: FrameSource, searcher: KioskSearcher | None = None,
+                 loader: Callable[[], KioskSearcher] | None = None, info: BundleInfo | None = None,
+                 k: int = 5, min_score: float | None = None, gate: GateConfig | None = None,
+                 saver: FrameSaver | None = None, max_frames: int | None = None, preview_fps: float = 12.0):
+        super().__init__()
+        if (searcher is None) == (loader is None):
+            raise ValueError("give exactly one of searcher (ready) or loader (opened in a worker)")
+        if not 1 <= k <= MAX_K or preview_fps <= 0:
+            raise ValueError(f"k must be 1..{MAX_K} and preview_fps positive")
+        self.source, self.loader, self.saver = source, loader, saver
+        self.k, self.min_score, self.gate_cfg = k, min_score, gate
+        self.max_frames, self.preview_fps = max_frames, preview_fps
+        self.searcher = searcher
+        self.info = info if info is not None or searcher is None else BundleInfo.of(searcher)
+        self.pipeline: Pipeline | None = None
+        self.thumbs = ThumbCache(getattr(searcher, "root", None))
+        self.frozen = False
+        self.shown: Lookup | None = None
+        self.fps = 0.0
+        self.source_status: SourceStatus | None = None
+        self.fatal: str | None = None  # the bundle could not be opened: the kiosk cannot search
+        self.fault: str | None = None  # the last error inside the frame loop, until a search succeeds
+        self.frames_taken = 0
+
+    # -- layout ----------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="banner")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Preview(id="preview")
+                yield Static(id="gate")
+            with Vertical(id="right"):
+                yield Static(id="results-title")
+                yield Results(id="results")
+        yield Static(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.query_one("#preview").border_title = f"Camera · {self.source.description}"
+        self.query_one("#right").border_title = "Products"
+        self.source.start()
+        if self.searcher is not None:
+            await self._use_searcher(self.searcher)
+        else:
+            await self._panel(Text("Opening the bundle…", style="italic"), "loading")
+            self._run_frames()  # preview while the bundle opens
+            self._load()
+        self._update_status()
+
+    def on_unmount(self) -> None:
+        self.source.stop()
+
+    # -- workers: slow work, messages only ---------------------------------------
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load(self) -> None:
+        try:
+            searcher = self.loader()
+        except EdgeSearchError as e:
+            self.post_message(SearcherFailed(str(e)))
+            return
+        except Exception as e:  # the kiosk shows it; it must not crash
+            self.post_message(SearcherFailed(f"{type(e).__name__}: {e}"))
+            return
+        self.post_message(SearcherReady(searcher, BundleInfo.of(searcher)))
+
+    @work(thread=True, exclusive=True, group="frames", exit_on_error=False)
+    def _run_frames(self) -> None:
+        worker = get_current_worker()
+        pipeline, thumbs = self.pipeline, self.thumbs
+        interval = 1.0 / self.preview_fps
+        next_preview = float("-inf")
+        while not worker.is_cancelled:
+            # --max-frames counts every frame taken, by this worker and the ones before it
+            left = None if self.max_frames is None else max(0, self.max_frames - self.frames_taken)
+            try:
+                for event in run_kiosk(self.source, pipeline, max_frames=left,
+                                       stop=lambda: worker.is_cancelled, stop_at_end=False, saver=self.saver):
+                    if isinstance(event, FrameSeen):
+                        self.frames_taken += 1  # written by the one running frame worker only
+                        searched = event.verdict is not None and event.verdict.search
+                        # throttle on the source's clock; the frame searched is always shown
+                        if searched or event.frame.captured >= next_preview:
+                            next_preview = event.frame.captured + interval
+                            self.post_message(FrameReady(_small(event.frame.image), event.frame.index,
+                                                         event.verdict, event.fps))
+                    elif isinstance(event, Lookup):
+                        self.post_message(LookupReady(event, [thumbs.get(h.product.thumbnail)
+                                                              for h in event.result.hits]))
+                    else:
+                        self.post_message(SourceChanged(event))
+            except Exception as e:  # a bad frame or a failing model must not stop the kiosk
+                self.post_message(Fault(f"{type(e).__name__}: {e}"))
+                time.sleep(1.0)
+                continue
+            if not worker.is_cancelled:
+                self.post_message(Finished())
+            return
+
+    @work(thread=True, exclusive=True, group="research", exit_on_error=False)
+    def _research(self, lookup: Lookup) -> None:
+        """Search the shown frame again (k changed): the answer comes with the new epoch."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        try:
+            fresh = pipeline.lookup(lookup.frame)
+        except Exception as e:
+            self.post_message(Fault(f"{type(e).__name__}: {e}"))
+            return
+        self.post_message(LookupReady(fresh, [self.thumbs.get(h.product.thumbnail) for h in fresh.result.hits],
+                                      refresh=True))
+
+    # -- message handlers: the only code that touches widgets ---------------------
+    async def _use_searcher(self, searcher: KioskSearcher) -> None:
+        self.searcher = searcher
+        if self.info is None:
+            self.info = BundleInfo.of(searcher)
+        self.thumbs = ThumbCache(getattr(searcher, "root", None))
+        try:
+            self.pipeline = Pipeline(searcher, k=self.k, min_score=self.min_score, gate=self.gate_cfg)
+        except (EdgeSearchError, ValueError) as e:
+            await self.on_searcher_failed(SearcherFailed(str(e)))
+            return
+        await self._show_waiting()
+        self._run_frames()  # exclusive: replaces the preview-only worker
+
+    async def on_searcher_ready(self, message: SearcherReady) -> None:
+        self.info = self.info or message.info  # facts given to build_app win over the manifest's
+        await self._use_searcher(message.searcher)
+        self._update_status()
+
+    async def on_searcher_failed(self, message: SearcherFailed) -> None:
+        self.fatal = f"cannot search: {message.message}"
+        text = Text("This kiosk cannot search.\n\n", style="bold")
+        text.append("The product bundle failed to open:\n")
+        text.append(message.message, style="italic")
+        text.append("\n\nReplace or re-export the bundle, then restart the kiosk. Press q to quit.")
+        await self._panel(text, "fatal")
+        self._update_banner()
+
+    def on_frame_ready(self, message: FrameReady) -> None:
+        if self.frozen:
+            return
+        self.fps = message.fps
+        self.query_one(Preview).show(message.image)
+        gate = Text(f"frame {message.index}")
+        if message.verdict is not None:
+            gate.append(" · " + message.verdict.words, style="green" if message.verdict.search else "")
+        self.query_one("#gate", Static).update(gate)
+        self._update_status()
+
+    async def on_lookup_ready(self, message: LookupReady) -> None:
+        lookup = message.lookup
+        if self.pipeline is None or lookup.epoch != self.pipeline.epoch:
+            return  # stale: k changed or the view was reset while it ran
+        if self.frozen and not message.refresh:
+            return
+        self.shown = lookup
+        if self.fault is not None:  # searching works again: the last fault is history
+            self.fault = None
+            self._update_banner()
+        r = lookup.result
+        title = self.query_one("#results-title", Static)
+        if r.no_match:
+            title.update(Text(""))
+            text = Text("No match — hold the product closer / steadier\n\n", style="bold yellow")
+            best = f"{r.best_score:.2f}" if np.isfinite(r.best_score) else "none"
+            text.append(f"Best score {best} is below {lookup.min_score:.2f}.\n", style="italic")
+            text.append("Tried " + ", ".join(describe(v) for v in lookup.tried) + ".", style="italic")
+            await self._panel(text, "no-match")
+        else:
+            head = Text(f"Top {len(r.hits)} · from {describe(lookup.variant)}")
+            if lookup.variant != ORIGINAL:
+                head.append(" (the whole frame gave no confident match)", style="italic")
+            title.update(head)
+            await self.query_one(Results).show_hits(r.hits, message.thumbs, lookup.min_score, lookup.variant)
+        self._update_status()
+
+    def on_source_changed(self, message: SourceChanged) -> None:
+        self.source_status = message.status
+        self._update_banner()
+
+    def on_fault(self, message: Fault) -> None:
+        self.fault = message.message
+        self._update_banner()
+
+    def on_finished(self, message: Finished) -> None:
+        self.exit()
+
+    def on_result_row_chosen(self, message: ResultRow.Chosen) -> None:
+        self.push_screen(DetailsScreen(message.hit, message.thumb, message.min_score, message.variant))
+
+    # -- keys --------------------------------------------------------------------
+    def action_freeze(self) -> None:
+        self.frozen = not self.frozen
+        if self.pipeline is not None:
+            self.pipeline.paused = self.frozen  # no searches while nobody can see them
+        self.query_one("#preview").border_title = (
+            f"Camera · {self.source.description}" + (" · FROZEN" if self.frozen else ""))
+        self._update_status()
+
+    async def action_reset(self) -> None:
+        self.frozen = False
+        self.shown = None
+        if self.pipeline is not None:
+            self.pipeline.paused = False
+            self.pipeline.request_reset()
+        if self.source_status is not None and self.source_status.state != "live":
+            self.source.restart()
+        self.query_one("#preview").border_title = f"Camera · {self.source.description}"
+        if self.fatal is None:
+            await self._show_waiting()
+        self._update_status()
+
+    def action_more(self) -> None:
+        self._set_k(self.k + 1)
+
+    def action_fewer(self) -> None:
+        self._set_k(self.k - 1)
+
+    def _set_k(self, k: int) -> None:
+        k = min(MAX_K, max(1, k))
+        if k == self.k:
+            return
+        self.k = k
+        if self.pipeline is not None:
+            self.pipeline.k = k  # bumps the epoch: searches in flight with the old k are dropped
+            if self.shown is not None:
+                self._research(self.shown)
+        self._update_status()
+
+    # -- helpers ---------------------------------------------------------------------
+    async def _panel(self, text: Text, panel_id: str) -> None:
+        self.query_one("#results-title", Static).update(Text(""))
+        await self.query_one(Results).show_panel(text, panel_id)
+
+    async def _show_waiting(self) -> None:
+        await self._panel(Text("Hold a product up to the camera.", style="italic"), "waiting")
+
+    def _update_banner(self) -> None:
+        """One line above everything for what is wrong, most serious first; hidden when all is well."""
+        status, text = self.source_status, None
+        if self.fatal is not None:
+            text = "The product bundle failed to open — the kiosk cannot search."
+        elif status is not None and status.state in ("starting", "lost"):
+            text = _sentence(status.text) + "."
+        elif status is not None and status.state == "ended":
+            text = _sentence(status.message) + " — press r to play it again."
+        elif status is not None and status.state == "failed":
+            text = _sentence(status.message) + " — press r to try again."
+        elif self.fault is not None:
+            text = f"Something went wrong while searching ({self.fault}); still running."
+        banner = self.query_one("#banner", Static)
+        banner.update(Text(text or ""))
+        banner.set_class(text is not None, "shown")
+
+    def _update_status(self) -> None:
+        t = self.shown.timings_ms if self.shown else {}
+        parts = [f"{self.fps:.1f} fps",
+                 f"embed {t['embed']:.1f} ms" if "embed" in t else "embed – ms",
+                 f"search {t['search']:.2f} ms" if "search" in t else "search – ms"]
+        if self.info is not None:
+            parts += [self.info.name, f"{self.info.product_count} products",
+                      f"built {self.info.created[:10]}" if self.info.created else ""]
+        parts.append(f"k {self.k}")
+        self.query_one("#status", Static).update(status_text(parts, frozen=self.frozen))
+
+
+def build_app(*, source: FrameSource, searcher: KioskSearcher | None = None,
+              loader: Callable[[], KioskSearcher] | None = None, info: BundleInfo | None = None,
+              k: int = 5, min_score: float | None = None, gate: GateConfig | None = None,
+              saver: FrameSaver | None = None, max_frames: int | None = None,
+              preview_fps: float = 12.0) -> KioskApp:
+    """The one way to make the kiosk app, for the CLI and for tests.
+
+    Give a ready `searcher` (tests, fakes) or a `loader` that opens the
+    bundle in a worker, so a bundle that fails verification is shown on
+    screen instead of ending the program.
+    """
+    return KioskApp(source=source, searcher=searcher, loader=loader, info=info, k=k, min_score=min_score,
+                    gate=gate, saver=saver, max_frames=max_frames, preview_fps=preview_fps)

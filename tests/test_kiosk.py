@@ -1,0 +1,254 @@
+"""The kiosk pipeline (gate -> search -> retry) with fakes, and `edge-search run
+--no-tui` end to end on a video rendered from catalog images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import edge_search  # noqa: F401  (onnxruntime before usearch)
+from conftest import export_args, read_manifest, run_cli
+from edge_search.errors import EdgeSearchError
+from edge_search.frames import Frame, SourceError, SourceStatus
+from edge_search.kiosk import BundleInfo, FrameSaver, FrameSeen, Lookup, Pipeline, RateMeter, open_or_fail, run_kiosk
+from edge_search.sample_catalog import draw_product
+from edge_search.search import SearchResult
+from kiosk_fakes import FakeSearcher, FakeSource
+
+
+def frame(i: int, image: np.ndarray, still: bool = False) -> Frame:
+    return Frame(index=i, image=image, captured=i / 30, wall=1_700_000_000 + i / 30, still=still)
+
+
+def test_a_held_product_is_looked_up_once_with_its_timings():
+    searcher = FakeSearcher()
+    pipe = Pipeline(searcher, k=3)
+    out = [pipe.offer(frame(i, draw_product(1))) for i in range(5)]
+    lookups = [lk for _, lk in out if lk is not None]
+    assert [v.reason for v, _ in out] == ["moving", "moving", "steady", "unchanged", "unchanged"]
+    assert len(lookups) == 1 and searcher.calls == [3]
+    lk = lookups[0]
+    assert lk.frame.index == 2 and lk.variant == "original" and lk.tried == ("original",)
+    assert [h.id for h in lk.result.hits][0] == "red-apple" and len(lk.result.hits) == 3
+    assert lk.timings_ms["embed"] == 4.25 and lk.timings_ms["total"] >= lk.timings_ms["gate"] > 0
+
+
+def test_lookup_json_has_the_search_json_results_shape():
+    searcher = FakeSearcher()
+    lk = Pipeline(searcher, k=2).lookup(frame(7, draw_product(0)))
+    d = json.loads(json.dumps(lk.to_json()))
+    assert set(d) >= {"frame", "timestamp", "results", "no_match", "variant", "timings_ms"}
+    assert d["frame"] == 7 and d["timestamp"] == "2023-11-14T22:13:20.233Z"
+    assert d["results"] == [h.to_json() for h in lk.result.hits]
+    assert set(d["results"][0]) == {"id", "name", "score", "price", "category"}
+    assert d["no_match"] is False and d["variant"] == "original"
+
+
+class CentreOnly(FakeSearcher):
+    """Matches only images smaller than the frame: the centre crop."""
+
+    def search_image(self, image, k=5, min_score=None):
+        r = super().search_image(image, k, min_score=0.0)
+        if image.shape[0] >= 320:
+            return SearchResult(hits=[], timings_ms=r.timings_ms, best_score=0.1)
+        return r
+
+
+def test_low_confidence_retries_with_an_enhancement_and_says_which():
+    lk = Pipeline(CentreOnly(), k=2).lookup(frame(0, draw_product(2)))
+    assert lk.variant == "centre-crop" and lk.tried == ("original", "centre-crop")
+    assert not lk.result.no_match and lk.timings_ms["enhance"] >= 0
+    # three searches' worth of embed time would mean it did not stop at the first match
+    assert lk.timings_ms["embed"] == pytest.approx(2 * 4.25)
+
+
+def test_no_match_after_every_retry_keeps_the_closest_score():
+    searcher = FakeSearcher(min_score=0.99)
+    lk = Pipeline(searcher).lookup(frame(0, draw_product(9)))  # not in the fake catalog
+    assert lk.result.no_match and lk.variant == "original"
+    assert lk.tried == ("original", "centre-crop", "equalized") and len(searcher.calls) == 3
+    assert 0 < lk.result.best_score < 0.99 and lk.to_json()["no_match"] is True
+
+
+def test_retries_can_be_turned_off_and_unknown_ones_are_refused():
+    searcher = FakeSearcher(min_score=0.99)
+    assert Pipeline(searcher, retries=()).lookup(frame(0, draw_product(9))).tried == ("original",)
+    with pytest.raises(ValueError, match="unknown enhancements"):
+        Pipeline(searcher, retries=("sharpen",))
+
+
+def test_k_reset_and_pause_from_another_thread_take_effect_between_frames():
+    pipe = Pipeline(FakeSearcher(), k=2)
+    for i in range(3):
+        pipe.offer(frame(i, draw_product(0)))
+    epoch = pipe.epoch
+    pipe.k = 4
+    assert pipe.epoch == epoch + 1
+    pipe.request_reset()
+    assert pipe.epoch == epoch + 2
+    # after a reset the same view is a new view: searched again once steady, with the new k
+    out = [pipe.offer(frame(3 + i, draw_product(0))) for i in range(3)]
+    assert [v.reason for v, _ in out] == ["moving", "moving", "steady"] and out[-1][1].k == 4
+    pipe.paused = True
+    assert pipe.offer(frame(9, draw_product(3))) == (None, None)
+    with pytest.raises(EdgeSearchError, match="k must be between 1 and 20"):
+        pipe.k = 0
+
+
+def test_run_kiosk_yields_status_frames_and_lookups_in_order_and_saves_searched_frames(tmp_path):
+    src = FakeSource()
+    src.push(draw_product(0), 4)
+    src.push(draw_product(3), 4)
+    saver = FrameSaver(tmp_path / "saved")
+    events = list(run_kiosk(src, Pipeline(FakeSearcher(), k=1), max_frames=8, saver=saver))
+    assert isinstance(events[0], SourceStatus) and events[0].state == "live"
+    seen = [e for e in events if isinstance(e, FrameSeen)]
+    lookups = [e for e in events if isinstance(e, Lookup)]
+    assert [e.frame.index for e in seen] == list(range(8))
+    assert [(lk.frame.index, lk.result.hits[0].id) for lk in lookups] == [(2, "oat-milk"), (6, "orange-juice")]
+    assert seen[-1].fps == pytest.approx(30.0)
+    # each lookup comes right after its frame
+    assert events.index(lookups[0]) == events.index(seen[2]) + 1
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["000001-frame000002.jpg", "000002-frame000006.jpg"]
+
+
+def test_run_kiosk_reports_status_changes_and_ends_at_the_end_of_a_file():
+    src = FakeSource()
+    src.push(draw_product(0), 2)
+    src.set("ended", "end of video x.mp4")
+    events = list(run_kiosk(src, None))
+    assert [e.state for e in events if isinstance(e, SourceStatus)] == ["ended"]
+    # the frames that arrived before the end are still taken; no pipeline: only seen
+    assert [e.frame.index for e in events if isinstance(e, FrameSeen)] == [0, 1]
+    assert all(e.verdict is None for e in events if isinstance(e, FrameSeen))
+
+
+def test_open_or_fail_says_why_in_one_line():
+    src = FakeSource()
+    src.set("lost", "no camera found at index 0", retry_s=3)
+    with pytest.raises(SourceError, match="^no camera found at index 0$"):
+        open_or_fail(src, timeout=0.1)
+    assert src.stopped == 1
+    ok = FakeSource()
+    assert open_or_fail(ok, timeout=0.1).state == "live" and ok.started == 1
+
+
+def test_rate_meter_and_bundle_info():
+    meter = RateMeter(window=1.0)
+    rates = [meter.tick(i / 15) for i in range(40)]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(15.0)
+    assert BundleInfo.of(FakeSearcher()) == BundleInfo("(in memory)", 0, "")
+
+
+def test_frame_saver_refuses_a_folder_it_cannot_make_or_write(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EdgeSearchError, match="cannot create folder"):
+        FrameSaver(blocker / "sub")
+    saver = FrameSaver(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()  # removed while the kiosk runs
+    lk = Pipeline(FakeSearcher()).lookup(frame(0, draw_product(0)))
+    with pytest.raises(EdgeSearchError, match="--save-frames: cannot write"):
+        saver.save(lk)
+
+
+# --- end to end: `edge-search run --no-tui` in a subprocess ----------------------------------
+
+HELD = 6  # frames each product is held in front of the "camera"
+SHOWN = ["pasta", "red-apple", "coffee-beans", "honey"]
+
+
+@pytest.fixture(scope="session")
+def student_bundle(tmp_path_factory, sample_catalog, tiny_checkpoint) -> Path:
+    """The catalog embedded by the shipped (student) encoder, so a catalog image finds itself."""
+    out = tmp_path_factory.mktemp("kiosk-bundle") / "kiosk"
+    run_cli(*export_args(sample_catalog, out, tiny_checkpoint, "--catalog-encoder", "student"))
+    assert read_manifest(out)["index"]["catalog_encoder"] == "student"
+    return out
+
+
+def write_video(path: Path, images: list[Path], held: int = HELD, fourcc: str = "mp4v") -> Path:
+    from edge_search.images import load_image
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (320, 320))
+    assert writer.isOpened(), f"OpenCV cannot write {path.suffix} here"
+    for p in images:
+        bgr = cv2.cvtColor(load_image(p), cv2.COLOR_RGB2BGR)
+        for _ in range(held):
+            writer.write(bgr)
+    writer.release()
+    return path
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.export
+def test_headless_run_names_the_products_shown_in_a_video(tmp_path, student_bundle, sample_catalog):
+    images = [sample_catalog.parent / "images" / f"{pid}.jpg" for pid in SHOWN]
+    video = write_video(tmp_path / "shelf.mp4", images)
+    before = set(tmp_path.iterdir())
+    proc = run_cli("run", "--bundle", student_bundle, "--source", video, "--no-tui", "-k", "3",
+                   "--max-frames", len(SHOWN) * HELD)
+    lines = json_lines(proc.stdout)
+    # one search per product, once it has been steady for two frames
+    assert [d["frame"] for d in lines] == [i * HELD + 2 for i in range(len(SHOWN))]
+    assert [d["results"][0]["id"] for d in lines] == SHOWN
+    for d in lines:
+        assert len(d["results"]) <= 3 and not d["no_match"] and d["variant"] == "original"
+        assert d["timestamp"].endswith("Z") and {"embed", "search", "total"} <= set(d["timings_ms"])
+    assert set(tmp_path.iterdir()) == before, "frames were written without --save-frames"
+    assert proc.stderr == ""
+
+
+@pytest.mark.export
+def test_headless_folder_max_frames_and_save_frames(tmp_path, student_bundle, sample_catalog):
+    folder = sample_catalog.parent / "images"
+    saved = tmp_path / "saved"
+    proc = run_cli("run", "--bundle", student_bundle, "--source", folder, "--no-tui", "-k", "1",
+                   "--max-frames", "5", "--save-frames", saved)
+    lines = json_lines(proc.stdout)
+    names = sorted(p.name for p in folder.iterdir())[:5]
+    assert [d["frame"] for d in lines] == [0, 1, 2, 3, 4]
+    assert [d["results"][0]["id"] for d in lines] == [n.removesuffix(".jpg") for n in names]
+    assert len(list(saved.glob("*.jpg"))) == 5 and not list(saved.glob("*.part"))
+
+
+def one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-search: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.export
+def test_bad_input_ends_in_one_line(tmp_path, student_bundle):
+    one_line_error(run_cli("run", "--bundle", student_bundle, "--source", tmp_path / "missing.mp4", "--no-tui",
+                           check=False), "missing.mp4", "no such file or folder")
+    # the same before the screen would start
+    one_line_error(run_cli("run", "--bundle", student_bundle, "--source", tmp_path / "missing.mp4", check=False),
+                   "no such file or folder")
+    one_line_error(run_cli("run", "--bundle", student_bundle, "--source", "97", "--no-tui", check=False),
+                   "no camera found at index 97")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\0" * 64)
+    one_line_error(run_cli("run", "--bundle", student_bundle, "--source", junk, "--no-tui", check=False),
+                   "not a video OpenCV can decode")
+    one_line_error(run_cli("run", "--bundle", tmp_path / "nowhere", "--no-tui", check=False), "not a bundle")
+    one_line_error(run_cli("run", "--bundle", student_bundle, "-k", "0", "--no-tui", check=False), "-k must be")
+    broken = tmp_path / "broken"
+    shutil.copytree(student_bundle, broken)
+    model = broken / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    one_line_error(run_cli("run", "--bundle", broken, "--source", tmp_path, "--no-tui", check=False),
+                   "checksum mismatch")
