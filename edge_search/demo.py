@@ -7,6 +7,7 @@ Needs the [export] extra (imported lazily: the runtime never pulls it in).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from .errors import WeightsUnavailable
 from .images import encode_jpeg
 from .sample_catalog import PRODUCTS, write_sample_catalog
 from .search import SearchResult, Searcher
+
+
+log = logging.getLogger("edge_search.demo")
 
 
 @dataclass
@@ -57,6 +61,8 @@ def run_demo(workdir: Path, *, progress: bool = True, epochs: int = 20, offline_
         if not offline_ok:
             raise
         fallback = str(e)
+        log.warning("%s", fallback)
+        log.warning("running the demo with --pretrained random instead: a PIPELINE CHECK, not a quality result")
         summary = run_export(ExportConfig(**base, pretrained="random"), progress=progress)
     searcher = Searcher.from_bundle(summary.out)
     report = DemoReport(bundle=summary.out, random_teacher=fallback is not None, fallback_reason=fallback,
