@@ -133,7 +133,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         views_per_image=args.views_per_image, image_size=args.image_size, quantize=args.quantize,
         index_dtype=args.index_dtype, catalog_encoder=args.catalog_encoder, seed=args.seed,
         skip_bad=args.skip_bad, force=args.force, name=args.name,
+        finetune_labeled=Path(args.finetune_labeled) if args.finetune_labeled else None,
+        save_models=Path(args.save_models) if args.save_models else None,
     )
+    if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
+        raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
+    if args.finetune_epochs is not None or args.finetune_batch is not None:
+        cfg = replace(cfg, finetune=replace(cfg.finetune, **{k: v for k, v in (
+            ("epochs", args.finetune_epochs), ("batch_size", args.finetune_batch)) if v is not None}))
     if args.gate:
         cfg = replace(cfg, gates=cfg.gates.with_overrides(_parse_gates(args.gate)))
     summary = run_export(cfg, progress=not args.quiet)
@@ -285,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", default=None, help="bundle name (default: the --out folder's name)")
     e.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                    help="override a fidelity gate's threshold (recorded in the manifest)")
+    e.add_argument("--finetune-labeled", default=None, metavar="LABELS.csv",
+                   help="image,id photos to adapt the teacher to first (contrastive, against catalog image + text)")
+    e.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default 20)")
+    e.add_argument("--finetune-batch", type=int, default=None, help="fine-tuning photos per step (default 64)")
+    e.add_argument("--save-models", default=None, metavar="DIR",
+                   help="also keep the fine-tuned teacher (teacher.pt) and the fp32 student ONNX here")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_export)
 

@@ -91,6 +91,33 @@ class IndexInfo:
 
 
 @dataclass(frozen=True)
+class NoMatchRule:
+    """The calibrated "no match" decision (manifest `search.calibration`).
+
+    A query is answered only when its top product's score reaches that
+    product's floor (`product_min_score`, else the manifest's `min_score`) and
+    leads the second product by at least `min_margin`. Fitted at export so
+    that at most `max_false_reject` of the calibration photos the model names
+    correctly are rejected, while as many photos of products left out of the
+    catalog as possible are.
+    """
+
+    min_margin: float
+    product_min_score: dict[str, float] = field(default_factory=dict)
+    max_false_reject: float = 0.05
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        floors = (self.min_margin, self.max_false_reject, *self.product_min_score.values())
+        if not all(math.isfinite(v) for v in floors):
+            raise ValueError("calibration values must be finite numbers")
+        if not 0 <= self.min_margin <= 2:
+            raise ValueError(f"calibration min_margin must be in [0, 2], got {self.min_margin}")
+        if not 0 <= self.max_false_reject <= 1:
+            raise ValueError(f"calibration max_false_reject must be in [0, 1], got {self.max_false_reject}")
+
+
+@dataclass(frozen=True)
 class Manifest:
     schema_version: int
     name: str
@@ -106,12 +133,16 @@ class Manifest:
     teacher: dict[str, Any] = field(default_factory=dict)
     student: dict[str, Any] | None = None
     fidelity: dict[str, Any] = field(default_factory=dict)
+    calibration: NoMatchRule | None = None  # None: the flat min_score alone decides "no match"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["preprocess"]["size"] = list(self.preprocess.size)
         d["products"] = {"file": d.pop("products_file"), "count": d.pop("product_count")}
         d["search"] = {"min_score": d.pop("min_score")}
+        calibration = d.pop("calibration")
+        if calibration is not None:
+            d["search"]["calibration"] = calibration
         return d
 
     def to_json(self) -> str:
@@ -188,6 +219,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
     min_score = _need(search, "min_score", float, where + " search")
     if not math.isfinite(min_score):
         raise BundleError(f"{where}: search min_score is not a finite number")
+    calibration = _parse_calibration(search["calibration"], where) if "calibration" in search else None
     for name, entry in files.items():
         _need(entry, "sha256", str, f"{where} files[{name}]")
         _need(entry, "bytes", int, f"{where} files[{name}]")
@@ -206,7 +238,33 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         teacher=data.get("teacher") or {},
         student=data.get("student"),
         fidelity=data.get("fidelity") or {},
+        calibration=calibration,
     )
+
+
+_CALIBRATION_KEYS = {"min_margin", "product_min_score", "max_false_reject", "source"}
+
+
+def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
+    """Strict: the rule decides what the device answers, so a key this reader
+    does not know could change a decision it would silently skip."""
+    where = where + " search.calibration"
+    if not isinstance(cal, dict):
+        raise BundleError(f"{where}: must be a JSON object")
+    unknown = sorted(set(cal) - _CALIBRATION_KEYS)
+    if unknown:
+        raise BundleError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    floors = _need(cal, "product_min_score", dict, where)
+    for pid, v in floors.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise BundleError(f"{where}: product_min_score['{pid}'] is not a number")
+    try:
+        return NoMatchRule(min_margin=_need(cal, "min_margin", float, where),
+                           product_min_score={k: float(v) for k, v in floors.items()},
+                           max_false_reject=_need(cal, "max_false_reject", float, where),
+                           source=_need(cal, "source", str, where))
+    except ValueError as e:
+        raise BundleError(f"{where}: {e}") from None
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:

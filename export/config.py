@@ -33,6 +33,58 @@ class Gates:
 
 
 @dataclass(frozen=True)
+class FinetuneSettings:
+    """How the teacher is adapted; validated on construction."""
+
+    epochs: int = 20
+    batch_size: int = 64  # photos per step
+    photos_per_product: int = 4  # a step draws batch_size / this products, this many photos each
+    learning_rate: float | None = None  # None: finetune.FROM_SCRATCH_LR or PRETRAINED_LR
+    weight_decay: float = 0.05
+    warmup: float = 0.05  # share of the steps with a linear warm-up, then cosine decay
+    image_size: int | None = None  # training side (CNN towers only); None: the teacher's own
+    augment: float = 1.0  # strength of the photo augmentation (views.augment)
+    catalog_augment: float = 0.5  # catalog views: the device embeds the clean studio shot
+    catalog_weight: float = 1.0  # photo <-> catalog image term
+    text_weight: float = 1.0  # photo and catalog image <-> product text term
+    # photo <-> the other photos of its product in the batch (supervised contrastive): on the grocery
+    # benchmark it took held-out photos from 0.33 to 0.49 recall@1 (with lr 3e-3, 30 epochs, 112 px)
+    photo_weight: float = 0.5
+    train_text: bool | None = None  # None: only a random-weight teacher trains its text tower
+    holdout: float = 0.1  # share of each product's photos kept back for no-match calibration
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.photos_per_product < 1 or self.batch_size < 2 * self.photos_per_product:
+            raise ExportError("fine-tuning needs epochs >= 1, photos per product >= 1 "
+                              "and a batch of two products or more")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            raise ExportError(f"fine-tuning learning rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.holdout < 0.5:
+            raise ExportError(f"fine-tuning holdout must be in [0, 0.5), got {self.holdout}")
+        if self.image_size is not None and not 32 <= self.image_size <= 1024:
+            raise ExportError(f"fine-tuning image size must be between 32 and 1024, got {self.image_size}")
+        if min(self.catalog_weight, self.text_weight, self.photo_weight) < 0 or \
+                self.catalog_weight + self.text_weight + self.photo_weight == 0:
+            raise ExportError("fine-tuning loss weights must be >= 0, one of them positive")
+        if not 0 <= self.warmup < 1 or not 0 <= self.augment <= 2 or not 0 <= self.catalog_augment <= 2:
+            raise ExportError("fine-tuning warmup must be in [0, 1) and augment strengths in [0, 2]")
+
+
+@dataclass(frozen=True)
+class NoMatchSettings:
+    """How the "no match" rule is calibrated (export/calibrate.py)."""
+
+    max_false_reject: float = 0.05  # share of correctly named calibration photos the rule may reject
+    per_product: bool | None = None  # None: per-product floors only where 2-fold cross-validation says they help
+    shrinkage: float = 8.0  # pseudo-photos pulling a product's floor towards the pooled one
+    use_margin: bool = True  # False: a score floor alone (the flat cut-off, for comparison)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_false_reject < 0.5 or self.shrinkage < 0:
+            raise ExportError("no-match calibration needs max_false_reject in [0, 0.5) and shrinkage >= 0")
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     catalog: Path
     out: Path
@@ -56,6 +108,10 @@ class ExportConfig:
     name: str | None = None
     threads: int = 2
     gates: Gates = field(default_factory=Gates)
+    finetune_labeled: Path | None = None  # image,id CSV: adapt the teacher to these photos first
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    no_match: NoMatchSettings = field(default_factory=NoMatchSettings)
+    save_models: Path | None = None  # also keep the fine-tuned teacher and the fp32 student here
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:

@@ -8,6 +8,7 @@ directory that is renamed to `--out` only when complete and verified.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import platform
 import time
@@ -27,7 +28,7 @@ from edge_search.bundle import Bundle
 from edge_search.catalog import IMAGE_SUFFIXES, Catalog, read_catalog
 from edge_search.encoder import OnnxEncoder
 from edge_search.errors import ExportError, GateError, ImageError
-from edge_search.files import atomic_write_text, sha256_file, staged_directory
+from edge_search.files import atomic_write_bytes, atomic_write_text, sha256_file, staged_directory
 from edge_search.images import encode_jpeg, load_image, thumbnail
 from edge_search.index import VectorIndex
 from edge_search.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo
@@ -35,8 +36,10 @@ from edge_search.preprocess import preprocess_batch
 from edge_search.products import Product, ProductTable
 from edge_search.search import Searcher
 
+from .calibrate import calibrate_no_match
 from .config import ExportConfig
 from .distill import build_view_bank, distill
+from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
 from .interpolation import choose_interpolation
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
@@ -47,6 +50,7 @@ from .views import views
 
 log = logging.getLogger("edge_search.export")
 QUERY_VIEWS = 4  # augmented views per catalog image used as export-time queries
+MIN_HELD_OUT = 20  # fewer held-out labeled photos than this: calibrate on augmented catalog views
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,14 @@ class _GateBook:
                     gate, measured, threshold)
 
 
+class _FromScratch(logging.Filter):
+    """Drops load_teacher's "random weights: pipeline check only" warning when
+    the teacher is about to be trained on labeled photos, where it is untrue."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "RANDOM weights" not in record.getMessage()
+
+
 def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     t_start = time.perf_counter()
     out = Path(cfg.out)
@@ -129,11 +141,36 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad)
     for line in catalog.skipped:
         log.warning("skipped %s", line)
-    teacher = load_teacher(cfg.teacher, cfg.pretrained)
-    gates = _GateBook(cfg.gates.enforce and not teacher.provenance["random_weights"])
+    kept_teacher = Path(cfg.save_models, "teacher.pt").resolve() if cfg.save_models else None
+    if kept_teacher and cfg.pretrained and kept_teacher == Path(cfg.pretrained).resolve():
+        raise ExportError(f"{cfg.save_models}: --save-models would overwrite the --pretrained checkpoint it reads")
+    from_scratch = _FromScratch() if cfg.finetune_labeled else None
+    if from_scratch:
+        log.addFilter(from_scratch)
+    try:
+        teacher = load_teacher(cfg.teacher, cfg.pretrained)
+    finally:
+        if from_scratch:
+            log.removeFilter(from_scratch)
     table = _product_table(catalog)
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
+    held: HeldOut | None = None
+    if cfg.finetune_labeled:
+        info, held = adapt_teacher(teacher, cfg.finetune_labeled, [p.id for p in table.products],
+                                   [product_text(p.name, p.description) for p in table.products], images,
+                                   key_product, cfg.finetune, seed=cfg.seed, skip_bad=cfg.skip_bad, progress=progress)
+        # trained (from scratch or further): the gates measure a real model now
+        teacher.provenance.update(finetune=info, random_weights=False)
+        if teacher.provenance["pretrained"] == "random":
+            teacher.provenance["licence"] = (f"own: trained from random weights on {info['labels']} "
+                                             "(its photos' terms apply)")
+        if cfg.save_models:
+            Path(cfg.save_models).mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            torch.save({"state_dict": teacher.model.state_dict()}, buf)
+            atomic_write_bytes(Path(cfg.save_models) / "teacher.pt", buf.getvalue())
+    gates = _GateBook(cfg.gates.enforce and not teacher.provenance["random_weights"])
 
     teacher_pp, interp_report = choose_interpolation(images, teacher.preprocess)
     fidelity: dict = {"preprocess_interpolation": interp_report}
@@ -143,9 +180,11 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         side = cfg.image_size or teacher_pp.size[0]
         student_pp = replace(teacher_pp, size=(side, side))
         student = build_student(cfg.student, teacher.embed_dim, side, pretrained=cfg.student_pretrained)
-        extra_paths = _distill_paths(cfg.distill_images)
+        # held-out photos stay unseen by the student too: they are the calibration set
+        unseen = {p.resolve() for p in held.paths} if held else set()
+        extra_paths = [p for p in _distill_paths(cfg.distill_images) if p.resolve() not in unseen]
         extra: list[np.ndarray] = []
-        for p in tqdm(extra_paths, desc="reading distill images", unit="img", disable=not progress):
+        for p in tqdm(extra_paths, desc="reading distill images", unit="img", disable=not progress or not extra_paths):
             try:
                 extra.append(load_image(p))
             except ImageError as e:
@@ -195,6 +234,9 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                                                        "top1_agreement": cfg.gates.int8_top1_agreement}}
             gates.check("int8-vs-fp32 mean cosine", float(cos.mean()), cfg.gates.int8_mean_cosine)
             gates.check("int8-vs-fp32 top-1 agreement", agree, cfg.gates.int8_top1_agreement)
+            if cfg.save_models:
+                Path(cfg.save_models).mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(Path(cfg.save_models) / "student.fp32.onnx", fp32_path.read_bytes())
             fp32_path.unlink()
         else:
             enc = fp32_enc
@@ -244,6 +286,16 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                         cfg.gates.index_top1_agreement)
         fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
 
+        # "no match": calibrated on photos nobody trained on, else on augmented catalog views
+        if held is not None and len(held.images) >= MIN_HELD_OUT:
+            cal_vecs, cal_truth = _embed(enc, held.images, student_pp), held.products
+            source = f"{len(held.images)} held-out labeled photos ({Path(cfg.finetune_labeled).name})"
+        else:
+            cal_vecs, cal_truth = queries, key_product[query_src]
+            source = f"{len(queries)} augmented views of the catalog images"
+        calibration, min_score, fidelity["no_match"] = calibrate_no_match(searcher, cal_vecs, cal_truth, cfg.no_match,
+                                                                         source=source, seed=cfg.seed)
+
         files = {}
         for f in sorted(p for p in stage.rglob("*") if p.is_file()):
             rel = f.relative_to(stage).as_posix()
@@ -260,7 +312,8 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                             catalog_encoder=chosen_enc),
             products_file="products.jsonl",
             product_count=len(table),
-            min_score=0.0,
+            min_score=min_score,
+            calibration=calibration,
             files=files,
             producer={"edge_search": edge_search.__version__, "torch": torch.__version__,
                       "open_clip": open_clip.__version__, "onnx": onnx.__version__,

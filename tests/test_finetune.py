@@ -1,0 +1,186 @@
+"""Fine-tuning the teacher on labeled photos (`export --finetune-labeled`):
+reading the labels, the held-back split, the contrastive training itself
+(deterministic, learning, towers frozen or not), and the export end to end.
+Tiny open_clip teacher, synthetic "store photos" (augmented views of the
+sample catalog), fixed seeds, never the network."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import TINY_TEACHER, read_manifest, run_cli
+
+pytestmark = pytest.mark.export
+
+PHOTOS_PER_PRODUCT = 20
+
+
+@pytest.fixture(scope="session")
+def labeled(sample_catalog, tmp_path_factory):
+    """labels.csv with PHOTOS_PER_PRODUCT hand-held-looking photos of each sample product."""
+    from edge_search.images import encode_jpeg, load_image
+    from edge_search.sample_catalog import PRODUCTS
+    from edge_search_export.views import views
+
+    root = tmp_path_factory.mktemp("labeled")
+    (root / "photos").mkdir()
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "id"])
+        for i, (pid, *_rest) in enumerate(PRODUCTS):
+            img = load_image(sample_catalog.parent / "images" / f"{pid}.jpg")
+            for j, v in enumerate(views(img, PHOTOS_PER_PRODUCT + 1, seed=700 + i)[1:]):
+                (root / "photos" / f"{pid}-{j}.jpg").write_bytes(encode_jpeg(v))
+                w.writerow([f"photos/{pid}-{j}.jpg", pid])
+    return root / "labels.csv"
+
+
+def product_ids():
+    from edge_search.sample_catalog import PRODUCTS
+
+    return [p[0] for p in PRODUCTS]
+
+
+def test_labels_file_problems_are_reported_at_once(tmp_path, labeled):
+    from edge_search.errors import ExportError
+    from edge_search_export.finetune import read_labeled
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"image,id\n{labeled.parent / 'photos/pasta-0.jpg'},pasta\n{labeled.parent / 'photos/pasta-1.jpg'},"
+                   f"caviar\nnowhere.jpg,honey\n")
+    with pytest.raises(ExportError) as err:
+        read_labeled(bad, product_ids())
+    msg = str(err.value)
+    assert "bad.csv: 2 bad row(s)" in msg and "line 3: id 'caviar' is not in the catalog" in msg
+    assert "line 4: image" in msg and "not found" in msg and "\n" not in msg
+    ok = read_labeled(bad, product_ids(), skip_bad=True)
+    assert ok.rows == 3 and len(ok.paths) == 1 and len(ok.skipped) == 2
+    (tmp_path / "header.csv").write_text("path,label\nx.jpg,pasta\n")
+    with pytest.raises(ExportError, match="--finetune-labeled: .*header.csv: header must have columns image,id"):
+        read_labeled(tmp_path / "header.csv", product_ids())
+
+
+def test_holdout_split_is_per_product_and_deterministic(labeled):
+    from edge_search_export.finetune import read_labeled
+
+    lab = read_labeled(labeled, product_ids())
+    train, held = lab.split(0.1, seed=3)
+    assert len(set(train) & set(held)) == 0 and len(train) + len(held) == len(lab.paths)
+    assert np.bincount(lab.products[held]).tolist() == [2] * 12  # 10 % of 20 photos, every product
+    again_train, again_held = lab.split(0.1, seed=3)
+    assert (held == again_held).all() and (train == again_train).all()
+    assert not (lab.split(0.1, seed=4)[1] == held).all()
+
+
+def train_tiny(labeled, catalog_csv, checkpoint=None, epochs=3, seed=0, **settings):
+    import torch
+
+    from edge_search.images import load_image
+    from edge_search.sample_catalog import PRODUCTS
+    from edge_search_export.config import FinetuneSettings
+    from edge_search_export.finetune import finetune_teacher, load_photos, read_labeled
+    from edge_search_export.teacher import load_teacher
+
+    torch.manual_seed(seed)
+    teacher = load_teacher(str(TINY_TEACHER), str(checkpoint) if checkpoint else "random")
+    lab = read_labeled(labeled, product_ids())
+    photos, kept, _ = load_photos(list(lab.paths), 64, False, "")
+    catalog = [load_image(catalog_csv.parent / "images" / f"{p[0]}.jpg") for p in PRODUCTS]
+    report = finetune_teacher(teacher, photos, lab.products[kept], catalog, np.arange(len(PRODUCTS)),
+                              [p[1] for p in PRODUCTS], FinetuneSettings(epochs=epochs, batch_size=16, **settings),
+                              seed=seed, progress=False)
+    return teacher, report
+
+
+def test_training_from_random_weights_learns_and_is_deterministic(labeled, sample_catalog):
+    teacher, report = train_tiny(labeled, sample_catalog, epochs=4)
+    losses = [h["loss"] for h in report.history]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.3, losses
+    assert report.history[-1]["train_top1_in_batch"] > report.history[0]["train_top1_in_batch"]
+    assert report.towers == ["image", "text"] and report.learning_rate == 2e-3  # random init trains both
+    again, report2 = train_tiny(labeled, sample_catalog, epochs=4)
+    assert [h["loss"] for h in report2.history] == losses
+    a, b = teacher.model.state_dict(), again.model.state_dict()
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    other, report3 = train_tiny(labeled, sample_catalog, epochs=4, seed=1)
+    assert [h["loss"] for h in report3.history] != losses
+
+
+def test_pretrained_teacher_keeps_its_text_tower(labeled, sample_catalog, tiny_checkpoint):
+    import torch
+
+    before = torch.load(tiny_checkpoint)["state_dict"]
+    teacher, report = train_tiny(labeled, sample_catalog, checkpoint=tiny_checkpoint, epochs=1)
+    after = teacher.model.state_dict()
+    text = [k for k in after if not k.startswith("visual.") and "logit" not in k and after[k].is_floating_point()]
+    assert text and all(torch.equal(before[k], after[k]) for k in text)
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("visual."))
+    assert report.towers == ["image"] and report.learning_rate == 1e-5
+    _, both = train_tiny(labeled, sample_catalog, checkpoint=tiny_checkpoint, epochs=1, train_text=True)
+    assert both.towers == ["image", "text"]
+
+
+def test_a_vit_teacher_cannot_change_its_input_size(labeled, sample_catalog):
+    from edge_search.errors import ExportError
+
+    with pytest.raises(ExportError, match="cannot train at 96 px"):
+        train_tiny(labeled, sample_catalog, epochs=1, image_size=96)
+
+
+def test_settings_are_validated():
+    from edge_search.errors import ExportError
+    from edge_search_export.config import FinetuneSettings
+
+    for bad in ({"epochs": 0}, {"batch_size": 4, "photos_per_product": 4}, {"holdout": 0.6}, {"learning_rate": 2.0},
+                {"catalog_weight": 0, "text_weight": 0, "photo_weight": 0}, {"photo_weight": -1}):
+        with pytest.raises(ExportError):
+            FinetuneSettings(**bad)
+
+
+def test_export_with_finetuning_records_it_and_calibrates_no_match(tmp_path, sample_catalog, labeled):
+    out, models = tmp_path / "tuned", tmp_path / "models"
+    # the fine-tuned teacher's own tower ships (no student): it names enough held-out photos to calibrate on
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER,
+                   "--pretrained", "random", "--student", "none", "--gate", "int8_top1_agreement=0.5",
+                   "--finetune-labeled", labeled, "--finetune-epochs", "6", "--finetune-batch", "16",
+                   "--save-models", models, "--quiet")
+    assert "RANDOM weights" not in proc.stderr  # trained from scratch: not a pipeline check any more
+    m = read_manifest(out)
+    t = m["teacher"]
+    assert t["pretrained"] == "random" and t["random_weights"] is False and t["licence"].startswith("own")
+    ft = t["finetune"]
+    assert ft["labels"] == "labels.csv" and ft["rows"] == 240 and ft["epochs"] == 6
+    assert ft["holdout_photos"] == 24 and ft["photos"] == 216 and ft["trained_towers"] == ["image", "text"]
+    assert ft["final"]["loss"] > 0 and ft["seconds"] > 0 and ft["skipped"] == 0
+    assert m["fidelity"]["gates"]["enforced"] is True
+    nm = m["fidelity"]["no_match"]
+    assert nm["source"] == "24 held-out labeled photos (labels.csv)" and nm["calibrated"], nm
+    cal = m["search"]["calibration"]
+    assert cal["source"] == nm["source"] and cal["max_false_reject"] == 0.05
+    assert m["search"]["min_score"] == nm["min_score"] > 0 and cal["min_margin"] == nm["min_margin"]
+    assert nm["false_reject_of_correct"] <= 0.05 and 0 <= nm["reject_recall"] <= 1
+    # the kept teacher is a checkpoint the export reads back; the fp32 student an ONNX model
+    assert (models / "student.fp32.onnx").stat().st_size > 0
+    again = tmp_path / "again"
+    run_cli("export", "--catalog", sample_catalog, "--out", again, "--teacher", TINY_TEACHER,
+            "--pretrained", models / "teacher.pt", "--student", "none", "--quiet")
+    assert read_manifest(again)["teacher"]["pretrained"] == "teacher.pt"
+    res = json.loads(run_cli("search", "--bundle", out, "--json", labeled.parent / "photos" / "honey-3.jpg").stdout)
+    assert set(res) >= {"results", "no_match"}
+
+
+def test_bad_labels_stop_the_export_in_one_line(tmp_path, sample_catalog):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,id\nmissing.jpg,pasta\n")
+    out = tmp_path / "out"
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER,
+                   "--pretrained", "random", "--student", "none", "--finetune-labeled", labels, "--quiet", check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "labels.csv: 1 bad row(s): line 2: image" in err and not out.exists()
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--finetune-epochs", "3", check=False)
+    assert proc.returncode == 2 and "need --finetune-labeled" in proc.stderr

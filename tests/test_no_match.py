@@ -1,0 +1,180 @@
+"""The calibrated "no match" rule: its manifest schema (strict, optional),
+how `Searcher` applies it, and how the export fits it. Runtime dependencies
+only: the searcher gets a fake encoder, the index is built from vectors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_search.errors import BundleError
+from edge_search.index import VectorIndex
+from edge_search.manifest import NoMatchRule, PreprocessCfg, parse_manifest
+from edge_search.products import Product, ProductTable
+from edge_search.search import Searcher
+from edge_search_export.calibrate import calibrate_no_match, calibration_scores
+from edge_search_export.config import NoMatchSettings
+
+
+def manifest_dict(**search) -> dict:
+    return {
+        "schema_version": 1, "name": "t", "created": "2026-01-01T00:00:00Z",
+        "preprocess": {"size": [8, 8], "mode": "RGB", "mean": [0, 0, 0], "std": [1, 1, 1], "interpolation": "bicubic",
+                       "resize_mode": "shortest", "fill_color": 0, "cv2_interpolation": "area"},
+        "model": {"file": "m.onnx", "input": "image", "output": "embedding", "embed_dim": 4, "precision": "fp32",
+                  "opset": 17},
+        "index": {"file": "i.usearch", "dtype": "f32", "metric": "cos", "count": 3, "exact": True,
+                  "rescore_file": None, "catalog_encoder": "student"},
+        "products": {"file": "p.jsonl", "count": 3}, "search": {"min_score": 0.2, **search}, "files": {},
+    }
+
+
+CAL = {"min_margin": 0.05, "product_min_score": {"b": 0.5}, "max_false_reject": 0.05, "source": "test"}
+
+
+def test_manifest_without_calibration_still_loads_and_round_trips():
+    m = parse_manifest(manifest_dict(), "old")
+    assert m.calibration is None and m.min_score == 0.2
+    assert "calibration" not in m.to_dict()["search"]  # a bundle without it keeps its old shape
+
+
+def test_manifest_calibration_round_trips():
+    m = parse_manifest(manifest_dict(calibration=CAL), "new")
+    assert m.calibration == NoMatchRule(min_margin=0.05, product_min_score={"b": 0.5}, max_false_reject=0.05,
+                                        source="test")
+    again = parse_manifest(json.loads(m.to_json()), "again")
+    assert again == m
+
+
+@pytest.mark.parametrize("cal,fragment", [
+    ({**CAL, "temperature": 2.0}, "unknown key(s) temperature"),
+    ({k: v for k, v in CAL.items() if k != "min_margin"}, "missing key 'min_margin'"),
+    ({**CAL, "min_margin": "wide"}, "'min_margin' has the wrong type"),
+    ({**CAL, "min_margin": 3.0}, "min_margin must be in [0, 2]"),
+    ({**CAL, "product_min_score": {"b": "high"}}, "product_min_score['b'] is not a number"),
+    ({**CAL, "product_min_score": {"b": float("nan")}}, "finite"),
+    ([1, 2], "must be a JSON object"),
+])
+def test_bad_calibration_is_refused(cal, fragment):
+    with pytest.raises(BundleError) as err:
+        parse_manifest(manifest_dict(calibration=cal), "bundle/manifest.json")
+    assert fragment in str(err.value) and "search.calibration" in str(err.value)
+
+
+class FixedEncoder:
+    """Returns the vectors it is told to, one per call."""
+
+    embed_dim = 4
+
+    def __init__(self):
+        self.next = None
+
+    def embed(self, batch):
+        return self.next[None].astype(np.float32)
+
+
+def searcher(calibration=None, min_score=0.2) -> Searcher:
+    vecs = np.eye(4, dtype=np.float32)[:3]  # products a, b, c along three axes
+    table = ProductTable.from_products([Product(id=x, name=x, keys=(i,)) for i, x in enumerate("abc")], 3)
+    return Searcher(encoder=FixedEncoder(), index=VectorIndex.build(vecs, dtype="f32"), products=table,
+                    preprocess_cfg=PreprocessCfg(size=(8, 8)), min_score=min_score, calibration=calibration)
+
+
+def query(s: Searcher, vec, **kw):
+    s.encoder.next = np.asarray(vec, np.float32)
+    return s.search_image(np.zeros((8, 8, 3), np.uint8), k=3, **kw)
+
+
+def test_flat_threshold_without_calibration():
+    s = searcher()
+    r = query(s, [0.6, 0.55, 0, 0.5])
+    assert [h.id for h in r.hits][:2] == ["a", "b"] and r.margin == pytest.approx(r.best_score - r.hits[1].score)
+    assert query(s, [0.1, 0.05, 0, 1]).no_match  # best ~0.1 < 0.2
+
+
+def test_calibrated_rule_uses_margin_and_per_product_floors():
+    s = searcher(NoMatchRule(min_margin=0.05, product_min_score={"b": 0.7}))
+    close = query(s, [0.6, 0.58, 0, 0.5])  # a leads b by ~0.02 < 0.05: ambiguous, rejected
+    assert close.no_match and close.best_score > 0.2 and 0 < close.margin < 0.05
+    clear = query(s, [0.7, 0.3, 0, 0.5])
+    assert not clear.no_match and clear.hits[0].id == "a"
+    # b's own floor (0.7) is above the flat 0.2: a b-ish photo scoring ~0.6 is rejected ...
+    assert query(s, [0.2, 0.6, 0, 0.77]).no_match
+    # ... while the same score on a product without its own floor is answered
+    assert not query(s, [0.0, 0.2, 0.6, 0.77]).no_match
+    # an explicit cut-off replaces the calibrated rule (what `--min-score` and eval's -inf rely on) ...
+    ranked = query(s, [0.6, 0.58, 0, 0.5], min_score=float("-inf"))
+    assert [h.id for h in ranked.hits] == ["a", "b", "c"]
+    # ... and `answers` tells what the rule would have said about such a result
+    assert not s.answers(ranked) and s.answers(query(s, [0.7, 0.3, 0, 0.5], min_score=float("-inf")))
+
+
+def test_calibration_naming_an_unknown_product_is_refused():
+    with pytest.raises(BundleError, match="calibration names product"):
+        searcher(NoMatchRule(min_margin=0.0, product_min_score={"zzz": 0.5}))
+
+
+def synthetic(photos=20, noise=1.0, seed=0, n_products=12):
+    """Products in families of three (like apple varieties: close to each
+    other), photos noisy copies of them; the catalog is fixed, `seed` draws
+    the photos."""
+    fixed = np.random.default_rng(0)
+    family = fixed.standard_normal((n_products // 3, 32))
+    centres = (np.repeat(family, 3, axis=0) + 0.5 * fixed.standard_normal((n_products, 32))).astype(np.float32)
+    table = ProductTable.from_products([Product(id=f"p{i}", name=f"p{i}", keys=(i,)) for i in range(n_products)],
+                                       n_products)
+    s = Searcher(encoder=FixedEncoder(), index=VectorIndex.build(centres, dtype="f32"), products=table,
+                 preprocess_cfg=PreprocessCfg(size=(8, 8)))
+    truth = np.repeat(np.arange(n_products), photos)
+    rng = np.random.default_rng(seed + 1)
+    vecs = centres[truth] + noise * rng.standard_normal((len(truth), 32))
+    return s, vecs.astype(np.float32), truth
+
+
+def test_leave_one_product_out_scores():
+    s, vecs, truth = synthetic()
+    sc = calibration_scores(s, vecs, truth)
+    assert (sc.alt_top != sc.truth).all() and (sc.alt_s1 <= sc.s1 + 1e-6).all()
+    correct = sc.top == sc.truth
+    assert correct.mean() > 0.8 and (sc.alt_s1[correct] < sc.s1[correct]).all()
+
+
+def test_calibration_keeps_its_false_reject_budget_and_rejects_unknowns():
+    s, vecs, truth = synthetic()
+    rule, flat, report = calibrate_no_match(s, vecs, truth, NoMatchSettings(max_false_reject=0.05), source="synthetic")
+    assert rule is not None and report["calibrated"] and rule.source == "synthetic"
+    assert report["false_reject_of_correct"] <= 0.05
+    assert report["reject_recall"] > 0.4  # many of the leave-one-out "unknowns" are refused ...
+    flat_only = calibrate_no_match(s, vecs, truth, NoMatchSettings(use_margin=False, per_product=False),
+                                   source="synthetic")[2]
+    assert report["reject_recall"] > flat_only["reject_recall"] + 0.1  # ... more than one flat cut-off refuses
+    assert flat_only["false_reject_of_correct"] <= 0.05
+    # applied through the runtime's own rule, on fresh photos of the same products
+    _, fresh, fresh_truth = synthetic(seed=1)
+    s2 = Searcher(encoder=s.encoder, index=s.index, products=s.products, preprocess_cfg=s.preprocess_cfg,
+                  min_score=flat, calibration=rule)
+    named = [s2.search_vector(v, k=1, min_score=float("-inf"))[0][0].id == f"p{t}" for v, t in zip(fresh, fresh_truth)]
+    rejected = [not s2.search_vector(v, k=1)[0] for v in fresh]
+    assert np.mean([r for r, ok in zip(rejected, named) if ok]) < 0.12  # the budget holds on unseen photos
+
+
+def test_tighter_budget_rejects_more_unknowns():
+    s, vecs, truth = synthetic()
+    loose = calibrate_no_match(s, vecs, truth, NoMatchSettings(max_false_reject=0.2), source="t")[2]
+    tight = calibrate_no_match(s, vecs, truth, NoMatchSettings(max_false_reject=0.01), source="t")[2]
+    assert loose["reject_recall"] > tight["reject_recall"]
+    assert tight["false_reject_of_correct"] <= 0.01 and loose["false_reject_of_correct"] <= 0.2
+
+
+def test_too_little_data_means_no_calibration():
+    s, vecs, truth = synthetic(photos=1)
+    rule, flat, report = calibrate_no_match(s, vecs[:5], truth[:5], NoMatchSettings(), source="t")
+    assert rule is None and flat == 0.0 and not report["calibrated"] and "needs" in report["reason"]
+
+
+def test_score_only_setting_never_uses_the_margin():
+    s, vecs, truth = synthetic()
+    rule, _, _ = calibrate_no_match(s, vecs, truth, NoMatchSettings(use_margin=False, per_product=False), source="t")
+    assert rule.min_margin == 0.0 and rule.product_min_score == {}
