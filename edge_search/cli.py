@@ -235,7 +235,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     print(f"{report.queries} queries against {searcher.manifest.name if searcher.manifest else args.bundle}")
     print("  " + "  ".join(f"recall@{k} {v:.3f}" for k, v in report.recall.items()))
-    print(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} (threshold {report.min_score:.3f})")
+    rule = "calibrated rule" if report.calibrated else f"threshold {report.min_score:.3f}"
+    print(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} of in-catalog photos ({rule})")
+    if report.false_reject_of_correct is not None:
+        print(f"  false rejects: {report.false_reject_of_correct:.1%} of the photos ranked right")
+    if report.reject_recall is not None:
+        print(f"  reject recall: {report.reject_recall:.1%} of {len(report.unknown_ids)} photos of products "
+              "the bundle lacks answered no match")
     lat = report.latency_ms
     print(f"  embed {lat['embed_p50']:.1f} / {lat['embed_p95']:.1f} ms, search {lat['search_p50']:.2f} / "
           f"{lat['search_p95']:.2f} ms (p50 / p95)")
@@ -243,7 +249,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("  worst categories: " + ", ".join(f"{c} {v['recall@1']:.2f} ({v['queries']})" for c, v in worst))
     if report.confused:
         print("  most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} x{c['count']}" for c in report.confused[:5]))
-    for line in report.unknown_ids + report.unreadable:
+    for line in report.unknown_ids:
+        print(f"  not in the bundle (counted for reject recall only): {line}", file=sys.stderr)
+    for line in report.unreadable:
         print(f"  not counted: {line}", file=sys.stderr)
     if args.report:
         print(f"  report: {Path(args.report) / 'report.md'}")

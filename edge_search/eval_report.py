@@ -79,7 +79,12 @@ def write_report(report: EvalReport, out: Path, title: str) -> list[Path]:
     lines = [f"# {title}", "", f"{report.queries} queries; no-match threshold {report.min_score:.3f}.", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| recall@{k} | {v:.4f} |" for k, v in report.recall.items()]
-    lines += [f"| MRR | {report.mrr:.4f} |", f"| answered no match | {report.no_match_share:.4f} |"]
+    lines += [f"| MRR | {report.mrr:.4f} |", f"| answered no match (in-catalog photos) | {report.no_match_share:.4f} |"]
+    if report.false_reject_of_correct is not None:
+        lines.append(f"| false rejects (of photos ranked right) | {report.false_reject_of_correct:.4f} |")
+    if report.reject_recall is not None:
+        lines.append(f"| reject recall ({len(report.unknown_ids)} photos of products not in the bundle) "
+                     f"| {report.reject_recall:.4f} |")
     lines += [f"| {k.replace('_', ' ')} ms | {v:.3f} |" for k, v in lat.items()]
     lines += ["", "![recall@k](recall_at_k.png)", "![latency](latency.png)", "",
               "## Per category", "", "| category | queries | recall@1 |", "|---|---|---|"]
@@ -87,7 +92,9 @@ def write_report(report: EvalReport, out: Path, title: str) -> list[Path]:
     lines += ["", "![worst categories](worst_categories.png)", "", "## Most confused", "",
               "| true | shown instead | times |", "|---|---|---|"]
     lines += [f"| {c['true']} | {c['predicted']} | {c['count']} |" for c in report.confused]
-    if report.unknown_ids or report.unreadable:
-        lines += ["", "## Not counted", ""] + [f"- {x}" for x in report.unknown_ids + report.unreadable]
+    if report.unknown_ids:
+        lines += ["", "## Not in the bundle (reject recall only)", ""] + [f"- {x}" for x in report.unknown_ids]
+    if report.unreadable:
+        lines += ["", "## Not counted", ""] + [f"- {x}" for x in report.unreadable]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return [out / "report.md", out / "recall_at_k.png", out / "latency.png", out / "worst_categories.png"]

@@ -2,7 +2,9 @@
 
 Owns reading the queries file and computing the figures: recall@k, mean
 reciprocal rank, the share answered "no match", per-category recall, the most
-confused product pairs, and latency. Must not import torch, open_clip or onnx.
+confused product pairs, and latency. Queries whose id the bundle lacks are
+photos of products it does not sell: they measure the "no match" rule from
+the other side (reject recall). Must not import torch, open_clip or onnx.
 """
 
 from __future__ import annotations
@@ -73,33 +75,42 @@ class EvalReport:
     latency_ms: dict[str, float]
     unknown_ids: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    calibrated: bool = False  # the bundle's rule has per-product floors and a margin, not min_score alone
+    # in-catalog photos ranked right at 1 that the rule still refused (None: no such photo)
+    false_reject_of_correct: float | None = None
+    # photos of products the bundle lacks (their ids are in unknown_ids) that were refused
+    reject_recall: float | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["recall"] = {f"@{k}": round(v, 4) for k, v in self.recall.items()}
-        d["mrr"] = round(self.mrr, 4)
-        d["no_match_share"] = round(self.no_match_share, 4)
+        for key in ("mrr", "no_match_share", "false_reject_of_correct", "reject_recall"):
+            d[key] = None if d[key] is None else round(d[key], 4)
         return d
 
 
 def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[[int], None] | None = None) -> EvalReport:
-    """Search every query photo; unreadable photos and ids the bundle does
-    not know are listed, not counted."""
+    """Search every query photo with the bundle's own "no match" rule.
+    Unreadable photos are listed, not counted; photos whose id the bundle
+    does not know are listed and count only towards reject recall."""
     known = {p.id: p for p in searcher.products.products}
     kmax = min(max(RANKS), len(known))
     ranks, embed_ms, search_ms, categories, confused = [], [], [], [], Counter()
-    no_match = 0
+    no_match, refused_right, unknown_refused = 0, [], []
     unknown, unreadable = [], []
     for n, q in enumerate(queries, 1):
         if on_progress:
             on_progress(n)
-        if q.id not in known:
-            unknown.append(f"line {q.line}: {q.id}")
-            continue
         try:
+            # ranked with no cut-off; the rule is applied after, so a refused photo still has a rank
             result = searcher.search_image(q.image, k=kmax, min_score=float("-inf"))
         except ImageError as e:
             unreadable.append(str(e))
+            continue
+        answered = searcher.answers(result)
+        if q.id not in known:
+            unknown.append(f"line {q.line}: {q.id}")
+            unknown_refused.append(not answered)
             continue
         ids = [h.id for h in result.hits]
         rank = ids.index(q.id) + 1 if q.id in ids else None
@@ -107,7 +118,9 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
         categories.append(known[q.id].category or "(none)")
         if rank != 1 and ids:
             confused[(q.id, ids[0])] += 1
-        no_match += result.best_score < searcher.min_score
+        no_match += not answered
+        if rank == 1:
+            refused_right.append(not answered)
         embed_ms.append(result.timings_ms["preprocess"] + result.timings_ms["embed"])
         search_ms.append(result.timings_ms["search"])
     if not ranks:
@@ -129,4 +142,7 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
         latency_ms={"embed_p50": pct(embed_ms, 50), "embed_p95": pct(embed_ms, 95),
                     "search_p50": pct(search_ms, 50), "search_p95": pct(search_ms, 95)},
         unknown_ids=unknown, unreadable=unreadable,
+        calibrated=searcher.calibration is not None,
+        false_reject_of_correct=float(np.mean(refused_right)) if refused_right else None,
+        reject_recall=float(np.mean(unknown_refused)) if unknown_refused else None,
     )

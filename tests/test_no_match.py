@@ -178,3 +178,41 @@ def test_score_only_setting_never_uses_the_margin():
     s, vecs, truth = synthetic()
     rule, _, _ = calibrate_no_match(s, vecs, truth, NoMatchSettings(use_margin=False, per_product=False), source="t")
     assert rule.min_margin == 0.0 and rule.product_min_score == {}
+
+
+class PathEncoder:
+    """Embeds a photo as the vector its file's pixel value selects (eval reads real files)."""
+
+    embed_dim = 4
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def embed(self, batch):
+        return np.stack([self.vectors[int(round(float(x.max()) * 255))] for x in batch]).astype(np.float32)
+
+
+def test_eval_applies_the_calibrated_rule_and_measures_reject_recall(tmp_path):
+    import cv2
+
+    from edge_search.evaluate import evaluate, read_queries
+
+    vectors = {10: [0.9, 0.1, 0, 0.4],   # clearly a: answered, right
+               20: [0.6, 0.58, 0, 0.5],  # a by a hair: refused although ranked right (a false reject)
+               30: [0.2, 0.6, 0, 0.77],  # b under b's own floor: refused
+               40: [0.1, 0.05, 0.95, 0.2],  # clearly c, but c is labelled as a product the bundle lacks
+               50: [0.3, 0.35, 0.3, 0.8]}  # nothing in particular, unknown product: refused
+    rows = ["image,id"]
+    for value, label in ((10, "a"), (20, "a"), (30, "b"), (40, "zz"), (50, "zz")):
+        cv2.imwrite(str(tmp_path / f"{value}.png"), np.full((8, 8, 3), value, np.uint8))
+        rows.append(f"{value}.png,{label}")
+    (tmp_path / "q.csv").write_text("\n".join(rows) + "\n")
+    s = searcher(NoMatchRule(min_margin=0.05, product_min_score={"b": 0.7}))
+    s.encoder = PathEncoder(vectors)
+    s.preprocess_cfg = PreprocessCfg(size=(8, 8), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    report = evaluate(s, read_queries(tmp_path / "q.csv"))
+    assert report.queries == 3 and report.recall[1] == 1.0 and report.calibrated
+    assert report.no_match_share == pytest.approx(2 / 3)  # the flat 0.2 alone would have answered all three
+    assert report.false_reject_of_correct == pytest.approx(2 / 3)
+    assert report.reject_recall == pytest.approx(1 / 2)  # the c-like photo is (wrongly) answered
+    assert report.unknown_ids == ["line 5: zz", "line 6: zz"]
