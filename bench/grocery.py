@@ -63,7 +63,10 @@ KLASSON = ("Klasson et al. (WACV 2019) classify the same 81 classes with off-the
            "CNN features (AlexNet, VGG16, DenseNet-169) plus a trained classifier, on the dataset's test split "
            "(not in this copy). Their features saw 1.2M labeled ImageNet images; our teacher starts from random "
            "weights and sees only the ~2.6k train photos and 81 studio images, and we retrieve against one studio "
-           "image per product instead of training a classifier on the photos, so the figures are not like for like.")
+           "image per product instead of training a classifier on the photos, so the figures are not like for like. "
+           "Their per-model table could not be consulted offline; for scale, Antioquia (PCSC 2021) reports 86.04 % "
+           "fine-grained accuracy on this dataset with fine-tuned ImageNet CNNs, above the earlier published "
+           "results it compares with.")
 
 
 class TorchEncoder:
@@ -232,15 +235,28 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(cfg, finetune=replace(cfg.finetune, epochs=args.finetune_epochs, batch_size=args.finetune_batch,
                                         learning_rate=args.finetune_lr),
                   gates=cfg.gates.with_overrides({k: float(v) for k, _, v in (g.partition("=") for g in args.gate)}))
+    # The teacher is the slow step (tens of minutes): once trained and kept in OUT/models it is
+    # reused by later runs with the same training settings, which then export with
+    # --finetune-epochs 0 (the same photos held back for calibration, the weights as saved).
+    as_read = lambda x: json.loads(json.dumps(x, default=str))  # noqa: E731  (as the stamp file reads back)
+    teacher_settings = as_read({"teacher": cfg.teacher, "labels": cfg.finetune_labeled, "seed": cfg.seed,
+                                "finetune": asdict(cfg.finetune), "edge_search": edge_search.__version__})
+    teacher_pt = models / "teacher.pt"
     # keyed on the settings and the package version, not on the code: --fresh re-exports after code changes
-    export_settings = json.loads(json.dumps({"config": asdict(cfg), "edge_search": edge_search.__version__},
-                                            default=str))  # as the stamp file will read back
-    export_seconds, exported = None, False
+    export_settings = as_read({"config": asdict(cfg), "edge_search": edge_search.__version__})
+    export_seconds, exported, reuse_teacher = None, False, False
     if args.fresh or not _cached(out, "export", export_settings, [bundle / "manifest.json", models / "teacher.pt",
                                                                   models / "student.fp32.onnx"]):
+        reuse_teacher = not args.fresh and _cached(out, "teacher", teacher_settings, [teacher_pt])
+        if reuse_teacher:
+            cfg = replace(cfg, pretrained=str(teacher_pt), finetune=replace(cfg.finetune, epochs=0))
         summary = run_export(cfg, progress=progress)
         export_seconds, exported = round(summary.seconds, 1), True
         _stamp(out, "export", export_settings)
+        if not reuse_teacher:
+            _stamp(out, "teacher", teacher_settings)
+            (out / "cache" / "teacher_training.json").write_text(json.dumps(
+                Searcher.from_bundle(bundle).manifest.teacher.get("finetune"), indent=2))
         (out / "cache" / "export_seconds.txt").write_text(str(export_seconds))
     elif (out / "cache" / "export_seconds.txt").is_file():
         export_seconds = float((out / "cache" / "export_seconds.txt").read_text())
@@ -354,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "dataset": {"data": str(data), "products": len(products), "val_photos": len(val),
                     "train_photos": len(read_queries(train_csv)), "classes": chosen or "all"},
+        "teacher_training": json.loads((out / "cache" / "teacher_training.json").read_text())
+        if (out / "cache" / "teacher_training.json").is_file() else None,
         "export": {"seconds": export_seconds, "teacher": m.teacher, "student": m.student,
                    "index": asdict(m.index), "catalog_encoder": m.fidelity.get("catalog_encoder"),
                    "settings": {"finetune_epochs": args.finetune_epochs, "distill_epochs": args.epochs,
@@ -419,4 +437,10 @@ def _print(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from edge_search.errors import EdgeSearchError
+
+    try:
+        sys.exit(main())
+    except EdgeSearchError as e:  # e.g. a fidelity gate: one line, as the CLI would say it
+        print(f"bench/grocery.py: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -54,8 +54,10 @@ class FinetuneSettings:
     holdout: float = 0.1  # share of each product's photos kept back for no-match calibration
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.photos_per_product < 1 or self.batch_size < 2 * self.photos_per_product:
-            raise ExportError("fine-tuning needs epochs >= 1, photos per product >= 1 "
+        # epochs 0: hold photos back and calibrate on them, but keep the teacher as loaded
+        # (one fine-tuned by an earlier export and kept with --save-models)
+        if self.epochs < 0 or self.photos_per_product < 1 or self.batch_size < 2 * self.photos_per_product:
+            raise ExportError("fine-tuning needs epochs >= 0, photos per product >= 1 "
                               "and a batch of two products or more")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             raise ExportError(f"fine-tuning learning rate must be in (0, 1), got {self.learning_rate}")

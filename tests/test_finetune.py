@@ -131,11 +131,25 @@ def test_a_vit_teacher_cannot_change_its_input_size(labeled, sample_catalog):
         train_tiny(labeled, sample_catalog, epochs=1, image_size=96)
 
 
+def test_zero_epochs_keeps_the_teacher_as_loaded(labeled, sample_catalog, tiny_checkpoint):
+    """What a re-export with an already fine-tuned teacher asks for: photos are
+    still held back for calibration, the weights stay as loaded."""
+    import torch
+
+    from edge_search_export.teacher import load_teacher
+
+    before = load_teacher(str(TINY_TEACHER), str(tiny_checkpoint)).model.state_dict()
+    teacher, report = train_tiny(labeled, sample_catalog, checkpoint=tiny_checkpoint, epochs=0)
+    assert report.history == [] and report.to_json()["final"] is None
+    after = teacher.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_settings_are_validated():
     from edge_search.errors import ExportError
     from edge_search_export.config import FinetuneSettings
 
-    for bad in ({"epochs": 0}, {"batch_size": 4, "photos_per_product": 4}, {"holdout": 0.6}, {"learning_rate": 2.0},
+    for bad in ({"epochs": -1}, {"batch_size": 4, "photos_per_product": 4}, {"holdout": 0.6}, {"learning_rate": 2.0},
                 {"catalog_weight": 0, "text_weight": 0, "photo_weight": 0}, {"photo_weight": -1}):
         with pytest.raises(ExportError):
             FinetuneSettings(**bad)
