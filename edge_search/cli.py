@@ -131,7 +131,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         student=None if args.student == "none" else args.student, student_pretrained=args.student_pretrained,
         distill_images=tuple(Path(p) for p in args.distill_images), epochs=args.epochs,
         views_per_image=args.views_per_image, image_size=args.image_size, quantize=args.quantize,
-        index_dtype=args.index_dtype, catalog_encoder=args.catalog_encoder, seed=args.seed,
+        label_weight=args.distill_label_weight, index_dtype=args.index_dtype, catalog_encoder=args.catalog_encoder, seed=args.seed,
         skip_bad=args.skip_bad, force=args.force, name=args.name,
         finetune_labeled=Path(args.finetune_labeled) if args.finetune_labeled else None,
         save_models=Path(args.save_models) if args.save_models else None,
@@ -289,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--distill-images", nargs="+", default=[], metavar="DIR", help="unlabeled photos to distill on")
     e.add_argument("--epochs", type=int, default=30)
     e.add_argument("--views-per-image", type=int, default=16, help="augmented views per catalog image")
+    e.add_argument("--distill-label-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the product cross-entropy on views of catalog images and labeled photos "
+                        "(0: reproduce the teacher's vectors only)")
     e.add_argument("--image-size", type=int, default=None, help="student input side (default: the teacher's)")
     e.add_argument("--quantize", choices=["int8", "none"], default="int8")
     e.add_argument("--index-dtype", choices=["i8", "f16", "f32"], default=None, help="default: chosen by measurement")

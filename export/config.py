@@ -100,6 +100,8 @@ class ExportConfig:
     batch_size: int = 32
     learning_rate: float = 2e-3
     relational_weight: float = 1.0
+    # product cross-entropy on views whose product is known (catalog images, labeled photos)
+    label_weight: float = 1.0
     image_size: int | None = None  # student input side; None: the teacher's
     quantize: str = "int8"
     index_dtype: str | None = None  # None: chosen by measurement
@@ -118,6 +120,8 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:
             raise ExportError("epochs must be >= 0, views per image >= 1, batch size >= 2")
+        if self.label_weight < 0:
+            raise ExportError(f"--distill-label-weight must be >= 0, got {self.label_weight}")
         if self.quantize not in ("int8", "none"):
             raise ExportError(f"--quantize must be int8 or none, got {self.quantize!r}")
         if self.index_dtype not in (None, "i8", "f16", "f32"):

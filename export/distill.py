@@ -30,6 +30,7 @@ class ViewBank:
     crops: np.ndarray  # N x S x S x 3 uint8
     targets: np.ndarray  # N x D float32, unit length
     source: np.ndarray  # N: which input image each view came from
+    labels: np.ndarray  # N: product position of the view's image, -1 when unknown
 
 
 @dataclass
@@ -46,7 +47,7 @@ class DistillReport:
 
 
 def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int], student_pp: PreprocessCfg,
-                    seed: int, progress: bool = True) -> ViewBank:
+                    seed: int, progress: bool = True, labels: list[int] | None = None) -> ViewBank:
     crops, targets, source = [], [], []
     bar = tqdm(total=int(sum(counts)), desc="teacher embeds augmented views", unit="view", disable=not progress)
     chunk_views: list[np.ndarray] = []
@@ -71,21 +72,38 @@ def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int
             flush()
     flush()
     bar.close()
+    source = np.asarray(source)
+    image_labels = np.full(len(images), -1) if labels is None else np.asarray(labels)
     return ViewBank(crops=np.stack(crops), targets=np.concatenate(targets).astype(np.float32),
-                    source=np.asarray(source))
+                    source=source, labels=image_labels[source])
 
 
-def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float) -> torch.Tensor:
+@dataclass(frozen=True)
+class LabelTerm:
+    """The cross-entropy term: the teacher's unit product prototypes and its logit scale."""
+
+    prototypes: np.ndarray  # P x D
+    scale: float
+    weight: float
+
+
+def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float, *,
+                 prototypes: torch.Tensor | None = None, y: torch.Tensor | None = None, scale: float = 1.0,
+                 label_weight: float = 0.0) -> torch.Tensor:
+    """`y`: each view's product position in `prototypes`, -1 where unknown."""
     s = torch.nn.functional.normalize(s, dim=-1)
     loss = (1.0 - (s * t).sum(-1)).mean()
     if relational_weight > 0:
         loss = loss + relational_weight * ((s @ s.T - t @ t.T) ** 2).mean()
+    if label_weight > 0 and prototypes is not None and y is not None and bool((y >= 0).any()):
+        known = y >= 0
+        loss = loss + label_weight * torch.nn.functional.cross_entropy(scale * s[known] @ prototypes.T, y[known])
     return loss
 
 
 def distill(student: torch.nn.Module, bank: ViewBank, student_pp: PreprocessCfg, *, epochs: int,
             batch_size: int, learning_rate: float, relational_weight: float, seed: int,
-            progress: bool = True) -> DistillReport:
+            progress: bool = True, label_term: LabelTerm | None = None) -> DistillReport:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n = len(bank.crops)
@@ -94,7 +112,12 @@ def distill(student: torch.nn.Module, bank: ViewBank, student_pp: PreprocessCfg,
     opt = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=total, pct_start=0.1)
     targets = torch.from_numpy(bank.targets)
+    labels = torch.from_numpy(bank.labels.astype(np.int64))
+    use_labels = label_term is not None and label_term.weight > 0 and bool((bank.labels >= 0).any())
+    protos = torch.from_numpy(label_term.prototypes.astype(np.float32)) if use_labels else None
     name = "cosine" + (f" + {relational_weight:g} x relational" if relational_weight > 0 else "")
+    if use_labels:
+        name += f" + {label_term.weight:g} x product cross-entropy (scale {label_term.scale:.1f})"
     report = DistillReport(loss=name, epochs=epochs, views=n, seconds=0.0)
     t0 = time.perf_counter()
     bar = tqdm(range(epochs), desc="distilling student", unit="epoch", disable=not progress)
@@ -107,7 +130,9 @@ def distill(student: torch.nn.Module, bank: ViewBank, student_pp: PreprocessCfg,
             x = torch.from_numpy(np.stack([normalize(bank.crops[i], student_pp) for i in idx]))
             t = targets[idx]
             s = student(x)
-            loss = distill_loss(s, t, relational_weight)
+            loss = distill_loss(s, t, relational_weight, prototypes=protos, y=labels[idx],
+                                scale=label_term.scale if use_labels else 1.0,
+                                label_weight=label_term.weight if use_labels else 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -314,9 +314,9 @@ class HeldOut:
 
 def adapt_teacher(teacher: Teacher, labels: Path, product_ids: list[str], product_texts: list[str],
                   catalog: list[np.ndarray], catalog_products: np.ndarray, settings: FinetuneSettings, *,
-                  seed: int, skip_bad: bool, progress: bool) -> tuple[dict, HeldOut]:
+                  seed: int, skip_bad: bool, progress: bool) -> tuple[dict, HeldOut, LabeledPhotos]:
     """The export step: read the labels, hold some back, fine-tune the teacher in place.
-    -> (what the manifest records under teacher.finetune, the held-back photos)."""
+    -> (what the manifest records under teacher.finetune, the held-back photos, all labeled photos)."""
     labeled = read_labeled(labels, product_ids, skip_bad=skip_bad)
     train_idx, held_idx = labeled.split(settings.holdout, seed)
     side = settings.image_size or teacher.preprocess.size[0]
@@ -335,4 +335,4 @@ def adapt_teacher(teacher: Teacher, labels: Path, product_ids: list[str], produc
     info = report.to_json()
     info["skipped"] = len(labeled.skipped) + len(bad)
     return info, HeldOut(paths=[labeled.paths[held_idx[i]] for i in held_kept], images=held,
-                         products=labeled.products[held_idx][held_kept])
+                         products=labeled.products[held_idx][held_kept]), labeled

@@ -38,7 +38,7 @@ from edge_search.search import Searcher
 
 from .calibrate import calibrate_no_match
 from .config import ExportConfig
-from .distill import build_view_bank, distill
+from .distill import LabelTerm, build_view_bank, distill
 from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
 from .interpolation import choose_interpolation
@@ -109,6 +109,13 @@ def _product_scores(scores: np.ndarray, key_product: np.ndarray, products: int) 
     return out
 
 
+def _prototypes(vectors: np.ndarray, key_product: np.ndarray, products: int) -> np.ndarray:
+    """Each product's mean image embedding, unit length."""
+    out = np.zeros((products, vectors.shape[1]), np.float32)
+    np.add.at(out, key_product, vectors)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
 def _embed(encoder: OnnxEncoder, images: list[np.ndarray], pp, batch: int = 32) -> np.ndarray:
     return np.concatenate([encoder.embed(preprocess_batch(images[i:i + batch], pp))
                            for i in range(0, len(images), batch)])
@@ -166,8 +173,9 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
     held: HeldOut | None = None
+    labeled = None
     if cfg.finetune_labeled:
-        info, held = adapt_teacher(teacher, cfg.finetune_labeled, [p.id for p in table.products],
+        info, held, labeled = adapt_teacher(teacher, cfg.finetune_labeled, [p.id for p in table.products],
                                    [product_text(p.name, p.description) for p in table.products], images,
                                    key_product, cfg.finetune, seed=cfg.seed, skip_bad=cfg.skip_bad, progress=progress)
         teacher.provenance["finetune"] = info
@@ -193,11 +201,17 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         student = build_student(cfg.student, teacher.embed_dim, side, pretrained=cfg.student_pretrained)
         # held-out photos stay unseen by the student too: they are the calibration set
         unseen = {p.resolve() for p in held.paths} if held else set()
-        extra_paths = [p for p in _distill_paths(cfg.distill_images) if p.resolve() not in unseen]
+        product_of = {p.resolve(): int(pos) for p, pos in zip(labeled.paths, labeled.products)} if labeled else {}
+        extra_paths = list(dict.fromkeys(p.resolve() for p in _distill_paths(cfg.distill_images)))
+        # labeled photos are distilled on too, whether or not a --distill-images folder holds them
+        extra_paths += [p for p in product_of if p not in set(extra_paths)]
         extra: list[np.ndarray] = []
-        for p in tqdm(extra_paths, desc="reading distill images", unit="img", disable=not progress or not extra_paths):
+        extra_labels: list[int] = []
+        for p in tqdm([p for p in extra_paths if p not in unseen], desc="reading distill images", unit="img",
+                      disable=not progress or not extra_paths):
             try:
                 extra.append(load_image(p))
+                extra_labels.append(product_of.get(p, -1))
             except ImageError as e:
                 log.warning("distill image skipped: %s", e)
         extra_views = max(2, cfg.views_per_image // 4)
@@ -205,10 +219,15 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         calib_photos = [extra[i] for i in sorted(pick[:128])]
         gate_photos = [extra[i] for i in sorted(pick[128:256])]
         bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
-                               [extra_views] * len(extra), student_pp, cfg.seed, progress)
+                               [extra_views] * len(extra), student_pp, cfg.seed, progress,
+                               labels=list(key_product) + extra_labels)
+        teacher_catalog = teacher.encode(preprocess_batch(images, teacher_pp),
+                                         progress="teacher embeds catalog" if progress else None)
         report = distill(student, bank, student_pp, epochs=cfg.epochs, batch_size=cfg.batch_size,
                          learning_rate=cfg.learning_rate, relational_weight=cfg.relational_weight,
-                         seed=cfg.seed, progress=progress)
+                         seed=cfg.seed, progress=progress,
+                         label_term=LabelTerm(_prototypes(teacher_catalog, key_product, len(table)),
+                                              teacher.logit_scale, cfg.label_weight))
         module = Embedder(student).eval()
         student_info = {"arch": cfg.student, "pretrained": "imagenet (timm)" if cfg.student_pretrained else None,
                         "image_size": side, "distill_images": len(extra),
@@ -283,8 +302,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         student_vecs = _embed(enc, images, student_pp)
         options = {"student": student_vecs}
         if cfg.student:
-            options["teacher"] = teacher.encode(preprocess_batch(images, teacher_pp), progress="teacher embeds catalog"
-                                                if progress else None)
+            options["teacher"] = teacher_catalog
         truth = key_product[query_src]
         enc_report = {}
         for name, vecs in options.items():

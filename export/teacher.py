@@ -42,6 +42,12 @@ class Teacher:
     def visual(self) -> torch.nn.Module:
         return self.model.visual
 
+    @property
+    def logit_scale(self) -> float:
+        """The temperature the teacher was trained to score image-text pairs with (CLIP's cap of 100)."""
+        scale = getattr(self.model, "logit_scale", None)
+        return min(100.0, float(scale.detach().exp())) if scale is not None else 1 / 0.07
+
     @torch.no_grad()
     def encode(self, batch: np.ndarray, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
         """N x 3 x H x W (already preprocessed) -> N x D, unit length."""

@@ -198,3 +198,25 @@ def test_bad_labels_stop_the_export_in_one_line(tmp_path, sample_catalog):
     assert "labels.csv: 1 bad row(s): line 2: image" in err and not out.exists()
     proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--finetune-epochs", "3", check=False)
     assert proc.returncode == 2 and "need --finetune-labeled" in proc.stderr
+
+
+def test_student_distills_on_the_labeled_photos_with_their_products(tmp_path, sample_catalog, labeled):
+    out = tmp_path / "student"
+    run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER, "--pretrained", "random",
+            "--finetune-labeled", labeled, "--finetune-epochs", "1", "--finetune-batch", "16",
+            "--student", "mobilenetv3_small_050", "--epochs", "1", "--views-per-image", "2",
+            "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_self_top1=0", "--quiet")
+    s = read_manifest(out)["student"]
+    # no --distill-images: the 216 labeled photos not held back are the distill photos, and they are labeled
+    assert s["distill_images"] == 216, s
+    assert "product cross-entropy" in s["distillation"]["loss"], s["distillation"]
+    off = tmp_path / "off"
+    run_cli("export", "--catalog", sample_catalog, "--out", off, "--teacher", TINY_TEACHER, "--pretrained", "random",
+            "--finetune-labeled", labeled, "--finetune-epochs", "1", "--finetune-batch", "16",
+            "--student", "mobilenetv3_small_050", "--epochs", "1", "--views-per-image", "2",
+            "--distill-label-weight", "0", "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_self_top1=0",
+            "--quiet")
+    assert "cross-entropy" not in read_manifest(off)["student"]["distillation"]["loss"]
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "bad", "--distill-label-weight", "-1",
+                   check=False)
+    assert proc.returncode == 2 and "--distill-label-weight must be >= 0" in proc.stderr
