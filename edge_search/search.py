@@ -20,7 +20,7 @@ import numpy as np
 from .bundle import Bundle
 from .encoder import DEFAULT_THREADS, Encoder, OnnxEncoder
 from .images import load_image
-from .index import VectorIndex
+from .index import VectorIndex, unit
 from .errors import BundleError
 from .filters import Filter
 from .manifest import IndexInfo, Manifest, NoMatchRule, PreprocessCfg, TextInfo
@@ -69,6 +69,9 @@ class Searcher:
                  text_info: TextInfo | None = None):
         self.encoder, self.index, self.products = encoder, index, products
         self.text_encoder, self.text_index = text_encoder, text_index
+        # one vector per product: small, held in memory so every product's text score is exact
+        self._text_vectors = None if text_index is None else unit(np.asarray(
+            text_index.index.get(np.arange(len(text_index), dtype=np.uint64)), dtype=np.float32))
         self.text_info = text_info or (manifest.text if manifest is not None else None)
         self.preprocess_cfg, self.min_score, self.manifest = preprocess_cfg, min_score, manifest
         self.calibration = calibration
@@ -168,25 +171,29 @@ class Searcher:
     def _rank_words(self, vector: np.ndarray, want: int, allow: Filter | None) -> list[tuple[int, float]]:
         """A text query: (1 - w) * image-index score + w * product-text score, w from the manifest.
 
-        Below the whole catalog, a product one index did not fetch is given that
-        index's lowest fetched score (an upper bound); at the whole catalog the
-        scores are exact."""
+        Exact: the product-text scores are computed for every product (one
+        vector each); image candidates are fetched until no product outside
+        them can beat the k-th (its image score is at most the lowest fetched)."""
         w = self.text_info.product_text_weight if self.text_info else 0.0
-        if w == 0 or self.text_index is None:
+        if w == 0 or self._text_vectors is None:
             return self._rank(vector, want, allow)
+        words = self._text_vectors @ unit(vector[None])[0]
         total = len(self.products)
         n = want * FETCH_GROWTH if allow else want
+        allowed = None
         while True:
             n = min(n, total)
-            image = dict(self._rank(vector, n, None))
-            keys, scores = self.text_index.search(vector[None, :], n)
-            words = {int(k): float(sc) for k, sc in zip(keys[0], scores[0]) if k >= 0}
-            floor_i, floor_w = min(image.values()), min(words.values())
-            ranked = sorted(((pos, (1 - w) * image.get(pos, floor_i) + w * words.get(pos, floor_w))
-                             for pos in set(image) | set(words)
-                             if not allow or allow.allows(self.products.products[pos])),
-                            key=lambda x: (-x[1], x[0]))
-            if len(ranked) >= want or n >= total:
+            image = self._rank(vector, n, None)
+            ranked = sorted(((pos, (1 - w) * score + w * float(words[pos])) for pos, score in image
+                             if not allow or allow.allows(self.products.products[pos])), key=lambda x: (-x[1], x[0]))
+            if n >= total:
+                return ranked[:want]
+            if allowed is None:
+                allowed = np.fromiter((not allow or allow.allows(p) for p in self.products.products), bool, total)
+            rest = allowed.copy()
+            rest[[pos for pos, _ in image]] = False
+            bound = (1 - w) * image[-1][1] + w * float(words[rest].max()) if rest.any() else float("-inf")
+            if len(ranked) >= want and ranked[want - 1][1] >= bound:
                 return ranked[:want]
             n *= FETCH_GROWTH
 
