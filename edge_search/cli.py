@@ -221,7 +221,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise EdgeSearchError(f"-k must be between 1 and {MAX_K}, got {args.k}")
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeSearchError(f"--max-frames must be at least 1, got {args.max_frames}")
+    from .filters import Filter
+
     read_manifest(Path(args.bundle))  # a wrong path fails here, in one line, before any screen
+    flt = Filter.parse(args.filter) if args.filter else None  # fields are checked once the bundle is open
     # headless output must not depend on this machine's speed: files and folders hand over every frame
     source = open_source(args.source, realtime=not args.no_tui)
     saver = FrameSaver(args.save_frames) if args.save_frames else None
@@ -229,13 +232,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .tui import build_app  # textual is imported only for the screen
 
         app = build_app(source=source, loader=lambda: Searcher.from_bundle(args.bundle), k=args.k,
-                        min_score=args.min_score, saver=saver, max_frames=args.max_frames)
+                        min_score=args.min_score, saver=saver, max_frames=args.max_frames, filter=flt)
         app.run()
         if app.fatal:
             raise EdgeSearchError(app.fatal)
         return 0
     searcher = Searcher.from_bundle(args.bundle)
     pipeline = Pipeline(searcher, k=args.k, min_score=args.min_score)
+    pipeline.filter = Filter.parse(args.filter, searcher.products) if flt else None
     open_or_fail(source)
     try:
         for event in run_kiosk(source, pipeline, max_frames=args.max_frames, saver=saver):
@@ -377,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames from the source")
     r.add_argument("--save-frames", default=None, metavar="DIR",
                    help="write each searched frame to DIR as JPEG (by default frames never leave memory)")
+    r.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="only products where EXPR holds, e.g. category=Fruit, price<2.5 (repeatable; c clears on screen)")
     r.set_defaults(func=cmd_run)
     # --- end run -------------------------------------------------------------
     return p

@@ -86,11 +86,11 @@ class Filter:
     conditions: tuple[Condition, ...]
 
     @classmethod
-    def parse(cls, exprs: list[str] | tuple[str, ...], products: ProductTable | None = None) -> "Filter":
+    def parse(cls, exprs: list[str] | tuple[str, ...], products: ProductTable | list[Product] | None = None) -> "Filter":
         """Parse several expressions (all must hold); with `products`, unknown fields are refused."""
         conditions = tuple(parse_condition(e) for e in exprs)
         if products is not None:
-            known = set(FIELDS) | {k for p in products.products for k in p.meta}
+            known = set(FIELDS) | {k for p in getattr(products, "products", products) for k in p.meta}
             for c in conditions:
                 if c.field not in known:
                     extra = sorted(known - set(FIELDS))
@@ -106,3 +106,12 @@ class Filter:
 
     def __str__(self) -> str:
         return " and ".join(map(str, self.conditions))
+
+
+def split_query(line: str) -> tuple[str, list[str]]:
+    """A typed line -> (words, filter expressions): `red apple price<1 category=Fruit`
+    is the words "red apple" and two conditions (a token with an operator and no spaces)."""
+    words, exprs = [], []
+    for token in line.split():
+        (exprs if _EXPR.match(token) else words).append(token)
+    return " ".join(words), exprs
