@@ -128,6 +128,7 @@ class TextInfo:
     description. A text query scores product p as
     (1 - product_text_weight) * image-index score + product_text_weight * text-index score;
     a photo plus words query embeds normalize(alpha * image + (1 - alpha) * text).
+    With `trim_padding`, token rows may be cut after the batch's last end token.
     """
 
     file: str
@@ -140,6 +141,8 @@ class TextInfo:
     index: str | None = None
     product_text_weight: float = 0.0
     fusion_alpha: float = 0.8
+    # the tower reads nothing after the end token (causal mask, end-token pooling): rows may be cut there
+    trim_padding: bool = False
 
     def __post_init__(self) -> None:
         if self.context_length < 2:
@@ -291,7 +294,8 @@ def _parse_text(t: Any, where: str) -> TextInfo:
                         opset=_need(t, "opset", int, where), context_length=_need(t, "context_length", int, where),
                         tokenizer=_need(t, "tokenizer", str, where), index=index,
                         product_text_weight=_need(t, "product_text_weight", float, where),
-                        fusion_alpha=_need(t, "fusion_alpha", float, where))
+                        fusion_alpha=_need(t, "fusion_alpha", float, where),
+                        trim_padding=bool(t.get("trim_padding", False)))
     except ValueError as e:
         raise BundleError(f"{where}: {e}") from None
 

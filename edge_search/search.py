@@ -105,7 +105,7 @@ class Searcher:
         if m.text is not None:
             text_encoder = TextEncoder(bundle.path(m.text.file), bundle.path(m.text.tokenizer), input_name=m.text.input,
                                        output_name=m.text.output, context_length=m.text.context_length,
-                                       threads=threads)
+                                       threads=threads, trim=m.text.trim_padding)
             if text_encoder.embed_dim not in (-1, m.model.embed_dim):
                 raise BundleError(f"{bundle.path(m.text.file)}: text embedding has {text_encoder.embed_dim} "
                                   f"dimensions, the image index {m.model.embed_dim}")
@@ -243,9 +243,10 @@ class Searcher:
         return self.text_encoder
 
     def search_text(self, text: str, k: int = 5, min_score: float | None = None,
-                    filter: Filter | None = None) -> SearchResult:
+                    filter: Filter | None = None, exact_lookup: bool = True) -> SearchResult:
         """Products for words. The calibrated "no match" rule was fitted on photos, so words are
-        always answered (ranked) unless `min_score` is given; an exact id or name comes first."""
+        always answered (ranked) unless `min_score` is given; an exact id or name comes first
+        (`exact_lookup=False` ranks by the embeddings alone, as benchmarks measure them)."""
         encoder = self._need_text()
         t0 = time.perf_counter()
         if not text or not text.strip():
@@ -253,7 +254,7 @@ class Searcher:
         vector = encoder.embed([text])[0]
         t1 = time.perf_counter()
         hits, best, margin = self._search(vector, k, min_score, filter, words=True, calibrated=False,
-                                          exact=self._exact.get(text.strip().casefold()))
+                                          exact=self._exact.get(text.strip().casefold()) if exact_lookup else None)
         t2 = time.perf_counter()
         return SearchResult(hits=hits, timings_ms={"embed": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3},
                             best_score=best, margin=margin)

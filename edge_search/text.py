@@ -28,7 +28,7 @@ class TextEncoder:
 
     def __init__(self, model_path: str | Path, tokenizer_path: str | Path, *, input_name: str = TEXT_INPUT,
                  output_name: str = TEXT_OUTPUT, context_length: int | None = None,
-                 threads: int = DEFAULT_THREADS):
+                 threads: int = DEFAULT_THREADS, trim: bool = False):
         from tokenizers import Tokenizer
 
         try:
@@ -42,6 +42,13 @@ class TextEncoder:
         if context_length is not None and context_length != self.context_length:
             raise BundleError(f"{tokenizer_path}: pads to {self.context_length} tokens, manifest says {context_length}")
         self.model = OnnxEncoder(model_path, input_name=input_name, output_name=output_name, threads=threads)
+        # a tower that reads nothing after the end token (manifest text.trim_padding) runs on the
+        # columns up to the last end token of the batch: a short phrase costs a few positions, not 77
+        self.trim = trim
+        eot = self.tokenizer.token_to_id("<end_of_text>")
+        if trim and eot is None:
+            raise BundleError(f"{tokenizer_path}: no <end_of_text> token, cannot trim padding")
+        self.eot = eot
         self.embed_dim = self.model.embed_dim
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
@@ -51,4 +58,7 @@ class TextEncoder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.embed_dim), np.float32)
-        return self.model.embed(self.tokenize(texts))
+        tokens = self.tokenize(texts)
+        if self.trim:
+            tokens = tokens[:, :int((tokens == self.eot).argmax(1).max()) + 1]
+        return self.model.embed(tokens)

@@ -113,29 +113,76 @@ def build_tokenizer(context_length: int, out: Path) -> dict:
             "sot_token_id": sot_id, "eot_token_id": eot_id, "pad_id": 0}
 
 
-class TextTower(torch.nn.Module):
-    """Token ids -> the teacher's unit-length text embedding."""
+def can_trim(model: torch.nn.Module) -> bool:
+    """Whether the text tower reads nothing after the end token: a causal mask (each position sees
+    only those before it) and pooling at the end token (the highest id). Then the padding after the
+    end token can be dropped, so a 3-word phrase runs ~6 positions instead of context_length."""
+    mask = getattr(model, "attn_mask", None)
+    if mask is None or getattr(model, "text_pool_type", None) != "argmax":
+        return False
+    blocks = getattr(getattr(model, "transformer", None), "resblocks", [])
+    if not blocks or not all(type(b).__name__ == "ResidualAttentionBlock" and b.attn.batch_first
+                             and b.attn.in_proj_weight is not None for b in blocks):
+        return False  # _block below re-traces exactly open_clip's plain block
+    upper = torch.triu(torch.ones_like(mask, dtype=torch.bool), diagonal=1)
+    return bool(torch.isinf(mask[upper]).all() and (mask[~upper] == 0).all())
 
-    def __init__(self, model: torch.nn.Module):
+
+class TextTower(torch.nn.Module):
+    """Token ids (N x L, L <= context_length when `trim`) -> the teacher's unit-length text embedding."""
+
+    def __init__(self, model: torch.nn.Module, trim: bool):
         super().__init__()
-        self.model = model
+        self.model, self.trim = model, trim
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens, normalize=True)
+        m = self.model
+        if not self.trim:
+            return m.encode_text(tokens, normalize=True)
+        n = tokens.shape[1]  # open_clip's encode_text with the positions and mask cut to the tokens given
+        x = m.token_embedding(tokens) + m.positional_embedding[:n]
+        mask = m.attn_mask[:n, :n]
+        for block in m.transformer.resblocks:
+            x = _block(block, x, mask)
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+        if m.text_projection is not None:
+            x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+        return torch.nn.functional.normalize(x, dim=-1)
 
 
-def export_text_onnx(model: torch.nn.Module, context_length: int, path: Path) -> None:
-    tower = TextTower(model).eval()
+def _attention(attn: torch.nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """nn.MultiheadAttention (batch first, self-attention) with every reshape leaving the token
+    axis free: traced through torch's own module, the token count is baked in as a constant."""
+    b, d, h = x.shape[0], attn.embed_dim, attn.num_heads
+    q, k, v = torch.nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(b, -1, h, d // h).transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, -1, d))
+
+
+def _block(block: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """open_clip's ResidualAttentionBlock.forward, with `_attention`."""
+    x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def export_text_onnx(model: torch.nn.Module, context_length: int, path: Path) -> bool:
+    """Write the ONNX tower; returns whether it takes trimmed token rows (see `can_trim`)."""
+    trim = can_trim(model)
+    tower = TextTower(model, trim).eval()
     dummy = torch.zeros(2, context_length, dtype=torch.long)
     dummy[:, 0], dummy[:, 1] = 49406, 49407
+    axes = {0: "batch", 1: "tokens"} if trim else {0: "batch"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(tower, (dummy,), str(path), input_names=[TEXT_INPUT], output_names=[TEXT_OUTPUT],
-                              dynamic_axes={TEXT_INPUT: {0: "batch"}, TEXT_OUTPUT: {0: "batch"}},
+                              dynamic_axes={TEXT_INPUT: axes, TEXT_OUTPUT: {0: "batch"}},
                               opset_version=OPSET, do_constant_folding=True, dynamo=False)
     except Exception as e:
         raise ExportError(f"text tower ONNX export failed ({type(e).__name__}: {str(e)[:200]})") from None
+    return trim
 
 
 def quantize_text_int8(fp32: Path, out: Path) -> dict:
@@ -159,8 +206,9 @@ def torch_text_embed(model: torch.nn.Module, tokens: np.ndarray, batch: int = 64
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def text_encoder(model_path: Path, tokenizer_path: Path, threads: int) -> TextEncoder:
-    return TextEncoder(model_path, tokenizer_path, input_name=TEXT_INPUT, output_name=TEXT_OUTPUT, threads=threads)
+def text_encoder(model_path: Path, tokenizer_path: Path, threads: int, trim: bool = False) -> TextEncoder:
+    return TextEncoder(model_path, tokenizer_path, input_name=TEXT_INPUT, output_name=TEXT_OUTPUT, threads=threads,
+                       trim=trim)
 
 
 def gate_figures(fp32: TextEncoder, int8: TextEncoder, phrases: tuple[str, ...] = GATE_PHRASES) -> dict:
@@ -240,12 +288,13 @@ def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str
     ctx = check_tokenizer(teacher.name)
     tok_info = build_tokenizer(ctx, stage / TOKENIZER_FILE)
     fp32_path = stage / (TEXT_FILE if not quantize else ".text.fp32.onnx")
-    export_text_onnx(teacher.model, ctx, fp32_path)
-    fp32 = text_encoder(fp32_path, stage / TOKENIZER_FILE, threads)
+    trim = export_text_onnx(teacher.model, ctx, fp32_path)
+    fp32 = text_encoder(fp32_path, stage / TOKENIZER_FILE, threads, trim)
     phrases = list(GATE_PHRASES)
     parity = tokenizer_parity(teacher.name, fp32, phrases)
     if parity["identical"] != parity["strings"]:
         raise ExportError(f"tokenizer.json differs from open_clip's tokenizer on {parity['differing']}")
+    # torch at the full context length against ONNX on rows trimmed after the end token
     ref = torch_text_embed(teacher.model, fp32.tokenize(phrases))
     onnx_cos = float((ref * fp32.embed(phrases)).sum(1).min())
     check("text onnx-vs-torch min cosine", onnx_cos, gates.onnx_min_cosine)
@@ -254,7 +303,7 @@ def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str
     enc = fp32
     if quantize:
         fidelity["quantization"] = quantize_text_int8(fp32_path, stage / TEXT_FILE)
-        enc = text_encoder(stage / TEXT_FILE, stage / TOKENIZER_FILE, threads)
+        enc = text_encoder(stage / TEXT_FILE, stage / TOKENIZER_FILE, threads, trim)
         fig = gate_figures(fp32, enc, GATE_PHRASES)
         fidelity["int8_vs_fp32"] = {**fig, "thresholds": {"mean_cosine": gates.text_int8_mean_cosine,
                                                          "min_cosine": gates.text_int8_min_cosine}}
@@ -284,5 +333,5 @@ def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str
                                                "then recall@5, then the smaller w"}
     info = TextInfo(file=TEXT_FILE, input=TEXT_INPUT, output=TEXT_OUTPUT, precision="int8" if quantize else "fp32",
                     opset=OPSET, context_length=ctx, tokenizer=TOKENIZER_FILE, index=TEXT_INDEX_FILE,
-                    product_text_weight=w, fusion_alpha=DEFAULT_FUSION_ALPHA)
+                    product_text_weight=w, fusion_alpha=DEFAULT_FUSION_ALPHA, trim_padding=trim)
     return info, fidelity

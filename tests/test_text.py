@@ -75,12 +75,17 @@ def test_text_tower_matches_the_torch_teacher(text_bundle, tiny_checkpoint):
     from edge_search_export.text_export import GATE_PHRASES, torch_text_embed
 
     teacher = load_teacher(str(TINY_TEACHER), str(tiny_checkpoint))
-    enc = TextEncoder(text_bundle / "text.onnx", text_bundle / "tokenizer.json", context_length=16)
-    phrases = list(GATE_PHRASES[:10]) + ["🍎 ÄPFEL", "牛奶"]
+    assert read_manifest(text_bundle)["text"]["trim_padding"] is True  # causal mask, end-token pooling
+    enc = TextEncoder(text_bundle / "text.onnx", text_bundle / "tokenizer.json", context_length=16, trim=True)
+    full = TextEncoder(text_bundle / "text.onnx", text_bundle / "tokenizer.json", context_length=16)
+    phrases = list(GATE_PHRASES[:10]) + ["🍎 ÄPFEL", "牛奶", "a " * 30]
     ref = torch_text_embed(teacher.model, enc.tokenize(phrases))
     got = enc.embed(phrases)
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-4)
-    assert (ref * got).sum(1).min() >= 0.98  # int8 against torch fp32
+    assert (ref * got).sum(1).min() >= 0.98  # int8 on rows cut after the end token, against torch fp32 at 16
+    assert (got * full.embed(phrases)).sum(1).min() >= 0.999  # cutting the padding changes nothing
+    one = np.stack([enc.embed([p])[0] for p in phrases[:3]])
+    assert (one * got[:3]).sum(1).min() >= 0.999  # a phrase alone (shortest rows) = the same phrase in a batch
 
 
 def test_search_by_words(text_bundle):
