@@ -475,7 +475,7 @@ def _print(r: dict) -> None:
     if r.get("words"):
         w = r["words"]
         for name, x in w["text_to_product"].items():
-            print(f"{'text -> product, ' + name.replace('_', ' + '):<36}{x['recall@1']:>7.3f}{x['recall@5']:>7.3f}"
+            print(f"{'text -> product, ' + name.replace('_', '+'):<36}{x['recall@1']:>7.3f}{x['recall@5']:>7.3f}"
                   f"   (bundle: product-text weight {w['product_text_weight']})")
         for by, x in w["teacher_text_vs_catalog_by"].items():
             print(f"{'text -> image, catalog by ' + by:<36}{x['names']['recall@1']:>7.3f}{x['names']['recall@5']:>7.3f}"
