@@ -117,6 +117,10 @@ class NoMatchRule:
             raise ValueError(f"calibration max_false_reject must be in [0, 1], got {self.max_false_reject}")
 
 
+# photo + words: weight of the photo. Chosen on the grocery benchmark's "photo + category word" sweep (README).
+DEFAULT_FUSION_ALPHA = 0.8
+
+
 @dataclass(frozen=True)
 class TextInfo:
     """The text tower (manifest `text`; absent unless exported with --with-text).
@@ -140,7 +144,7 @@ class TextInfo:
     tokenizer: str
     index: str | None = None
     product_text_weight: float = 0.0
-    fusion_alpha: float = 0.8
+    fusion_alpha: float = DEFAULT_FUSION_ALPHA
     # the tower reads nothing after the end token (causal mask, end-token pooling): rows may be cut there
     trim_padding: bool = False
 

@@ -23,7 +23,7 @@ from .images import load_image
 from .index import VectorIndex, unit
 from .errors import BundleError
 from .filters import Filter
-from .manifest import IndexInfo, Manifest, NoMatchRule, PreprocessCfg, TextInfo
+from .manifest import DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, NoMatchRule, PreprocessCfg, TextInfo
 from .preprocess import preprocess
 from .products import Product, ProductTable
 from .text import TextEncoder, TextQueryError
@@ -261,10 +261,11 @@ class Searcher:
 
     def fuse(self, image_vector: np.ndarray, text_vector: np.ndarray, alpha: float | None = None) -> np.ndarray:
         """normalize(alpha * image + (1 - alpha) * text); alpha defaults to the bundle's."""
-        a = self.text_info.fusion_alpha if alpha is None and self.text_info else (0.8 if alpha is None else alpha)
-        if not 0 <= a <= 1:
-            raise TextQueryError(f"--alpha must be between 0 and 1, got {a}")
-        z = a * image_vector + (1 - a) * text_vector
+        if alpha is None:
+            alpha = self.text_info.fusion_alpha if self.text_info else DEFAULT_FUSION_ALPHA
+        if not 0 <= alpha <= 1:
+            raise TextQueryError(f"--alpha must be between 0 and 1, got {alpha}")
+        z = alpha * image_vector + (1 - alpha) * text_vector
         return z / max(float(np.linalg.norm(z)), 1e-12)
 
     def search_image(self, image: np.ndarray | str | Path, k: int = 5, min_score: float | None = None,

@@ -231,7 +231,6 @@ def tokenizer_parity(model_name: str, encoder: TextEncoder, phrases: list[str]) 
 # --- the export step: tower, tokenizer, product-text index, measurements ------
 TEXT_FILE, TOKENIZER_FILE, TEXT_INDEX_FILE = "text.onnx", "tokenizer.json", "text_index.usearch"
 PRODUCT_TEXT_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0, 1, 11))
-DEFAULT_FUSION_ALPHA = 0.8  # photo + words: measured on the grocery benchmark's fused-query row (README)
 
 
 def product_scores(scores: np.ndarray, products: ProductTable) -> np.ndarray:
@@ -283,7 +282,7 @@ def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str
     ("teacher", "student"); `index_name` names the one in the bundle's index.
     Returns (TextInfo, fidelity figures)."""
     from edge_search.index import VectorIndex
-    from edge_search.manifest import TextInfo
+    from edge_search.manifest import DEFAULT_FUSION_ALPHA, TextInfo
 
     ctx = check_tokenizer(teacher.name)
     tok_info = build_tokenizer(ctx, stage / TOKENIZER_FILE)
