@@ -38,6 +38,9 @@ class KioskSearcher(Protocol):
 
     def search_image(self, image: np.ndarray, k: int = 5, min_score: float | None = None) -> SearchResult: ...
 
+    # the TUI's words box (`/`) also calls search_text(words, k=, filter=) and
+    # search_image(image, k=, text=, filter=); a searcher without them says so on screen
+
 
 @dataclass(frozen=True)
 class BundleInfo:
