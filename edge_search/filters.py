@@ -16,16 +16,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EdgeSearchError
+from .errors import FilterError
 from .products import Product, ProductTable
 
 FIELDS = ("id", "name", "category", "description", "price")
 OPS = ("<=", ">=", "!=", "=", "<", ">")  # two-character operators first
 _EXPR = re.compile(r"^\s*([^<>=!\s][^<>=!]*?)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$")
-
-
-class FilterError(EdgeSearchError):
-    """A filter expression is malformed or names a field no product has."""
 
 
 def _number(value: Any) -> float | None:

@@ -21,12 +21,12 @@ from .bundle import Bundle
 from .encoder import DEFAULT_THREADS, Encoder, OnnxEncoder
 from .images import load_image
 from .index import VectorIndex, unit
-from .errors import BundleError
+from .errors import BundleError, TextQueryError
 from .filters import Filter
 from .manifest import DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, NoMatchRule, PreprocessCfg, TextInfo
 from .preprocess import preprocess
 from .products import Product, ProductTable
-from .text import TextEncoder, TextQueryError
+from .text import TextEncoder
 
 FETCH_GROWTH = 4  # over-fetching under a filter: k*4 products, then k*16, ... up to the catalog
 

@@ -14,13 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .encoder import DEFAULT_THREADS, OnnxEncoder
-from .errors import BundleError, EdgeSearchError
+from .errors import BundleError
 
 TEXT_INPUT, TEXT_OUTPUT = "tokens", "embedding"
-
-
-class TextQueryError(EdgeSearchError):
-    """A text query cannot be answered (empty text, or a bundle without a text model)."""
 
 
 class TextEncoder:

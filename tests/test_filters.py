@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_search.filters import Filter, FilterError, parse_condition
+from edge_search.errors import FilterError, TextQueryError
+from edge_search.filters import Filter, parse_condition
 from edge_search.index import VectorIndex
 from edge_search.manifest import PreprocessCfg
 from edge_search.products import Product, ProductTable
 from edge_search.search import Searcher
-from edge_search.text import TextQueryError
 
 
 def _products(n: int = 40) -> list[Product]:

@@ -418,7 +418,7 @@ def test_filters_typed_in_the_box_are_shown_and_c_clears_them():
 
 
 def test_a_bundle_without_text_says_so_on_screen():
-    from edge_search.text import TextQueryError
+    from edge_search.errors import TextQueryError
 
     class PhotoOnly(FakeSearcher):
         def search_text(self, text, k=5, min_score=None, filter=None):
