@@ -15,7 +15,13 @@ files and only re-measures):
      with recall@1/@5, ms per image (batch 1) and MB; catalog embedded by the
      teacher vs the student; exact vs HNSW; i8 vs f16 index; the no-match
      operating point with products left out of the catalog; a colour-histogram
-     baseline; the ViT-B-32 image tower (ONNX fp32) timed side by side.
+     baseline; the ViT-B-32 image tower (ONNX fp32) timed side by side;
+  5. words (issue #5, unless --no-text): text -> product recall@1/@5 for the
+     product names and names + descriptions through the bundle's text search
+     (exact lookup off), the teacher's text against the catalog embedded by
+     the teacher and by the student (from the manifest), photo + words (each
+     val photo steered by its product's category word) for a sweep of alpha,
+     and the text query's latency (bench/text.py).
 Prints one table and writes OUT/report.json.
 
 The machine is shared: torch's OpenMP threads spin-wait by default, and under
@@ -194,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                     help="override an export gate (the CI miniature's barely trained models need it)")
+    ap.add_argument("--no-text", action="store_true", help="export without the text tower (no word rows)")
     ap.add_argument("--fresh", action="store_true", help="ignore the cache in --out (after changing the code)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -234,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                        student=args.student, distill_images=(distill_dir,), epochs=args.epochs,
                        views_per_image=args.views_per_image, seed=args.seed, force=True, threads=args.threads,
                        label_weight=args.distill_label_weight,
-                       finetune_labeled=train_csv, save_models=models)
+                       finetune_labeled=train_csv, save_models=models, with_text=not args.no_text)
     cfg = replace(cfg, finetune=replace(cfg.finetune, epochs=args.finetune_epochs, batch_size=args.finetune_batch,
                                         learning_rate=args.finetune_lr),
                   gates=cfg.gates.with_overrides({k: float(v) for k, _, v in (g.partition("=") for g in args.gate)}))
@@ -351,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             student.encoder, catalog_vecs, products, s_pp, keep=kept, calibration=rule, min_score=floor),
             val_vecs, val_ids, left_ids)}
 
+    words = _words(student, val_vecs, val_ids, args.rounds * 5) if student.has_text else None
+
     # --- speed: student int8 vs the ViT-B-32 tower, interleaved -------------
     speed = None
     if args.speed_reference != "none":
@@ -382,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "views_per_image": args.views_per_image, "seed": args.seed,
                                 "distill_label_weight": args.distill_label_weight}},
         "models": models_table, "catalog_embedded_by": catalog_by, "index": index_rows,
-        "no_match": no_match, "speed": speed,
+        "no_match": no_match, "speed": speed, "words": words,
         "targets": {"student_int8_keeps_teacher_recall@1 (>= 0.97)":
                     round(models_table["student (ONNX int8, the bundle)"]["recall@1"] / t_r1, 3) if t_r1 else None,
                     "student_int8_speedup_vs_vit_b32_fp32 (>= 20)": speed and
@@ -400,6 +409,38 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {out / 'report.json'}")
     return 0
+
+
+FUSION_ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def _words(student: Searcher, val_vecs: np.ndarray, val_ids: list[str], rounds: int) -> dict:
+    """Issue #5's rows: words -> products, photo + words, and the text query's latency."""
+    from bench.text import product_queries, text_latency, text_recall
+
+    m = student.manifest
+    fid = m.fidelity.get("text", {})
+    out = {"text_to_product": {name: text_recall(student, q) for name, q in product_queries(student).items()},
+           "teacher_text_vs_catalog_by": {k: v for k, v in fid.get("text_to_image", {}).items() if k != "queries"},
+           "product_text_weight": m.text.product_text_weight,
+           "int8_vs_fp32": fid.get("int8_vs_fp32"), "latency_ms": text_latency(student, rounds)}
+    # photo + words: each val photo steered by its product's category word ("apple", "milk", ...)
+    category = {p.id: (p.category or p.name).lower() for p in student.products.products}
+    words = {c: student.text_encoder.embed([c])[0] for c in sorted(set(category.values()))}
+    fused = {}
+    for alpha in FUSION_ALPHAS:
+        ranks = []
+        for v, pid in zip(val_vecs, val_ids):
+            z = student.fuse(v, words[category[pid]], alpha)
+            ids = [h.id for h in student.search_vector(z, k=5, min_score=float("-inf"))[0]]
+            ranks.append(ids.index(pid) if pid in ids else 5)
+        ranks = np.asarray(ranks)
+        fused[str(alpha)] = {"recall@1": round(float((ranks < 1).mean()), 4),
+                             "recall@5": round(float((ranks < 5).mean()), 4)}
+    out["photo_plus_category_word"] = {"by_alpha": fused, "photos": len(val_ids),
+                                       "best_alpha": max(FUSION_ALPHAS, key=lambda a: (fused[str(a)]["recall@1"], a)),
+                                       "bundle_alpha": m.text.fusion_alpha}
+    return out
 
 
 def _flat_cutoff(student: Searcher, m, settings, train_csv: Path) -> float | None:
@@ -442,6 +483,21 @@ def _print(r: dict) -> None:
         print(f"speed (batch 1, {s['threads']} threads, interleaved): " +
               ", ".join(f"{k} {v:.2f} ms" for k, v in s["ms_p50"].items()) +
               f" -> student int8 {s['student_int8_speedup_vs_vit_b32_fp32']}x faster than ViT-B-32 fp32")
+    if r.get("words"):
+        w = r["words"]
+        for name, x in w["text_to_product"].items():
+            print(f"{'text -> product, ' + name.replace('_', '+'):<36}{x['recall@1']:>7.3f}{x['recall@5']:>7.3f}"
+                  f"   (bundle: product-text weight {w['product_text_weight']})")
+        for by, x in w["teacher_text_vs_catalog_by"].items():
+            print(f"{'text -> image, catalog by ' + by:<36}{x['names']['recall@1']:>7.3f}{x['names']['recall@5']:>7.3f}"
+                  "   (names)")
+        f = w["photo_plus_category_word"]
+        for alpha, x in f["by_alpha"].items():
+            print(f"{'photo + category word, alpha ' + alpha:<36}{x['recall@1']:>7.3f}{x['recall@5']:>7.3f}"
+                  + ("   (alpha 1 = photo alone)" if alpha == "1.0" else ""))
+        lat = w["latency_ms"]
+        print(f"text query latency (int8, short phrases): p50 {lat['query_p50']:.2f} ms, p95 {lat['query_p95']:.2f} ms "
+              f"(target p95 <= {lat['target_query_p95_ms']:.0f} ms)")
     for k, v in r["targets"].items():
         print(f"target {k}: {v}")
     print(f"total {r['seconds']:.0f} s (export {r['export']['seconds']} s)")

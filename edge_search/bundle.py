@@ -26,6 +26,8 @@ class Bundle:
         needed = [manifest.model.file, manifest.index.file, manifest.products_file]
         if manifest.index.rescore_file:
             needed.append(manifest.index.rescore_file)
+        if manifest.text is not None:
+            needed += [manifest.text.file, manifest.text.tokenizer] + ([manifest.text.index] if manifest.text.index else [])
         for name in needed:
             if name not in manifest.files:
                 raise BundleError(f"{root / 'manifest.json'}: '{name}' has no checksum entry")

@@ -37,25 +37,46 @@ def _fmt_price(price: float | None) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .filters import Filter
     from .search import Searcher
 
+    if not args.images and args.text is None:
+        raise EdgeSearchError("search needs IMAGE(s), --text WORDS, or both")
+    if args.alpha is not None and not (args.images and args.text is not None):
+        raise EdgeSearchError("--alpha weighs a photo against words: give IMAGE(s) and --text")
     searcher = Searcher.from_bundle(args.bundle)
-    for image in args.images:
-        result = searcher.search_image(image, k=args.k, min_score=args.min_score)
+    flt = Filter.parse(args.filter, searcher.products) if args.filter else None
+    queries = args.images or [None]
+    for image in queries:
+        if image is None:
+            result = searcher.search_text(args.text, k=args.k, min_score=args.min_score, filter=flt)
+        else:
+            result = searcher.search_image(image, k=args.k, min_score=args.min_score, filter=flt, text=args.text,
+                                           alpha=args.alpha)
+        label = image if image is not None else args.text
         if args.json:
-            print(json.dumps({
-                "query": image,
-                "results": [h.to_json() for h in result.hits],
-                "no_match": result.no_match,
-                "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
-            }, ensure_ascii=False), flush=True)
+            line = {"query": label,
+                    "results": [h.to_json() for h in result.hits],
+                    "no_match": result.no_match,
+                    "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}}
+            if image is not None and args.text is not None:
+                line["text"] = args.text
+            if flt:
+                line["filter"] = str(flt)
+            print(json.dumps(line, ensure_ascii=False), flush=True)
             continue
-        print(image)
+        print(label if image is None or args.text is None else f"{image} + {args.text!r}")
+        if flt:
+            print(f"  filter: {flt}")
         if result.no_match:
-            threshold = searcher.min_score if args.min_score is None else args.min_score
-            print(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
+            if not result.hits and result.best_score == float("-inf"):
+                print("  no product passes the filter")
+            else:
+                threshold = searcher.min_score if args.min_score is None else args.min_score
+                print(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
         for rank, h in enumerate(result.hits, 1):
-            print(f"  {rank}. {h.score:6.3f}  {h.id:<24} {h.name:<32} {_fmt_price(h.price):>8}")
+            mark = " (exact)" if h.exact else ""
+            print(f"  {rank}. {h.score:6.3f}  {h.id:<24} {h.name + mark:<32} {_fmt_price(h.price):>8}")
         t = result.timings_ms
         print(f"  embed {t['embed']:.1f} ms, search {t['search']:.2f} ms")
     return 0
@@ -101,6 +122,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if "index" in fid:
         print(f"            index vs exact f32: " + ", ".join(
             f"{c['label']} {c['top1_agreement_vs_exact_f32']:.4f}" for c in fid["index"]["candidates"]))
+    if m.text is None:
+        print("text        none (exported without --with-text: photo search only)")
+    else:
+        tf = fid.get("text", {})
+        q8 = tf.get("int8_vs_fp32")
+        gate = f", int8 vs fp32 mean cosine {q8['mean_cosine']:.4f} (min {q8['min_cosine']:.4f})" if q8 else ""
+        print(f"text        {m.text.file} {m.text.precision}, {bundle.path(m.text.file).stat().st_size / 1e6:.2f} MB, "
+              f"{m.text.tokenizer} ({m.text.context_length} tokens){gate}")
+        t2i = tf.get("text_to_image", {}).get(m.index.catalog_encoder, {}).get("names")
+        if t2i:
+            print(f"            names -> products: recall@1 {t2i['recall@1']:.3f}, @5 {t2i['recall@5']:.3f}; "
+                  f"product-text weight {m.text.product_text_weight}, photo+words alpha {m.text.fusion_alpha}")
     print(f"checksums   {len(checked)} files verified")
     return 0
 
@@ -134,7 +167,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         label_weight=args.distill_label_weight, index_dtype=args.index_dtype, catalog_encoder=args.catalog_encoder, seed=args.seed,
         skip_bad=args.skip_bad, force=args.force, name=args.name,
         finetune_labeled=Path(args.finetune_labeled) if args.finetune_labeled else None,
-        save_models=Path(args.save_models) if args.save_models else None,
+        save_models=Path(args.save_models) if args.save_models else None, with_text=args.with_text,
     )
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
         raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
@@ -188,7 +221,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise EdgeSearchError(f"-k must be between 1 and {MAX_K}, got {args.k}")
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeSearchError(f"--max-frames must be at least 1, got {args.max_frames}")
+    from .filters import Filter
+
     read_manifest(Path(args.bundle))  # a wrong path fails here, in one line, before any screen
+    flt = Filter.parse(args.filter) if args.filter else None  # fields are checked once the bundle is open
     # headless output must not depend on this machine's speed: files and folders hand over every frame
     source = open_source(args.source, realtime=not args.no_tui)
     saver = FrameSaver(args.save_frames) if args.save_frames else None
@@ -196,13 +232,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .tui import build_app  # textual is imported only for the screen
 
         app = build_app(source=source, loader=lambda: Searcher.from_bundle(args.bundle), k=args.k,
-                        min_score=args.min_score, saver=saver, max_frames=args.max_frames)
+                        min_score=args.min_score, saver=saver, max_frames=args.max_frames, filter=flt)
         app.run()
         if app.fatal:
             raise EdgeSearchError(app.fatal)
         return 0
     searcher = Searcher.from_bundle(args.bundle)
     pipeline = Pipeline(searcher, k=args.k, min_score=args.min_score)
+    pipeline.filter = Filter.parse(args.filter, searcher.products) if flt else None
     open_or_fail(source)
     try:
         for event in run_kiosk(source, pipeline, max_frames=args.max_frames, saver=saver):
@@ -266,7 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="find the products shown in photos")
     s.add_argument("--bundle", required=True, help="bundle directory")
-    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("images", nargs="*", metavar="IMAGE")
+    s.add_argument("--text", default=None, metavar="WORDS",
+                   help="search by words; with IMAGE, steer the photo by the words (needs a --with-text bundle)")
+    s.add_argument("--alpha", type=float, default=None,
+                   help="photo + words: weight of the photo, 0..1 (default: the bundle's, 0.8)")
+    s.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="keep products where EXPR holds: category=Fruit, price<2.5 (=, !=, <, <=, >, >=; repeatable)")
     s.add_argument("-k", type=int, default=5, help="products to return (default 5)")
     s.add_argument("--min-score", type=float, default=None, help="below this score: no match (default: the bundle's)")
     s.add_argument("--json", action="store_true", help="one JSON object per line per query")
@@ -309,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--finetune-batch", type=int, default=None, help="fine-tuning photos per step (default 64)")
     e.add_argument("--save-models", default=None, metavar="DIR",
                    help="also keep the fine-tuned teacher (teacher.pt) and the fp32 student ONNX here")
+    e.add_argument("--with-text", action="store_true",
+                   help="also ship the teacher's text tower (int8), its tokenizer and a product-text index")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_export)
 
@@ -339,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames from the source")
     r.add_argument("--save-frames", default=None, metavar="DIR",
                    help="write each searched frame to DIR as JPEG (by default frames never leave memory)")
+    r.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="only products where EXPR holds, e.g. category=Fruit, price<2.5 (repeatable; c clears on screen)")
     r.set_defaults(func=cmd_run)
     # --- end run -------------------------------------------------------------
     return p

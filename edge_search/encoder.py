@@ -49,10 +49,12 @@ class OnnxEncoder:
                 f"manifest expects '{input_name}' -> '{output_name}'"
             )
         self.input_name, self.output_name = input_name, output_name
+        # image towers take float32 pixels, text towers int64 token ids
+        self._dtype = np.int64 if inputs[input_name].type == "tensor(int64)" else np.float32
         dim = outputs[output_name].shape[-1]
         self.embed_dim = int(dim) if isinstance(dim, int) else -1
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        batch = np.ascontiguousarray(batch, dtype=self._dtype)
         (out,) = self.session.run([self.output_name], {self.input_name: batch})
         return out

@@ -41,6 +41,13 @@ ENHANCEMENTS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
 DEFAULT_RETRIES = tuple(ENHANCEMENTS)
 
 
+WORDS, PHOTO_AND_WORDS = "words", "photo+words"  # the kiosk's typed queries (TUI `/`)
+
+
 def describe(variant: str) -> str:
-    """Words for the screen: which image the results come from."""
+    """Words for the screen: which image (or words) the results come from."""
+    if variant == WORDS:
+        return "the words typed"
+    if variant == PHOTO_AND_WORDS:
+        return "the frozen photo and the words typed"
     return "the whole frame" if variant == ORIGINAL else ENHANCEMENTS[variant][1]

@@ -16,6 +16,14 @@ class BundleError(EdgeSearchError):
     """A bundle is missing files, fails verification, or has an unknown schema."""
 
 
+class TextQueryError(EdgeSearchError):
+    """A query by words cannot be answered (empty words, a bundle without a text model, a bad --alpha)."""
+
+
+class FilterError(EdgeSearchError):
+    """A --filter expression is malformed or names a field no product has."""
+
+
 class CatalogError(EdgeSearchError):
     """A catalog file or its rows are unusable."""
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .enhance import DEFAULT_RETRIES, ENHANCEMENTS, ORIGINAL
 from .errors import EdgeSearchError
+from .filters import Filter
 from .frames import Frame, FrameSource, SourceError, SourceStatus, wait_until_open
 from .gate import Gate, GateConfig, Verdict
 from .images import encode_jpeg
@@ -36,6 +37,9 @@ class KioskSearcher(Protocol):
     min_score: float
 
     def search_image(self, image: np.ndarray, k: int = 5, min_score: float | None = None) -> SearchResult: ...
+
+    # the TUI's words box (`/`) also calls search_text(words, k=, filter=) and
+    # search_image(image, k=, text=, filter=); a searcher without them says so on screen
 
 
 @dataclass(frozen=True)
@@ -129,9 +133,20 @@ class Pipeline:
         self.gate = Gate(gate)
         self.retries = retries
         self._k = _check_k(k)
+        self._filter: Filter | None = None
         self.epoch = 0
         self.paused = False
         self._reset_wanted = False
+
+    @property
+    def filter(self) -> Filter | None:
+        return self._filter
+
+    @filter.setter
+    def filter(self, value: Filter | None) -> None:
+        """Catalog filter for every search (TUI `/` or `run --filter`); searches in flight are dropped."""
+        self._filter = value or None
+        self.epoch += 1
 
     @property
     def k(self) -> int:
@@ -184,7 +199,9 @@ class Pipeline:
                       min_score=self.min_score, epoch=epoch, timings_ms=totals)
 
     def _search(self, image: np.ndarray, k: int, totals: dict[str, float]) -> SearchResult:
-        result = self.searcher.search_image(image, k=k, min_score=self.min_score)
+        # only a set filter is passed: searchers without filters (fakes) keep working
+        extra = {"filter": self._filter} if self._filter else {}
+        result = self.searcher.search_image(image, k=k, min_score=self.min_score, **extra)
         for stage in ("preprocess", "embed", "search"):
             totals[stage] += result.timings_ms.get(stage, 0.0)
         return result

@@ -117,6 +117,46 @@ class NoMatchRule:
             raise ValueError(f"calibration max_false_reject must be in [0, 1], got {self.max_false_reject}")
 
 
+# photo + words: weight of the photo. Chosen on the grocery benchmark's "photo + category word" sweep (README).
+DEFAULT_FUSION_ALPHA = 0.8
+
+
+@dataclass(frozen=True)
+class TextInfo:
+    """The text tower (manifest `text`; absent unless exported with --with-text).
+
+    `model` takes `input` (N x context_length int64 token ids from
+    `tokenizer`) and returns `output` (N x D, unit length) in the same space
+    as the image index. `index` holds one vector per product (key = position
+    in products.jsonl): the text tower's embedding of its name and
+    description. A text query scores product p as
+    (1 - product_text_weight) * image-index score + product_text_weight * text-index score;
+    a photo plus words query embeds normalize(alpha * image + (1 - alpha) * text).
+    With `trim_padding`, token rows may be cut after the batch's last end token.
+    """
+
+    file: str
+    input: str
+    output: str
+    precision: str
+    opset: int
+    context_length: int
+    tokenizer: str
+    index: str | None = None
+    product_text_weight: float = 0.0
+    fusion_alpha: float = DEFAULT_FUSION_ALPHA
+    # the tower reads nothing after the end token (causal mask, end-token pooling): rows may be cut there
+    trim_padding: bool = False
+
+    def __post_init__(self) -> None:
+        if self.context_length < 2:
+            raise ValueError(f"text context_length must be at least 2, got {self.context_length}")
+        for name in ("product_text_weight", "fusion_alpha"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 <= v <= 1):
+                raise ValueError(f"text {name} must be in [0, 1], got {v}")
+
+
 @dataclass(frozen=True)
 class Manifest:
     schema_version: int
@@ -134,6 +174,7 @@ class Manifest:
     student: dict[str, Any] | None = None
     fidelity: dict[str, Any] = field(default_factory=dict)
     calibration: NoMatchRule | None = None  # None: the flat min_score alone decides "no match"
+    text: TextInfo | None = None  # None: no text model (exported without --with-text)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -143,6 +184,8 @@ class Manifest:
         calibration = d.pop("calibration")
         if calibration is not None:
             d["search"]["calibration"] = calibration
+        if d["text"] is None:
+            del d["text"]
         return d
 
     def to_json(self) -> str:
@@ -220,6 +263,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
     if not math.isfinite(min_score):
         raise BundleError(f"{where}: search min_score is not a finite number")
     calibration = _parse_calibration(search["calibration"], where) if "calibration" in search else None
+    text = _parse_text(data["text"], where) if data.get("text") is not None else None
     for name, entry in files.items():
         _need(entry, "sha256", str, f"{where} files[{name}]")
         _need(entry, "bytes", int, f"{where} files[{name}]")
@@ -239,7 +283,25 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         student=data.get("student"),
         fidelity=data.get("fidelity") or {},
         calibration=calibration,
+        text=text,
     )
+
+
+def _parse_text(t: Any, where: str) -> TextInfo:
+    where = where + " text"
+    index = t.get("index") if isinstance(t, dict) else None
+    if index is not None and not isinstance(index, str):
+        raise BundleError(f"{where}: key 'index' has the wrong type")
+    try:
+        return TextInfo(file=_need(t, "file", str, where), input=_need(t, "input", str, where),
+                        output=_need(t, "output", str, where), precision=_need(t, "precision", str, where),
+                        opset=_need(t, "opset", int, where), context_length=_need(t, "context_length", int, where),
+                        tokenizer=_need(t, "tokenizer", str, where), index=index,
+                        product_text_weight=_need(t, "product_text_weight", float, where),
+                        fusion_alpha=_need(t, "fusion_alpha", float, where),
+                        trim_padding=bool(t.get("trim_padding", False)))
+    except ValueError as e:
+        raise BundleError(f"{where}: {e}") from None
 
 
 _CALIBRATION_KEYS = {"min_margin", "product_min_score", "max_false_reject", "source"}

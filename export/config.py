@@ -19,6 +19,9 @@ class Gates:
     int8_top1_agreement: float = 0.95
     index_top1_agreement: float = 0.995  # chosen index vs exact f32 search
     catalog_self_top1: float = 1.0  # every catalog image finds its own product (student catalog)
+    # --with-text: the text tower's int8 vs fp32 on text_export.GATE_PHRASES
+    text_int8_mean_cosine: float = 0.98
+    text_int8_min_cosine: float = 0.95
     # A random-weight teacher maps every image to nearly the same vector, so
     # agreement figures on it measure noise: such exports record the gates
     # without enforcing them (and say so loudly).
@@ -116,6 +119,7 @@ class ExportConfig:
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     no_match: NoMatchSettings = field(default_factory=NoMatchSettings)
     save_models: Path | None = None  # also keep the fine-tuned teacher and the fp32 student here
+    with_text: bool = False  # also ship the teacher's text tower, its tokenizer and a product-text index
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:

@@ -46,6 +46,7 @@ from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
 from .quantize import RECIPES, quantize_int8
 from .student import Embedder, build_student
 from .teacher import load_teacher
+from .text_export import export_text
 from .views import views
 
 log = logging.getLogger("edge_search.export")
@@ -350,6 +351,16 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         calibration, min_score, fidelity["no_match"] = calibrate_no_match(searcher, cal_vecs, cal_truth, cfg.no_match,
                                                                          source=source, seed=cfg.seed)
 
+        text_info = None
+        if cfg.with_text:  # words -> the same space: the teacher's text tower, its tokenizer, product text
+            teacher_vecs = options.get("teacher")
+            if teacher_vecs is None:
+                teacher_vecs = teacher.encode(preprocess_batch(images, teacher_pp))
+            text_info, fidelity["text"] = export_text(
+                teacher, stage, table, {"teacher": teacher_vecs, "student": student_vecs}, chosen_enc,
+                quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates.check, gates=cfg.gates)
+            fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
+
         files = {}
         for f in sorted(p for p in stage.rglob("*") if p.is_file()):
             rel = f.relative_to(stage).as_posix()
@@ -368,6 +379,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             product_count=len(table),
             min_score=min_score,
             calibration=calibration,
+            text=text_info,
             files=files,
             producer={"edge_search": edge_search.__version__, "torch": torch.__version__,
                       "open_clip": open_clip.__version__, "onnx": onnx.__version__,

@@ -76,3 +76,11 @@ def tiny_bundle(tmp_path_factory, sample_catalog, tiny_checkpoint) -> Path:
 
 def read_manifest(bundle: Path) -> dict:
     return json.loads((bundle / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def text_bundle(tmp_path_factory, sample_catalog, tiny_checkpoint) -> Path:
+    """The sample catalog exported --with-text: the tiny teacher's text tower, tokenizer and product-text index."""
+    out = tmp_path_factory.mktemp("bundles") / "with-text"
+    run_cli(*export_args(sample_catalog, out, tiny_checkpoint, "--with-text"))
+    return out

@@ -39,21 +39,41 @@ class FakeSearcher:
         self.calls: list[int] = []  # k of each call
         self.block: threading.Event | None = None  # when set, every search waits for it
         self.entered = threading.Event()  # set when a search has begun
+        self.text_calls: list[tuple] = []  # (words, fused, filter) of each search by words
 
     def scores(self, image: np.ndarray) -> np.ndarray:
         s = _small(image)
         return np.array([1.0 - np.abs(s - r).mean() / 128.0 for r in self.refs])
 
-    def search_image(self, image, k=5, min_score=None) -> SearchResult:
+    def word_scores(self, text: str) -> np.ndarray:
+        """0.9 for products whose name holds one of the words, else 0.1 (less down the list)."""
+        words = text.lower().split()
+        return np.array([0.9 if any(w in p.name.lower() for w in words) else 0.1 - 0.01 * i
+                         for i, p in enumerate(self.products)])
+
+    def _ranked(self, scores, k, threshold, filter) -> list[SearchHit]:
+        return [SearchHit(id=p.id, name=p.name, score=float(scores[i]), price=p.price, category=p.category, product=p)
+                for i in np.argsort(-scores, kind="stable") for p in [self.products[i]]
+                if scores[i] >= threshold and (filter is None or filter.allows(p))][:k]
+
+    def search_image(self, image, k=5, min_score=None, text=None, filter=None) -> SearchResult:
         self.calls.append(k)
         self.entered.set()
         if self.block is not None:
             self.block.wait(10)
         threshold = self.min_score if min_score is None else min_score
         scores = self.scores(image)
-        hits = [SearchHit(id=p.id, name=p.name, score=float(scores[i]), price=p.price, category=p.category, product=p)
-                for i in np.argsort(-scores) for p in [self.products[i]] if scores[i] >= threshold][:k]
-        return SearchResult(hits=hits, timings_ms=dict(TIMINGS), best_score=float(scores.max()))
+        if text is not None:  # photo + words: the kiosk's fused query
+            self.text_calls.append((text, True, filter))
+            scores, threshold = 0.8 * scores + 0.2 * self.word_scores(text), float("-inf")
+        return SearchResult(hits=self._ranked(scores, k, threshold, filter), timings_ms=dict(TIMINGS),
+                            best_score=float(scores.max()))
+
+    def search_text(self, text, k=5, min_score=None, filter=None) -> SearchResult:
+        self.text_calls.append((text, False, filter))
+        scores = self.word_scores(text)
+        return SearchResult(hits=self._ranked(scores, k, float("-inf"), filter), timings_ms=dict(TIMINGS),
+                            best_score=float(scores.max()))
 
 
 class FakeSource:

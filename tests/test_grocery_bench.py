@@ -49,6 +49,15 @@ def test_grocery_bench_miniature(tmp_path):
     nm = r["no_match"]
     assert len(nm["left_out"]) == 1 and nm["full_catalog"]["known_photos"] == r["dataset"]["val_photos"]
     assert "Klasson" in r["klasson_2019"]
+    # words (#5): text -> product for names and names + descriptions, photo + words, text latency
+    w = r["words"]
+    assert set(w["text_to_product"]) == {"names", "names_descriptions"}
+    assert all(x["queries"] == 4 and 0 <= x["recall@1"] <= x["recall@5"] <= 1 for x in w["text_to_product"].values())
+    assert set(w["teacher_text_vs_catalog_by"]) == {"teacher", "student"}
+    assert set(w["photo_plus_category_word"]["by_alpha"]) == {"1.0", "0.9", "0.8", "0.7", "0.6", "0.5"}
+    assert w["latency_ms"]["query_p95"] > 0 and w["int8_vs_fp32"]["mean_cosine"] >= 0.98
+    for line in ("text -> product, names", "photo + category word, alpha 0.8", "text query latency"):
+        assert line in proc.stdout
     for line in ("teacher (PyTorch fp32)", "student (ONNX int8, the bundle)", "colour histogram", "index i8 HNSW"):
         assert line in proc.stdout
     # the dataset is read in place: the bench writes CSVs and links, never image copies

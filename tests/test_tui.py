@@ -93,7 +93,7 @@ def test_results_appear_with_the_status_line():
         assert re.search(r"\d+\.\d fps · embed 4\.2 ms · search 0\.12 ms · fake-bundle · 4 products · "
                          r"built 2026-01-01 · k 3", text), text.splitlines()[-2:]
         assert "frame 3 · same view as the last search" in text or "frame 2 · steady — searching" in text
-        for key in ("space", "Freeze", "Reset", "More", "Fewer", "Quit"):
+        for key in ("space", "Freeze", "Reset", "More", "Fewer", "/ Words", "Quit"):
             assert key in text, key
 
     drive(app, scenario)
@@ -339,6 +339,100 @@ def test_factory_refuses_both_or_neither_searcher():
         build_app(source=FakeSource())
     with pytest.raises(ValueError):
         build_app(source=FakeSource(), searcher=FakeSearcher(), loader=FakeSearcher)
+
+
+# --- words: `/` opens a box; typing searches by text; with a frozen frame, photo + words ----------
+
+def title(app) -> str:
+    return widget_text(app, "#results-title")
+
+
+def test_slash_searches_by_words_and_freezes_the_answer():
+    app, source, searcher = make()
+
+    async def scenario(pilot):
+        await until(pilot, lambda: "Hold a product" in screen_text(app), "the waiting panel")
+        await pilot.press("slash")
+        assert app.query_one("#words").has_focus and "Enter searches" in screen_text(app)
+        await pilot.press(*"apple", "enter")
+        await until(pilot, lambda: shown_ids(app)[:1] == ["red-apple"], "results for the words")
+        assert searcher.text_calls == [("apple", False, None)]
+        assert "“apple”" in title(app) and "FROZEN" in widget_text(app, "#status")
+        assert "Enter searches" not in screen_text(app)  # the box closed
+        # the camera does not replace the typed answer while frozen
+        source.push(draw_product(3), 6)
+        await until(pilot, lambda: not source.frames, "frames taken")
+        await pilot.pause(0.2)
+        assert shown_ids(app)[:1] == ["red-apple"] and "“apple”" in title(app)
+        # + searches the same words again with the new k
+        await pilot.press("plus")
+        await until(pilot, lambda: len(searcher.text_calls) == 2 and len(rows(app)) == 4, "k 4 words search")
+        # space goes back to the camera
+        await pilot.press("space")
+        source.push(draw_product(3), 4)
+        await until(pilot, lambda: shown_ids(app)[:1] == ["orange-juice"], "camera results again")
+
+    drive(app, scenario)
+
+
+def test_words_with_a_frozen_frame_fuse_photo_and_words():
+    app, source, searcher = make()
+    source.push(draw_product(0), 4)
+
+    async def scenario(pilot):
+        await until(pilot, lambda: shown_ids(app)[:1] == ["oat-milk"], "photo results")
+        await pilot.press("space", "slash", *"juice", "enter")
+        await until(pilot, lambda: searcher.text_calls and "frozen photo" in title(app), "fused results")
+        assert searcher.text_calls[-1][:2] == ("juice", True)
+        assert "“juice” + the frozen photo" in title(app)
+
+    drive(app, scenario)
+
+
+def test_filters_typed_in_the_box_are_shown_and_c_clears_them():
+    app, source, searcher = make(k=4)
+
+    async def scenario(pilot):
+        await until(pilot, lambda: "Hold a product" in screen_text(app), "the waiting panel")
+        await pilot.press("slash", *"milk category=Fruit", "enter")
+        await until(pilot, lambda: rows(app) and searcher.text_calls, "filtered words results")
+        words, fused, flt = searcher.text_calls[-1]
+        assert words == "milk" and str(flt) == "category=Fruit"
+        assert {r.hit.category for r in rows(app)} == {"Fruit"}
+        assert "filter category=Fruit (c clears)" in widget_text(app, "#status")
+        await pilot.press("c")
+        await until(pilot, lambda: "filter" not in widget_text(app, "#status"), "filter cleared")
+        await until(pilot, lambda: shown_ids(app)[:1] == ["oat-milk"] and len(rows(app)) == 4, "unfiltered words")
+        assert searcher.text_calls[-1][2] is None
+        # an unknown field is said on screen, the kiosk goes on
+        await pilot.press("slash", *"colour=red", "enter")
+        await until(pilot, lambda: bool(app.query("#words-failed"))
+                    and "unknown field 'colour'" in widget_text(app, "#words-failed"), "the filter error")
+        # Esc closes the box without searching
+        calls = len(searcher.text_calls)
+        await pilot.press("slash", *"tea", "escape")
+        await pilot.pause(0.1)
+        assert len(searcher.text_calls) == calls and "Enter searches" not in screen_text(app)
+
+    drive(app, scenario)
+
+
+def test_a_bundle_without_text_says_so_on_screen():
+    from edge_search.errors import TextQueryError
+
+    class PhotoOnly(FakeSearcher):
+        def search_text(self, text, k=5, min_score=None, filter=None):
+            raise TextQueryError("bundle/ has no text model; export it with --with-text")
+
+    app, _, _ = make(searcher=PhotoOnly())
+
+    async def scenario(pilot):
+        await until(pilot, lambda: "Hold a product" in screen_text(app), "the waiting panel")
+        await pilot.press("slash", *"apple", "enter")
+        await until(pilot, lambda: "has no text model" in screen_text(app), "the message")
+        assert "Cannot search by words" in screen_text(app)
+
+    drive(app, scenario)
 
 
 # --- snapshot at a fixed terminal size ---------------------------------------------------------

@@ -5,6 +5,11 @@ thread worker runs the pipeline (gate, search, thumbnails) and posts
 messages; only the message handlers below touch widgets. Results whose
 epoch is older than the pipeline's (k changed, reset) or that arrive while
 the view is frozen are dropped. All state comes in through `build_app`.
+
+`/` opens a box for words (and filters such as `category=Fruit price<2.5`):
+Enter searches by the words, or, when a photo is frozen on screen, by the
+photo steered by the words; the results stay until space or r. The active
+filter is on the status line; `c` clears it.
 Must not import torch, open_clip or onnx.
 """
 
@@ -20,15 +25,17 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
-from ..enhance import ORIGINAL, describe
+from ..enhance import ORIGINAL, PHOTO_AND_WORDS, WORDS, describe
 from ..errors import EdgeSearchError
+from ..filters import Filter, split_query
 from ..frames import FrameSource, SourceStatus
 from ..gate import GateConfig
 from ..kiosk import MAX_K, BundleInfo, FrameSaver, FrameSeen, KioskSearcher, Lookup, Pipeline, run_kiosk
-from .messages import Fault, Finished, FrameReady, LookupReady, SearcherFailed, SearcherReady, SourceChanged
+from .messages import (Fault, Finished, FrameReady, LookupReady, SearcherFailed, SearcherReady, SourceChanged,
+                       WordsFailed, WordsReady)
 from .render import status_text
 from .thumbs import ThumbCache
 from .widgets import DetailsScreen, Preview, ResultRow, Results
@@ -64,6 +71,8 @@ class KioskApp(App[None]):
     ResultRow:hover { background: $boost; }
     .panel { padding: 1 2; }
     #status { height: 1; padding: 0 1; background: $panel; }
+    #words { display: none; }
+    #words.shown { display: block; }
     DetailsScreen { align: center middle; }
     #details { width: 72; height: auto; max-height: 90%; border: thick $primary; padding: 1 2; background: $surface; }
     """
@@ -72,13 +81,17 @@ class KioskApp(App[None]):
         Binding("r", "reset", "Reset"),
         Binding("plus,equals_sign", "more", "More", key_display="+"),
         Binding("minus", "fewer", "Fewer", key_display="-"),
+        Binding("slash", "words", "Words", key_display="/"),
+        Binding("c", "clear_filter", "Clear filter", show=False),  # the status line says "c clears"
+        Binding("escape", "close_words", "Close", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
     def __init__(self, *, source: FrameSource, searcher: KioskSearcher | None = None,
                  loader: Callable[[], KioskSearcher] | None = None, info: BundleInfo | None = None,
                  k: int = 5, min_score: float | None = None, gate: GateConfig | None = None,
-                 saver: FrameSaver | None = None, max_frames: int | None = None, preview_fps: float = 12.0):
+                 saver: FrameSaver | None = None, max_frames: int | None = None, preview_fps: float = 12.0,
+                 filter: Filter | None = None):
         super().__init__()
         if (searcher is None) == (loader is None):
             raise ValueError("give exactly one of searcher (ready) or loader (opened in a worker)")
@@ -98,6 +111,10 @@ class KioskApp(App[None]):
         self.fatal: str | None = None  # the bundle could not be opened: the kiosk cannot search
         self.fault: str | None = None  # the last error inside the frame loop, until a search succeeds
         self.frames_taken = 0
+        self.filter = filter or None  # applies to photo and word searches; shown on the status line
+        self.words: str | None = None  # the typed query whose results are on screen
+        self.words_image: np.ndarray | None = None  # the frozen photo fused with them, if any
+        self.words_epoch = 0  # bumped by every words search, reset and unfreeze: older answers are dropped
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -109,6 +126,9 @@ class KioskApp(App[None]):
             with Vertical(id="right"):
                 yield Static(id="results-title")
                 yield Results(id="results")
+        # disabled while hidden: a hidden Input would still take the focus (and the keys) at start
+        yield Input(id="words", placeholder="words, and filters like category=Fruit price<2.5 — Enter searches, "
+                                            "Esc closes", disabled=True)
         yield Static(id="status")
         yield Footer()
 
@@ -187,6 +207,25 @@ class KioskApp(App[None]):
         self.post_message(LookupReady(fresh, [self.thumbs.get(h.product.thumbnail) for h in fresh.result.hits],
                                       refresh=True))
 
+    @work(thread=True, exclusive=True, group="words", exit_on_error=False)
+    def _search_words(self, words: str, image: np.ndarray | None, k: int, flt: Filter | None, epoch: int) -> None:
+        """Words alone, or the frozen photo steered by them."""
+        searcher = self.searcher
+        extra = {"filter": flt} if flt else {}
+        try:
+            if image is None:
+                result = searcher.search_text(words, k=k, **extra)
+            else:
+                result = searcher.search_image(image, k=k, text=words, **extra)
+        except EdgeSearchError as e:
+            self.post_message(WordsFailed(str(e)))
+            return
+        except Exception as e:
+            self.post_message(Fault(f"{type(e).__name__}: {e}"))
+            return
+        self.post_message(WordsReady(words, image is not None, result,
+                                     [self.thumbs.get(h.product.thumbnail) for h in result.hits], epoch))
+
     # -- message handlers: the only code that touches widgets ---------------------
     async def _use_searcher(self, searcher: KioskSearcher) -> None:
         self.searcher = searcher
@@ -195,6 +234,7 @@ class KioskApp(App[None]):
         self.thumbs = ThumbCache(getattr(searcher, "root", None))
         try:
             self.pipeline = Pipeline(searcher, k=self.k, min_score=self.min_score, gate=self.gate_cfg)
+            self.pipeline.filter = self.filter
         except (EdgeSearchError, ValueError) as e:
             await self.on_searcher_failed(SearcherFailed(str(e)))
             return
@@ -253,6 +293,42 @@ class KioskApp(App[None]):
             await self.query_one(Results).show_hits(r.hits, message.thumbs, lookup.min_score, lookup.variant)
         self._update_status()
 
+    async def on_words_ready(self, message: WordsReady) -> None:
+        if message.epoch != self.words_epoch:
+            return  # k changed, reset or unfrozen while it ran
+        r = message.result
+        head = Text(f"“{message.query}”" + (" + the frozen photo" if message.fused else ""), style="bold")
+        if self.filter:
+            head.append(f" · {self.filter}", style="italic")
+        self.query_one("#results-title", Static).update(head)
+        if not r.hits:
+            await self._panel(Text("No product matches" + (f" the filter {self.filter}." if self.filter else "."),
+                                   style="bold yellow"), "no-words-match")
+            self.query_one("#results-title", Static).update(head)
+        else:
+            await self.query_one(Results).show_hits(r.hits, message.thumbs, 0.0,
+                                                    PHOTO_AND_WORDS if message.fused else WORDS)
+        self._update_status()
+
+    async def on_words_failed(self, message: WordsFailed) -> None:
+        text = Text("Cannot search by words.\n\n", style="bold")
+        text.append(message.message, style="italic")
+        await self._panel(text, "words-failed")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        line = event.value.strip()
+        self._hide_words_box()
+        words, exprs = split_query(line)
+        if exprs:
+            try:
+                self._set_filter(Filter.parse(exprs, getattr(self.searcher, "products", None)))
+            except EdgeSearchError as e:
+                self.post_message(WordsFailed(str(e)))
+                return
+        if words:
+            self._start_words(words)
+
     def on_source_changed(self, message: SourceChanged) -> None:
         self.source_status = message.status
         self._update_banner()
@@ -268,7 +344,56 @@ class KioskApp(App[None]):
         self.push_screen(DetailsScreen(message.hit, message.thumb, message.min_score, message.variant))
 
     # -- keys --------------------------------------------------------------------
+    def action_words(self) -> None:
+        if self.searcher is None or self.fatal is not None:
+            return
+        box = self.query_one("#words", Input)
+        box.disabled = False
+        box.add_class("shown")
+        box.focus()
+
+    def action_close_words(self) -> None:
+        self._hide_words_box()
+
+    def _hide_words_box(self) -> None:
+        box = self.query_one("#words", Input)
+        box.remove_class("shown")
+        box.value = ""
+        box.disabled = True
+        self.query_one(Results).focus()
+
+    def action_clear_filter(self) -> None:
+        if self.filter is not None:
+            self._set_filter(None)
+
+    def _set_filter(self, flt: Filter | None) -> None:
+        self.filter = flt or None
+        if self.pipeline is not None:
+            self.pipeline.filter = self.filter  # bumps the epoch: photo searches in flight are dropped
+        if self.words is not None:
+            self._search_again()  # the words on screen, searched again under the new filter
+        elif self.shown is not None and self.pipeline is not None:
+            self._research(self.shown)
+        self._update_status()
+
+    def _start_words(self, words: str) -> None:
+        """Search by words: fused with the photo frozen on screen, else alone (and the view freezes
+        so the camera does not replace the answer; space or r goes back to the camera)."""
+        if not self.frozen:
+            self.action_freeze()
+            self.shown = None  # no photo behind these words: the next words are searched alone too
+        self.words = words
+        self.words_image = self.shown.frame.image if self.shown is not None else None
+        self._search_again()
+
+    def _search_again(self) -> None:
+        self.words_epoch += 1
+        self._search_words(self.words, self.words_image, self.k, self.filter, self.words_epoch)
+
     def action_freeze(self) -> None:
+        if self.frozen:  # back to the camera: typed results are dropped
+            self.words = None
+            self.words_epoch += 1
         self.frozen = not self.frozen
         if self.pipeline is not None:
             self.pipeline.paused = self.frozen  # no searches while nobody can see them
@@ -279,6 +404,8 @@ class KioskApp(App[None]):
     async def action_reset(self) -> None:
         self.frozen = False
         self.shown = None
+        self.words = None
+        self.words_epoch += 1
         if self.pipeline is not None:
             self.pipeline.paused = False
             self.pipeline.request_reset()
@@ -302,8 +429,10 @@ class KioskApp(App[None]):
         self.k = k
         if self.pipeline is not None:
             self.pipeline.k = k  # bumps the epoch: searches in flight with the old k are dropped
-            if self.shown is not None:
-                self._research(self.shown)
+        if self.words is not None:
+            self._search_again()
+        elif self.pipeline is not None and self.shown is not None:
+            self._research(self.shown)
         self._update_status()
 
     # -- helpers ---------------------------------------------------------------------
@@ -340,6 +469,8 @@ class KioskApp(App[None]):
             parts += [self.info.name, f"{self.info.product_count} products",
                       f"built {self.info.created[:10]}" if self.info.created else ""]
         parts.append(f"k {self.k}")
+        if self.filter:
+            parts.append(f"filter {self.filter} (c clears)")
         self.query_one("#status", Static).update(status_text(parts, frozen=self.frozen))
 
 
@@ -347,7 +478,7 @@ def build_app(*, source: FrameSource, searcher: KioskSearcher | None = None,
               loader: Callable[[], KioskSearcher] | None = None, info: BundleInfo | None = None,
               k: int = 5, min_score: float | None = None, gate: GateConfig | None = None,
               saver: FrameSaver | None = None, max_frames: int | None = None,
-              preview_fps: float = 12.0) -> KioskApp:
+              preview_fps: float = 12.0, filter: Filter | None = None) -> KioskApp:
     """The one way to make the kiosk app, for the CLI and for tests.
 
     Give a ready `searcher` (tests, fakes) or a `loader` that opens the
@@ -355,4 +486,4 @@ def build_app(*, source: FrameSource, searcher: KioskSearcher | None = None,
     screen instead of ending the program.
     """
     return KioskApp(source=source, searcher=searcher, loader=loader, info=info, k=k, min_score=min_score,
-                    gate=gate, saver=saver, max_frames=max_frames, preview_fps=preview_fps)
+                    gate=gate, saver=saver, max_frames=max_frames, preview_fps=preview_fps, filter=filter)

@@ -12,6 +12,7 @@ from textual.message import Message
 from ..frames import SourceStatus
 from ..gate import Verdict
 from ..kiosk import BundleInfo, KioskSearcher, Lookup
+from ..search import SearchResult
 
 
 class FrameReady(Message):
@@ -58,3 +59,19 @@ class Fault(Message):
 
 class Finished(Message):
     """The frame loop stopped by itself (--max-frames reached)."""
+
+
+class WordsReady(Message):
+    """A finished search by typed words (with the frozen photo when `fused`)."""
+
+    def __init__(self, query: str, fused: bool, result: SearchResult, thumbs: list[np.ndarray | None], epoch: int):
+        super().__init__()
+        self.query, self.fused, self.result, self.thumbs, self.epoch = query, fused, result, thumbs, epoch
+
+
+class WordsFailed(Message):
+    """Typed words could not be searched (no text model, a bad filter): said on screen."""
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
