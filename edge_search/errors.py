@@ -16,6 +16,18 @@ class BundleError(EdgeSearchError):
     """A bundle is missing files, fails verification, or has an unknown schema."""
 
 
+class SignatureError(BundleError):
+    """A bundle is unsigned, signed by another key, or its manifest changed after signing."""
+
+
+class TrustError(EdgeSearchError):
+    """A key file is missing, unreadable or not an Ed25519 key of the right kind."""
+
+
+class InstallError(EdgeSearchError):
+    """A packed bundle is malformed or unsafe, or an install/rollback cannot proceed."""
+
+
 class CatalogError(EdgeSearchError):
     """A catalog file or its rows are unusable."""
 

@@ -69,8 +69,9 @@ class Searcher:
                 self._floors[self._position[pid]] = floor
 
     @classmethod
-    def from_bundle(cls, path: str | Path, *, verify: bool = True, threads: int = DEFAULT_THREADS) -> "Searcher":
-        bundle = Bundle.open(path, verify=verify)
+    def from_bundle(cls, path: str | Path, *, verify: bool = True, threads: int = DEFAULT_THREADS,
+                    trusted_key: str | Path | None = None) -> "Searcher":
+        bundle = Bundle.open(path, verify=verify, trusted_key=trusted_key)
         m = bundle.manifest
         encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
                               output_name=m.model.output, threads=threads)

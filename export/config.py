@@ -114,6 +114,7 @@ class ExportConfig:
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     no_match: NoMatchSettings = field(default_factory=NoMatchSettings)
     save_models: Path | None = None  # also keep the fine-tuned teacher and the fp32 student here
+    sign_key: Path | None = None  # Ed25519 private key: manifest.sig is written before the bundle is published
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:
