@@ -181,7 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- run: the kiosk (issue 3) ------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from .frames import open_source
-    from .kiosk import MAX_K, FrameSaver, Lookup, Pipeline, open_or_fail, run_kiosk
+    from .kiosk import (MAX_K, BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSaver, Lookup, Pipeline,
+                        open_or_fail, run_kiosk)
     from .bundle import Bundle
     from .search import Searcher
 
@@ -195,22 +196,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     # headless output must not depend on this machine's speed: files and folders hand over every frame
     source = open_source(args.source, realtime=not args.no_tui)
     saver = FrameSaver(args.save_frames) if args.save_frames else None
+    # a new active bundle (DIR/current switched by install) is loaded aside and swapped in between frames
+    watcher = BundleWatcher(args.bundle, lambda path: Searcher.from_bundle(path, trusted_key=trusted))
     if not args.no_tui:
         from .tui import build_app  # textual is imported only for the screen
 
-        app = build_app(source=source, loader=lambda: Searcher.from_bundle(args.bundle), k=args.k,
-                        min_score=args.min_score, saver=saver, max_frames=args.max_frames)
+        app = build_app(source=source, loader=lambda: Searcher.from_bundle(args.bundle, trusted_key=trusted),
+                        k=args.k, min_score=args.min_score, saver=saver, max_frames=args.max_frames,
+                        watcher=watcher)
         app.run()
         if app.fatal:
             raise EdgeSearchError(app.fatal)
         return 0
-    searcher = Searcher.from_bundle(args.bundle)
+    searcher = Searcher.from_bundle(args.bundle, trusted_key=trusted)
     pipeline = Pipeline(searcher, k=args.k, min_score=args.min_score)
     open_or_fail(source)
     try:
-        for event in run_kiosk(source, pipeline, max_frames=args.max_frames, saver=saver):
+        for event in run_kiosk(source, pipeline, max_frames=args.max_frames, saver=saver, watcher=watcher):
             if isinstance(event, Lookup):
                 print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
+            elif isinstance(event, BundleSwapped):
+                print(f"{PROG}: {event.text}", file=sys.stderr, flush=True)
+            elif isinstance(event, BundleSwapFailed):
+                print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
             elif getattr(event, "state", None) == "lost":  # a camera or stream: retried, so a warning
                 print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
             elif getattr(event, "state", None) == "failed":  # a file that broke part way

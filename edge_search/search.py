@@ -77,6 +77,9 @@ class Searcher:
                               output_name=m.model.output, threads=threads)
         rescore = bundle.path(m.index.rescore_file) if m.index.rescore_file else None
         index = VectorIndex.open(bundle.path(m.index.file), m.index, rescore)
+        if index.ndim != m.model.embed_dim:
+            raise BundleError(f"{bundle.path(m.index.file)}: index vectors have {index.ndim} dimensions, "
+                              f"the model's embeddings {m.model.embed_dim}")
         products = ProductTable.load(bundle.path(m.products_file), key_count=m.index.count)
         try:
             return cls(encoder=encoder, index=index, products=products, preprocess_cfg=m.preprocess,

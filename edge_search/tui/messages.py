@@ -58,3 +58,11 @@ class Fault(Message):
 
 class Finished(Message):
     """The frame loop stopped by itself (--max-frames reached)."""
+
+
+class BundleChanged(Message):
+    """The frame loop switched to a new bundle (`ok`), or a new one failed to load and the old one stays."""
+
+    def __init__(self, text: str, ok: bool, info: BundleInfo | None = None):
+        super().__init__()
+        self.text, self.ok, self.info = text, ok, info
