@@ -130,3 +130,42 @@ def test_real_bundles_switch_on_install(tiny_bundle, tmp_path, sample_catalog):
     got = [next(events) for _ in range(6)]
     swapped = [e for e in got if isinstance(e, BundleSwapped)]
     assert swapped and swapped[0].info.name == "other" and pipe.searcher.manifest.name == "other"
+
+
+def test_the_screen_switches_bundles_and_says_when_a_new_one_fails(tmp_path):
+    from types import SimpleNamespace
+
+    from test_tui import drive, make, until, widget_text
+
+    a, b, c = (_bundle_dir(tmp_path / n, n) for n in ("a", "new-bundle", "broken-c"))
+    current = tmp_path / "current"
+    _point(current, a)
+
+    def loader(path):
+        searcher = _loader(path)
+        searcher.manifest = SimpleNamespace(name=searcher.name, product_count=4, created="2026-02-02T00:00:00Z")
+        return searcher
+
+    watcher = BundleWatcher(current, loader, interval_s=0.0)
+    app, source, _ = make(watcher=watcher)
+
+    async def scenario(pilot):
+        source.push(draw_product(1), 4)
+        await until(pilot, lambda: "fake-bundle" in widget_text(app, "#status"), "the first bundle")
+        _point(current, b)
+        for i in range(200):
+            source.push(draw_product(1 + i % 2), 1)
+            await pilot.pause(0.01)
+            if "new-bundle" in widget_text(app, "#status"):
+                break
+        assert "new-bundle · 4 products · built 2026-02-02" in widget_text(app, "#status")
+        _point(current, c)
+        for i in range(200):
+            source.push(draw_product(1), 1)
+            await pilot.pause(0.01)
+            if "not used" in widget_text(app, "#banner"):
+                break
+        assert "keeping the current one" in widget_text(app, "#banner")
+        assert "new-bundle" in widget_text(app, "#status") and app.pipeline.searcher.name == "new-bundle"
+
+    drive(app, scenario)
