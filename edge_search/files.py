@@ -110,8 +110,8 @@ def staged_directory(out: Path, *, force: bool = False) -> Iterator[Path]:
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         yield stage
-        _fsync_tree(stage)
-        _publish_modes(stage)
+        fsync_tree(stage)
+        publish_modes(stage)
         if out.exists():
             if exchange_paths(stage, out):
                 shutil.rmtree(stage, ignore_errors=True)  # now holds the old bundle
@@ -122,13 +122,13 @@ def staged_directory(out: Path, *, force: bool = False) -> Iterator[Path]:
                 shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(stage, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -137,7 +137,7 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _publish_modes(root: Path) -> None:
+def publish_modes(root: Path) -> None:
     # mkdtemp/mkstemp create owner-only entries; a bundle is read by other users
     # (the kiosk service account), so give it the usual modes.
     os.chmod(root, 0o755)
@@ -148,7 +148,7 @@ def _publish_modes(root: Path) -> None:
             os.chmod(os.path.join(dirpath, f), 0o644)
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
             with open(os.path.join(dirpath, name), "rb") as f:

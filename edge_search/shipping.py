@@ -32,7 +32,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, EdgeSearchError, ImageError, InstallError
-from .files import _fsync_dir, _fsync_tree, _publish_modes
+from .files import fsync_dir, fsync_tree, publish_modes
 from .manifest import MANIFEST_NAME, Manifest, manifest_from_bytes
 from .signing import SIGNATURE_NAME
 
@@ -325,19 +325,19 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
                 shutil.rmtree(stage, ignore_errors=True)
                 return InstallReport(name=name, path=dest, previous=_target(into / PREVIOUS), self_test=tested,
                                      seconds=time.perf_counter() - t0, already_current=True)
-            _fsync_tree(stage)
-            _publish_modes(stage)
+            fsync_tree(stage)
+            publish_modes(stage)
             if dest.exists():  # the same bundle installed before (or by a killed install): replace it whole
                 shutil.rmtree(dest)
             os.rename(stage, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
         _point(into / CURRENT, dest)  # the switch: one rename
         if old is not None and old.is_dir():
             _point(into / PREVIOUS, old)
-        _fsync_dir(into)
+        fsync_dir(into)
         _prune(into)
         return InstallReport(name=name, path=dest, previous=old, self_test=tested,
                              seconds=time.perf_counter() - t0)
@@ -374,5 +374,5 @@ def rollback(into: str | Path, *, trusted_key: str | Path | None = None) -> tupl
             raise InstallError(f"previous bundle is unusable, not rolling back: {e}") from None
         _point(into / CURRENT, prev)
         _point(into / PREVIOUS, cur)
-        _fsync_dir(into)
+        fsync_dir(into)
         return prev, cur

@@ -335,7 +335,7 @@ def test_fuzzed_index_files(fuzz_bundle, tiny_bundle, kind, where, n):
     (fuzz_bundle / "manifest.json").write_text(json.dumps(m))
     got = handled("index", _run_index_case, fuzz_bundle)
     if kind == "other-dim":
-        assert isinstance(got, EdgeSearchError) and "dimensions" in str(got) or "vectors" in str(got)
+        assert isinstance(got, EdgeSearchError) and ("dimensions" in str(got) or "vectors" in str(got)), got
     index.write_bytes(original)
     (fuzz_bundle / "manifest.json").write_text((tiny_bundle / "manifest.json").read_text())
 
