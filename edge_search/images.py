@@ -186,6 +186,8 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{p}: is a directory, not an image") from None
     except OSError as e:
         raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
+    except ValueError:  # a NUL byte in the name (from a catalog cell, say)
+        raise ImageError(f"{str(p)!r}: not a usable file name") from None
     return decode_image(data, str(p))
 
 
