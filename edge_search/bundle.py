@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import BundleError
 from .files import sha256_file
-from .manifest import Manifest, read_manifest
+from .manifest import MANIFEST_NAME, Manifest, manifest_from_bytes, read_manifest_bytes
 
 
 @dataclass(frozen=True)
@@ -19,9 +19,16 @@ class Bundle:
     manifest: Manifest
 
     @classmethod
-    def open(cls, path: str | Path, *, verify: bool = True) -> "Bundle":
+    def open(cls, path: str | Path, *, verify: bool = True, trusted_key: str | Path | None = None) -> "Bundle":
+        """Read and check a bundle. With a `trusted_key`, manifest.sig must be that
+        key's signature of the manifest bytes that are then parsed (one read, no gap)."""
         root = Path(path)
-        manifest = read_manifest(root)
+        data = read_manifest_bytes(root)
+        if trusted_key is not None:
+            from .signing import verify_signature
+
+            verify_signature(root, data, trusted_key)
+        manifest = manifest_from_bytes(data, str(root / MANIFEST_NAME))
         bundle = cls(root=root, manifest=manifest)
         needed = [manifest.model.file, manifest.index.file, manifest.products_file]
         if manifest.index.rescore_file:

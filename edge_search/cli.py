@@ -44,7 +44,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise EdgeSearchError("search needs IMAGE(s), --text WORDS, or both")
     if args.alpha is not None and not (args.images and args.text is not None):
         raise EdgeSearchError("--alpha weighs a photo against words: give IMAGE(s) and --text")
-    searcher = Searcher.from_bundle(args.bundle)
+    searcher = Searcher.from_bundle(args.bundle, trusted_key=_trusted(args))
     flt = Filter.parse(args.filter, searcher.products) if args.filter else None
     queries = args.images or [None]
     for image in queries:
@@ -168,6 +168,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad, force=args.force, name=args.name,
         finetune_labeled=Path(args.finetune_labeled) if args.finetune_labeled else None,
         save_models=Path(args.save_models) if args.save_models else None, with_text=args.with_text,
+        sign_key=Path(args.sign_key) if args.sign_key else None,
     )
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
         raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
@@ -213,38 +214,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- run: the kiosk (issue 3) ------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from .frames import open_source
-    from .kiosk import MAX_K, FrameSaver, Lookup, Pipeline, open_or_fail, run_kiosk
-    from .manifest import read_manifest
+    from .kiosk import (MAX_K, BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSaver, Lookup, Pipeline,
+                        open_or_fail, run_kiosk)
+    from .bundle import Bundle
+    from .filters import Filter
     from .search import Searcher
 
     if not 1 <= args.k <= MAX_K:
         raise EdgeSearchError(f"-k must be between 1 and {MAX_K}, got {args.k}")
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeSearchError(f"--max-frames must be at least 1, got {args.max_frames}")
-    from .filters import Filter
-
-    read_manifest(Path(args.bundle))  # a wrong path fails here, in one line, before any screen
+    trusted = _trusted(args)
+    # a wrong path or an untrusted bundle fails here, in one line, before any screen
+    Bundle.open(Path(args.bundle), verify=False, trusted_key=trusted)
     flt = Filter.parse(args.filter) if args.filter else None  # fields are checked once the bundle is open
     # headless output must not depend on this machine's speed: files and folders hand over every frame
     source = open_source(args.source, realtime=not args.no_tui)
     saver = FrameSaver(args.save_frames) if args.save_frames else None
+    # a new active bundle (DIR/current switched by install) is loaded aside and swapped in between frames
+    watcher = BundleWatcher(args.bundle, lambda path: Searcher.from_bundle(path, trusted_key=trusted))
     if not args.no_tui:
         from .tui import build_app  # textual is imported only for the screen
 
-        app = build_app(source=source, loader=lambda: Searcher.from_bundle(args.bundle), k=args.k,
-                        min_score=args.min_score, saver=saver, max_frames=args.max_frames, filter=flt)
+        app = build_app(source=source, loader=lambda: Searcher.from_bundle(args.bundle, trusted_key=trusted),
+                        k=args.k, min_score=args.min_score, saver=saver, max_frames=args.max_frames,
+                        filter=flt, watcher=watcher)
         app.run()
         if app.fatal:
             raise EdgeSearchError(app.fatal)
         return 0
-    searcher = Searcher.from_bundle(args.bundle)
+    searcher = Searcher.from_bundle(args.bundle, trusted_key=trusted)
     pipeline = Pipeline(searcher, k=args.k, min_score=args.min_score)
     pipeline.filter = Filter.parse(args.filter, searcher.products) if flt else None
     open_or_fail(source)
     try:
-        for event in run_kiosk(source, pipeline, max_frames=args.max_frames, saver=saver):
+        for event in run_kiosk(source, pipeline, max_frames=args.max_frames, saver=saver, watcher=watcher):
             if isinstance(event, Lookup):
                 print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
+            elif isinstance(event, BundleSwapped):
+                print(f"{PROG}: {event.text}", file=sys.stderr, flush=True)
+            elif isinstance(event, BundleSwapFailed):
+                print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
             elif getattr(event, "state", None) == "lost":  # a camera or stream: retried, so a warning
                 print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
             elif getattr(event, "state", None) == "failed":  # a file that broke part way
@@ -261,7 +271,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .search import Searcher
 
     queries = read_queries(args.queries)
-    searcher = Searcher.from_bundle(args.bundle)
+    searcher = Searcher.from_bundle(args.bundle, trusted_key=_trusted(args))
     report = evaluate(searcher, queries)
     if args.report:
         from .eval_report import write_report
@@ -295,6 +305,80 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 # --- end eval -----------------------------------------------------------------
 
+# --- signing and shipping (issue 6) ---------------------------------------------
+def _trusted(args: argparse.Namespace) -> Path | None:
+    """The trusted public key: --trusted-key, else $EDGE_SEARCH_TRUSTED_KEY, else the config file."""
+    from .signing import resolve_trusted_key
+
+    return resolve_trusted_key(getattr(args, "trusted_key", None))
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .signing import keygen
+
+    private, public = keygen(Path(args.out), name=args.name)
+    print(f"private key {private} (keep it secret: it signs bundles)")
+    print(f"public key  {public} (give it to devices: --trusted-key or "
+          f"~/.config/edge-search/trusted.pub.pem)")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from .bundle import Bundle
+    from .signing import sign_bundle
+
+    Bundle.open(args.bundle, verify=True)  # never sign a bundle whose files do not match its manifest
+    sig = sign_bundle(Path(args.bundle), Path(args.key))
+    print(f"signed {args.bundle}: {sig}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .bundle import Bundle
+    from .errors import TrustError
+
+    key = _trusted(args)
+    if key is None:
+        raise TrustError("verify needs a public key: --trusted-key PUB (or $EDGE_SEARCH_TRUSTED_KEY, "
+                         "or ~/.config/edge-search/trusted.pub.pem)")
+    bundle = Bundle.open(args.bundle, verify=True, trusted_key=key)
+    print(f"ok: {bundle.root} ({bundle.manifest.name}): signature by {key} valid, "
+          f"{len(bundle.manifest.files)} files match their checksums")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .shipping import pack
+
+    out = pack(Path(args.bundle), Path(args.out), trusted_key=_trusted(args))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from .shipping import install
+
+    key = _trusted(args)
+    report = install(Path(args.source), Path(args.into), trusted_key=key)
+    if report.already_current:
+        print(f"already active: {report.path} (self-test: {report.self_test})")
+        return 0
+    signed = f"signature checked against {key}" if key else "no trusted key configured: signature not checked"
+    print(f"installed {report.name} -> {Path(args.into) / 'current'} ({signed}; self-test: {report.self_test}; "
+          f"{report.seconds:.1f} s)")
+    if report.previous:
+        print(f"previous: {report.previous} (edge-search rollback --into {args.into})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .shipping import rollback
+
+    now, before = rollback(Path(args.into), trusted_key=_trusted(args))
+    print(f"current -> {now} (was {before})")
+    return 0
+# --- end signing and shipping ------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="On-device visual product search.")
@@ -313,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=5, help="products to return (default 5)")
     s.add_argument("--min-score", type=float, default=None, help="below this score: no match (default: the bundle's)")
     s.add_argument("--json", action="store_true", help="one JSON object per line per query")
+    _trusted_arg(s)
     s.set_defaults(func=cmd_search)
 
     i = sub.add_parser("inspect", help="summarize a bundle and verify its checksums")
@@ -354,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep the fine-tuned teacher (teacher.pt) and the fp32 student ONNX here")
     e.add_argument("--with-text", action="store_true",
                    help="also ship the teacher's text tower (int8), its tokenizer and a product-text index")
+    e.add_argument("--sign-key", default=None, metavar="KEY",
+                   help="Ed25519 private key (edge-search keygen): sign the manifest (manifest.sig)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_export)
 
@@ -369,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--queries", required=True, help="CSV with image,id rows (paths relative to it)")
     v.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     v.add_argument("--report", default=None, metavar="DIR", help="also write DIR/report.md and PNG plots")
+    _trusted_arg(v)
     v.set_defaults(func=cmd_eval)
     # --- end eval ---------------------------------------------------------------
 
@@ -386,9 +474,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write each searched frame to DIR as JPEG (by default frames never leave memory)")
     r.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help="only products where EXPR holds, e.g. category=Fruit, price<2.5 (repeatable; c clears on screen)")
+    _trusted_arg(r)
     r.set_defaults(func=cmd_run)
     # --- end run -------------------------------------------------------------
+
+    # --- signing and shipping (issue 6) --------------------------------------
+    g = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles")
+    g.add_argument("--out", required=True, metavar="DIR", help="folder for NAME.key.pem and NAME.pub.pem")
+    g.add_argument("--name", default="edge-search", help="file name stem (default edge-search)")
+    g.set_defaults(func=cmd_keygen)
+
+    sg = sub.add_parser("sign", help="sign an existing bundle's manifest (writes manifest.sig)")
+    sg.add_argument("bundle")
+    sg.add_argument("--key", required=True, help="Ed25519 private key (NAME.key.pem)")
+    sg.set_defaults(func=cmd_sign)
+
+    vf = sub.add_parser("verify", help="check a bundle's signature and every checksum")
+    vf.add_argument("bundle")
+    _trusted_arg(vf)
+    vf.set_defaults(func=cmd_verify)
+
+    pk = sub.add_parser("pack", help="write a bundle as one file for shipping (.tar, or .tar.gz)")
+    pk.add_argument("bundle")
+    pk.add_argument("--out", required=True, metavar="FILE")
+    _trusted_arg(pk)
+    pk.set_defaults(func=cmd_pack)
+
+    ins = sub.add_parser("install", help="verify a packed bundle (or folder) and make it DIR/current atomically")
+    ins.add_argument("source", metavar="FILE_OR_DIR")
+    ins.add_argument("--into", required=True, metavar="DIR", help="install folder: DIR/current, DIR/previous")
+    _trusted_arg(ins)
+    ins.set_defaults(func=cmd_install)
+
+    rb = sub.add_parser("rollback", help="switch DIR/current back to DIR/previous")
+    rb.add_argument("--into", required=True, metavar="DIR")
+    _trusted_arg(rb)
+    rb.set_defaults(func=cmd_rollback)
+    # --- end signing and shipping --------------------------------------------
     return p
+
+
+def _trusted_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trusted-key", default=None, metavar="PUB",
+                        help="refuse bundles not signed by this Ed25519 public key (default: "
+                             "$EDGE_SEARCH_TRUSTED_KEY, else ~/.config/edge-search/trusted.pub.pem if present)")
 
 
 def main(argv: list[str] | None = None) -> int:

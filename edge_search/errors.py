@@ -2,10 +2,20 @@
 the TUI) turns them into messages and exit codes."""
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
 class EdgeSearchError(Exception):
-    """Base class: the message is one line meant for a person."""
+    """Base class: the message is one line meant for a person.
+
+    File names, catalog cells and archive member names can hold newlines and
+    other control characters; they are shown escaped, so a message stays one
+    line whatever the input was."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return super().__str__().translate(_CONTROL)
 
 
 class ImageError(EdgeSearchError):
@@ -22,6 +32,18 @@ class TextQueryError(EdgeSearchError):
 
 class FilterError(EdgeSearchError):
     """A --filter expression is malformed or names a field no product has."""
+
+
+class SignatureError(BundleError):
+    """A bundle is unsigned, signed by another key, or its manifest changed after signing."""
+
+
+class TrustError(EdgeSearchError):
+    """A key file is missing, unreadable or not an Ed25519 key of the right kind."""
+
+
+class InstallError(EdgeSearchError):
+    """A packed bundle is malformed or unsafe, or an install/rollback cannot proceed."""
 
 
 class CatalogError(EdgeSearchError):

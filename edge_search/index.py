@@ -96,6 +96,8 @@ class VectorIndex:
             c = len(m.keys)
             keys[0, :c] = m.keys
             scores[0, :c] = 1.0 - np.asarray(m.distances)
+        if (keys >= len(self)).any():  # key i is catalog image i: anything else is a corrupt file
+            raise BundleError(f"index returned key {int(keys.max())} but holds {len(self)} vectors (corrupt index file)")
         if self.rescore is not None:
             qn = unit(q)
             safe = np.where(keys >= 0, keys, 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -129,6 +130,7 @@ class Pipeline:
         if unknown:
             raise ValueError(f"unknown enhancements {unknown}; known: {sorted(ENHANCEMENTS)}")
         self.searcher = searcher
+        self._explicit_min_score = min_score
         self.min_score = searcher.min_score if min_score is None else float(min_score)
         self.gate = Gate(gate)
         self.retries = retries
@@ -156,6 +158,13 @@ class Pipeline:
     def k(self, value: int) -> None:
         self._k = _check_k(value)
         self.epoch += 1
+
+    def swap(self, searcher: KioskSearcher) -> None:
+        """Use another (fully loaded) searcher from the next frame on; called between frames."""
+        self.searcher = searcher
+        if self._explicit_min_score is None:
+            self.min_score = searcher.min_score
+        self.request_reset()  # the old bundle's answers are out of date
 
     def request_reset(self) -> None:
         """From any thread: forget the gate's memory before the next frame; drop searches in flight."""
@@ -241,24 +250,120 @@ class FrameSaver:
         return path
 
 
-Event = FrameSeen | Lookup | SourceStatus
+@dataclass(frozen=True)
+class BundleSwapped:
+    """The kiosk now searches a new bundle (it was loaded whole before the switch)."""
+
+    path: Path  # the resolved bundle folder
+    info: BundleInfo
+    searcher: Any = None
+
+    @property
+    def text(self) -> str:
+        return f"switched to bundle {self.info.name} ({self.info.product_count} products) at {self.path}"
+
+
+@dataclass(frozen=True)
+class BundleSwapFailed:
+    """A new bundle appeared but could not be loaded; the old one stays in use."""
+
+    path: Path
+    message: str
+
+    @property
+    def text(self) -> str:
+        return f"new bundle at {self.path} not used, keeping the current one: {self.message}"
+
+
+class BundleWatcher:
+    """Notices a new active bundle behind a path (a `DIR/current` symlink switched by
+    `edge-search install`, or a bundle folder replaced by `export --force`) and
+    loads it on a thread of its own, so the frame loop never waits.
+
+    `poll()` is cheap and called between frames: at most every `interval_s` it
+    compares the resolved folder and its manifest's inode and mtime with what
+    is in use; once a load has finished it returns a BundleSwapped (with the new
+    searcher) or a BundleSwapFailed. A bundle that failed is not tried again
+    until it changes.
+    """
+
+    def __init__(self, path: str | Path, loader: Callable[[Path], Any], *, interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.path, self.loader, self.interval_s, self.clock = Path(path), loader, interval_s, clock
+        self._seen = self._stamp()
+        self._next = clock() + interval_s
+        self._thread: threading.Thread | None = None
+        self._outcome: BundleSwapped | BundleSwapFailed | None = None
+
+    def _stamp(self) -> tuple | None:
+        try:
+            real = os.path.realpath(self.path)
+            st = os.stat(os.path.join(real, "manifest.json"))
+        except OSError:
+            return None  # mid-switch or gone: keep what runs
+        return real, st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _load(self, real: Path) -> None:
+        try:
+            searcher = self.loader(real)
+            self._outcome = BundleSwapped(path=real, info=BundleInfo.of(searcher), searcher=searcher)
+        except EdgeSearchError as e:
+            self._outcome = BundleSwapFailed(path=real, message=str(e))
+        except Exception as e:  # a broken bundle must never stop the kiosk
+            self._outcome = BundleSwapFailed(path=real, message=f"{type(e).__name__}: {e}")
+
+    def poll(self) -> BundleSwapped | BundleSwapFailed | None:
+        if self._thread is not None:
+            if self._thread.is_alive():
+                return None
+            self._thread, outcome, self._outcome = None, self._outcome, None
+            return outcome
+        now = self.clock()
+        if now < self._next:
+            return None
+        self._next = now + self.interval_s
+        stamp = self._stamp()
+        if stamp is None or stamp == self._seen:
+            return None
+        self._seen = stamp
+        self._thread = threading.Thread(target=self._load, args=(Path(stamp[0]),), name="edge-search-bundle-load",
+                                        daemon=True)
+        self._thread.start()
+        return None
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Tests: block until a load in progress has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+Event = FrameSeen | Lookup | SourceStatus | BundleSwapped | BundleSwapFailed
 
 
 def run_kiosk(source: FrameSource, pipeline: Pipeline | None, *, max_frames: int | None = None,
               stop: Callable[[], bool] = lambda: False, stop_at_end: bool = True,
-              saver: FrameSaver | None = None, poll_s: float = 0.1) -> Iterator[Event]:
+              saver: FrameSaver | None = None, poll_s: float = 0.1,
+              watcher: BundleWatcher | None = None) -> Iterator[Event]:
     """Take frames from a started source and yield what happened, in order.
 
     Yields a SourceStatus whenever the source's status changes, a FrameSeen
     for every frame taken, and a Lookup after it when the frame was searched.
     With no pipeline (the bundle is still loading, or failed) frames are
     only seen. Ends after `max_frames` frames, when `stop()` is true, or at
-    the end of a file when `stop_at_end`.
+    the end of a file when `stop_at_end`. With a `watcher`, a new bundle that
+    has finished loading replaces the pipeline's searcher between two frames
+    (BundleSwapped); one that failed to load is reported and the old one kept.
     """
     meter = RateMeter()
     seen = 0
     last: SourceStatus | None = None
     while not stop() and (max_frames is None or seen < max_frames):
+        if watcher is not None and pipeline is not None:
+            change = watcher.poll()
+            if isinstance(change, BundleSwapped):
+                pipeline.swap(change.searcher)
+            if change is not None:
+                yield change
         status = source.status()
         if status != last:
             last = status

@@ -329,18 +329,33 @@ def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
         raise BundleError(f"{where}: {e}") from None
 
 
-def read_manifest(bundle_dir: Path) -> Manifest:
+def read_manifest_bytes(bundle_dir: Path) -> bytes:
+    """The raw bytes of a bundle's manifest.json (what a signature covers)."""
     path = Path(bundle_dir) / MANIFEST_NAME
     if not Path(bundle_dir).is_dir():
         raise BundleError(f"{bundle_dir}: not a bundle directory")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"{path}: missing (is {bundle_dir} a bundle?)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: cannot read ({e})") from None
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def manifest_from_bytes(data: bytes, where: str) -> Manifest:
     try:
-        data = json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BundleError(f"{where}: cannot read ({e})") from None
+    try:
+        decoded = json.loads(text)
     except json.JSONDecodeError as e:
-        raise BundleError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    return parse_manifest(data, str(path))
+        raise BundleError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise BundleError(f"{where}: not valid JSON (nested too deeply)") from None
+    return parse_manifest(decoded, where)
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    data = read_manifest_bytes(bundle_dir)
+    return manifest_from_bytes(data, str(Path(bundle_dir) / MANIFEST_NAME))

@@ -93,13 +93,17 @@ class Searcher:
             self._exact[p.id.strip().casefold()] = pos  # an id wins over another product's name
 
     @classmethod
-    def from_bundle(cls, path: str | Path, *, verify: bool = True, threads: int = DEFAULT_THREADS) -> "Searcher":
-        bundle = Bundle.open(path, verify=verify)
+    def from_bundle(cls, path: str | Path, *, verify: bool = True, threads: int = DEFAULT_THREADS,
+                    trusted_key: str | Path | None = None) -> "Searcher":
+        bundle = Bundle.open(path, verify=verify, trusted_key=trusted_key)
         m = bundle.manifest
         encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
                               output_name=m.model.output, threads=threads)
         rescore = bundle.path(m.index.rescore_file) if m.index.rescore_file else None
         index = VectorIndex.open(bundle.path(m.index.file), m.index, rescore)
+        if index.ndim != m.model.embed_dim:
+            raise BundleError(f"{bundle.path(m.index.file)}: index vectors have {index.ndim} dimensions, "
+                              f"the model's embeddings {m.model.embed_dim}")
         products = ProductTable.load(bundle.path(m.products_file), key_count=m.index.count)
         text_encoder = text_index = None
         if m.text is not None:

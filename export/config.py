@@ -120,6 +120,7 @@ class ExportConfig:
     no_match: NoMatchSettings = field(default_factory=NoMatchSettings)
     save_models: Path | None = None  # also keep the fine-tuned teacher and the fp32 student here
     with_text: bool = False  # also ship the teacher's text tower, its tokenizer and a product-text index
+    sign_key: Path | None = None  # Ed25519 private key: manifest.sig is written before the bundle is published
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:

@@ -35,6 +35,7 @@ from edge_search.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manif
 from edge_search.preprocess import preprocess_batch
 from edge_search.products import Product, ProductTable
 from edge_search.search import Searcher
+from edge_search.signing import check_private_key, sign_bundle
 
 from .calibrate import calibrate_no_match
 from .config import ExportConfig
@@ -153,6 +154,8 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     out = Path(cfg.out)
     if out.exists() and not cfg.force:
         raise ExportError(f"{out}: already exists (pass --force to replace it)")
+    if cfg.sign_key is not None:
+        check_private_key(cfg.sign_key)  # a wrong key fails now, not after the training
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad)
@@ -392,6 +395,8 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                                   "skipped": list(catalog.skipped)}},
         )
         atomic_write_text(stage / MANIFEST_NAME, manifest.to_json())
+        if cfg.sign_key is not None:  # signed inside the stage: the published bundle is signed from its first moment
+            sign_bundle(stage, cfg.sign_key)
         Bundle.open(stage, verify=True)  # the runtime's own reader accepts what we wrote
     return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped,
                          seconds=time.perf_counter() - t_start)

@@ -26,6 +26,13 @@ TINY_STUDENT = ["--student", "mobilenetv3_small_050", "--epochs", "2", "--views-
                 "--gate", "int8_top1_agreement=0.5"]
 
 
+@pytest.fixture(autouse=True)
+def _no_trusted_key_from_the_developer(tmp_path_factory, monkeypatch):
+    """A developer's own trusted key (env or ~/.config) must not change results."""
+    monkeypatch.delenv("EDGE_SEARCH_TRUSTED_KEY", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+
+
 def run_cli(*args: str, check: bool = True, timeout: int = 600, env: dict | None = None,
             python: str | None = None) -> subprocess.CompletedProcess:
     """Run `edge-search` as a user would: a fresh process, real arguments."""

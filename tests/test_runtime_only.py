@@ -29,3 +29,23 @@ def test_search_runs_without_export_dependencies(tiny_bundle, sample_catalog):
     proc = run_cli("export", "--catalog", sample_catalog, "--out", tiny_bundle.parent / "x", python=RUNTIME_PY,
                    check=False)
     assert proc.returncode == 2 and "pip install 'edge-search[export]'" in proc.stderr
+
+
+@pytest.mark.export
+@pytest.mark.skipif(not RUNTIME_PY, reason="set EDGE_SEARCH_RUNTIME_PYTHON to a runtime-only venv's python "
+                                           "(tests/run.sh does)")
+def test_a_device_signs_verifies_and_installs_without_export_dependencies(tiny_bundle, sample_catalog, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    run_cli("keygen", "--out", tmp_path / "keys", python=RUNTIME_PY)
+    pub = tmp_path / "keys" / "edge-search.pub.pem"
+    run_cli("sign", bundle, "--key", tmp_path / "keys" / "edge-search.key.pem", python=RUNTIME_PY)
+    run_cli("verify", bundle, "--trusted-key", pub, python=RUNTIME_PY)
+    run_cli("pack", bundle, "--out", tmp_path / "b.tar.gz", python=RUNTIME_PY)
+    run_cli("install", tmp_path / "b.tar.gz", "--into", tmp_path / "kiosk", "--trusted-key", pub, python=RUNTIME_PY)
+    img = sample_catalog.parent / "images" / "honey.jpg"
+    proc = run_cli("search", "--bundle", tmp_path / "kiosk" / "current", "--trusted-key", pub, "--json", img,
+                   python=RUNTIME_PY)
+    assert json.loads(proc.stdout)["results"][0]["id"] == "honey"

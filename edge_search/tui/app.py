@@ -33,9 +33,10 @@ from ..errors import EdgeSearchError
 from ..filters import Filter, split_query
 from ..frames import FrameSource, SourceStatus
 from ..gate import GateConfig
-from ..kiosk import MAX_K, BundleInfo, FrameSaver, FrameSeen, KioskSearcher, Lookup, Pipeline, run_kiosk
-from .messages import (Fault, Finished, FrameReady, LookupReady, SearcherFailed, SearcherReady, SourceChanged,
-                       WordsFailed, WordsReady)
+from ..kiosk import (MAX_K, BundleInfo, BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSaver, FrameSeen,
+                     KioskSearcher, Lookup, Pipeline, run_kiosk)
+from .messages import (BundleChanged, Fault, Finished, FrameReady, LookupReady, SearcherFailed, SearcherReady,
+                       SourceChanged, WordsFailed, WordsReady)
 from .render import status_text
 from .thumbs import ThumbCache
 from .widgets import DetailsScreen, Preview, ResultRow, Results
@@ -91,7 +92,7 @@ class KioskApp(App[None]):
                  loader: Callable[[], KioskSearcher] | None = None, info: BundleInfo | None = None,
                  k: int = 5, min_score: float | None = None, gate: GateConfig | None = None,
                  saver: FrameSaver | None = None, max_frames: int | None = None, preview_fps: float = 12.0,
-                 filter: Filter | None = None):
+                 filter: Filter | None = None, watcher: BundleWatcher | None = None):
         super().__init__()
         if (searcher is None) == (loader is None):
             raise ValueError("give exactly one of searcher (ready) or loader (opened in a worker)")
@@ -115,6 +116,8 @@ class KioskApp(App[None]):
         self.words: str | None = None  # the typed query whose results are on screen
         self.words_image: np.ndarray | None = None  # the frozen photo fused with them, if any
         self.words_epoch = 0  # bumped by every words search, reset and unfreeze: older answers are dropped
+        self.watcher = watcher  # a new active bundle is swapped in between frames
+        self.bundle_warning: str | None = None  # a new bundle failed to load; the old one is in use
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -170,8 +173,8 @@ class KioskApp(App[None]):
             # --max-frames counts every frame taken, by this worker and the ones before it
             left = None if self.max_frames is None else max(0, self.max_frames - self.frames_taken)
             try:
-                for event in run_kiosk(self.source, pipeline, max_frames=left,
-                                       stop=lambda: worker.is_cancelled, stop_at_end=False, saver=self.saver):
+                for event in run_kiosk(self.source, pipeline, max_frames=left, stop=lambda: worker.is_cancelled,
+                                       stop_at_end=False, saver=self.saver, watcher=self.watcher):
                     if isinstance(event, FrameSeen):
                         self.frames_taken += 1  # written by the one running frame worker only
                         searched = event.verdict is not None and event.verdict.search
@@ -183,6 +186,11 @@ class KioskApp(App[None]):
                     elif isinstance(event, Lookup):
                         self.post_message(LookupReady(event, [thumbs.get(h.product.thumbnail)
                                                               for h in event.result.hits]))
+                    elif isinstance(event, BundleSwapped):
+                        thumbs = ThumbCache(event.path)  # the new bundle's thumbnails from the next lookup on
+                        self.post_message(BundleChanged(event.text, ok=True, info=event.info))
+                    elif isinstance(event, BundleSwapFailed):
+                        self.post_message(BundleChanged(event.text, ok=False))
                     else:
                         self.post_message(SourceChanged(event))
             except Exception as e:  # a bad frame or a failing model must not stop the kiosk
@@ -333,6 +341,17 @@ class KioskApp(App[None]):
         self.source_status = message.status
         self._update_banner()
 
+    def on_bundle_changed(self, message: BundleChanged) -> None:
+        if message.ok:
+            self.info, self.bundle_warning = message.info, None
+            if self.pipeline is not None:
+                self.searcher = self.pipeline.searcher
+                self.thumbs = ThumbCache(getattr(self.searcher, "root", None))
+        else:
+            self.bundle_warning = message.text
+        self._update_banner()
+        self._update_status()
+
     def on_fault(self, message: Fault) -> None:
         self.fault = message.message
         self._update_banner()
@@ -456,6 +475,8 @@ class KioskApp(App[None]):
             text = _sentence(status.message) + " — press r to try again."
         elif self.fault is not None:
             text = f"Something went wrong while searching ({self.fault}); still running."
+        elif self.bundle_warning is not None:
+            text = _sentence(self.bundle_warning) + "."
         banner = self.query_one("#banner", Static)
         banner.update(Text(text or ""))
         banner.set_class(text is not None, "shown")
@@ -478,7 +499,8 @@ def build_app(*, source: FrameSource, searcher: KioskSearcher | None = None,
               loader: Callable[[], KioskSearcher] | None = None, info: BundleInfo | None = None,
               k: int = 5, min_score: float | None = None, gate: GateConfig | None = None,
               saver: FrameSaver | None = None, max_frames: int | None = None,
-              preview_fps: float = 12.0, filter: Filter | None = None) -> KioskApp:
+              preview_fps: float = 12.0, filter: Filter | None = None,
+              watcher: BundleWatcher | None = None) -> KioskApp:
     """The one way to make the kiosk app, for the CLI and for tests.
 
     Give a ready `searcher` (tests, fakes) or a `loader` that opens the
@@ -486,4 +508,5 @@ def build_app(*, source: FrameSource, searcher: KioskSearcher | None = None,
     screen instead of ending the program.
     """
     return KioskApp(source=source, searcher=searcher, loader=loader, info=info, k=k, min_score=min_score,
-                    gate=gate, saver=saver, max_frames=max_frames, preview_fps=preview_fps, filter=filter)
+                    gate=gate, saver=saver, max_frames=max_frames, preview_fps=preview_fps, filter=filter,
+                    watcher=watcher)

@@ -75,3 +75,11 @@ class WordsFailed(Message):
     def __init__(self, message: str):
         super().__init__()
         self.message = message
+
+
+class BundleChanged(Message):
+    """The frame loop switched to a new bundle (`ok`), or a new one failed to load and the old one stays."""
+
+    def __init__(self, text: str, ok: bool, info: BundleInfo | None = None):
+        super().__init__()
+        self.text, self.ok, self.info = text, ok, info

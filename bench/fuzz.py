@@ -1,0 +1,52 @@
+"""A longer run of the fuzzing suite (tests/test_fuzz.py), reporting how many cases ran.
+
+    .venv/bin/python bench/fuzz.py --examples 300 --out bench-out/fuzz.json
+
+Runs the same properties as the test suite with `--examples` hypothesis
+examples each (the tests default to 40), in a fresh pytest process, and
+writes {cases per family, total, passed, seconds} as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=300, help="hypothesis examples per property")
+    ap.add_argument("--out", default="bench-out/fuzz.json")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = Path(tmp) / "counts.json"
+        env = {**os.environ, "EDGE_SEARCH_FUZZ_EXAMPLES": str(args.examples), "EDGE_SEARCH_FUZZ_COUNTS": str(counts)}
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               str(REPO / "tests" / "test_fuzz.py")], cwd=REPO, env=env,
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        report = json.loads(counts.read_text()) if counts.exists() else {"cases": {}, "total": 0}
+    summary = [line for line in proc.stdout.splitlines() if " passed" in line or " failed" in line]
+    report.update(examples_per_property=args.examples, passed=proc.returncode == 0,
+                  pytest=summary[-1] if summary else proc.stdout[-500:], seconds=round(seconds, 1),
+                  command=f"python bench/fuzz.py --examples {args.examples}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:], file=sys.stderr)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
