@@ -61,3 +61,58 @@ def test_count_mismatch_and_garbage_are_bundle_errors(tmp_path):
     (tmp_path / "bad.usearch").write_bytes(b"not an index at all" * 10)
     with pytest.raises(BundleError, match="bad.usearch"):
         VectorIndex.open(tmp_path / "bad.usearch", info)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "i8"])
+def test_index_file_layout_check_accepts_what_we_write(tmp_path, dtype):
+    from edge_search.index import check_index_file
+
+    for n in (1, 40, 600):
+        path = tmp_path / f"{n}.usearch"
+        VectorIndex.build(np.random.default_rng(n).normal(size=(n, 24)).astype(np.float32), dtype=dtype,
+                          exact=False).save(path)
+        assert check_index_file(path, n, dtype) is None
+
+
+def test_corrupt_graph_is_a_bundle_error_not_a_crash(tmp_path):
+    """usearch follows a neighbour slot past the graph into unmapped memory (a segfault,
+    seen in the fuzz suite); the layout check refuses such files before usearch reads them."""
+    import struct
+
+    from edge_search.index import check_index_file
+
+    n, dim = 30, 16
+    path = tmp_path / "ok.usearch"
+    VectorIndex.build(np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32), dtype="f32",
+                      exact=False).save(path)
+    good = path.read_bytes()
+    h = 8 + n * dim * 4  # the vectors block, then usearch's 64-byte header, the graph header, the level table
+    _, _conn, conn0, _, _ = struct.unpack_from("<5Q", good, h + 64)
+    first_node = h + 64 + 40 + 2 * n
+    level0 = first_node + 10  # key u64, level i16, then the neighbour count and slots
+
+    def corrupt(at: int, value: bytes) -> Path:
+        bad = bytearray(good)
+        bad[at:at + len(value)] = value
+        out = tmp_path / f"bad-{at}.usearch"
+        out.write_bytes(bytes(bad))
+        return out
+
+    cases = {
+        "outside the graph": corrupt(level0 + 4, struct.pack("<I", 10_000)),
+        "more neighbours": corrupt(level0, struct.pack("<I", conn0 + 1)),
+        "disagrees with the level table": corrupt(first_node + 8, struct.pack("<h", 3)),
+        "graph header": corrupt(h + 64, struct.pack("<Q", n + 1)),
+        "header says": corrupt(h + 17, struct.pack("<Q", n - 1)),
+        "kinds": corrupt(h + 14, bytes([12])),  # the header claims f16 components
+    }
+    for expected, bad in cases.items():
+        problem = check_index_file(bad, n, "f32")
+        assert problem and expected in problem, (expected, problem)
+        with pytest.raises(BundleError, match="corrupt index"):
+            VectorIndex.open(bad, IndexInfo(file=bad.name, dtype="f32", metric="cos", count=n, exact=False))
+    truncated = tmp_path / "cut.usearch"
+    truncated.write_bytes(good[:-7])
+    assert "do not fill" in check_index_file(truncated, n, "f32")
+    assert "manifest says 31" in check_index_file(path, n + 1, "f32")  # not the manifest's count
+    assert "dimensions" in check_index_file(path, n, "f16")  # an f32 file where the manifest says f16
