@@ -117,8 +117,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"            onnx vs torch: min cosine {fid['onnx_vs_torch']['min_cosine']:.6f}")
     if "catalog_encoder" in fid:
         ce = fid["catalog_encoder"]
-        figures = ", ".join(f"{k} {v['augmented_query_top1']:.3f}" for k, v in ce.items() if isinstance(v, dict))
-        print(f"            augmented-photo top-1 by catalog encoder: {figures}")
+        measure = ce.get("decided_by", "augmented_query_top1")
+        figures = ", ".join(f"{k} {v[measure]:.3f}" for k, v in ce.items() if isinstance(v, dict))
+        on = "held-out photo" if measure == "held_out_photo_top1" else "augmented-photo"
+        print(f"            {on} top-1 by catalog encoder: {figures} (chose {ce.get('chosen')})")
     if "index" in fid:
         print(f"            index vs exact f32: " + ", ".join(
             f"{c['label']} {c['top1_agreement_vs_exact_f32']:.4f}" for c in fid["index"]["candidates"]))

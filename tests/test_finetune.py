@@ -206,10 +206,16 @@ def test_student_distills_on_the_labeled_photos_with_their_products(tmp_path, sa
             "--finetune-labeled", labeled, "--finetune-epochs", "1", "--finetune-batch", "16",
             "--student", "mobilenetv3_small_050", "--epochs", "1", "--views-per-image", "2",
             "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_self_top1=0", "--quiet")
-    s = read_manifest(out)["student"]
+    m = read_manifest(out)
+    s = m["student"]
     # no --distill-images: the 216 labeled photos not held back are the distill photos, and they are labeled
     assert s["distill_images"] == 216, s
     assert "product cross-entropy" in s["distillation"]["loss"], s["distillation"]
+    # who embeds the catalog is decided on the 24 held-out store photos, not on augmented studio shots
+    ce = m["fidelity"]["catalog_encoder"]
+    assert ce["decided_by"] == "held_out_photo_top1" and ce["held_out_photos"] == 24, ce
+    best = max(("student", "teacher"), key=lambda n: (ce[n]["held_out_photo_top1"], n == "teacher"))
+    assert ce["chosen"] == best == m["index"]["catalog_encoder"]
     off = tmp_path / "off"
     run_cli("export", "--catalog", sample_catalog, "--out", off, "--teacher", TINY_TEACHER, "--pretrained", "random",
             "--finetune-labeled", labeled, "--finetune-epochs", "1", "--finetune-batch", "16",
