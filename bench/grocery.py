@@ -201,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                     help="override an export gate (the CI miniature's barely trained models need it)")
     ap.add_argument("--no-text", action="store_true", help="export without the text tower (no word rows)")
-    ap.add_argument("--fresh", action="store_true", help="ignore the cache in --out (after changing the code)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="export again, ignoring the cached bundle (after changing the code); a trained teacher "
+                         "with the same settings is still reused")
+    ap.add_argument("--retrain", action="store_true", help="with --fresh: train the teacher again too")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     export_seconds, exported, reuse_teacher = None, False, False
     if args.fresh or not _cached(out, "export", export_settings, [bundle / "manifest.json", models / "teacher.pt",
                                                                   models / "student.fp32.onnx"]):
-        reuse_teacher = not args.fresh and _cached(out, "teacher", teacher_settings, [teacher_pt])
+        reuse_teacher = not args.retrain and _cached(out, "teacher", teacher_settings, [teacher_pt])
         if reuse_teacher:
             cfg = replace(cfg, pretrained=str(teacher_pt), finetune=replace(cfg.finetune, epochs=0))
         summary = run_export(cfg, progress=progress)
