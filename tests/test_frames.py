@@ -134,7 +134,8 @@ def test_lost_camera_is_reported_and_reconnected():
         assert lost.retry_s == 0.2
         assert "retrying every 0.2 s" in lost.text
         assert wait_state(src, "live", timeout=5).state == "live"
-        assert len(opened) == 3 and opened[2] - opened[1] >= 0.15  # waited between tries
+        # waited between tries (a loaded machine may already have cycled once more: >= 3)
+        assert len(opened) >= 3 and opened[2] - opened[1] >= 0.15
         assert drain(src, 2), "frames flow again after the reconnect"
     finally:
         src.stop()
