@@ -118,7 +118,7 @@ class NoMatchRule:
 
 
 # photo + words: weight of the photo. Chosen on the grocery benchmark's "photo + category word" sweep (README).
-DEFAULT_FUSION_ALPHA = 0.8
+DEFAULT_FUSION_ALPHA = 0.9
 
 
 @dataclass(frozen=True)

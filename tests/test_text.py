@@ -48,7 +48,7 @@ def test_manifest_text_section(text_bundle):
     t = m["text"]
     assert t["file"] == "text.onnx" and t["tokenizer"] == "tokenizer.json" and t["index"] == "text_index.usearch"
     assert t["precision"] == "int8" and t["context_length"] == 16 and t["input"] == "tokens"
-    assert 0 <= t["product_text_weight"] <= 1 and t["fusion_alpha"] == 0.8
+    assert 0 <= t["product_text_weight"] <= 1 and t["fusion_alpha"] == 0.9
     for f in ("text.onnx", "tokenizer.json", "text_index.usearch"):
         assert f in m["files"] and (text_bundle / f).is_file()
     assert not list(text_bundle.glob(".*fp32*"))  # the fp32 tower is not shipped
