@@ -30,7 +30,8 @@ class DemoReport:
 
     @property
     def top1(self) -> float:
-        hits = [r.hits and r.hits[0].id == want for _, want, r in self.queries]
+        """Share of queries answered with the right product ("no match" counts as a miss)."""
+        hits = [bool(r.hits) and r.hits[0].id == want for _, want, r in self.queries]
         return sum(hits) / max(1, len(hits))
 
 
