@@ -325,12 +325,17 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
                 shutil.rmtree(stage, ignore_errors=True)
                 return InstallReport(name=name, path=dest, previous=_target(into / PREVIOUS), self_test=tested,
                                      seconds=time.perf_counter() - t0, already_current=True)
-            fsync_tree(stage)
-            publish_modes(stage)
-            if dest.exists():  # the same bundle installed before (or by a killed install): replace it whole
-                shutil.rmtree(dest)
-            os.rename(stage, dest)
-            fsync_dir(dest.parent)
+            if dest.exists() and not _whole(dest):  # damaged on disk: moved aside, never deleted in place
+                os.rename(dest, dest.parent / f".{dest.name}.old")
+            if dest.exists():
+                # the same bundle, installed before and whole: it may be what `previous` points to, so it
+                # is kept as it is (deleting it in place, a kill left `previous` on a half bundle)
+                shutil.rmtree(stage, ignore_errors=True)
+            else:
+                fsync_tree(stage)
+                publish_modes(stage)
+                os.rename(stage, dest)
+                fsync_dir(dest.parent)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -341,6 +346,14 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
         _prune(into)
         return InstallReport(name=name, path=dest, previous=old, self_test=tested,
                              seconds=time.perf_counter() - t0)
+
+
+def _whole(bundle_dir: Path) -> bool:
+    try:
+        Bundle.open(bundle_dir, verify=True)
+        return True
+    except EdgeSearchError:
+        return False
 
 
 def _prune(into: Path) -> None:

@@ -191,3 +191,23 @@ def test_unsafe_or_malformed_archives_are_refused_before_anything_is_written(tin
     assert state(into) == before
     assert not outside.exists() and not list(into.glob(".staging-*"))
     assert len(list((into / "bundles").iterdir())) == 1
+
+
+def test_reinstalling_the_previous_bundle_keeps_its_folder_and_mends_a_damaged_one(tiny_bundle, packed, tmp_path):
+    """Installing again the bundle `previous` points to must not delete it in place first:
+    a kill in the middle left `previous` on a half bundle (seen in the kill loop)."""
+    into = tmp_path / "kiosk"
+    run_cli("install", packed / "b.tar", "--into", into)
+    first = into / state(into)["current"]
+    inode = first.stat().st_ino
+    run_cli("install", rename_bundle(tiny_bundle, tmp_path / "other", "other"), "--into", into)
+    assert (into / state(into)["previous"]).resolve() == first.resolve()
+    run_cli("install", packed / "b.tar", "--into", into)  # back to the first: it is kept, not rewritten
+    assert (into / state(into)["current"]).resolve() == first.resolve() and first.stat().st_ino == inode
+    run_cli("inspect", into / "current")  # verifies every checksum
+    # a damaged copy under the same name is not reused: it is moved aside and replaced whole
+    run_cli("install", tmp_path / "other", "--into", into)
+    (first / "thumbs" / "00000.jpg").write_bytes(b"damaged")
+    run_cli("install", packed / "b.tar", "--into", into)
+    run_cli("inspect", into / "current")  # verifies every checksum
+    assert first.stat().st_ino != inode and not list((into / "bundles").glob(".*"))

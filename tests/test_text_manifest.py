@@ -9,7 +9,8 @@ import re
 import pytest
 
 from edge_search.errors import BundleError
-from edge_search.manifest import IndexInfo, Manifest, ModelInfo, PreprocessCfg, TextInfo, parse_manifest
+from edge_search.manifest import (DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, ModelInfo, PreprocessCfg, TextInfo,
+                                  parse_manifest)
 
 TEXT = TextInfo(file="text.onnx", input="tokens", output="embedding", precision="int8", opset=17, context_length=77,
                 tokenizer="tokenizer.json", index="text_index.usearch", product_text_weight=0.3, trim_padding=True)
@@ -26,7 +27,7 @@ def _manifest(text: TextInfo | None) -> dict:
 
 def test_text_section_round_trips_and_is_optional():
     assert parse_manifest(_manifest(TEXT), "m").text == TEXT
-    assert _manifest(TEXT)["text"]["fusion_alpha"] == 0.8
+    assert _manifest(TEXT)["text"]["fusion_alpha"] == DEFAULT_FUSION_ALPHA
     assert "text" not in _manifest(None) and parse_manifest(_manifest(None), "m").text is None
 
 
