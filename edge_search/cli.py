@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text", default=None, metavar="WORDS",
                    help="search by words; with IMAGE, steer the photo by the words (needs a --with-text bundle)")
     s.add_argument("--alpha", type=float, default=None,
-                   help="photo + words: weight of the photo, 0..1 (default: the bundle's, 0.8)")
+                   help="photo + words: weight of the photo, 0..1 (default: the bundle's, 0.9 when exported now)")
     s.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help="keep products where EXPR holds: category=Fruit, price<2.5 (=, !=, <, <=, >, >=; repeatable)")
     s.add_argument("-k", type=int, default=5, help="products to return (default 5)")
