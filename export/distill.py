@@ -95,8 +95,8 @@ def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float, *,
     loss = (1.0 - (s * t).sum(-1)).mean()
     if relational_weight > 0:
         loss = loss + relational_weight * ((s @ s.T - t @ t.T) ** 2).mean()
-    if label_weight > 0 and prototypes is not None and y is not None and bool((y >= 0).any()):
-        known = y >= 0
+    known = y >= 0 if label_weight > 0 and prototypes is not None and y is not None else None
+    if known is not None and bool(known.any()):
         loss = loss + label_weight * torch.nn.functional.cross_entropy(scale * s[known] @ prototypes.T, y[known])
     return loss
 

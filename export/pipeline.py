@@ -206,9 +206,8 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         # held-out photos stay unseen by the student too: they are the calibration set
         unseen = {p.resolve() for p in held.paths} if held else set()
         product_of = {p.resolve(): int(pos) for p, pos in zip(labeled.paths, labeled.products)} if labeled else {}
-        extra_paths = list(dict.fromkeys(p.resolve() for p in _distill_paths(cfg.distill_images)))
         # labeled photos are distilled on too, whether or not a --distill-images folder holds them
-        extra_paths += [p for p in product_of if p not in set(extra_paths)]
+        extra_paths = list(dict.fromkeys([*(p.resolve() for p in _distill_paths(cfg.distill_images)), *product_of]))
         extra: list[np.ndarray] = []
         extra_labels: list[int] = []
         for p in tqdm([p for p in extra_paths if p not in unseen], desc="reading distill images", unit="img",
