@@ -25,6 +25,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
@@ -263,8 +264,17 @@ class KioskApp(App[None]):
         await self._panel(text, "fatal")
         self._update_banner()
 
+    def _torn_down(self) -> bool:
+        """True once the screen's widgets are gone: the capture and search threads
+        post messages that can still arrive while the app quits."""
+        try:
+            self.query_one(Preview)
+        except NoMatches:
+            return True
+        return False
+
     def on_frame_ready(self, message: FrameReady) -> None:
-        if self.frozen:
+        if self.frozen or self._torn_down():
             return
         self.fps = message.fps
         self.query_one(Preview).show(message.image)
@@ -278,7 +288,7 @@ class KioskApp(App[None]):
         lookup = message.lookup
         if self.pipeline is None or lookup.epoch != self.pipeline.epoch:
             return  # stale: k changed or the view was reset while it ran
-        if self.frozen and not message.refresh:
+        if (self.frozen and not message.refresh) or self._torn_down():
             return
         self.shown = lookup
         if self.fault is not None:  # searching works again: the last fault is history
