@@ -15,7 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
+from .display import printable
 from .errors import EdgeSearchError
+from .files import check_writable_folder
 
 PROG = "edge-search"
 
@@ -153,7 +155,24 @@ def _parse_gates(items: list[str]) -> dict[str, float]:
     return out
 
 
+# what `pip install 'edge-search[export]'` adds (pyproject.toml), by import name
+EXPORT_MODULES = ("torch", "torchvision", "open_clip", "timm", "onnx", "tqdm", "PIL")
+
+
+def _need_export_extra(command: str) -> None:
+    """One line, before anything runs, when the [export] extra is missing (never a ModuleNotFoundError)."""
+    import importlib.util
+
+    missing = [m for m in EXPORT_MODULES if importlib.util.find_spec(m) is None]
+    if importlib.util.find_spec("edge_search_export") is None:
+        missing.append("edge_search_export")
+    if missing:
+        raise EdgeSearchError(f"{command} needs the [export] extra ({', '.join(missing)} not installed): "
+                              "pip install 'edge-search[export]'")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    _need_export_extra("export")
     try:
         from edge_search_export.config import ExportConfig
         from edge_search_export.pipeline import run_export
@@ -189,6 +208,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    _need_export_extra("demo")
     try:
         from .demo import run_demo
         import edge_search_export  # noqa: F401
@@ -272,6 +292,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, read_queries
     from .search import Searcher
 
+    if args.report:  # a report folder that cannot be written fails now, not after every query has run
+        check_writable_folder(args.report, "--report")
     queries = read_queries(args.queries)
     searcher = Searcher.from_bundle(args.bundle, trusted_key=_trusted(args))
     report = evaluate(searcher, queries)
@@ -536,6 +558,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        # the file system's own failures (a full disk, a folder we may not write, a symlink loop) that no
+        # core function mapped: still one line naming the path, never a traceback
+        where = e.filename if e.filename is not None else "edge-search"
+        print(f"{PROG}: error: {printable(where)}: {printable(e.strerror or e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from .evaluate import EvalReport
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text, ensure_folder
 
 W, H, PAD = 640, 400, 60
 INK, GRID, BAR = (40, 40, 40), (220, 220, 220), (180, 110, 40)
@@ -67,8 +67,7 @@ def bars(title: str, labels: list[str], values: list[float], path: Path, fmt: st
 
 
 def write_report(report: EvalReport, out: Path, title: str) -> list[Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out, "--report")
     recall_curve(report, out / "recall_at_k.png")
     lat = report.latency_ms
     bars("latency (ms)", ["embed p50", "embed p95", "search p50", "search p95"],

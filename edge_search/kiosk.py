@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ import numpy as np
 
 from .enhance import DEFAULT_RETRIES, ENHANCEMENTS, ORIGINAL
 from .errors import EdgeSearchError
+from .files import atomic_write_bytes, ensure_folder
 from .filters import Filter
 from .frames import Frame, FrameSource, SourceError, SourceStatus, wait_until_open
 from .gate import Gate, GateConfig, Verdict
@@ -226,27 +226,14 @@ class FrameSaver:
     """`--save-frames DIR`: the searched frames as JPEG files, written whole or not at all."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise EdgeSearchError(f"--save-frames {folder}: cannot create folder ({e.strerror or e})") from None
+        self.folder = ensure_folder(folder, "--save-frames")
         self.count = 0
 
     def save(self, lookup: Lookup) -> Path:
         self.count += 1
         path = self.folder / f"{self.count:06d}-frame{lookup.frame.index:06d}.jpg"
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".part")
-            with os.fdopen(fd, "wb") as f:
-                f.write(encode_jpeg(lookup.frame.image, quality=90))
-            os.replace(tmp, path)
-        except OSError as e:  # disk full, folder removed: say so in one line
-            raise EdgeSearchError(f"--save-frames: cannot write {path} ({e.strerror or e})") from None
-        finally:
-            if tmp is not None and Path(tmp).exists():
-                Path(tmp).unlink()
+        # a FIFO, device or link already at that name is refused, never replaced (files.check_output)
+        atomic_write_bytes(path, encode_jpeg(lookup.frame.image, quality=90))
         return path
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import BundleError
+from .files import MAX_MANIFEST_BYTES, read_regular
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -332,14 +334,15 @@ def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
 def read_manifest_bytes(bundle_dir: Path) -> bytes:
     """The raw bytes of a bundle's manifest.json (what a signature covers)."""
     path = Path(bundle_dir) / MANIFEST_NAME
-    if not Path(bundle_dir).is_dir():
-        raise BundleError(f"{bundle_dir}: not a bundle directory")
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing (is {bundle_dir} a bundle?)") from None
-    except OSError as e:
-        raise BundleError(f"{path}: cannot read ({e.strerror or e})") from None
+        is_dir = Path(bundle_dir).is_dir()
+    except OSError as e:  # a folder we may not look into
+        raise BundleError(f"{bundle_dir}: cannot open the bundle ({e.strerror or e})") from None
+    if not is_dir:
+        raise BundleError(f"{bundle_dir}: not a bundle directory")
+    if not os.path.lexists(path):
+        raise BundleError(f"{path}: missing (is {bundle_dir} a bundle?)")
+    return read_regular(path, limit=MAX_MANIFEST_BYTES, what="manifest", error=BundleError)
 
 
 def manifest_from_bytes(data: bytes, where: str) -> Manifest:
