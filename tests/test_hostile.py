@@ -123,3 +123,123 @@ def test_pack_and_export_refuse_special_out_paths(capsys, tiny_bundle, tmp_path)
     unchanged(tmp_path, paths)
     code, out, _ = run_main(capsys, "pack", tiny_bundle, "--out", tmp_path / "ok.tar")
     assert code == 0 and (tmp_path / "ok.tar").is_file()
+
+
+# --- 2. work before trust ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def signed_pack(tiny_bundle, tmp_path_factory):
+    """A bundle signed by key 'a', packed; key 'b' is another (untrusted) key."""
+    from edge_search.shipping import pack
+    from edge_search.signing import keygen, sign_bundle
+
+    d = tmp_path_factory.mktemp("signedpack")
+    keygen(d, "a")
+    keygen(d, "b")
+    shutil.copytree(tiny_bundle, d / "bundle")
+    sign_bundle(d / "bundle", d / "a.key.pem")
+    pack(d / "bundle", d / "signed.tar")
+    return d
+
+
+def _members(path):
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return [m.name for m in tar]
+
+
+def _raw_header(name, kind, size):
+    """One ustar header block claiming `size` bytes of body (the body itself is not there)."""
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, size
+    return info.tobuf(format=tarfile.GNU_FORMAT)  # GNU: base-256 sizes past 8 GiB
+
+
+@pytest.mark.export
+def test_pack_puts_manifest_and_signature_first(signed_pack):
+    names = _members(signed_pack / "signed.tar")
+    assert names[:2] == ["manifest.json", "manifest.sig"] and len(names) > 2
+
+
+@pytest.mark.export
+def test_untrusted_archive_is_refused_from_its_first_two_members(signed_pack, tmp_path):
+    """An archive signed by another key, followed by garbage: refused by the signature, so nothing after
+    the first two members was read (reading on would fail as 'malformed') and no file was written."""
+    from edge_search.errors import InstallError
+    from edge_search.shipping import install
+
+    data = (signed_pack / "signed.tar").read_bytes()
+    names = _members(signed_pack / "signed.tar")
+    import tarfile
+
+    with tarfile.open(signed_pack / "signed.tar") as tar:
+        third = tar.getmember(names[2]).offset
+    evil = tmp_path / "evil.tar"
+    evil.write_bytes(data[:third] + _raw_header("model.onnx", b"0", 1 << 40) + b"\xff" * 4096)
+    into = tmp_path / "k"
+    with pytest.raises(InstallError, match="signature does not match"):
+        install(evil, into, trusted_key=signed_pack / "b.pub.pem")
+    assert not list(into.glob(".staging-*")) and not list((into / "bundles").iterdir())
+    # the trusted key accepts the same prefix and only then finds the bad member
+    with pytest.raises(InstallError, match="model.onnx"):
+        install(evil, into, trusted_key=signed_pack / "a.pub.pem")
+    install(signed_pack / "signed.tar", into, trusted_key=signed_pack / "a.pub.pem")
+    assert (into / "current" / "manifest.sig").is_file()
+
+
+@pytest.mark.export
+def test_with_a_key_an_archive_must_begin_with_manifest_and_signature(signed_pack, tmp_path):
+    import tarfile
+
+    from edge_search.errors import InstallError
+    from edge_search.shipping import install
+
+    reordered = tmp_path / "reordered.tar"
+    with tarfile.open(signed_pack / "signed.tar") as src, tarfile.open(reordered, "w") as dst:
+        members = list(src)
+        for m in members[2:] + members[:2]:
+            dst.addfile(m, src.extractfile(m))
+    with pytest.raises(InstallError, match="does not begin with manifest.json and manifest.sig"):
+        install(reordered, tmp_path / "k", trusted_key=signed_pack / "a.pub.pem")
+    install(reordered, tmp_path / "k")  # no key configured: an archive in any order still installs (older packs)
+
+
+@pytest.mark.parametrize("kind", [b"x", b"g", b"L", b"S"])
+def test_extended_headers_cannot_make_us_allocate(tmp_path, kind):
+    """A 512-byte PAX / GNU long-name header claiming 1 GiB, and a sparse member: refused from the header."""
+    import resource
+
+    from edge_search.errors import InstallError
+    from edge_search.shipping import install
+
+    evil = tmp_path / "evil.tar"
+    evil.write_bytes(_raw_header("././@PaxHeader", kind, 1 << 30) + b"a" * 1024 + b"\0" * 1024)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InstallError, match="refused: .*(1073741824 bytes|sparse)"):
+        install(evil, tmp_path / "k")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: never near 1 GiB
+
+
+@pytest.mark.export
+def test_declared_sizes_that_cannot_fit_are_refused_before_writing(tiny_bundle, tmp_path):
+    import io
+    import tarfile
+
+    from edge_search.errors import InstallError
+    from edge_search.shipping import install
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    m["files"]["model.onnx"]["bytes"] = 1 << 50  # a petabyte
+    evil = tmp_path / "huge.tar"
+    with tarfile.open(evil, "w") as tar:
+        data = json.dumps(m).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        for name in m["files"]:
+            tar.add(tiny_bundle / name, arcname=name)
+    with pytest.raises(InstallError, match=f"declares {(1 << 50) + 0}|declares [0-9]+ bytes, .* free"):
+        install(evil, tmp_path / "k")
+    assert not list((tmp_path / "k").glob(".staging-*"))
