@@ -30,14 +30,29 @@ def config_dir() -> Path:
 
 def resolve_trusted_key(flag: str | Path | None = None) -> Path | None:
     """The public key this device trusts: `--trusted-key`, else $EDGE_SEARCH_TRUSTED_KEY,
-    else $XDG_CONFIG_HOME/edge-search/trusted.pub.pem if it exists; None when none is configured."""
-    if flag:
+    else $XDG_CONFIG_HOME/edge-search/trusted.pub.pem if anything is there; None when none is configured.
+
+    Fails closed: a key that is configured but unusable (an empty flag or
+    variable, a dangling symlink or a folder at the default path, a config
+    folder we may not look into) is a TrustError, never "no key"."""
+    if flag is not None:
+        if not str(flag).strip():
+            raise TrustError("--trusted-key is empty: name the public key file (or leave the flag out)")
         return Path(flag)
     env = os.environ.get(TRUSTED_KEY_ENV)
-    if env:
+    if env is not None:
+        if not env.strip():
+            raise TrustError(f"${TRUSTED_KEY_ENV} is set but empty: name the public key file (or unset it)")
         return Path(env)
     default = config_dir() / TRUSTED_KEY_FILE
-    return default if default.exists() else None
+    try:
+        os.lstat(default)  # a dangling link or a loop counts as configured: reading it then fails, in one line
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise TrustError(f"{default}: cannot tell whether a trusted key is configured "
+                         f"({e.strerror or e}); refusing to go on without checking signatures") from None
+    return default
 
 
 def keygen(out_dir: str | Path, name: str = "edge-search") -> tuple[Path, Path]:

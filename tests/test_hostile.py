@@ -243,3 +243,52 @@ def test_declared_sizes_that_cannot_fit_are_refused_before_writing(tiny_bundle, 
     with pytest.raises(InstallError, match=f"declares {(1 << 50) + 0}|declares [0-9]+ bytes, .* free"):
         install(evil, tmp_path / "k")
     assert not list((tmp_path / "k").glob(".staging-*"))
+
+
+# --- 3. trust that fails open ------------------------------------------------------------------------
+def test_empty_key_settings_refuse(capsys, monkeypatch, tmp_path):
+    one_line(*run_main(capsys, "search", "--bundle", tmp_path, "x.jpg", "--trusted-key", "")[::2],
+             "--trusted-key is empty")
+    monkeypatch.setenv("EDGE_SEARCH_TRUSTED_KEY", " ")
+    one_line(*run_main(capsys, "install", tmp_path / "b.tar", "--into", tmp_path / "k")[::2],
+             "EDGE_SEARCH_TRUSTED_KEY is set but empty")
+    assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("default", ["dangling link", "folder", "loop"])
+def test_an_unusable_default_key_refuses_unsigned_bundles(capsys, monkeypatch, tmp_path, tiny_bundle, default):
+    from edge_search.signing import config_dir
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    key = config_dir() / "trusted.pub.pem"
+    key.parent.mkdir(parents=True)
+    if default == "dangling link":
+        key.symlink_to(tmp_path / "gone.pub.pem")
+    elif default == "folder":
+        key.mkdir()
+    else:
+        key.symlink_to(key)
+    img = tiny_bundle / json.loads((tiny_bundle / "products.jsonl").read_text().splitlines()[0])["thumbnail"]
+    one_line(*run_main(capsys, "search", "--bundle", tiny_bundle, img)[::2], "trusted.pub.pem")
+    one_line(*run_main(capsys, "install", tiny_bundle, "--into", tmp_path / "k")[::2], "trusted.pub.pem")
+    assert not (tmp_path / "k" / "current").exists()
+
+
+def test_a_config_folder_we_cannot_read_is_one_line(capsys, monkeypatch, tmp_path):
+    from edge_search import signing
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/tmp/" + "x" * 5000)  # lstat fails: ENAMETOOLONG
+    one_line(*run_main(capsys, "search", "--bundle", tmp_path, "x.jpg")[::2], "cannot tell whether a trusted key")
+    # tests run as root, who may read anything: EACCES is injected where the lookup meets the file system
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    real = os.lstat
+
+    def denied(path, *a, **kw):
+        if str(path).startswith(str(tmp_path / "edge-search")):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(signing.os, "lstat", denied)
+    err = one_line(*run_main(capsys, "search", "--bundle", tmp_path, "x.jpg")[::2], "Permission denied")
+    assert "refusing to go on" in err
