@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import CatalogError, ImageError
+from .files import MAX_TABLE_BYTES, open_regular_text
 from .images import load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -87,7 +88,8 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
 
 
 def _records_csv(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_regular_text(path, limit=MAX_TABLE_BYTES, what="catalog", error=CatalogError, newline="",
+                           encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise CatalogError(f"{path}: empty file, expected a header with id,image")
@@ -100,7 +102,7 @@ def _records_csv(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
 
 
 def _records_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
+    with open_regular_text(path, limit=MAX_TABLE_BYTES, what="catalog", error=CatalogError) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import io
 import os
 import shutil
 import stat
@@ -201,7 +202,7 @@ def open_regular(path: str | Path, *, limit: int, what: str = "file",
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise error(f"{p}: no such {what}") from None
+        raise error(f"{p}: no such file") from None
     except IsADirectoryError:
         raise error(f"{p}: is a folder, not a {what}") from None
     except ValueError:  # a NUL byte in the name (from a catalog cell, say)
@@ -221,6 +222,14 @@ def open_regular(path: str | Path, *, limit: int, what: str = "file",
         raise
     with f:
         yield f
+
+
+@contextlib.contextmanager
+def open_regular_text(path: str | Path, *, limit: int, what: str, error: type[EdgeSearchError] = FileError,
+                      encoding: str = "utf-8", newline: str | None = None) -> Iterator[IO[str]]:
+    """`open_regular` for text read line by line (catalogs, query lists)."""
+    with open_regular(path, limit=limit, what=what, error=error) as f:
+        yield io.TextIOWrapper(f, encoding=encoding, newline=newline)
 
 
 def read_regular(path: str | Path, *, limit: int, what: str = "file",

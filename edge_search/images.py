@@ -24,6 +24,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import ImageError  # noqa: E402
+from .files import MAX_IMAGE_BYTES, read_regular  # noqa: E402
 
 
 _stderr_lock = threading.Lock()
@@ -178,16 +179,8 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
 def load_image(path: str | Path) -> np.ndarray:
     """Read and decode an image file to RGB uint8."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{p}: is a directory, not an image") from None
-    except OSError as e:
-        raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
-    except ValueError:  # a NUL byte in the name (from a catalog cell, say)
-        raise ImageError(f"{str(p)!r}: not a usable file name") from None
+    # a regular file only, and no larger than any photo we accept: a FIFO or /dev/zero is refused, not read
+    data = read_regular(p, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
     return decode_image(data, str(p))
 
 

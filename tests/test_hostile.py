@@ -292,3 +292,72 @@ def test_a_config_folder_we_cannot_read_is_one_line(capsys, monkeypatch, tmp_pat
     monkeypatch.setattr(signing.os, "lstat", denied)
     err = one_line(*run_main(capsys, "search", "--bundle", tmp_path, "x.jpg")[::2], "Permission denied")
     assert "refusing to go on" in err
+
+
+# --- 5. special files ---------------------------------------------------------------------------------
+@pytest.fixture
+def no_hang():
+    """A read that blocks on a FIFO fails the test in 10 s instead of hanging the suite."""
+    import signal
+
+    def boom(*_):
+        raise TimeoutError("hung on a special file")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def special_inputs(tmp_path):
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    big = tmp_path / "big.jpg"
+    with open(big, "wb") as f:  # sparse: costs no disk
+        f.truncate(files.MAX_IMAGE_BYTES + 1)
+    return {"FIFO": fifo, "device file": zero, "byte limit": big}
+
+
+def test_images_catalogs_and_queries_are_read_only_from_regular_files(no_hang, tmp_path, capsys):
+    from edge_search.catalog import read_catalog
+    from edge_search.evaluate import read_queries
+    from edge_search.images import load_image
+
+    for fragment, p in special_inputs(tmp_path).items():
+        with pytest.raises(EdgeSearchError, match=fragment):
+            load_image(p)
+        if fragment == "byte limit":  # tables are read line by line: their cap is far larger
+            continue
+        for suffix in (".csv", ".jsonl"):
+            target = tmp_path / f"cat-{p.stem}{suffix}"
+            target.symlink_to(p)
+            with pytest.raises(EdgeSearchError, match=fragment):
+                read_catalog(target)
+        with pytest.raises(EdgeSearchError, match=fragment):
+            read_queries(p)
+
+
+def test_manifests_signatures_keys_and_install_sources_refuse_special_files(no_hang, tmp_path):
+    from edge_search.bundle import Bundle
+    from edge_search.errors import InstallError
+    from edge_search.shipping import install
+    from edge_search.signing import keygen, verify_signature
+
+    fifo, zero = list(special_inputs(tmp_path).values())[:2]
+    for fragment, p in (("FIFO", fifo), ("device file", zero)):
+        b = tmp_path / f"bundle-{p.stem}"
+        b.mkdir()
+        (b / "manifest.json").symlink_to(p)
+        with pytest.raises(EdgeSearchError, match=fragment):
+            Bundle.open(b)
+        with pytest.raises(InstallError, match=fragment):
+            install(p, tmp_path / "k")
+        with pytest.raises(EdgeSearchError, match=fragment):  # as a trusted key
+            verify_signature(b, b"{}", p)
+        (b / "manifest.sig").symlink_to(p)
+        keygen(tmp_path, f"k-{p.stem}")
+        with pytest.raises(EdgeSearchError, match=fragment):  # as a signature
+            verify_signature(b, b"{}", tmp_path / f"k-{p.stem}.pub.pem")
