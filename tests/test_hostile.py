@@ -361,3 +361,40 @@ def test_manifests_signatures_keys_and_install_sources_refuse_special_files(no_h
         keygen(tmp_path, f"k-{p.stem}")
         with pytest.raises(EdgeSearchError, match=fragment):  # as a signature
             verify_signature(b, b"{}", tmp_path / f"k-{p.stem}.pub.pem")
+
+
+# --- 4. unbounded work from a tiny file ------------------------------------------------------------------
+def _strip_png(w, h):
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.zeros((h, w), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("w, h", [(20_000, 1), (60_000, 1), (1, 20_000), (51, 1)])
+def test_long_strips_are_refused_before_decoding(w, h):
+    import resource
+    import time
+
+    from edge_search.images import decode_image
+
+    data = _strip_png(w, h)
+    assert len(data) < 1000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(EdgeSearchError, match=f"{w}x{h}, an aspect ratio over 50:1 .*before decoding"):
+        decode_image(data, "strip.png")
+    assert time.perf_counter() - t0 < 0.05
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+
+
+def test_every_resize_stays_under_the_pixel_limit():
+    from edge_search.images import MAX_PIXELS
+    from edge_search.manifest import PreprocessCfg
+    from edge_search.preprocess import preprocess
+
+    cfg = PreprocessCfg(size=(224, 224))
+    assert preprocess(np.zeros((10, 500, 3), np.uint8), cfg).shape == (3, 224, 224)  # 50:1 is fine
+    # an array handed over directly (a frame, not a file) is bounded at the resize itself
+    with pytest.raises(EdgeSearchError, match=f"would exceed the {MAX_PIXELS} pixel limit"):
+        preprocess(np.zeros((1, 300_000, 3), np.uint8), cfg)
