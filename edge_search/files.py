@@ -139,8 +139,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
-    with atomic_output(path, mode=mode, overwrite=overwrite) as f:
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True,
+                       error: type[EdgeSearchError] = FileError) -> None:
+    with atomic_output(path, mode=mode, overwrite=overwrite, error=error) as f:
         write_all(f, data)
 
 

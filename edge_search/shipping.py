@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -307,7 +308,15 @@ class InstallReport:
 @contextlib.contextmanager
 def _locked(into: Path) -> Iterator[None]:
     """One install or rollback at a time per DIR."""
-    with open(into / ".lock", "a+") as f:
+    lock = into / ".lock"
+    try:
+        # O_NOFOLLOW: a .lock that is a link is never followed (to a file of someone else's)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise InstallError(f"{lock}: cannot open the lock file ({e.strerror or e})") from None
+    with os.fdopen(fd, "r+b") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InstallError(f"{lock}: is not a regular file; move it away")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -316,9 +325,22 @@ def _locked(into: Path) -> Iterator[None]:
 
 
 def _target(link: Path) -> Path | None:
-    if not link.is_symlink():
+    """Where DIR/current (or previous) points; None when absent. Anything but a symlink made by
+    install (a real folder, a file) or a link that cannot be followed (a loop) is refused in one line."""
+    try:
+        st = os.lstat(link)
+    except FileNotFoundError:
         return None
-    return (link.parent / os.readlink(link)).resolve()
+    except OSError as e:
+        raise InstallError(f"{link}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISLNK(st.st_mode):
+        raise InstallError(f"{link}: is a real {'folder' if stat.S_ISDIR(st.st_mode) else 'file'}, not the link "
+                           "install makes; move it away and install again")
+    try:
+        return (link.parent / os.readlink(link)).resolve(strict=False)
+    except (OSError, RuntimeError) as e:  # a loop: RuntimeError before Python 3.13
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "a symlink loop"
+        raise InstallError(f"{link}: cannot follow the link ({reason}); move it away and install again") from None
 
 
 def _point(link: Path, target: Path) -> None:
@@ -374,6 +396,21 @@ def self_test(bundle_dir: Path, *, threads: int = 1):
     return searcher, f"'{product.id}' found at rank {rank} (score {result.hits[rank - 1].score:.3f})"
 
 
+def _os_errors_named(fn):
+    """A read-only or full disk, a folder we may not write: one InstallError naming the path."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            where = e.filename if e.filename is not None else kwargs.get("into", args[-1] if args else "")
+            raise InstallError(f"{where}: {e.strerror or type(e).__name__}") from None
+    return wrapper
+
+
+@_os_errors_named
 def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | None = None) -> InstallReport:
     """Unpack (or copy), verify, self-test, then switch DIR/current atomically."""
     t0 = time.perf_counter()
@@ -386,6 +423,8 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
         raise InstallError(f"{into}: cannot create ({e.strerror or e})") from None
     with _locked(into):
         _clean(into)
+        for link in (CURRENT, PREVIOUS):  # a folder or loop there is refused before any work, not after the switch
+            _target(into / link)
         stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=into))
         try:
             if src.is_dir():
@@ -452,6 +491,7 @@ def _prune(into: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+@_os_errors_named
 def rollback(into: str | Path, *, trusted_key: str | Path | None = None) -> tuple[Path, Path]:
     """Switch DIR/current back to DIR/previous (and previous to what was current)."""
     into = Path(into).absolute()

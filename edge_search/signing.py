@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from .errors import SignatureError, TrustError
-from .files import (MAX_KEY_BYTES, MAX_SIGNATURE_BYTES, atomic_output, atomic_write_bytes, check_output,
-                    ensure_folder, plain_name, read_regular, write_all)
+from .files import (MAX_KEY_BYTES, MAX_SIGNATURE_BYTES, atomic_write_bytes, check_output, ensure_folder, plain_name,
+                    read_regular)
 from .manifest import MANIFEST_NAME, read_manifest_bytes
 
 SIGNATURE_NAME = "manifest.sig"
@@ -76,11 +76,9 @@ def keygen(out_dir: str | Path, name: str = "edge-search") -> tuple[Path, Path]:
                             serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     # the private key's temp file is created owner-only (mkstemp), never briefly readable by others
-    with atomic_output(private, mode=0o600, overwrite=False, error=TrustError) as f:
-        write_all(f, pem)
+    atomic_write_bytes(private, pem, mode=0o600, overwrite=False, error=TrustError)
     try:
-        with atomic_output(public, mode=0o644, overwrite=False, error=TrustError) as f:
-            write_all(f, pub)
+        atomic_write_bytes(public, pub, mode=0o644, overwrite=False, error=TrustError)
     except BaseException:
         private.unlink()  # half a pair is no use, and would block the retry
         raise

@@ -398,3 +398,82 @@ def test_every_resize_stays_under_the_pixel_limit():
     # an array handed over directly (a frame, not a file) is bounded at the resize itself
     with pytest.raises(EdgeSearchError, match=f"would exceed the {MAX_PIXELS} pixel limit"):
         preprocess(np.zeros((1, 300_000, 3), np.uint8), cfg)
+
+
+# --- 7. tracebacks from the file system ---------------------------------------------------------------------
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every write through files.write_all fails as on a full disk (mount is not ours to use in tests)."""
+    def enospc(f, data):
+        f.write(data[: len(data) // 2])  # part of it lands, as on a real full disk
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files, "write_all", enospc)
+
+
+def test_keygen_on_a_full_disk_leaves_nothing_and_a_retry_works(capsys, monkeypatch, tmp_path, full_disk):
+    keys = tmp_path / "keys"
+    one_line(*run_main(capsys, "keygen", "--out", keys)[::2], "edge-search.key.pem", "No space left on device")
+    assert list(keys.iterdir()) == []  # no 0-byte private key, no temp file
+    monkeypatch.undo()
+    code, out, _ = run_main(capsys, "keygen", "--out", keys)
+    assert code == 0 and sorted(p.name for p in keys.iterdir()) == ["edge-search.key.pem", "edge-search.pub.pem"]
+
+
+def test_eval_report_on_a_full_disk_or_behind_a_file_is_one_line(capsys, tmp_path, full_disk):
+    from edge_search.eval_report import write_report
+    from edge_search.evaluate import EvalReport
+
+    (tmp_path / "file").write_text("x")
+    one_line(*run_main(capsys, "eval", "--bundle", tmp_path, "--queries", tmp_path / "q.csv",
+                       "--report", tmp_path / "file" / "report")[::2], "a file is in the way")
+    report = EvalReport(queries=1, recall={1: 1.0}, mrr=1.0, no_match_share=0.0, min_score=0.5,
+                        per_category={"a": {"queries": 1, "recall@1": 1.0}}, confused=[],
+                        latency_ms={"embed_p50": 1, "embed_p95": 1, "search_p50": 1, "search_p95": 1})
+    with pytest.raises(EdgeSearchError, match="recall_at_k.png: cannot write .No space left on device"):
+        write_report(report, tmp_path / "report", "t")
+    assert list((tmp_path / "report").iterdir()) == []
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("case", ["current is a folder", "current is a loop", "previous is a file",
+                                  ".lock is a folder"])
+def test_install_folder_oddities_are_one_line(capsys, tiny_bundle, tmp_path, case):
+    into = tmp_path / "k"
+    into.mkdir()
+    name, kind = case.split(" is a ")
+    target = into / name
+    if kind == "folder":
+        target.mkdir()
+    elif kind == "loop":
+        target.symlink_to(name)
+    else:
+        target.write_text("x")
+    for args in (("install", tiny_bundle, "--into", into), ("rollback", "--into", into)):
+        err = one_line(*run_main(capsys, *args)[::2], str(target))
+        assert "move it away" in err or "cannot" in err or "nothing installed" in err
+    assert not list(into.glob(".staging-*"))
+
+
+def test_export_and_demo_need_the_export_extra_in_one_line(tmp_path):
+    import subprocess
+
+    runtime = os.environ.get("EDGE_SEARCH_RUNTIME_PYTHON")
+    if not runtime:
+        pytest.skip("EDGE_SEARCH_RUNTIME_PYTHON (the runtime-only venv) is not set; tests/run.sh sets it")
+    for cmd in (["demo", "--workdir", str(tmp_path / "demo")],
+                ["export", "--catalog", str(tmp_path / "c.csv"), "--out", str(tmp_path / "b")]):
+        proc = subprocess.run([runtime, "-m", "edge_search", *cmd], capture_output=True, text=True, timeout=120)
+        one_line(proc.returncode, proc.stderr, f"{cmd[0]} needs the [export] extra", "pip install")
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.export
+def test_export_out_that_cannot_be_written_fails_before_the_training(capsys, tmp_path):
+    import time
+
+    (tmp_path / "file").write_text("x")
+    t0 = time.perf_counter()
+    one_line(*run_main(capsys, "export", "--catalog", tmp_path / "none.csv", "--out", tmp_path / "file" / "b",
+                       "--pretrained", "random", "--quiet")[::2], "--out", "a file is in the way")
+    assert time.perf_counter() - t0 < 60  # the import of torch, not a training run
