@@ -22,6 +22,17 @@ from .files import check_writable_folder
 PROG = "edge-search"
 
 
+def _say(text: object = "", *, file=None, flush: bool = False) -> None:
+    """Print one human-readable line: catalog text (ids, names, categories, bundle names) can hold
+    terminal escapes, so every control character is shown escaped (display.printable)."""
+    print(printable(text), file=file if file is not None else sys.stdout, flush=flush)
+
+
+class _PrintableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def _setup_logging() -> None:
     # Libraries under the export (open_clip, huggingface_hub, the quantizer)
     # log chatter on the root logger; users see only our own warnings.
@@ -29,7 +40,7 @@ def _setup_logging() -> None:
     ours = logging.getLogger("edge_search")
     ours.setLevel(logging.WARNING)  # --quiet hides progress bars, never warnings
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter(f"{PROG}: %(levelname)s: %(message)s"))
     ours.handlers[:] = [handler]
     ours.propagate = False
 
@@ -67,20 +78,20 @@ def cmd_search(args: argparse.Namespace) -> int:
                 line["filter"] = str(flt)
             print(json.dumps(line, ensure_ascii=False), flush=True)
             continue
-        print(label if image is None or args.text is None else f"{image} + {args.text!r}")
+        _say(label if image is None or args.text is None else f"{image} + {args.text!r}")
         if flt:
-            print(f"  filter: {flt}")
+            _say(f"  filter: {flt}")
         if result.no_match:
             if not result.hits and result.best_score == float("-inf"):
-                print("  no product passes the filter")
+                _say("  no product passes the filter")
             else:
                 threshold = searcher.min_score if args.min_score is None else args.min_score
-                print(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
+                _say(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
         for rank, h in enumerate(result.hits, 1):
             mark = " (exact)" if h.exact else ""
-            print(f"  {rank}. {h.score:6.3f}  {h.id:<24} {h.name + mark:<32} {_fmt_price(h.price):>8}")
+            _say(f"  {rank}. {h.score:6.3f}  {printable(h.id):<24} {printable(h.name) + mark:<32} {_fmt_price(h.price):>8}")
         t = result.timings_ms
-        print(f"  embed {t['embed']:.1f} ms, search {t['search']:.2f} ms")
+        _say(f"  embed {t['embed']:.1f} ms, search {t['search']:.2f} ms")
     return 0
 
 
@@ -91,54 +102,54 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     m = bundle.manifest
     checked = bundle.verify()
     t, s, fid = m.teacher, m.student, m.fidelity
-    print(f"bundle      {bundle.root}  ({m.name}, created {m.created}, schema {m.schema_version})")
+    _say(f"bundle      {bundle.root}  ({m.name}, created {m.created}, schema {m.schema_version})")
     random_note = "  ** RANDOM WEIGHTS: pipeline check only **" if t.get("random_weights") else ""
-    print(f"teacher     {t.get('model')} / {t.get('pretrained')}  licence: {t.get('licence')}{random_note}")
+    _say(f"teacher     {t.get('model')} / {t.get('pretrained')}  licence: {t.get('licence')}{random_note}")
     if s:
         d = s.get("distillation") or {}
-        print(f"student     {s.get('arch')} at {s.get('image_size')} px, {s.get('params')} params, "
+        _say(f"student     {s.get('arch')} at {s.get('image_size')} px, {s.get('params')} params, "
               f"{d.get('epochs')} epochs on {d.get('views')} views ({d.get('loss')})")
     else:
-        print("student     none (the teacher's own image tower)")
+        _say("student     none (the teacher's own image tower)")
     size = bundle.path(m.model.file).stat().st_size
-    print(f"model       {m.model.file}  {m.model.precision}, {size / 1e6:.2f} MB, "
+    _say(f"model       {m.model.file}  {m.model.precision}, {size / 1e6:.2f} MB, "
           f"'{m.model.input}' -> '{m.model.output}' ({m.model.embed_dim}-d), opset {m.model.opset}")
     p = m.preprocess
-    print(f"preprocess  {p.size[0]}x{p.size[1]} {p.resize_mode}, {p.interpolation} (OpenCV {p.cv2_interpolation}), "
+    _say(f"preprocess  {p.size[0]}x{p.size[1]} {p.resize_mode}, {p.interpolation} (OpenCV {p.cv2_interpolation}), "
           f"mean {tuple(round(x, 4) for x in p.mean)}, std {tuple(round(x, 4) for x in p.std)}")
     ix = m.index
     ix_size = bundle.path(ix.file).stat().st_size + (bundle.path(ix.rescore_file).stat().st_size if ix.rescore_file else 0)
-    print(f"index       {ix.file}  {ix.count} vectors, {ix.dtype}"
+    _say(f"index       {ix.file}  {ix.count} vectors, {ix.dtype}"
           f"{' + f16 rescoring' if ix.rescore_file else ''}, {ix.metric}, {'exact' if ix.exact else 'HNSW'} search, "
           f"{ix_size / max(1, ix.count):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
-    print(f"products    {m.product_count}  (min score {m.min_score:.3f})")
+    _say(f"products    {m.product_count}  (min score {m.min_score:.3f})")
     if "int8_vs_fp32" in fid:
         q = fid["int8_vs_fp32"]
-        print(f"fidelity    int8 vs fp32: mean cosine {q['mean_cosine']:.4f}, top-1 agreement {q['top1_agreement']:.3f}")
+        _say(f"fidelity    int8 vs fp32: mean cosine {q['mean_cosine']:.4f}, top-1 agreement {q['top1_agreement']:.3f}")
     if "onnx_vs_torch" in fid:
-        print(f"            onnx vs torch: min cosine {fid['onnx_vs_torch']['min_cosine']:.6f}")
+        _say(f"            onnx vs torch: min cosine {fid['onnx_vs_torch']['min_cosine']:.6f}")
     if "catalog_encoder" in fid:
         ce = fid["catalog_encoder"]
         measure = ce.get("decided_by", "augmented_query_top1")
         figures = ", ".join(f"{k} {v[measure]:.3f}" for k, v in ce.items() if isinstance(v, dict))
         on = "held-out photo" if measure == "held_out_photo_top1" else "augmented-photo"
-        print(f"            {on} top-1 by catalog encoder: {figures} (chose {ce.get('chosen')})")
+        _say(f"            {on} top-1 by catalog encoder: {figures} (chose {ce.get('chosen')})")
     if "index" in fid:
-        print(f"            index vs exact f32: " + ", ".join(
+        _say(f"            index vs exact f32: " + ", ".join(
             f"{c['label']} {c['top1_agreement_vs_exact_f32']:.4f}" for c in fid["index"]["candidates"]))
     if m.text is None:
-        print("text        none (exported without --with-text: photo search only)")
+        _say("text        none (exported without --with-text: photo search only)")
     else:
         tf = fid.get("text", {})
         q8 = tf.get("int8_vs_fp32")
         gate = f", int8 vs fp32 mean cosine {q8['mean_cosine']:.4f} (min {q8['min_cosine']:.4f})" if q8 else ""
-        print(f"text        {m.text.file} {m.text.precision}, {bundle.path(m.text.file).stat().st_size / 1e6:.2f} MB, "
+        _say(f"text        {m.text.file} {m.text.precision}, {bundle.path(m.text.file).stat().st_size / 1e6:.2f} MB, "
               f"{m.text.tokenizer} ({m.text.context_length} tokens){gate}")
         t2i = tf.get("text_to_image", {}).get(m.index.catalog_encoder, {}).get("names")
         if t2i:
-            print(f"            names -> products: recall@1 {t2i['recall@1']:.3f}, @5 {t2i['recall@5']:.3f}; "
+            _say(f"            names -> products: recall@1 {t2i['recall@1']:.3f}, @5 {t2i['recall@5']:.3f}; "
                   f"product-text weight {m.text.product_text_weight}, photo+words alpha {m.text.fusion_alpha}")
-    print(f"checksums   {len(checked)} files verified")
+    _say(f"checksums   {len(checked)} files verified")
     return 0
 
 
@@ -201,8 +212,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     summary = run_export(cfg, progress=not args.quiet)
     m = summary.manifest
     for line in summary.skipped:
-        print(f"skipped: {line}", file=sys.stderr)
-    print(f"wrote {summary.out}: {m.product_count} products, {m.index.count} images, model {m.model.precision}, "
+        _say(f"skipped: {line}", file=sys.stderr)
+    _say(f"wrote {summary.out}: {m.product_count} products, {m.index.count} images, model {m.model.precision}, "
           f"index {m.index.dtype} ({summary.seconds:.0f} s)")
     return 0
 
@@ -218,18 +229,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ) from None
     report = run_demo(Path(args.workdir), progress=not args.quiet, epochs=args.epochs)
     if report.random_teacher:
-        print(f"note: {report.fallback_reason}")
-        print("note: ran with --pretrained random instead: this is a PIPELINE CHECK, not a quality result.")
-    print(f"bundle: {report.bundle} (exported in {report.export_seconds:.0f} s)")
+        _say(f"note: {report.fallback_reason}")
+        _say("note: ran with --pretrained random instead: this is a PIPELINE CHECK, not a quality result.")
+    _say(f"bundle: {report.bundle} (exported in {report.export_seconds:.0f} s)")
     for path, want, result in report.queries:
         top = result.hits[0] if result.hits else None
         mark = "ok " if top and top.id == want else "-- "
         got = f"{top.id} ({top.score:.3f})" if top else "no match"
-        print(f"  {mark}{Path(path).name:<24} -> {got:<28} embed {result.timings_ms['embed']:.1f} ms, "
+        _say(f"  {mark}{Path(path).name:<24} -> {got:<28} embed {result.timings_ms['embed']:.1f} ms, "
               f"search {result.timings_ms['search']:.2f} ms")
-    print(f"top-1 on {len(report.queries)} photos: {report.top1:.0%}"
+    _say(f"top-1 on {len(report.queries)} photos: {report.top1:.0%}"
           + (" (random teacher: expect little)" if report.random_teacher else ""))
-    print(f"try: edge-search search --bundle {report.bundle} {report.queries[0][0]}")
+    _say(f"try: edge-search search --bundle {report.bundle} {report.queries[0][0]}")
     return 0
 
 
@@ -274,11 +285,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             if isinstance(event, Lookup):
                 print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
             elif isinstance(event, BundleSwapped):
-                print(f"{PROG}: {event.text}", file=sys.stderr, flush=True)
+                _say(f"{PROG}: {event.text}", file=sys.stderr, flush=True)
             elif isinstance(event, BundleSwapFailed):
-                print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
+                _say(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
             elif getattr(event, "state", None) == "lost":  # a camera or stream: retried, so a warning
-                print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
+                _say(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
             elif getattr(event, "state", None) == "failed":  # a file that broke part way
                 raise EdgeSearchError(event.message)
     finally:
@@ -304,28 +315,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
         return 0
-    print(f"{report.queries} queries against {searcher.manifest.name if searcher.manifest else args.bundle}")
-    print("  " + "  ".join(f"recall@{k} {v:.3f}" for k, v in report.recall.items()))
+    _say(f"{report.queries} queries against {searcher.manifest.name if searcher.manifest else args.bundle}")
+    _say("  " + "  ".join(f"recall@{k} {v:.3f}" for k, v in report.recall.items()))
     rule = "calibrated rule" if report.calibrated else f"threshold {report.min_score:.3f}"
-    print(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} of in-catalog photos ({rule})")
+    _say(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} of in-catalog photos ({rule})")
     if report.false_reject_of_correct is not None:
-        print(f"  false rejects: {report.false_reject_of_correct:.1%} of the photos ranked right")
+        _say(f"  false rejects: {report.false_reject_of_correct:.1%} of the photos ranked right")
     if report.reject_recall is not None:
-        print(f"  reject recall: {report.reject_recall:.1%} of {len(report.unknown_ids)} photos of products "
+        _say(f"  reject recall: {report.reject_recall:.1%} of {len(report.unknown_ids)} photos of products "
               "the bundle lacks answered no match")
     lat = report.latency_ms
-    print(f"  embed {lat['embed_p50']:.1f} / {lat['embed_p95']:.1f} ms, search {lat['search_p50']:.2f} / "
+    _say(f"  embed {lat['embed_p50']:.1f} / {lat['embed_p95']:.1f} ms, search {lat['search_p50']:.2f} / "
           f"{lat['search_p95']:.2f} ms (p50 / p95)")
     worst = sorted(report.per_category.items(), key=lambda kv: kv[1]["recall@1"])[:5]
-    print("  worst categories: " + ", ".join(f"{c} {v['recall@1']:.2f} ({v['queries']})" for c, v in worst))
+    _say("  worst categories: " + ", ".join(f"{c} {v['recall@1']:.2f} ({v['queries']})" for c, v in worst))
     if report.confused:
-        print("  most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} x{c['count']}" for c in report.confused[:5]))
+        _say("  most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} x{c['count']}" for c in report.confused[:5]))
     for line in report.unknown_ids:
-        print(f"  not in the bundle (counted for reject recall only): {line}", file=sys.stderr)
+        _say(f"  not in the bundle (counted for reject recall only): {line}", file=sys.stderr)
     for line in report.unreadable:
-        print(f"  not counted: {line}", file=sys.stderr)
+        _say(f"  not counted: {line}", file=sys.stderr)
     if args.report:
-        print(f"  report: {Path(args.report) / 'report.md'}")
+        _say(f"  report: {Path(args.report) / 'report.md'}")
     return 0
 # --- end eval -----------------------------------------------------------------
 
@@ -341,8 +352,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from .signing import keygen
 
     private, public = keygen(Path(args.out), name=args.name)
-    print(f"private key {private} (keep it secret: it signs bundles)")
-    print(f"public key  {public} (give it to devices: --trusted-key or "
+    _say(f"private key {private} (keep it secret: it signs bundles)")
+    _say(f"public key  {public} (give it to devices: --trusted-key or "
           f"~/.config/edge-search/trusted.pub.pem)")
     return 0
 
@@ -353,7 +364,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
     Bundle.open(args.bundle, verify=True)  # never sign a bundle whose files do not match its manifest
     sig = sign_bundle(Path(args.bundle), Path(args.key))
-    print(f"signed {args.bundle}: {sig}")
+    _say(f"signed {args.bundle}: {sig}")
     return 0
 
 
@@ -366,7 +377,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise TrustError("verify needs a public key: --trusted-key PUB (or $EDGE_SEARCH_TRUSTED_KEY, "
                          "or ~/.config/edge-search/trusted.pub.pem)")
     bundle = Bundle.open(args.bundle, verify=True, trusted_key=key)
-    print(f"ok: {bundle.root} ({bundle.manifest.name}): signature by {key} valid, "
+    _say(f"ok: {bundle.root} ({bundle.manifest.name}): signature by {key} valid, "
           f"{len(bundle.manifest.files)} files match their checksums")
     return 0
 
@@ -375,7 +386,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from .shipping import pack
 
     out = pack(Path(args.bundle), Path(args.out), trusted_key=_trusted(args))
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    _say(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
@@ -385,13 +396,13 @@ def cmd_install(args: argparse.Namespace) -> int:
     key = _trusted(args)
     report = install(Path(args.source), Path(args.into), trusted_key=key)
     if report.already_current:
-        print(f"already active: {report.path} (self-test: {report.self_test})")
+        _say(f"already active: {report.path} (self-test: {report.self_test})")
         return 0
     signed = f"signature checked against {key}" if key else "no trusted key configured: signature not checked"
-    print(f"installed {report.name} -> {Path(args.into) / 'current'} ({signed}; self-test: {report.self_test}; "
+    _say(f"installed {report.name} -> {Path(args.into) / 'current'} ({signed}; self-test: {report.self_test}; "
           f"{report.seconds:.1f} s)")
     if report.previous:
-        print(f"previous: {report.previous} (edge-search rollback --into {args.into})")
+        _say(f"previous: {report.previous} (edge-search rollback --into {args.into})")
     return 0
 
 
@@ -399,7 +410,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from .shipping import rollback
 
     now, before = rollback(Path(args.into), trusted_key=_trusted(args))
-    print(f"current -> {now} (was {before})")
+    _say(f"current -> {now} (was {before})")
     return 0
 # --- end signing and shipping ------------------------------------------------------
 
@@ -550,10 +561,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EdgeSearchError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        _say(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _say(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -562,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         # the file system's own failures (a full disk, a folder we may not write, a symlink loop) that no
         # core function mapped: still one line naming the path, never a traceback
         where = e.filename if e.filename is not None else "edge-search"
-        print(f"{PROG}: error: {printable(where)}: {printable(e.strerror or e)}", file=sys.stderr)
+        _say(f"{PROG}: error: {printable(where)}: {printable(e.strerror or e)}", file=sys.stderr)
         return 2
 
 

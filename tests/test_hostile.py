@@ -477,3 +477,83 @@ def test_export_out_that_cannot_be_written_fails_before_the_training(capsys, tmp
     one_line(*run_main(capsys, "export", "--catalog", tmp_path / "none.csv", "--out", tmp_path / "file" / "b",
                        "--pretrained", "random", "--quiet")[::2], "--out", "a file is in the way")
     assert time.perf_counter() - t0 < 60  # the import of torch, not a training run
+
+
+# --- 6. terminal escapes from catalog text -------------------------------------------------------------------
+EVIL = "\x1b]0;owned\x07\r\n\x1b[2J\x9b31m\u202e\x7f!"
+
+
+def _rewrite_checksums(bundle, m):
+    import hashlib
+
+    for name in m["files"]:
+        data = (bundle / name).read_bytes()
+        m["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (bundle / "manifest.json").write_text(json.dumps(m, indent=2))
+
+
+@pytest.fixture(scope="module")
+def evil_bundle(tiny_bundle, tmp_path_factory):
+    """The sample bundle with escape sequences in every product's id, name and category, and in its name."""
+    b = tmp_path_factory.mktemp("evil") / "b"
+    shutil.copytree(tiny_bundle, b)
+    rows = [json.loads(line) for line in (b / "products.jsonl").read_text().splitlines()]
+    renamed = {}
+    for r in rows:
+        renamed[r["id"]] = r["id"] + EVIL
+        r.update(id=renamed[r["id"]], name=(r.get("name") or "") + EVIL, category=(r.get("category") or "") + EVIL)
+    (b / "products.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = json.loads((b / "manifest.json").read_text())
+    m["name"] = "bundle" + EVIL
+    cal = m["search"].get("calibration")
+    if cal:
+        cal["product_min_score"] = {renamed[k]: v for k, v in cal["product_min_score"].items()}
+    _rewrite_checksums(b, m)
+    return b, rows
+
+
+def _clean_output(text):
+    for c in ("\x1b", "\x07", "\x9b", "\u202e", "\x7f", "\r"):
+        assert c not in text, repr(text[:400])
+    assert "\\x1b" in text, text[:400]
+
+
+@pytest.mark.export
+def test_search_inspect_eval_and_verify_escape_catalog_text(capsys, evil_bundle, tmp_path):
+    b, rows = evil_bundle
+    thumb = b / rows[0]["thumbnail"]
+    code, out, err = run_main(capsys, "search", "--bundle", b, thumb, "-k", "3", "--min-score", "-1")
+    assert code == 0
+    _clean_output(out)
+    assert out.count("\n") == 2 + 3  # the query, three hits, the timings: no forged lines
+    code, out, _ = run_main(capsys, "inspect", b)
+    assert code == 0
+    _clean_output(out)
+    queries = tmp_path / "q.csv"
+    import csv
+
+    with open(queries, "w", newline="") as f:
+        csv.writer(f).writerows([("image", "id"), (thumb, rows[0]["id"]),
+                                 (thumb, "unknown" + EVIL[:9])])
+    code, out, err = run_main(capsys, "eval", "--bundle", b, "--queries", queries, "--report", tmp_path / "r")
+    assert code == 0, err
+    _clean_output(out + err)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "\x1b" not in report and "\x9b" not in report
+    code, out, err = run_main(capsys, "search", "--bundle", b, "--json", thumb, "--min-score", "-1")
+    assert json.loads(out)["results"][0]["id"].endswith(EVIL)  # JSON keeps the exact value, escaped by JSON
+
+
+def test_tui_text_and_error_messages_escape_control_characters():
+    from edge_search.products import Product
+    from edge_search.search import SearchHit
+    from edge_search.tui.render import hit_lines, status_text
+    from edge_search.tui.widgets import details_text
+
+    p = Product(id="id" + EVIL, name="name" + EVIL, keys=(0,), price=1.0, category="cat" + EVIL,
+                description="d" + EVIL, meta={"k" + EVIL: "v" + EVIL})
+    hit = SearchHit(id=p.id, name=p.name, score=0.9, price=1.0, category=p.category, product=p)
+    for text in (hit_lines(1, hit.name, hit.price, hit.category, hit.score, 0.5).plain,
+                 details_text(hit, 0.5, "original").plain, status_text(["bundle" + EVIL]).plain,
+                 str(EdgeSearchError("x" + EVIL))):
+        _clean_output(text)
