@@ -99,6 +99,7 @@ class Searcher:
         m = bundle.manifest
         encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
                               output_name=m.model.output, threads=threads)
+        encoder.check_fits(3, *m.preprocess.size, m.model.embed_dim, str(bundle.root / "manifest.json"))
         rescore = bundle.path(m.index.rescore_file) if m.index.rescore_file else None
         index = VectorIndex.open(bundle.path(m.index.file), m.index, rescore)
         if index.ndim != m.model.embed_dim:

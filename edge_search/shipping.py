@@ -42,7 +42,9 @@ CURRENT, PREVIOUS, BUNDLES = "current", "previous", "bundles"
 MAX_MEMBERS = 200_000
 MAX_EXTENDED_HEADER_BYTES = 64 << 10  # a PAX/GNU long-name header carries a path and a few numbers
 MAX_ARCHIVE_BYTES = 64 << 30
-SELF_TEST_TOP = 3  # the self-test product must be among this many results
+SELF_TEST_TOP = 3  # each self-test product must be among this many results
+SELF_TEST_PRODUCTS = 5  # distinct products queried: more than SELF_TEST_TOP, so a constant answer fails
+SELF_TEST_MARGIN = 0.25  # own score at most this share of (best - median) below the best
 
 
 # --- pack ---------------------------------------------------------------------
@@ -369,31 +371,55 @@ def _safe_name(manifest: Manifest, manifest_bytes: bytes) -> str:
     return f"{stem}-{hashlib.sha256(manifest_bytes).hexdigest()[:12]}"
 
 
+def _self_test_products(products) -> list:
+    """Up to SELF_TEST_PRODUCTS products with thumbnails, spread over the catalog."""
+    with_thumbs = [p for p in products if p.thumbnail]
+    n = min(SELF_TEST_PRODUCTS, len(with_thumbs))
+    if n <= 1:
+        return with_thumbs[:n]
+    return [with_thumbs[round(i * (len(with_thumbs) - 1) / (n - 1))] for i in range(n)]
+
+
 def self_test(bundle_dir: Path, *, threads: int = 1):
-    """Load the bundle's model and index; the first product's thumbnail must find
-    that product among the top results. Returns (searcher, description)."""
+    """Load the bundle's model and index and query several products' thumbnails: each must find
+    its own product among the top SELF_TEST_TOP, scoring near the top of the catalog's spread
+    (no further below the best than SELF_TEST_MARGIN of best minus the median). A bundle that
+    answers everything alike puts the same few products first for every query, so distinct
+    products cannot all pass; shuffled vectors put each product's own score in the crowd.
+    Returns (searcher, description)."""
     from .images import load_image
     from .search import Searcher
 
     searcher = Searcher.from_bundle(bundle_dir, verify=False, threads=threads)
-    if not searcher.products.products:
+    products = searcher.products.products
+    if not products:
         raise InstallError(f"{bundle_dir}: self-test: the bundle has no products")
-    product = searcher.products.products[0]
-    if not product.thumbnail:
-        raise InstallError(f"{bundle_dir}: self-test: product '{product.id}' has no thumbnail to query with")
-    try:
-        image = load_image(Bundle(root=Path(bundle_dir), manifest=searcher.manifest).path(product.thumbnail))
-    except ImageError as e:
-        raise InstallError(f"self-test: {e}") from None
-    result = searcher.search_image(image, k=SELF_TEST_TOP, min_score=-2.0)
-    ids = [h.id for h in result.hits]
-    if product.id not in ids:
-        raise InstallError(f"{bundle_dir}: self-test failed: the thumbnail of '{product.id}' found {ids}, "
-                           f"not itself in the top {SELF_TEST_TOP}")
-    rank = ids.index(product.id) + 1
-    if not np.isfinite(result.best_score):
-        raise InstallError(f"{bundle_dir}: self-test failed: no finite score")
-    return searcher, f"'{product.id}' found at rank {rank} (score {result.hits[rank - 1].score:.3f})"
+    chosen = _self_test_products(products)
+    if not chosen:
+        raise InstallError(f"{bundle_dir}: self-test: no product has a thumbnail to query with")
+    bundle = Bundle(root=Path(bundle_dir), manifest=searcher.manifest)
+    found = []
+    for product in chosen:
+        try:
+            image = load_image(bundle.path(product.thumbnail))
+        except ImageError as e:
+            raise InstallError(f"self-test: {e}") from None
+        result = searcher.search_image(image, k=len(products), min_score=-2.0)
+        scores = np.array([h.score for h in result.hits])
+        ids = [h.id for h in result.hits]
+        if not np.isfinite(scores).all() or product.id not in ids:
+            raise InstallError(f"{bundle_dir}: self-test failed: the thumbnail of '{product.id}' got no finite "
+                               "score for itself")
+        rank = ids.index(product.id) + 1
+        own, best, median = scores[rank - 1], scores.max(), float(np.median(scores))
+        if rank > SELF_TEST_TOP:
+            raise InstallError(f"{bundle_dir}: self-test failed: the thumbnail of '{product.id}' found "
+                               f"{ids[:SELF_TEST_TOP]}, not itself in the top {SELF_TEST_TOP}")
+        if len(products) > 2 and best - own > SELF_TEST_MARGIN * (best - median):
+            raise InstallError(f"{bundle_dir}: self-test failed: the thumbnail of '{product.id}' scores itself "
+                               f"{own:.4f}, too far below the best {best:.4f} (catalog median {median:.4f})")
+        found.append(f"'{product.id}' rank {rank} ({own:.3f})")
+    return searcher, f"{len(found)} products found themselves: " + ", ".join(found)
 
 
 def _os_errors_named(fn):

@@ -557,3 +557,71 @@ def test_tui_text_and_error_messages_escape_control_characters():
                  details_text(hit, 0.5, "original").plain, status_text(["bundle" + EVIL]).plain,
                  str(EdgeSearchError("x" + EVIL))):
         _clean_output(text)
+
+
+# --- 8. manifest values checked against use ---------------------------------------------------------------------
+def _edited(tiny_bundle, tmp_path, edit, name="m"):
+    b = tmp_path / name
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    edit(m)
+    (b / "manifest.json").write_text(json.dumps(m))  # json writes NaN / Infinity as JavaScript does
+    return b
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda m: m["preprocess"].update(size=[32, 32]), "the model takes 3x64x64 input"),
+    (lambda m: m["preprocess"].update(size=[100_000, 100_000]), "two sides of 8 to 1024 pixels"),
+    (lambda m: m["preprocess"].update(size=[64.5, 64]), "whole numbers"),
+    (lambda m: m["preprocess"].update(mean=[float("nan"), 0.4, 0.4]), "mean must be three numbers"),
+    (lambda m: m["preprocess"].update(std=[float("inf"), 0.2, 0.2]), "std must be three numbers"),
+    (lambda m: m["preprocess"].update(std=[0, 0.2, 0.2]), "std must be three numbers"),
+    (lambda m: m["preprocess"].update(fill_color=1e9), "fill_color"),
+    (lambda m: m["model"].update(embed_dim=-3), "embed_dim"),
+    (lambda m: m["model"].update(embed_dim=32), "returns 64-d embeddings"),
+    (lambda m: m.update(teacher=["x"]), "'teacher' must be a JSON object"),
+    (lambda m: m.update(student="big"), "'student' must be a JSON object"),
+    (lambda m: m["files"]["model.onnx"].update(bytes=-1), "byte count"),
+])
+def test_manifest_values_that_do_not_fit_their_use_are_one_line(capsys, tiny_bundle, tmp_path, edit, fragment):
+    b = _edited(tiny_bundle, tmp_path, edit)
+    img = b / json.loads((b / "products.jsonl").read_text().splitlines()[0])["thumbnail"]
+    one_line(*run_main(capsys, "search", "--bundle", b, img)[::2], fragment)
+
+
+@pytest.mark.export
+def test_inspect_shows_malformed_records_in_their_place(capsys, tiny_bundle, tmp_path):
+    b = _edited(tiny_bundle, tmp_path, lambda m: m.update(
+        fidelity={"int8_vs_fp32": "fine", "index": {"candidates": [1, 2]}}, student={"distillation": [1]}))
+    code, out, err = run_main(capsys, "inspect", b)
+    assert code == 0, err
+    assert "fidelity    (malformed in the manifest)" in out and "student     (malformed in the manifest)" in out
+    assert "checksums" in out
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("garbage", ["random vectors", "vectors of the next product"])
+def test_install_self_test_refuses_a_bundle_that_answers_garbage(tiny_bundle, tmp_path, garbage):
+    from edge_search.errors import InstallError
+    from edge_search.index import VectorIndex
+    from edge_search.manifest import read_manifest
+    from edge_search.shipping import install, self_test
+
+    _, tested = self_test(tiny_bundle)  # the real bundle passes: five distinct products found themselves
+    assert tested.startswith("5 products found themselves")
+    b = tmp_path / "garbage"
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    info = read_manifest(b).index
+    index = VectorIndex.open(b / info.file, info)
+    vectors = np.asarray(index.index.get(np.arange(len(index), dtype=np.uint64)), np.float32)
+    if garbage == "random vectors":
+        vectors = np.random.default_rng(0).normal(size=vectors.shape).astype(np.float32)
+    else:
+        vectors = np.roll(vectors, 1, axis=0)  # every product's keys now hold another product's photo
+    VectorIndex.build(vectors, dtype=info.dtype).save(b / info.file)
+    _rewrite_checksums(b, m)
+    with pytest.raises(InstallError, match="self-test failed"):
+        install(b, tmp_path / "k")
+    assert not (tmp_path / "k" / "current").exists()
