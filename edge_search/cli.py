@@ -51,12 +51,13 @@ def _fmt_price(price: float | None) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .filters import Filter
-    from .search import Searcher
+    from .search import QueryParams, Searcher
 
     if not args.images and args.text is None:
         raise EdgeSearchError("search needs IMAGE(s), --text WORDS, or both")
     if args.alpha is not None and not (args.images and args.text is not None):
         raise EdgeSearchError("--alpha weighs a photo against words: give IMAGE(s) and --text")
+    QueryParams(k=args.k, min_score=args.min_score)  # a bad -k fails before the bundle is loaded
     searcher = Searcher.from_bundle(args.bundle, trusted_key=_trusted(args))
     flt = Filter.parse(args.filter, searcher.products) if args.filter else None
     queries = args.images or [None]
@@ -274,14 +275,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- run: the kiosk (issue 3) ------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from .frames import open_source
-    from .kiosk import (MAX_K, BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSaver, Lookup, Pipeline,
-                        open_or_fail, run_kiosk)
+    from .kiosk import (BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSaver, Lookup, Pipeline,
+                        check_k, open_or_fail, run_kiosk)
     from .bundle import Bundle
     from .filters import Filter
     from .search import Searcher
 
-    if not 1 <= args.k <= MAX_K:
-        raise EdgeSearchError(f"-k must be between 1 and {MAX_K}, got {args.k}")
+    from .search import QueryParams
+
+    check_k(args.k)  # before any screen or camera: the kiosk's own rules, then the searcher's
+    QueryParams(k=args.k, min_score=args.min_score)
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeSearchError(f"--max-frames must be at least 1, got {args.max_frames}")
     trusted = _trusted(args)

@@ -30,6 +30,10 @@ class BundleError(EdgeSearchError):
     """A bundle is missing files, fails verification, or has an unknown schema."""
 
 
+class QueryError(EdgeSearchError):
+    """A query setting is out of range (k below 1, a min_score that is NaN or above 1)."""
+
+
 class TextQueryError(EdgeSearchError):
     """A query by words cannot be answered (empty words, a bundle without a text model, a bad --alpha)."""
 

@@ -27,7 +27,7 @@ from .filters import Filter
 from .frames import Frame, FrameSource, SourceError, SourceStatus, wait_until_open
 from .gate import Gate, GateConfig, Verdict
 from .images import encode_jpeg
-from .search import SearchResult
+from .search import QueryParams, SearchResult
 
 MAX_K = 20
 
@@ -130,11 +130,11 @@ class Pipeline:
         if unknown:
             raise ValueError(f"unknown enhancements {unknown}; known: {sorted(ENHANCEMENTS)}")
         self.searcher = searcher
-        self._explicit_min_score = min_score
+        self._explicit_min_score = QueryParams(min_score=min_score).min_score
         self.min_score = searcher.min_score if min_score is None else float(min_score)
         self.gate = Gate(gate)
         self.retries = retries
-        self._k = _check_k(k)
+        self._k = check_k(k)
         self._filter: Filter | None = None
         self.epoch = 0
         self.paused = False
@@ -156,7 +156,7 @@ class Pipeline:
 
     @k.setter
     def k(self, value: int) -> None:
-        self._k = _check_k(value)
+        self._k = check_k(value)
         self.epoch += 1
 
     def swap(self, searcher: KioskSearcher) -> None:
@@ -216,9 +216,11 @@ class Pipeline:
         return result
 
 
-def _check_k(k: int) -> int:
+def check_k(k: int) -> int:
+    """The kiosk shows at most MAX_K products (on screen, or per JSON line); the rest of k's rules are the searcher's."""
+    QueryParams(k=k)
     if not 1 <= int(k) <= MAX_K:
-        raise EdgeSearchError(f"k must be between 1 and {MAX_K}, got {k}")
+        raise EdgeSearchError(f"-k must be between 1 and {MAX_K} in the kiosk, got {k}")
     return int(k)
 
 

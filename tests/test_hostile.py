@@ -625,3 +625,27 @@ def test_install_self_test_refuses_a_bundle_that_answers_garbage(tiny_bundle, tm
     with pytest.raises(InstallError, match="self-test failed"):
         install(b, tmp_path / "k")
     assert not (tmp_path / "k" / "current").exists()
+
+
+# --- 9. arguments ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, fragment", [
+    (["-k", "0"], "at least 1, got 0"), (["-k", "-3"], "at least 1, got -3"),
+    (["--min-score", "nan"], "got nan"), (["--min-score", "inf"], "got inf"), (["--min-score", "1.5"], "up to 1"),
+])
+def test_search_and_run_refuse_bad_k_and_min_score_before_loading_anything(capsys, tmp_path, args, fragment):
+    # the bundle does not exist: the arguments are refused first
+    one_line(*run_main(capsys, "search", "--bundle", tmp_path / "none", "x.jpg", *args)[::2], fragment)
+    one_line(*run_main(capsys, "run", "--bundle", tmp_path / "none", "--no-tui", *args)[::2], fragment)
+
+
+def test_the_searcher_owns_its_query_rules():
+    from edge_search.errors import QueryError
+    from edge_search.kiosk import Pipeline
+    from edge_search.search import QueryParams
+
+    for bad in ({"k": 0}, {"k": True}, {"k": 2.5}, {"min_score": float("nan")}, {"min_score": float("inf")}):
+        with pytest.raises(QueryError):
+            QueryParams(**bad)
+    assert QueryParams(k=3, min_score=float("-inf")).min_score == float("-inf")  # rank everything
+    with pytest.raises(QueryError):  # the kiosk takes them from the same place
+        Pipeline(type("S", (), {"min_score": 0.5})(), k=3, min_score=float("nan"))
