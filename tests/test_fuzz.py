@@ -239,9 +239,12 @@ def test_catalog_with_duplicate_ids_quotes_and_newlines(catalog_dir):
     from edge_search.catalog import read_catalog
 
     p = catalog_dir / "dup.csv"
-    p.write_text('id,image,name\na,img.jpg,"Milk, ""organic""\nsecond line"\na,img.jpg,again\n')
+    p.write_text('id,image,name\na,img.jpg,"Milk, ""organic""\nsecond line"\na,img.jpg,\n')
     cat = handled("catalog", read_catalog, p)
     assert [r.id for r in cat.rows] == ["a", "a"] and cat.rows[0].name.startswith('Milk, "organic"')
+    p.write_text('id,image,name\na,img.jpg,Milk\na,img.jpg,again\n')  # the same id naming another product
+    err = handled("catalog", read_catalog, p)
+    assert isinstance(err, EdgeSearchError) and "line 3: id 'a' repeats with another name 'again'" in str(err)
 
 
 # --- manifests, index files, packed bundles: these need a real bundle ---------

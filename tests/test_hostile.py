@@ -649,3 +649,47 @@ def test_the_searcher_owns_its_query_rules():
     assert QueryParams(k=3, min_score=float("-inf")).min_score == float("-inf")  # rank everything
     with pytest.raises(QueryError):  # the kiosk takes them from the same place
         Pipeline(type("S", (), {"min_score": 0.5})(), k=3, min_score=float("nan"))
+
+
+# --- 10. catalog quietly merged ----------------------------------------------------------------------------------------
+def test_conflicting_duplicate_ids_are_bad_rows_and_the_first_row_wins_with_skip_bad(tmp_path):
+    import cv2
+
+    from edge_search.catalog import read_catalog
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((32, 32, 3), 90, np.uint8))
+    cat = tmp_path / "c.csv"
+    cat.write_text("id,image,name,price\n"
+                   "milk,a.jpg,Milk,1.20\n"
+                   "milk,a.jpg,,\n"          # empty cells: the same product, agreeing
+                   "milk,a.jpg,Milk,2.40\n"  # another price
+                   "milk,a.jpg,Cream,1.20\n")  # another name
+    with pytest.raises(EdgeSearchError) as e:
+        read_catalog(cat)
+    msg = str(e.value)
+    assert "2 bad row(s)" in msg and "line 4: id 'milk' repeats with another price 2.4 (line 2 says 1.2)" in msg
+    assert "line 5: id 'milk' repeats with another name 'Cream' (line 2 says 'Milk')" in msg
+    kept = read_catalog(cat, skip_bad=True)
+    assert [r.line for r in kept.rows] == [2, 3] and {r.price for r in kept.rows} == {1.2, None}
+    assert len(kept.skipped) == 2
+
+
+@pytest.mark.parametrize("pid", ["a\x00b", "a\x1b[2Jb", "tab\there", "\x9bx"])
+def test_control_characters_in_ids_are_refused(tmp_path, pid):
+    import csv
+
+    import cv2
+
+    from edge_search.catalog import read_catalog
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((32, 32, 3), 90, np.uint8))
+    cat = tmp_path / "c.jsonl"
+    cat.write_text(json.dumps({"id": pid, "image": "a.jpg"}) + "\n" + json.dumps({"id": "ok", "image": "a.jpg"}) + "\n")
+    with pytest.raises(EdgeSearchError, match="line 1: id .* holds control characters") as e:
+        read_catalog(cat)
+    assert "\x00" not in str(e.value) and "\x1b" not in str(e.value)
+    assert [r.id for r in read_catalog(cat, skip_bad=True).rows] == ["ok"]
+    with open(tmp_path / "c.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("id", "image"), (pid, "a.jpg")])
+    with pytest.raises(EdgeSearchError, match="holds control characters"):
+        read_catalog(tmp_path / "c.csv")
