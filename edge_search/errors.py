@@ -31,7 +31,7 @@ class BundleError(EdgeSearchError):
 
 
 class QueryError(EdgeSearchError):
-    """A query setting is out of range (k below 1, a min_score that is NaN or above 1)."""
+    """A query setting is out of range (k below 1, a min_score that is NaN or +inf)."""
 
 
 class TextQueryError(EdgeSearchError):

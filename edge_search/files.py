@@ -69,8 +69,7 @@ def check_output(path: str | Path, *, folder: bool = False, flag: str = "output"
     except (OSError, ValueError) as e:
         reason = describe_os_error(e) if isinstance(e, OSError) else "not a usable path"
         raise error(f"{flag} {p}: cannot check it ({reason})") from None
-    want_dir = folder
-    if want_dir and stat.S_ISDIR(st.st_mode) or not want_dir and stat.S_ISREG(st.st_mode):
+    if stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode):
         return p.absolute()
     what = "folder" if folder else "file"
     raise error(f"{flag} {p}: is {_kind_of(st.st_mode)}; refusing to write a {what} over it")

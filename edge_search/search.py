@@ -38,9 +38,10 @@ class QueryParams:
 
     Validated here, once, for every caller (search, eval, the kiosk, export):
     `k` is a whole number of at least 1; `min_score` is None (the bundle's
-    rule), a number up to 1 (scores are cosines), or -inf (rank everything,
-    answer always). NaN and +inf are refused: NaN fails every comparison, so
-    it would turn "no match" off or on for every query without a word."""
+    rule), a finite number (scores are cosines: above 1 nothing is answered),
+    or -inf (rank everything, answer always). NaN and +inf are refused: NaN
+    fails every comparison, so it would turn "no match" off or on for every
+    query without a word."""
 
     k: int = 5
     min_score: float | None = None
@@ -53,8 +54,8 @@ class QueryParams:
                 v = float(self.min_score)
             except (TypeError, ValueError):
                 v = math.nan
-            if math.isnan(v) or v > 1:
-                raise QueryError(f"--min-score must be a number up to 1 (scores are cosines), "
+            if math.isnan(v) or v == math.inf:
+                raise QueryError(f"--min-score must be a finite number (or -inf: answer every query), "
                                  f"got {self.min_score!r}")
 
 
