@@ -17,6 +17,7 @@ import collections
 import io
 import json
 import os
+import resource
 import shutil
 import struct
 import tarfile
@@ -39,6 +40,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database
                 suppress_health_check=list(HealthCheck))
 CASES: collections.Counter = collections.Counter()
 SLOWEST = collections.defaultdict(float)
+PEAK_AFTER: dict[str, float] = {}
 HANG_S = 10.0  # any single case slower than this counts as a hang
 
 
@@ -48,9 +50,8 @@ def _report_counts():
     out = os.environ.get("EDGE_SEARCH_FUZZ_COUNTS")
     if out:
         with open(out, "w") as f:
-            import resource
-
             json.dump({"cases": dict(CASES), "total": sum(CASES.values()),
+                       "peak_rss_mb_after_family": {k: round(v, 1) for k, v in PEAK_AFTER.items()},
                        "slowest_s": {k: round(v, 3) for k, v in SLOWEST.items()},
                        "hangs": sum(v >= HANG_S for v in SLOWEST.values()),
                        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
@@ -70,6 +71,9 @@ def handled(family: str, fn, *args, **kwargs):
     finally:
         took = time.perf_counter() - t0
         SLOWEST[family] = max(SLOWEST[family], took)
+        # the process's peak so far, when this family's last case ended: the family where it
+        # jumps is the one that needed the memory
+        PEAK_AFTER[family] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         assert took < HANG_S, f"{family}: a case took {took:.1f} s"
 
 
