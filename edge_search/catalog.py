@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .display import has_control, printable
 from .errors import CatalogError, ImageError
+from .files import MAX_TABLE_BYTES, open_regular_text
 from .images import load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -59,6 +61,8 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
     bad = []
     if pid is None:
         bad.append("missing id")
+    elif has_control(pid):  # a NUL or ESC in an id reaches file names, terminals and the index's key table
+        bad.append(f"id {printable(pid)!r} holds control characters")
     if image is None:
         bad.append("missing image")
     price = None
@@ -86,8 +90,30 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
                       category=_clean(rec.get("category")), meta=meta)
 
 
+_PRODUCT_FIELDS = ("name", "price", "category", "description")
+
+
+def _drop_conflicts(rows: list[CatalogRow], problems: list[str], where: str) -> list[CatalogRow]:
+    """Rows sharing an id are images of one product, so they must agree on its name, price,
+    category and description (a row may leave one empty). A row that contradicts the
+    product's first row is a bad row naming both lines: merged silently, one of two prices
+    would be dropped without a word. With --skip-bad it is skipped and the first row's values stand."""
+    first: dict[str, CatalogRow] = {}
+    kept = []
+    for row in rows:
+        seen = first.setdefault(row.id, row)
+        clashes = [f"{f} {getattr(row, f)!r} (line {seen.line} says {getattr(seen, f)!r})" for f in _PRODUCT_FIELDS
+                   if getattr(row, f) is not None and getattr(seen, f) is not None and getattr(row, f) != getattr(seen, f)]
+        if seen is not row and clashes:
+            problems.append(f"{where} line {row.line}: id '{row.id}' repeats with another " + ", ".join(clashes))
+            continue
+        kept.append(row)
+    return kept
+
+
 def _records_csv(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_regular_text(path, limit=MAX_TABLE_BYTES, what="catalog", error=CatalogError, newline="",
+                           encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise CatalogError(f"{path}: empty file, expected a header with id,image")
@@ -100,7 +126,7 @@ def _records_csv(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
 
 
 def _records_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
+    with open_regular_text(path, limit=MAX_TABLE_BYTES, what="catalog", error=CatalogError) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -122,6 +148,9 @@ def _rows_from_folder(root: Path) -> tuple[list[CatalogRow], list[str]]:
                 load_image(img)
             except ImageError as e:
                 problems.append(f"{img}: {str(e).split(': ', 1)[-1]}")
+                continue
+            if has_control(product_dir.name):
+                problems.append(f"{printable(product_dir)}: folder name (the product id) holds control characters")
                 continue
             rows.append(CatalogRow(line=n, id=product_dir.name, image=img, name=product_dir.name))
     return rows, problems
@@ -154,6 +183,7 @@ def read_catalog(path: str | Path, *, skip_bad: bool = False) -> Catalog:
             raise CatalogError(f"{path}: not UTF-8 text") from None
         except csv.Error as e:
             raise CatalogError(f"{path}: malformed CSV ({e})") from None
+        rows = _drop_conflicts(rows, problems, str(path))
     if problems and not skip_bad:
         listing = "; ".join(problems[:20]) + (f"; … and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise CatalogError(f"{path}: {len(problems)} bad row(s), nothing written (use --skip-bad to go on): {listing}")

@@ -15,9 +15,22 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
+from .display import printable
 from .errors import EdgeSearchError
+from .files import check_writable_folder
 
 PROG = "edge-search"
+
+
+def _say(text: object = "", *, file=None, flush: bool = False) -> None:
+    """Print one human-readable line: catalog text (ids, names, categories, bundle names) can hold
+    terminal escapes, so every control character is shown escaped (display.printable)."""
+    print(printable(text), file=file if file is not None else sys.stdout, flush=flush)
+
+
+class _PrintableFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
 
 
 def _setup_logging() -> None:
@@ -27,7 +40,7 @@ def _setup_logging() -> None:
     ours = logging.getLogger("edge_search")
     ours.setLevel(logging.WARNING)  # --quiet hides progress bars, never warnings
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter(f"{PROG}: %(levelname)s: %(message)s"))
     ours.handlers[:] = [handler]
     ours.propagate = False
 
@@ -38,12 +51,13 @@ def _fmt_price(price: float | None) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .filters import Filter
-    from .search import Searcher
+    from .search import QueryParams, Searcher
 
     if not args.images and args.text is None:
         raise EdgeSearchError("search needs IMAGE(s), --text WORDS, or both")
     if args.alpha is not None and not (args.images and args.text is not None):
         raise EdgeSearchError("--alpha weighs a photo against words: give IMAGE(s) and --text")
+    QueryParams(k=args.k, min_score=args.min_score)  # a bad -k fails before the bundle is loaded
     searcher = Searcher.from_bundle(args.bundle, trusted_key=_trusted(args))
     flt = Filter.parse(args.filter, searcher.products) if args.filter else None
     queries = args.images or [None]
@@ -65,21 +79,32 @@ def cmd_search(args: argparse.Namespace) -> int:
                 line["filter"] = str(flt)
             print(json.dumps(line, ensure_ascii=False), flush=True)
             continue
-        print(label if image is None or args.text is None else f"{image} + {args.text!r}")
+        _say(label if image is None or args.text is None else f"{image} + {args.text!r}")
         if flt:
-            print(f"  filter: {flt}")
+            _say(f"  filter: {flt}")
         if result.no_match:
             if not result.hits and result.best_score == float("-inf"):
-                print("  no product passes the filter")
+                _say("  no product passes the filter")
             else:
                 threshold = searcher.min_score if args.min_score is None else args.min_score
-                print(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
+                _say(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
         for rank, h in enumerate(result.hits, 1):
             mark = " (exact)" if h.exact else ""
-            print(f"  {rank}. {h.score:6.3f}  {h.id:<24} {h.name + mark:<32} {_fmt_price(h.price):>8}")
+            _say(f"  {rank}. {h.score:6.3f}  {printable(h.id):<24} {printable(h.name) + mark:<32} {_fmt_price(h.price):>8}")
         t = result.timings_ms
-        print(f"  embed {t['embed']:.1f} ms, search {t['search']:.2f} ms")
+        _say(f"  embed {t['embed']:.1f} ms, search {t['search']:.2f} ms")
     return 0
+
+
+def _record_lines(label: str, build) -> None:
+    """Lines drawn from the manifest's free-form records (teacher, student, fidelity): a record of the
+    wrong shape is reported as such, in its place, instead of crashing the whole summary."""
+    try:
+        lines = build()
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        lines = [f"{label:<12}(malformed in the manifest)"]
+    for line in lines:
+        _say(line)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -89,54 +114,70 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     m = bundle.manifest
     checked = bundle.verify()
     t, s, fid = m.teacher, m.student, m.fidelity
-    print(f"bundle      {bundle.root}  ({m.name}, created {m.created}, schema {m.schema_version})")
-    random_note = "  ** RANDOM WEIGHTS: pipeline check only **" if t.get("random_weights") else ""
-    print(f"teacher     {t.get('model')} / {t.get('pretrained')}  licence: {t.get('licence')}{random_note}")
-    if s:
+    _say(f"bundle      {bundle.root}  ({m.name}, created {m.created}, schema {m.schema_version})")
+
+    def teacher():
+        random_note = "  ** RANDOM WEIGHTS: pipeline check only **" if t.get("random_weights") else ""
+        return [f"teacher     {t.get('model')} / {t.get('pretrained')}  licence: {t.get('licence')}{random_note}"]
+
+    def student():
+        if not s:
+            return ["student     none (the teacher's own image tower)"]
         d = s.get("distillation") or {}
-        print(f"student     {s.get('arch')} at {s.get('image_size')} px, {s.get('params')} params, "
-              f"{d.get('epochs')} epochs on {d.get('views')} views ({d.get('loss')})")
-    else:
-        print("student     none (the teacher's own image tower)")
+        return [f"student     {s.get('arch')} at {s.get('image_size')} px, {s.get('params')} params, "
+                f"{d.get('epochs')} epochs on {d.get('views')} views ({d.get('loss')})"]
+
+    _record_lines("teacher", teacher)
+    _record_lines("student", student)
     size = bundle.path(m.model.file).stat().st_size
-    print(f"model       {m.model.file}  {m.model.precision}, {size / 1e6:.2f} MB, "
-          f"'{m.model.input}' -> '{m.model.output}' ({m.model.embed_dim}-d), opset {m.model.opset}")
+    _say(f"model       {m.model.file}  {m.model.precision}, {size / 1e6:.2f} MB, "
+         f"'{m.model.input}' -> '{m.model.output}' ({m.model.embed_dim}-d), opset {m.model.opset}")
     p = m.preprocess
-    print(f"preprocess  {p.size[0]}x{p.size[1]} {p.resize_mode}, {p.interpolation} (OpenCV {p.cv2_interpolation}), "
-          f"mean {tuple(round(x, 4) for x in p.mean)}, std {tuple(round(x, 4) for x in p.std)}")
+    _say(f"preprocess  {p.size[0]}x{p.size[1]} {p.resize_mode}, {p.interpolation} (OpenCV {p.cv2_interpolation}), "
+         f"mean {tuple(round(x, 4) for x in p.mean)}, std {tuple(round(x, 4) for x in p.std)}")
     ix = m.index
     ix_size = bundle.path(ix.file).stat().st_size + (bundle.path(ix.rescore_file).stat().st_size if ix.rescore_file else 0)
-    print(f"index       {ix.file}  {ix.count} vectors, {ix.dtype}"
-          f"{' + f16 rescoring' if ix.rescore_file else ''}, {ix.metric}, {'exact' if ix.exact else 'HNSW'} search, "
-          f"{ix_size / max(1, ix.count):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
-    print(f"products    {m.product_count}  (min score {m.min_score:.3f})")
-    if "int8_vs_fp32" in fid:
-        q = fid["int8_vs_fp32"]
-        print(f"fidelity    int8 vs fp32: mean cosine {q['mean_cosine']:.4f}, top-1 agreement {q['top1_agreement']:.3f}")
-    if "onnx_vs_torch" in fid:
-        print(f"            onnx vs torch: min cosine {fid['onnx_vs_torch']['min_cosine']:.6f}")
-    if "catalog_encoder" in fid:
-        ce = fid["catalog_encoder"]
-        measure = ce.get("decided_by", "augmented_query_top1")
-        figures = ", ".join(f"{k} {v[measure]:.3f}" for k, v in ce.items() if isinstance(v, dict))
-        on = "held-out photo" if measure == "held_out_photo_top1" else "augmented-photo"
-        print(f"            {on} top-1 by catalog encoder: {figures} (chose {ce.get('chosen')})")
-    if "index" in fid:
-        print(f"            index vs exact f32: " + ", ".join(
-            f"{c['label']} {c['top1_agreement_vs_exact_f32']:.4f}" for c in fid["index"]["candidates"]))
-    if m.text is None:
-        print("text        none (exported without --with-text: photo search only)")
-    else:
+    _say(f"index       {ix.file}  {ix.count} vectors, {ix.dtype}"
+         f"{' + f16 rescoring' if ix.rescore_file else ''}, {ix.metric}, {'exact' if ix.exact else 'HNSW'} search, "
+         f"{ix_size / max(1, ix.count):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
+    _say(f"products    {m.product_count}  (min score {m.min_score:.3f})")
+
+    def fidelity():
+        lines = []
+        if "int8_vs_fp32" in fid:
+            q = fid["int8_vs_fp32"]
+            lines.append(f"fidelity    int8 vs fp32: mean cosine {q['mean_cosine']:.4f}, "
+                         f"top-1 agreement {q['top1_agreement']:.3f}")
+        if "onnx_vs_torch" in fid:
+            lines.append(f"            onnx vs torch: min cosine {fid['onnx_vs_torch']['min_cosine']:.6f}")
+        if "catalog_encoder" in fid:
+            ce = fid["catalog_encoder"]
+            measure = ce.get("decided_by", "augmented_query_top1")
+            figures = ", ".join(f"{k} {v[measure]:.3f}" for k, v in ce.items() if isinstance(v, dict))
+            on = "held-out photo" if measure == "held_out_photo_top1" else "augmented-photo"
+            lines.append(f"            {on} top-1 by catalog encoder: {figures} (chose {ce.get('chosen')})")
+        if "index" in fid:
+            lines.append("            index vs exact f32: " + ", ".join(
+                f"{c['label']} {c['top1_agreement_vs_exact_f32']:.4f}" for c in fid["index"]["candidates"]))
+        return lines
+
+    def text():
+        if m.text is None:
+            return ["text        none (exported without --with-text: photo search only)"]
         tf = fid.get("text", {})
         q8 = tf.get("int8_vs_fp32")
         gate = f", int8 vs fp32 mean cosine {q8['mean_cosine']:.4f} (min {q8['min_cosine']:.4f})" if q8 else ""
-        print(f"text        {m.text.file} {m.text.precision}, {bundle.path(m.text.file).stat().st_size / 1e6:.2f} MB, "
-              f"{m.text.tokenizer} ({m.text.context_length} tokens){gate}")
+        lines = [f"text        {m.text.file} {m.text.precision}, {bundle.path(m.text.file).stat().st_size / 1e6:.2f} MB, "
+                 f"{m.text.tokenizer} ({m.text.context_length} tokens){gate}"]
         t2i = tf.get("text_to_image", {}).get(m.index.catalog_encoder, {}).get("names")
         if t2i:
-            print(f"            names -> products: recall@1 {t2i['recall@1']:.3f}, @5 {t2i['recall@5']:.3f}; "
-                  f"product-text weight {m.text.product_text_weight}, photo+words alpha {m.text.fusion_alpha}")
-    print(f"checksums   {len(checked)} files verified")
+            lines.append(f"            names -> products: recall@1 {t2i['recall@1']:.3f}, @5 {t2i['recall@5']:.3f}; "
+                         f"product-text weight {m.text.product_text_weight}, photo+words alpha {m.text.fusion_alpha}")
+        return lines
+
+    _record_lines("fidelity", fidelity)
+    _record_lines("text", text)
+    _say(f"checksums   {len(checked)} files verified")
     return 0
 
 
@@ -153,7 +194,24 @@ def _parse_gates(items: list[str]) -> dict[str, float]:
     return out
 
 
+# what `pip install 'edge-search[export]'` adds (pyproject.toml), by import name
+EXPORT_MODULES = ("torch", "torchvision", "open_clip", "timm", "onnx", "tqdm", "PIL")
+
+
+def _need_export_extra(command: str) -> None:
+    """One line, before anything runs, when the [export] extra is missing (never a ModuleNotFoundError)."""
+    import importlib.util
+
+    missing = [m for m in EXPORT_MODULES if importlib.util.find_spec(m) is None]
+    if importlib.util.find_spec("edge_search_export") is None:
+        missing.append("edge_search_export")
+    if missing:
+        raise EdgeSearchError(f"{command} needs the [export] extra ({', '.join(missing)} not installed): "
+                              "pip install 'edge-search[export]'")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    _need_export_extra("export")
     try:
         from edge_search_export.config import ExportConfig
         from edge_search_export.pipeline import run_export
@@ -182,13 +240,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     summary = run_export(cfg, progress=not args.quiet)
     m = summary.manifest
     for line in summary.skipped:
-        print(f"skipped: {line}", file=sys.stderr)
-    print(f"wrote {summary.out}: {m.product_count} products, {m.index.count} images, model {m.model.precision}, "
+        _say(f"skipped: {line}", file=sys.stderr)
+    _say(f"wrote {summary.out}: {m.product_count} products, {m.index.count} images, model {m.model.precision}, "
           f"index {m.index.dtype} ({summary.seconds:.0f} s)")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    _need_export_extra("demo")
     try:
         from .demo import run_demo
         import edge_search_export  # noqa: F401
@@ -198,32 +257,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ) from None
     report = run_demo(Path(args.workdir), progress=not args.quiet, epochs=args.epochs)
     if report.random_teacher:
-        print(f"note: {report.fallback_reason}")
-        print("note: ran with --pretrained random instead: this is a PIPELINE CHECK, not a quality result.")
-    print(f"bundle: {report.bundle} (exported in {report.export_seconds:.0f} s)")
+        _say(f"note: {report.fallback_reason}")
+        _say("note: ran with --pretrained random instead: this is a PIPELINE CHECK, not a quality result.")
+    _say(f"bundle: {report.bundle} (exported in {report.export_seconds:.0f} s)")
     for path, want, result in report.queries:
         top = result.hits[0] if result.hits else None
         mark = "ok " if top and top.id == want else "-- "
         got = f"{top.id} ({top.score:.3f})" if top else "no match"
-        print(f"  {mark}{Path(path).name:<24} -> {got:<28} embed {result.timings_ms['embed']:.1f} ms, "
+        _say(f"  {mark}{Path(path).name:<24} -> {got:<28} embed {result.timings_ms['embed']:.1f} ms, "
               f"search {result.timings_ms['search']:.2f} ms")
-    print(f"top-1 on {len(report.queries)} photos: {report.top1:.0%}"
+    _say(f"top-1 on {len(report.queries)} photos: {report.top1:.0%}"
           + (" (random teacher: expect little)" if report.random_teacher else ""))
-    print(f"try: edge-search search --bundle {report.bundle} {report.queries[0][0]}")
+    _say(f"try: edge-search search --bundle {report.bundle} {report.queries[0][0]}")
     return 0
 
 
 # --- run: the kiosk (issue 3) ------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from .frames import open_source
-    from .kiosk import (MAX_K, BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSaver, Lookup, Pipeline,
-                        open_or_fail, run_kiosk)
+    from .kiosk import (BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSaver, Lookup, Pipeline,
+                        check_k, open_or_fail, run_kiosk)
     from .bundle import Bundle
     from .filters import Filter
     from .search import Searcher
 
-    if not 1 <= args.k <= MAX_K:
-        raise EdgeSearchError(f"-k must be between 1 and {MAX_K}, got {args.k}")
+    from .search import QueryParams
+
+    check_k(args.k)  # before any screen or camera: the kiosk's own rules, then the searcher's
+    QueryParams(k=args.k, min_score=args.min_score)
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeSearchError(f"--max-frames must be at least 1, got {args.max_frames}")
     trusted = _trusted(args)
@@ -254,11 +315,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             if isinstance(event, Lookup):
                 print(json.dumps(event.to_json(), ensure_ascii=False), flush=True)
             elif isinstance(event, BundleSwapped):
-                print(f"{PROG}: {event.text}", file=sys.stderr, flush=True)
+                _say(f"{PROG}: {event.text}", file=sys.stderr, flush=True)
             elif isinstance(event, BundleSwapFailed):
-                print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
+                _say(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
             elif getattr(event, "state", None) == "lost":  # a camera or stream: retried, so a warning
-                print(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
+                _say(f"{PROG}: warning: {event.text}", file=sys.stderr, flush=True)
             elif getattr(event, "state", None) == "failed":  # a file that broke part way
                 raise EdgeSearchError(event.message)
     finally:
@@ -272,6 +333,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, read_queries
     from .search import Searcher
 
+    if args.report:  # a report folder that cannot be written fails now, not after every query has run
+        check_writable_folder(args.report, "--report")
     queries = read_queries(args.queries)
     searcher = Searcher.from_bundle(args.bundle, trusted_key=_trusted(args))
     report = evaluate(searcher, queries)
@@ -282,28 +345,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
         return 0
-    print(f"{report.queries} queries against {searcher.manifest.name if searcher.manifest else args.bundle}")
-    print("  " + "  ".join(f"recall@{k} {v:.3f}" for k, v in report.recall.items()))
+    _say(f"{report.queries} queries against {searcher.manifest.name if searcher.manifest else args.bundle}")
+    _say("  " + "  ".join(f"recall@{k} {v:.3f}" for k, v in report.recall.items()))
     rule = "calibrated rule" if report.calibrated else f"threshold {report.min_score:.3f}"
-    print(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} of in-catalog photos ({rule})")
+    _say(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} of in-catalog photos ({rule})")
     if report.false_reject_of_correct is not None:
-        print(f"  false rejects: {report.false_reject_of_correct:.1%} of the photos ranked right")
+        _say(f"  false rejects: {report.false_reject_of_correct:.1%} of the photos ranked right")
     if report.reject_recall is not None:
-        print(f"  reject recall: {report.reject_recall:.1%} of {len(report.unknown_ids)} photos of products "
+        _say(f"  reject recall: {report.reject_recall:.1%} of {len(report.unknown_ids)} photos of products "
               "the bundle lacks answered no match")
     lat = report.latency_ms
-    print(f"  embed {lat['embed_p50']:.1f} / {lat['embed_p95']:.1f} ms, search {lat['search_p50']:.2f} / "
+    _say(f"  embed {lat['embed_p50']:.1f} / {lat['embed_p95']:.1f} ms, search {lat['search_p50']:.2f} / "
           f"{lat['search_p95']:.2f} ms (p50 / p95)")
     worst = sorted(report.per_category.items(), key=lambda kv: kv[1]["recall@1"])[:5]
-    print("  worst categories: " + ", ".join(f"{c} {v['recall@1']:.2f} ({v['queries']})" for c, v in worst))
+    _say("  worst categories: " + ", ".join(f"{c} {v['recall@1']:.2f} ({v['queries']})" for c, v in worst))
     if report.confused:
-        print("  most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} x{c['count']}" for c in report.confused[:5]))
+        _say("  most confused: " + ", ".join(f"{c['true']} -> {c['predicted']} x{c['count']}" for c in report.confused[:5]))
     for line in report.unknown_ids:
-        print(f"  not in the bundle (counted for reject recall only): {line}", file=sys.stderr)
+        _say(f"  not in the bundle (counted for reject recall only): {line}", file=sys.stderr)
     for line in report.unreadable:
-        print(f"  not counted: {line}", file=sys.stderr)
+        _say(f"  not counted: {line}", file=sys.stderr)
     if args.report:
-        print(f"  report: {Path(args.report) / 'report.md'}")
+        _say(f"  report: {Path(args.report) / 'report.md'}")
     return 0
 # --- end eval -----------------------------------------------------------------
 
@@ -319,8 +382,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from .signing import keygen
 
     private, public = keygen(Path(args.out), name=args.name)
-    print(f"private key {private} (keep it secret: it signs bundles)")
-    print(f"public key  {public} (give it to devices: --trusted-key or "
+    _say(f"private key {private} (keep it secret: it signs bundles)")
+    _say(f"public key  {public} (give it to devices: --trusted-key or "
           f"~/.config/edge-search/trusted.pub.pem)")
     return 0
 
@@ -331,7 +394,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
     Bundle.open(args.bundle, verify=True)  # never sign a bundle whose files do not match its manifest
     sig = sign_bundle(Path(args.bundle), Path(args.key))
-    print(f"signed {args.bundle}: {sig}")
+    _say(f"signed {args.bundle}: {sig}")
     return 0
 
 
@@ -344,7 +407,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise TrustError("verify needs a public key: --trusted-key PUB (or $EDGE_SEARCH_TRUSTED_KEY, "
                          "or ~/.config/edge-search/trusted.pub.pem)")
     bundle = Bundle.open(args.bundle, verify=True, trusted_key=key)
-    print(f"ok: {bundle.root} ({bundle.manifest.name}): signature by {key} valid, "
+    _say(f"ok: {bundle.root} ({bundle.manifest.name}): signature by {key} valid, "
           f"{len(bundle.manifest.files)} files match their checksums")
     return 0
 
@@ -353,7 +416,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     from .shipping import pack
 
     out = pack(Path(args.bundle), Path(args.out), trusted_key=_trusted(args))
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    _say(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
@@ -363,13 +426,13 @@ def cmd_install(args: argparse.Namespace) -> int:
     key = _trusted(args)
     report = install(Path(args.source), Path(args.into), trusted_key=key)
     if report.already_current:
-        print(f"already active: {report.path} (self-test: {report.self_test})")
+        _say(f"already active: {report.path} (self-test: {report.self_test})")
         return 0
     signed = f"signature checked against {key}" if key else "no trusted key configured: signature not checked"
-    print(f"installed {report.name} -> {Path(args.into) / 'current'} ({signed}; self-test: {report.self_test}; "
+    _say(f"installed {report.name} -> {Path(args.into) / 'current'} ({signed}; self-test: {report.self_test}; "
           f"{report.seconds:.1f} s)")
     if report.previous:
-        print(f"previous: {report.previous} (edge-search rollback --into {args.into})")
+        _say(f"previous: {report.previous} (edge-search rollback --into {args.into})")
     return 0
 
 
@@ -377,7 +440,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from .shipping import rollback
 
     now, before = rollback(Path(args.into), trusted_key=_trusted(args))
-    print(f"current -> {now} (was {before})")
+    _say(f"current -> {now} (was {before})")
     return 0
 # --- end signing and shipping ------------------------------------------------------
 
@@ -528,14 +591,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EdgeSearchError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        _say(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        _say(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        # the file system's own failures (a full disk, a folder we may not write, a symlink loop) that no
+        # core function mapped: still one line naming the path, never a traceback
+        where = e.filename if e.filename is not None else "edge-search"
+        _say(f"{PROG}: error: {printable(where)}: {printable(e.strerror or e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

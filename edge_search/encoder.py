@@ -53,6 +53,17 @@ class OnnxEncoder:
         self._dtype = np.int64 if inputs[input_name].type == "tensor(int64)" else np.float32
         dim = outputs[output_name].shape[-1]
         self.embed_dim = int(dim) if isinstance(dim, int) else -1
+        self.input_shape = tuple(inputs[input_name].shape)  # ints where fixed, names where dynamic
+
+    def check_fits(self, channels: int, height: int, width: int, embed_dim: int, where: str) -> None:
+        """Refuse a manifest whose preprocessing or embedding size does not fit this model (fixed dims only)."""
+        fixed = self.input_shape[1:] if len(self.input_shape) == 4 else ()
+        if any(isinstance(g, int) and g != w for g, w in zip(fixed, (channels, height, width))):
+            shown = "x".join(str(d) for d in fixed)
+            raise BundleError(f"{where}: the model takes {shown} input, the manifest's preprocess makes "
+                              f"{channels}x{height}x{width}")
+        if self.embed_dim not in (-1, embed_dim):
+            raise BundleError(f"{where}: the model returns {self.embed_dim}-d embeddings, the manifest says {embed_dim}")
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=self._dtype)

@@ -2,7 +2,7 @@
 the TUI) turns them into messages and exit codes."""
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+from .display import printable
 
 
 class EdgeSearchError(Exception):
@@ -15,7 +15,11 @@ class EdgeSearchError(Exception):
     exit_code = 2
 
     def __str__(self) -> str:
-        return super().__str__().translate(_CONTROL)
+        return printable(super().__str__())
+
+
+class FileError(EdgeSearchError):
+    """A path cannot be read or written as asked (a FIFO, a full disk, a folder we may not write)."""
 
 
 class ImageError(EdgeSearchError):
@@ -24,6 +28,10 @@ class ImageError(EdgeSearchError):
 
 class BundleError(EdgeSearchError):
     """A bundle is missing files, fails verification, or has an unknown schema."""
+
+
+class QueryError(EdgeSearchError):
+    """A query setting is out of range (k below 1, a min_score that is NaN or +inf)."""
 
 
 class TextQueryError(EdgeSearchError):

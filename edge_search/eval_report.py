@@ -11,8 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .display import printable
 from .evaluate import EvalReport
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text, ensure_folder
 
 W, H, PAD = 640, 400, 60
 INK, GRID, BAR = (40, 40, 40), (220, 220, 220), (180, 110, 40)
@@ -67,8 +68,7 @@ def bars(title: str, labels: list[str], values: list[float], path: Path, fmt: st
 
 
 def write_report(report: EvalReport, out: Path, title: str) -> list[Path]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out, "--report")
     recall_curve(report, out / "recall_at_k.png")
     lat = report.latency_ms
     bars("latency (ms)", ["embed p50", "embed p95", "search p50", "search p95"],
@@ -76,7 +76,7 @@ def write_report(report: EvalReport, out: Path, title: str) -> list[Path]:
     worst = sorted(report.per_category.items(), key=lambda kv: kv[1]["recall@1"])[:12]
     bars("recall@1 of the worst categories", [k for k, _ in worst], [v["recall@1"] for _, v in worst],
          out / "worst_categories.png")
-    lines = [f"# {title}", "", f"{report.queries} queries; no-match threshold {report.min_score:.3f}.", "",
+    lines = [f"# {printable(title)}", "", f"{report.queries} queries; no-match threshold {report.min_score:.3f}.", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| recall@{k} | {v:.4f} |" for k, v in report.recall.items()]
     lines += [f"| MRR | {report.mrr:.4f} |", f"| answered no match (in-catalog photos) | {report.no_match_share:.4f} |"]
@@ -88,13 +88,13 @@ def write_report(report: EvalReport, out: Path, title: str) -> list[Path]:
     lines += [f"| {k.replace('_', ' ')} ms | {v:.3f} |" for k, v in lat.items()]
     lines += ["", "![recall@k](recall_at_k.png)", "![latency](latency.png)", "",
               "## Per category", "", "| category | queries | recall@1 |", "|---|---|---|"]
-    lines += [f"| {c} | {v['queries']} | {v['recall@1']:.4f} |" for c, v in report.per_category.items()]
+    lines += [f"| {printable(c)} | {v['queries']} | {v['recall@1']:.4f} |" for c, v in report.per_category.items()]
     lines += ["", "![worst categories](worst_categories.png)", "", "## Most confused", "",
               "| true | shown instead | times |", "|---|---|---|"]
-    lines += [f"| {c['true']} | {c['predicted']} | {c['count']} |" for c in report.confused]
+    lines += [f"| {printable(c['true'])} | {printable(c['predicted'])} | {c['count']} |" for c in report.confused]
     if report.unknown_ids:
-        lines += ["", "## Not in the bundle (reject recall only)", ""] + [f"- {x}" for x in report.unknown_ids]
+        lines += ["", "## Not in the bundle (reject recall only)", ""] + [f"- {printable(x)}" for x in report.unknown_ids]
     if report.unreadable:
-        lines += ["", "## Not counted", ""] + [f"- {x}" for x in report.unreadable]
+        lines += ["", "## Not counted", ""] + [f"- {printable(x)}" for x in report.unreadable]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return [out / "report.md", out / "recall_at_k.png", out / "latency.png", out / "worst_categories.png"]

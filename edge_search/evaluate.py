@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import EdgeSearchError, ImageError
+from .files import MAX_TABLE_BYTES, open_regular_text
 from .search import Searcher
 
 RANKS = (1, 2, 3, 4, 5, 10)
@@ -38,7 +39,8 @@ def read_queries(path: str | Path) -> list[Query]:
     """`image,id` rows; image paths relative to the file."""
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open_regular_text(path, limit=MAX_TABLE_BYTES, what="queries file", error=QueriesError, newline="",
+                               encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
             if "image" not in header or "id" not in header:

@@ -1,7 +1,14 @@
-"""File helpers shared by export and runtime: checksums and atomic writes.
+"""File helpers shared by export and runtime: checksums, atomic writes, and
+the two checks every command goes through at the file system's edge.
 
 Outputs are written to a temporary sibling and renamed into place, so a crash
-leaves either the old file or the new one, never half of one.
+leaves either the old file or the new one, never half of one. A path we are
+told to write must be absent or a regular file (or, for folders, a real
+folder): never a FIFO, a device node or a symlink, which a rename would
+silently replace (`check_output`). Inputs are read only from regular files and
+only up to a cap fitting what they are (`read_regular`), so a FIFO or
+/dev/zero neither hangs a command nor fills memory. Every OSError becomes one
+line naming the path (`FileError`).
 """
 
 from __future__ import annotations
@@ -10,14 +17,117 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import io
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
-from .errors import EdgeSearchError
+from .errors import EdgeSearchError, FileError
+
+
+def describe_os_error(e: OSError) -> str:
+    """The reason part of an OSError, as one short phrase ('No space left on device')."""
+    return e.strerror or type(e).__name__
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
+
+
+# --- outputs --------------------------------------------------------------------
+def check_output(path: str | Path, *, folder: bool = False, flag: str = "output",
+                 error: type[EdgeSearchError] = FileError) -> Path:
+    """Refuse an output path that holds anything but what we would write there.
+
+    A file output may be absent or a regular file (replaced atomically); a
+    folder output absent or a real folder. A symlink, FIFO, device node or
+    socket at the path is refused: `os.replace` would swap it for a regular
+    file (run as root against /dev/sda, that destroys a device node), and a
+    symlinked folder would send our files elsewhere. Returns the absolute path."""
+    p = Path(path)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return p.absolute()
+    except NotADirectoryError:
+        what = "create the folder" if folder else "write the file"
+        raise error(f"{flag} {p}: cannot {what} (a file is in the way)") from None
+    except (OSError, ValueError) as e:
+        reason = describe_os_error(e) if isinstance(e, OSError) else "not a usable path"
+        raise error(f"{flag} {p}: cannot check it ({reason})") from None
+    if stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode):
+        return p.absolute()
+    what = "folder" if folder else "file"
+    raise error(f"{flag} {p}: is {_kind_of(st.st_mode)}; refusing to write a {what} over it")
+
+
+def plain_name(name: str, flag: str, error: type[EdgeSearchError] = FileError) -> str:
+    """A file name stem that stays in the folder it is put in: no separators, no '..', no control characters."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".")
+            or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)):
+        raise error(f"{flag} {name!r}: must be a plain file name (no '/', no leading '.', no control characters)")
+    return name
+
+
+def write_all(f: IO[bytes], data: bytes) -> None:
+    """The one place output bytes hit the disk (a seam: tests inject ENOSPC here)."""
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, mode: int = 0o644, overwrite: bool = True,
+                  error: type[EdgeSearchError] = FileError) -> Iterator[IO[bytes]]:
+    """Yield a temp file beside `path`; on success it becomes `path` in one step.
+
+    With `overwrite=False` the final step is a hard link, which fails if
+    `path` appeared meanwhile: never clobbered, even by a racing writer. On
+    any failure (a full disk, say) the temp file is removed: nothing
+    half-written is left under `path`, so a retry starts clean."""
+    path = Path(path)
+    check_output(path, error=error)
+    if not overwrite and os.path.lexists(path):
+        raise error(f"{path}: already exists (never overwritten)")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise error(f"{path}: cannot write ({describe_os_error(e)})") from None
+    try:
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            check_output(path, error=error)  # again: something may have appeared while we wrote
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)
+                os.unlink(tmp)
+        except FileExistsError:
+            raise error(f"{path}: already exists (never overwritten)") from None
+        except OSError as e:
+            raise error(f"{path}: cannot write ({describe_os_error(e)})") from None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -28,23 +138,111 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True,
+                       error: type[EdgeSearchError] = FileError) -> None:
+    with atomic_output(path, mode=mode, overwrite=overwrite, error=error) as f:
+        write_all(f, data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def ensure_folder(path: str | Path, flag: str = "output", error: type[EdgeSearchError] = FileError) -> Path:
+    """Create an output folder (and its parents) after `check_output`; one line on failure."""
+    p = check_output(path, folder=True, flag=flag, error=error)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a parent is a file
+        raise error(f"{flag} {path}: cannot create the folder (a file is in the way)") from None
+    except OSError as e:
+        raise error(f"{flag} {path}: cannot create the folder ({describe_os_error(e)})") from None
+    return p
+
+
+def check_writable_folder(path: str | Path, flag: str = "output", error: type[EdgeSearchError] = FileError) -> None:
+    """Prove early that files can be created in `path` (made if missing): a long job
+    must not find out at its end that its output cannot be written."""
+    p = ensure_folder(path, flag, error)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise error(f"{flag} {path}: cannot write there ({describe_os_error(e)})") from None
+
+
+def check_new_folder(path: str | Path, flag: str = "--out", error: type[EdgeSearchError] = FileError) -> Path:
+    """An output folder made by renaming a staged one beside it: refuse what sits at the path
+    (`check_output`) and prove now that its parent can be written."""
+    out = check_output(path, folder=True, flag=flag, error=error)
+    check_writable_folder(out.parent, flag, error)
+    return out
+
+
+# --- inputs ---------------------------------------------------------------------
+# Caps on what one input file may make us read into memory, by what it is.
+MAX_IMAGE_BYTES = 256 << 20  # a 64 MP photo as an uncompressed BMP is 192 MB
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_SIGNATURE_BYTES = 4096
+MAX_KEY_BYTES = 64 << 10
+MAX_TABLE_BYTES = 1 << 30  # catalogs, queries, products.jsonl: read line by line, but still bounded
+
+
+@contextlib.contextmanager
+def open_regular(path: str | Path, *, limit: int, what: str = "file",
+                 error: type[EdgeSearchError] = FileError) -> Iterator[IO[bytes]]:
+    """Open a regular file for reading, or raise `error` in one line.
+
+    Opened non-blocking, so a FIFO cannot hang us in open(); anything but a
+    regular file (FIFO, /dev/zero, a socket, a folder) is refused by fstat on
+    the opened descriptor, so no swap can happen between check and read;
+    a file over `limit` bytes is refused before it is read."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{p}: is a folder, not a {what}") from None
+    except ValueError:  # a NUL byte in the name (from a catalog cell, say)
+        raise error(f"{str(p)!r}: not a usable file name") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read ({describe_os_error(e)})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{p}: is {_kind_of(st.st_mode)}, not a regular file; a {what} is read only from a regular file")
+        if st.st_size > limit:
+            raise error(f"{p}: {st.st_size} bytes, over the {limit} byte limit for a {what}")
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
+@contextlib.contextmanager
+def open_regular_text(path: str | Path, *, limit: int, what: str, error: type[EdgeSearchError] = FileError,
+                      encoding: str = "utf-8", newline: str | None = None) -> Iterator[IO[str]]:
+    """`open_regular` for text read line by line (catalogs, query lists)."""
+    with open_regular(path, limit=limit, what=what, error=error) as f:
+        yield io.TextIOWrapper(f, encoding=encoding, newline=newline)
+
+
+def read_regular(path: str | Path, *, limit: int, what: str = "file",
+                 error: type[EdgeSearchError] = FileError) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (see `open_regular`)."""
+    with open_regular(path, limit=limit, what=what, error=error) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise error(f"{path}: cannot read ({describe_os_error(e)})") from None
+    if len(data) > limit:  # grew while we read it
+        raise error(f"{path}: over the {limit} byte limit for a {what}")
+    return data
 
 
 def _renameat2_exchange():
@@ -102,12 +300,15 @@ def staged_directory(out: Path, *, force: bool = False) -> Iterator[Path]:
     renameat2), so `out` is the old bundle or the new one at every instant.
     Staging folders left by a killed earlier run are removed first.
     """
-    out = Path(out).absolute()
+    out = check_output(out, folder=True, flag="--out")
     if out.exists() and not force:
         raise EdgeSearchError(f"{out}: already exists (pass --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out.parent, "--out")
     clean_leftovers(out)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise FileError(f"--out {out}: cannot write beside it ({describe_os_error(e)})") from None
     try:
         yield stage
         fsync_tree(stage)

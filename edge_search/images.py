@@ -16,6 +16,11 @@ from pathlib import Path
 # A 30 000 x 30 000 photo decodes to 2.7 GB; no kiosk query or catalog image
 # needs more than this many pixels.
 MAX_PIXELS = 64_000_000
+# No product photo is 50 times wider than tall. A 143-byte 20000 x 1 PNG is
+# small, but resized so its short side meets the model's input it becomes a
+# 4.5 million x 224 buffer (3.5 GB); bounding the aspect ratio bounds every
+# resize we make from a photo.
+MAX_ASPECT = 50
 # OpenCV's own decoder limit (read once, at its first decode): a second line of
 # defence for formats whose header `header_size` does not read.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
@@ -24,6 +29,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import ImageError  # noqa: E402
+from .files import MAX_IMAGE_BYTES, read_regular  # noqa: E402
 
 
 _stderr_lock = threading.Lock()
@@ -144,12 +150,20 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def check_dimensions(width: int, height: int, name: str, when: str = "") -> None:
+    """Refuse a width x height over MAX_PIXELS or with an aspect ratio over MAX_ASPECT (one line)."""
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{name}: image is {width}x{height}, over the {MAX_PIXELS} pixel limit{when}")
+    if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"{name}: image is {width}x{height}, an aspect ratio over {MAX_ASPECT}:1 "
+                         f"(not a product photo){when}")
+
+
 def check_size(data: bytes, name: str) -> None:
-    """Refuse an image whose header declares more than MAX_PIXELS, before decoding it."""
+    """Refuse an image whose header declares too many pixels or too long a strip, before decoding it."""
     size = header_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise ImageError(f"{name}: image is {size[0]}x{size[1]}, over the {MAX_PIXELS} pixel limit "
-                         "(refused before decoding)")
+    if size is not None:
+        check_dimensions(size[0], size[1], name, " (refused before decoding)")
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -170,24 +184,15 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise ImageError(f"{name}: cannot decode image ({str(e).strip().splitlines()[-1]})") from None
     if bgr is None or bgr.size == 0:
         raise ImageError(f"{name}: not a readable image (unknown format or corrupt data)")
-    if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
-        raise ImageError(f"{name}: image is {bgr.shape[1]}x{bgr.shape[0]}, over the {MAX_PIXELS} pixel limit")
+    check_dimensions(bgr.shape[1], bgr.shape[0], name)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read and decode an image file to RGB uint8."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{p}: is a directory, not an image") from None
-    except OSError as e:
-        raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
-    except ValueError:  # a NUL byte in the name (from a catalog cell, say)
-        raise ImageError(f"{str(p)!r}: not a usable file name") from None
+    # a regular file only, and no larger than any photo we accept: a FIFO or /dev/zero is refused, not read
+    data = read_regular(p, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
     return decode_image(data, str(p))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -23,11 +22,12 @@ import numpy as np
 
 from .enhance import DEFAULT_RETRIES, ENHANCEMENTS, ORIGINAL
 from .errors import EdgeSearchError
+from .files import atomic_write_bytes, ensure_folder
 from .filters import Filter
 from .frames import Frame, FrameSource, SourceError, SourceStatus, wait_until_open
 from .gate import Gate, GateConfig, Verdict
 from .images import encode_jpeg
-from .search import SearchResult
+from .search import QueryParams, SearchResult
 
 MAX_K = 20
 
@@ -130,11 +130,11 @@ class Pipeline:
         if unknown:
             raise ValueError(f"unknown enhancements {unknown}; known: {sorted(ENHANCEMENTS)}")
         self.searcher = searcher
-        self._explicit_min_score = min_score
+        self._explicit_min_score = QueryParams(min_score=min_score).min_score
         self.min_score = searcher.min_score if min_score is None else float(min_score)
         self.gate = Gate(gate)
         self.retries = retries
-        self._k = _check_k(k)
+        self._k = check_k(k)
         self._filter: Filter | None = None
         self.epoch = 0
         self.paused = False
@@ -156,7 +156,7 @@ class Pipeline:
 
     @k.setter
     def k(self, value: int) -> None:
-        self._k = _check_k(value)
+        self._k = check_k(value)
         self.epoch += 1
 
     def swap(self, searcher: KioskSearcher) -> None:
@@ -216,9 +216,11 @@ class Pipeline:
         return result
 
 
-def _check_k(k: int) -> int:
+def check_k(k: int) -> int:
+    """The kiosk shows at most MAX_K products (on screen, or per JSON line); the rest of k's rules are the searcher's."""
+    QueryParams(k=k)
     if not 1 <= int(k) <= MAX_K:
-        raise EdgeSearchError(f"k must be between 1 and {MAX_K}, got {k}")
+        raise EdgeSearchError(f"-k must be between 1 and {MAX_K} in the kiosk, got {k}")
     return int(k)
 
 
@@ -226,27 +228,14 @@ class FrameSaver:
     """`--save-frames DIR`: the searched frames as JPEG files, written whole or not at all."""
 
     def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise EdgeSearchError(f"--save-frames {folder}: cannot create folder ({e.strerror or e})") from None
+        self.folder = ensure_folder(folder, "--save-frames")
         self.count = 0
 
     def save(self, lookup: Lookup) -> Path:
         self.count += 1
         path = self.folder / f"{self.count:06d}-frame{lookup.frame.index:06d}.jpg"
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".part")
-            with os.fdopen(fd, "wb") as f:
-                f.write(encode_jpeg(lookup.frame.image, quality=90))
-            os.replace(tmp, path)
-        except OSError as e:  # disk full, folder removed: say so in one line
-            raise EdgeSearchError(f"--save-frames: cannot write {path} ({e.strerror or e})") from None
-        finally:
-            if tmp is not None and Path(tmp).exists():
-                Path(tmp).unlink()
+        # a FIFO, device or link already at that name is refused, never replaced (files.check_output)
+        atomic_write_bytes(path, encode_jpeg(lookup.frame.image, quality=90))
         return path
 
 

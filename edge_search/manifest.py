@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import BundleError
+from .files import MAX_MANIFEST_BYTES, read_regular
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 RESIZE_MODES = ("shortest", "longest", "squash")
+MAX_INPUT_SIDE = 1024  # the largest open_clip towers take 448-518 px; more is a damaged manifest
+MAX_EMBED_DIM = 16384
 CV2_INTERPOLATIONS = ("area", "linear", "cubic", "lanczos")
 INDEX_DTYPES = ("i8", "f16", "f32")
 
@@ -44,12 +48,23 @@ class PreprocessCfg:
         size = self.size
         if isinstance(size, int):
             size = (size, size)
-        size = tuple(int(s) for s in size)
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+            raise ValueError(f"preprocess size must be whole numbers, got {list(size)}")
+        size = tuple(size)
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        if len(size) != 2 or min(size) < 8:
-            raise ValueError(f"preprocess size must be two sides of at least 8 pixels, got {size}")
+        if len(size) != 2 or min(size) < 8 or max(size) > MAX_INPUT_SIDE:
+            raise ValueError(f"preprocess size must be two sides of 8 to {MAX_INPUT_SIDE} pixels, got {size}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("preprocess mean and std need three values")
+        # pixels are scaled to [0, 1] first: a mean outside it or a std of 0, NaN or inf is not a normalization
+        if not all(math.isfinite(m) and 0 <= m <= 1 for m in self.mean):
+            raise ValueError(f"preprocess mean must be three numbers in [0, 1], got {self.mean}")
+        if not all(math.isfinite(s) and 0 < s <= 1 for s in self.std):
+            raise ValueError(f"preprocess std must be three numbers in (0, 1], got {self.std}")
+        if isinstance(self.fill_color, bool) or not isinstance(self.fill_color, int) or not 0 <= self.fill_color <= 255:
+            raise ValueError(f"preprocess fill_color must be 0..255, got {self.fill_color!r}")
         if self.mode != "RGB":
             raise ValueError(f"preprocess mode must be RGB, got {self.mode!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -71,6 +86,12 @@ class ModelInfo:
     precision: str  # "int8" or "fp32"
     opset: int
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.embed_dim <= MAX_EMBED_DIM:
+            raise ValueError(f"model embed_dim must be 1..{MAX_EMBED_DIM}, got {self.embed_dim}")
+        if self.opset < 1:
+            raise ValueError(f"model opset must be positive, got {self.opset}")
+
 
 @dataclass(frozen=True)
 class IndexInfo:
@@ -84,6 +105,8 @@ class IndexInfo:
     catalog_encoder: str = "student"
 
     def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"index count must not be negative, got {self.count}")
         if self.dtype not in INDEX_DTYPES:
             raise ValueError(f"index dtype must be one of {INDEX_DTYPES}, got {self.dtype!r}")
         if self.metric != "cos":
@@ -265,8 +288,16 @@ def parse_manifest(data: Any, where: str) -> Manifest:
     calibration = _parse_calibration(search["calibration"], where) if "calibration" in search else None
     text = _parse_text(data["text"], where) if data.get("text") is not None else None
     for name, entry in files.items():
-        _need(entry, "sha256", str, f"{where} files[{name}]")
-        _need(entry, "bytes", int, f"{where} files[{name}]")
+        digest = _need(entry, "sha256", str, f"{where} files[{name}]")
+        size = _need(entry, "bytes", int, f"{where} files[{name}]")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or size < 0:
+            raise BundleError(f"{where}: files[{name}] needs a 64-digit hex sha256 and a byte count of 0 or more")
+    if _need(products, "count", int, where + " products") < 0:
+        raise BundleError(f"{where}: products count must not be negative")
+    records = {key: data.get(key) for key in ("producer", "teacher", "student", "fidelity")}
+    for key, value in records.items():  # free-form records, but shown by inspect: objects or nothing
+        if value is not None and not isinstance(value, dict):
+            raise BundleError(f"{where}: key '{key}' must be a JSON object, got {type(value).__name__}")
     return Manifest(
         schema_version=version,
         name=_need(data, "name", str, where),
@@ -332,14 +363,15 @@ def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
 def read_manifest_bytes(bundle_dir: Path) -> bytes:
     """The raw bytes of a bundle's manifest.json (what a signature covers)."""
     path = Path(bundle_dir) / MANIFEST_NAME
-    if not Path(bundle_dir).is_dir():
-        raise BundleError(f"{bundle_dir}: not a bundle directory")
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing (is {bundle_dir} a bundle?)") from None
-    except OSError as e:
-        raise BundleError(f"{path}: cannot read ({e.strerror or e})") from None
+        is_dir = Path(bundle_dir).is_dir()
+    except OSError as e:  # a folder we may not look into
+        raise BundleError(f"{bundle_dir}: cannot open the bundle ({e.strerror or e})") from None
+    if not is_dir:
+        raise BundleError(f"{bundle_dir}: not a bundle directory")
+    if not os.path.lexists(path):
+        raise BundleError(f"{path}: missing (is {bundle_dir} a bundle?)")
+    return read_regular(path, limit=MAX_MANIFEST_BYTES, what="manifest", error=BundleError)
 
 
 def manifest_from_bytes(data: bytes, where: str) -> Manifest:

@@ -14,6 +14,8 @@ import functools
 import cv2
 import numpy as np
 
+from .errors import ImageError
+from .images import MAX_PIXELS
 from .manifest import PreprocessCfg
 
 _CV2_FLAGS = {
@@ -27,6 +29,9 @@ _CV2_FLAGS = {
 def _resize(rgb: np.ndarray, h: int, w: int, cfg: PreprocessCfg) -> np.ndarray:
     if rgb.shape[0] == h and rgb.shape[1] == w:
         return rgb
+    if h * w > MAX_PIXELS:  # every buffer we make stays under the pixel limit, resizes included
+        raise ImageError(f"image is {rgb.shape[1]}x{rgb.shape[0]}: resizing it to {w}x{h} for the model "
+                         f"would exceed the {MAX_PIXELS} pixel limit")
     flag = _CV2_FLAGS[cfg.cv2_interpolation]
     if flag == cv2.INTER_AREA and (h > rgb.shape[0] or w > rgb.shape[1]):
         flag = cv2.INTER_CUBIC  # INTER_AREA is only an area filter when shrinking

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError
+from .files import MAX_TABLE_BYTES, read_regular
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ class ProductTable:
     @classmethod
     def load(cls, path: Path, key_count: int) -> "ProductTable":
         products = []
+        data = read_regular(path, limit=MAX_TABLE_BYTES, what="product table", error=BundleError)
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
+            lines = data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
             raise BundleError(f"{path}: cannot read ({e})") from None
         for n, line in enumerate(lines, 1):
             if not line.strip():

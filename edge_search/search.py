@@ -10,6 +10,7 @@ Must not import torch, open_clip or onnx.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from .bundle import Bundle
 from .encoder import DEFAULT_THREADS, Encoder, OnnxEncoder
 from .images import load_image
 from .index import VectorIndex, unit
-from .errors import BundleError, TextQueryError
+from .errors import BundleError, QueryError, TextQueryError
 from .filters import Filter
 from .manifest import DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, NoMatchRule, PreprocessCfg, TextInfo
 from .preprocess import preprocess
@@ -29,6 +30,33 @@ from .products import Product, ProductTable
 from .text import TextEncoder
 
 FETCH_GROWTH = 4  # over-fetching under a filter: k*4 products, then k*16, ... up to the catalog
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    """How many products a query returns and the score below which it is "no match".
+
+    Validated here, once, for every caller (search, eval, the kiosk, export):
+    `k` is a whole number of at least 1; `min_score` is None (the bundle's
+    rule), a finite number (scores are cosines: above 1 nothing is answered),
+    or -inf (rank everything, answer always). NaN and +inf are refused: NaN
+    fails every comparison, so it would turn "no match" off or on for every
+    query without a word."""
+
+    k: int = 5
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise QueryError(f"-k must be a whole number of at least 1, got {self.k!r}")
+        if self.min_score is not None:
+            try:
+                v = float(self.min_score)
+            except (TypeError, ValueError):
+                v = math.nan
+            if math.isnan(v) or v == math.inf:
+                raise QueryError(f"--min-score must be a finite number (or -inf: answer every query), "
+                                 f"got {self.min_score!r}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +127,7 @@ class Searcher:
         m = bundle.manifest
         encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
                               output_name=m.model.output, threads=threads)
+        encoder.check_fits(3, *m.preprocess.size, m.model.embed_dim, str(bundle.root / "manifest.json"))
         rescore = bundle.path(m.index.rescore_file) if m.index.rescore_file else None
         index = VectorIndex.open(bundle.path(m.index.file), m.index, rescore)
         if index.ndim != m.model.embed_dim:
@@ -237,6 +266,7 @@ class Searcher:
                       filter: Filter | None = None) -> tuple[list[SearchHit], float]:
         """Best products for one embedding; several images of a product count once.
         Empty when the query is answered "no match" (see `accepts`)."""
+        QueryParams(k, min_score)
         hits, best, _ = self._search(vector, k, min_score, filter)
         return hits, best
 
@@ -251,6 +281,7 @@ class Searcher:
         """Products for words. The calibrated "no match" rule was fitted on photos, so words are
         always answered (ranked) unless `min_score` is given; an exact id or name comes first
         (`exact_lookup=False` ranks by the embeddings alone, as benchmarks measure them)."""
+        QueryParams(k, min_score)
         encoder = self._need_text()
         t0 = time.perf_counter()
         if not text or not text.strip():
@@ -275,6 +306,7 @@ class Searcher:
     def search_image(self, image: np.ndarray | str | Path, k: int = 5, min_score: float | None = None,
                      filter: Filter | None = None, text: str | None = None, alpha: float | None = None) -> SearchResult:
         """Products for a photo; with `text`, for the photo steered by words (see `fuse`)."""
+        QueryParams(k, min_score)
         timings: dict[str, float] = {}
         if text is not None:
             self._need_text()

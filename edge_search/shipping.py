@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -32,50 +33,42 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, EdgeSearchError, ImageError, InstallError
-from .files import fsync_dir, fsync_tree, publish_modes
-from .manifest import MANIFEST_NAME, Manifest, manifest_from_bytes
+from .files import (MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, atomic_output, check_output, ensure_folder, fsync_dir,
+                    fsync_tree, open_regular, publish_modes)
+from .manifest import MANIFEST_NAME, Manifest, manifest_from_bytes, read_manifest_bytes
 from .signing import SIGNATURE_NAME
 
 CURRENT, PREVIOUS, BUNDLES = "current", "previous", "bundles"
-MAX_MANIFEST_BYTES = 16 << 20
-MAX_SIGNATURE_BYTES = 4096
 MAX_MEMBERS = 200_000
-SELF_TEST_TOP = 3  # the self-test product must be among this many results
+MAX_EXTENDED_HEADER_BYTES = 64 << 10  # a PAX/GNU long-name header carries a path and a few numbers
+MAX_ARCHIVE_BYTES = 64 << 30
+SELF_TEST_TOP = 3  # each self-test product must be among this many results
+SELF_TEST_PRODUCTS = 5  # distinct products queried: more than SELF_TEST_TOP, so a constant answer fails
+SELF_TEST_MARGIN = 0.25  # own score at most this share of (best - median) below the best
 
 
 # --- pack ---------------------------------------------------------------------
 def pack(bundle_dir: str | Path, out_file: str | Path, *, trusted_key: str | Path | None = None) -> Path:
-    """Write a verified bundle as one tar file (gzip for .gz/.tgz), written to a temp file and renamed."""
+    """Write a verified bundle as one tar file (gzip for .gz/.tgz), written to a temp file and renamed.
+
+    manifest.json is the first member and manifest.sig (when the bundle is
+    signed) the second: an installer with a trusted key checks the signature
+    from those two before it reads another header."""
     bundle = Bundle.open(bundle_dir, verify=True, trusted_key=trusted_key)
-    out = Path(out_file).absolute()
-    if out.is_dir():
-        raise InstallError(f"{out}: is a folder; --out names the file to write (e.g. bundle.tar.gz)")
+    out = check_output(out_file, flag="--out", error=InstallError)
     names = [MANIFEST_NAME] + ([SIGNATURE_NAME] if (bundle.root / SIGNATURE_NAME).is_file() else [])
     names += sorted(bundle.manifest.files)
     mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as e:
-        raise InstallError(f"{out}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode=mode, format=tarfile.PAX_FORMAT) as tar:
-                for name in names:  # the manifest first: an installer reads it before anything else
-                    info = tar.gettarinfo(str(bundle.root / name), arcname=name)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    info.mode = 0o644
-                    with open(bundle.root / name, "rb") as src:
-                        tar.addfile(info, src)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    ensure_folder(out.parent, "--out", InstallError)
+    with atomic_output(out, error=InstallError) as f:
+        with tarfile.open(fileobj=f, mode=mode, format=tarfile.PAX_FORMAT) as tar:
+            for name in names:
+                info = tar.gettarinfo(str(bundle.root / name), arcname=name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mode = 0o644
+                with open(bundle.root / name, "rb") as src:
+                    tar.addfile(info, src)
     return out
 
 
@@ -117,60 +110,149 @@ def _copy_limited(src, dst: Path, limit: int, where: str, name: str) -> None:
             out.write(block)
 
 
-def _unpack(archive: Path, stage: Path) -> None:
+class _HeaderRefused(Exception):
+    """Raised from inside tarfile's header parser; turned into an InstallError naming the archive."""
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """tarfile reads a PAX or GNU long-name header's whole body into memory, as large as its
+    header claims: a 100-byte header can ask for gigabytes. Bundles need neither big extended
+    headers nor sparse files, so those are refused before tarfile reads them."""
+
+    def _proc_member(self, tar):
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _HeaderRefused(f"member '{self.name}' is a sparse file; bundles hold regular files only")
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                    tarfile.SOLARIS_XHDTYPE)
+        if self.type in extended and self.size > MAX_EXTENDED_HEADER_BYTES:
+            raise _HeaderRefused(f"an extended (PAX/GNU) header of {self.size} bytes, over the "
+                                 f"{MAX_EXTENDED_HEADER_BYTES} byte limit")
+        return super()._proc_member(tar)
+
+
+def _limits(manifest: Manifest, where: str) -> dict[str, int]:
+    """The largest size each member may have: the manifest's own declaration."""
+    limits = {MANIFEST_NAME: MAX_MANIFEST_BYTES, SIGNATURE_NAME: MAX_SIGNATURE_BYTES}
+    for name, entry in manifest.files.items():
+        limits[_member_name(name, f"{where}:{MANIFEST_NAME} files")] = entry["bytes"]
+    return limits
+
+
+def _check_member(m: tarfile.TarInfo, name: str, limits: dict[str, int], where: str) -> None:
+    if m.isdir():
+        return
+    if not m.isreg():
+        raise InstallError(f"{where}: member '{name}' is {_kind(m)}; bundles hold regular files only")
+    if name not in limits:
+        raise InstallError(f"{where}: member '{name}' is not listed in the manifest")
+    if m.size > limits[name]:
+        raise InstallError(f"{where}: member '{name}' is {m.size} bytes, the manifest declares {limits[name]}")
+
+
+def _check_space(stage: Path, limits: dict[str, int], where: str) -> None:
+    """Refuse an archive whose declared files cannot fit, before writing them."""
+    need = sum(limits.values())
+    free = shutil.disk_usage(stage).free
+    if need > free:
+        raise InstallError(f"{where}: the bundle declares {need} bytes, {stage.parent} has {free} free")
+
+
+def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, stage: Path, limit: int, where: str) -> None:
+    if m.isdir():
+        return
+    dst = stage / name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    src = tar.extractfile(m)
+    if src is None:
+        raise InstallError(f"{where}: member '{name}' cannot be read")
+    _copy_limited(src, dst, limit, where, name)
+
+
+def _read_small(tar: tarfile.TarFile, m: tarfile.TarInfo | None, name: str, limit: int, where: str) -> bytes:
+    if m is None:
+        raise InstallError(f"{where}: no {name} in the archive (not a packed bundle)")
+    if not m.isreg():
+        raise InstallError(f"{where}: member '{name}' is {_kind(m)}")
+    if m.size > limit:
+        raise InstallError(f"{where}: {name} is {m.size} bytes, over the {limit} byte limit")
+    return tar.extractfile(m).read(limit)
+
+
+def _unpack(archive: Path, stage: Path, trusted_key: Path | None = None) -> None:
+    """Unpack a packed bundle into `stage`, refusing anything unsafe before it is written.
+
+    With a trusted key, the archive must begin with manifest.json and
+    manifest.sig, and the signature is checked from those two members before
+    another header is read: an archive the device does not trust costs no
+    disk and almost no work, whatever its manifest declares."""
     where = str(archive)
-    try:
-        tar = tarfile.open(archive, mode="r:*")
-    except FileNotFoundError:
-        raise InstallError(f"{where}: no such file") from None
-    except IsADirectoryError:
-        raise InstallError(f"{where}: is a folder") from None
-    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as e:
-        raise InstallError(f"{where}: not a packed bundle (not a readable tar archive: {_short(e)})") from None
-    with tar:
+    with open_regular(archive, limit=MAX_ARCHIVE_BYTES, what="packed bundle", error=InstallError) as f:
         try:
-            members = _read_headers(tar, where)
-            manifest_member = members.get(MANIFEST_NAME)
-            if manifest_member is None:
-                raise InstallError(f"{where}: no {MANIFEST_NAME} in the archive (not a packed bundle)")
-            if not manifest_member.isreg():
-                raise InstallError(f"{where}: member '{MANIFEST_NAME}' is {_kind(manifest_member)}")
-            if manifest_member.size > MAX_MANIFEST_BYTES:
-                raise InstallError(f"{where}: {MANIFEST_NAME} is {manifest_member.size} bytes, over the "
-                                   f"{MAX_MANIFEST_BYTES} byte limit")
-            data = tar.extractfile(manifest_member).read()
-            manifest = manifest_from_bytes(data, f"{where}:{MANIFEST_NAME}")
-            limits = {MANIFEST_NAME: MAX_MANIFEST_BYTES, SIGNATURE_NAME: MAX_SIGNATURE_BYTES}
-            for name, entry in manifest.files.items():
-                limits[_member_name(name, f"{where}:{MANIFEST_NAME} files")] = entry["bytes"]
-            # every header is checked before a single byte is written
-            for name, m in members.items():
-                if m.isdir():
-                    continue
-                if not m.isreg():
-                    raise InstallError(f"{where}: member '{name}' is {_kind(m)}; bundles hold regular files only")
-                if name not in limits:
-                    raise InstallError(f"{where}: member '{name}' is not listed in the manifest")
-                if m.size > limits[name]:
-                    raise InstallError(f"{where}: member '{name}' is {m.size} bytes, the manifest declares "
-                                       f"{limits[name]}")
-            for name, m in members.items():
-                if m.isdir():
-                    continue
-                dst = stage / name
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(m)
-                if src is None:
-                    raise InstallError(f"{where}: member '{name}' cannot be read")
-                _copy_limited(src, dst, limits[name], where, name)
-        except InstallError:
-            raise
-        except BundleError as e:
-            raise InstallError(str(e)) from None
-        except (tarfile.TarError, EOFError, zlib.error, ValueError, UnicodeError) as e:
-            raise InstallError(f"{where}: malformed archive ({_short(e)})") from None
-        except OSError as e:
-            raise InstallError(f"{where}: cannot unpack ({_short(e)})") from None
+            tar = tarfile.open(fileobj=f, mode="r:*", tarinfo=_CappedTarInfo)
+        except _HeaderRefused as e:
+            raise InstallError(f"{where}: refused: {e}") from None
+        except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError, RecursionError) as e:
+            raise InstallError(f"{where}: not a packed bundle (not a readable tar archive: {_short(e)})") from None
+        with tar:
+            try:
+                if trusted_key is not None:
+                    _unpack_signed(tar, stage, where, trusted_key)
+                else:
+                    _unpack_unsigned(tar, stage, where)
+            except InstallError:
+                raise
+            except _HeaderRefused as e:
+                raise InstallError(f"{where}: refused: {e}") from None
+            except BundleError as e:
+                raise InstallError(str(e)) from None
+            except (tarfile.TarError, EOFError, zlib.error, ValueError, UnicodeError, RecursionError) as e:
+                raise InstallError(f"{where}: malformed archive ({_short(e)})") from None
+            except OSError as e:
+                raise InstallError(f"{where}: cannot unpack ({_short(e)})") from None
+
+
+def _unpack_signed(tar: tarfile.TarFile, stage: Path, where: str, trusted_key: Path) -> None:
+    from .signing import verify_signature_bytes
+
+    members = iter(tar)
+    first, second = next(members, None), next(members, None)
+    names = [_member_name(m.name, where) if m is not None else None for m in (first, second)]
+    if names[0] == MANIFEST_NAME and names[1] != SIGNATURE_NAME:
+        raise InstallError(f"{where}: bundle is not signed (no {SIGNATURE_NAME} after {MANIFEST_NAME}) and a "
+                           f"trusted key is configured ({trusted_key})")
+    if names != [MANIFEST_NAME, SIGNATURE_NAME]:
+        raise InstallError(f"{where}: a trusted key is configured and the archive does not begin with "
+                           f"{MANIFEST_NAME} and {SIGNATURE_NAME} (unsigned, or not packed by `edge-search pack`)")
+    data = _read_small(tar, first, MANIFEST_NAME, MAX_MANIFEST_BYTES, where)
+    sig = _read_small(tar, second, SIGNATURE_NAME, MAX_SIGNATURE_BYTES, where)
+    verify_signature_bytes(data, sig, trusted_key, f"{where}:{SIGNATURE_NAME}")
+    # trusted from here on: the manifest's sizes bound every member
+    limits = _limits(manifest_from_bytes(data, f"{where}:{MANIFEST_NAME}"), where)
+    _check_space(stage, limits, where)
+    (stage / MANIFEST_NAME).write_bytes(data)
+    (stage / SIGNATURE_NAME).write_bytes(sig)
+    seen = {MANIFEST_NAME, SIGNATURE_NAME}
+    for count, m in enumerate(members, 3):
+        if count > MAX_MEMBERS:
+            raise InstallError(f"{where}: more than {MAX_MEMBERS} members (not a bundle)")
+        name = _member_name(m.name, where)
+        if name in seen:
+            raise InstallError(f"{where}: member '{name}' appears twice")
+        seen.add(name)
+        _check_member(m, name, limits, where)
+        _extract(tar, m, name, stage, limits.get(name, 0), where)
+
+
+def _unpack_unsigned(tar: tarfile.TarFile, stage: Path, where: str) -> None:
+    """No key configured: every header is checked against the manifest before a byte is written."""
+    members = _read_headers(tar, where)
+    data = _read_small(tar, members.get(MANIFEST_NAME), MANIFEST_NAME, MAX_MANIFEST_BYTES, where)
+    limits = _limits(manifest_from_bytes(data, f"{where}:{MANIFEST_NAME}"), where)
+    for name, m in members.items():
+        _check_member(m, name, limits, where)
+    _check_space(stage, limits, where)
+    for name, m in members.items():
+        _extract(tar, m, name, stage, limits.get(name, 0), where)
 
 
 def _read_headers(tar: tarfile.TarFile, where: str) -> dict[str, tarfile.TarInfo]:
@@ -194,11 +276,14 @@ def _short(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:200]
 
 
-def _copy_bundle_dir(src: Path, stage: Path) -> None:
-    """Copy a bundle folder's manifest, signature and listed files (nothing else, no links)."""
-    data = (src / MANIFEST_NAME).read_bytes() if (src / MANIFEST_NAME).is_file() else None
-    if data is None:
-        raise InstallError(f"{src}: no {MANIFEST_NAME} (not a bundle folder)")
+def _copy_bundle_dir(src: Path, stage: Path, trusted_key: Path | None = None) -> None:
+    """Copy a bundle folder's manifest, signature and listed files (nothing else, no links);
+    with a trusted key, the signature is checked before anything is copied."""
+    data = read_manifest_bytes(src)
+    if trusted_key is not None:
+        from .signing import verify_signature
+
+        verify_signature(src, data, trusted_key)
     manifest = manifest_from_bytes(data, str(src / MANIFEST_NAME))
     names = [SIGNATURE_NAME] if (src / SIGNATURE_NAME).is_file() else []
     for name in [*names, *manifest.files]:
@@ -225,7 +310,15 @@ class InstallReport:
 @contextlib.contextmanager
 def _locked(into: Path) -> Iterator[None]:
     """One install or rollback at a time per DIR."""
-    with open(into / ".lock", "a+") as f:
+    lock = into / ".lock"
+    try:
+        # O_NOFOLLOW: a .lock that is a link is never followed (to a file of someone else's)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise InstallError(f"{lock}: cannot open the lock file ({e.strerror or e})") from None
+    with os.fdopen(fd, "r+b") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InstallError(f"{lock}: is not a regular file; move it away")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -234,9 +327,22 @@ def _locked(into: Path) -> Iterator[None]:
 
 
 def _target(link: Path) -> Path | None:
-    if not link.is_symlink():
+    """Where DIR/current (or previous) points; None when absent. Anything but a symlink made by
+    install (a real folder, a file) or a link that cannot be followed (a loop) is refused in one line."""
+    try:
+        st = os.lstat(link)
+    except FileNotFoundError:
         return None
-    return (link.parent / os.readlink(link)).resolve()
+    except OSError as e:
+        raise InstallError(f"{link}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISLNK(st.st_mode):
+        raise InstallError(f"{link}: is a real {'folder' if stat.S_ISDIR(st.st_mode) else 'file'}, not the link "
+                           "install makes; move it away and install again")
+    try:
+        return (link.parent / os.readlink(link)).resolve(strict=False)
+    except (OSError, RuntimeError) as e:  # a loop: RuntimeError before Python 3.13
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "a symlink loop"
+        raise InstallError(f"{link}: cannot follow the link ({reason}); move it away and install again") from None
 
 
 def _point(link: Path, target: Path) -> None:
@@ -265,33 +371,72 @@ def _safe_name(manifest: Manifest, manifest_bytes: bytes) -> str:
     return f"{stem}-{hashlib.sha256(manifest_bytes).hexdigest()[:12]}"
 
 
+def _self_test_products(products) -> list:
+    """Up to SELF_TEST_PRODUCTS products with thumbnails, spread over the catalog."""
+    with_thumbs = [p for p in products if p.thumbnail]
+    n = min(SELF_TEST_PRODUCTS, len(with_thumbs))
+    if n <= 1:
+        return with_thumbs[:n]
+    return [with_thumbs[round(i * (len(with_thumbs) - 1) / (n - 1))] for i in range(n)]
+
+
 def self_test(bundle_dir: Path, *, threads: int = 1):
-    """Load the bundle's model and index; the first product's thumbnail must find
-    that product among the top results. Returns (searcher, description)."""
+    """Load the bundle's model and index and query several products' thumbnails: each must find
+    its own product among the top SELF_TEST_TOP, scoring near the top of the catalog's spread
+    (no further below the best than SELF_TEST_MARGIN of best minus the median). A bundle that
+    answers everything alike puts the same few products first for every query, so distinct
+    products cannot all pass; shuffled vectors put each product's own score in the crowd.
+    Returns (searcher, description)."""
     from .images import load_image
     from .search import Searcher
 
     searcher = Searcher.from_bundle(bundle_dir, verify=False, threads=threads)
-    if not searcher.products.products:
+    products = searcher.products.products
+    if not products:
         raise InstallError(f"{bundle_dir}: self-test: the bundle has no products")
-    product = searcher.products.products[0]
-    if not product.thumbnail:
-        raise InstallError(f"{bundle_dir}: self-test: product '{product.id}' has no thumbnail to query with")
-    try:
-        image = load_image(Bundle(root=Path(bundle_dir), manifest=searcher.manifest).path(product.thumbnail))
-    except ImageError as e:
-        raise InstallError(f"self-test: {e}") from None
-    result = searcher.search_image(image, k=SELF_TEST_TOP, min_score=-2.0)
-    ids = [h.id for h in result.hits]
-    if product.id not in ids:
-        raise InstallError(f"{bundle_dir}: self-test failed: the thumbnail of '{product.id}' found {ids}, "
-                           f"not itself in the top {SELF_TEST_TOP}")
-    rank = ids.index(product.id) + 1
-    if not np.isfinite(result.best_score):
-        raise InstallError(f"{bundle_dir}: self-test failed: no finite score")
-    return searcher, f"'{product.id}' found at rank {rank} (score {result.hits[rank - 1].score:.3f})"
+    chosen = _self_test_products(products)
+    if not chosen:
+        raise InstallError(f"{bundle_dir}: self-test: no product has a thumbnail to query with")
+    bundle = Bundle(root=Path(bundle_dir), manifest=searcher.manifest)
+    found = []
+    for product in chosen:
+        try:
+            image = load_image(bundle.path(product.thumbnail))
+        except ImageError as e:
+            raise InstallError(f"self-test: {e}") from None
+        result = searcher.search_image(image, k=len(products), min_score=-2.0)
+        scores = np.array([h.score for h in result.hits])
+        ids = [h.id for h in result.hits]
+        if not np.isfinite(scores).all() or product.id not in ids:
+            raise InstallError(f"{bundle_dir}: self-test failed: the thumbnail of '{product.id}' got no finite "
+                               "score for itself")
+        rank = ids.index(product.id) + 1
+        own, best, median = scores[rank - 1], scores.max(), float(np.median(scores))
+        if rank > SELF_TEST_TOP:
+            raise InstallError(f"{bundle_dir}: self-test failed: the thumbnail of '{product.id}' found "
+                               f"{ids[:SELF_TEST_TOP]}, not itself in the top {SELF_TEST_TOP}")
+        if len(products) > 2 and best - own > SELF_TEST_MARGIN * (best - median):
+            raise InstallError(f"{bundle_dir}: self-test failed: the thumbnail of '{product.id}' scores itself "
+                               f"{own:.4f}, too far below the best {best:.4f} (catalog median {median:.4f})")
+        found.append(f"'{product.id}' rank {rank} ({own:.3f})")
+    return searcher, f"{len(found)} products found themselves: " + ", ".join(found)
 
 
+def _os_errors_named(fn):
+    """A read-only or full disk, a folder we may not write: one InstallError naming the path."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            where = e.filename if e.filename is not None else kwargs.get("into", args[-1] if args else "")
+            raise InstallError(f"{where}: {e.strerror or type(e).__name__}") from None
+    return wrapper
+
+
+@_os_errors_named
 def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | None = None) -> InstallReport:
     """Unpack (or copy), verify, self-test, then switch DIR/current atomically."""
     t0 = time.perf_counter()
@@ -304,12 +449,14 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
         raise InstallError(f"{into}: cannot create ({e.strerror or e})") from None
     with _locked(into):
         _clean(into)
+        for link in (CURRENT, PREVIOUS):  # a folder or loop there is refused before any work, not after the switch
+            _target(into / link)
         stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=into))
         try:
             if src.is_dir():
-                _copy_bundle_dir(src, stage)
+                _copy_bundle_dir(src, stage, Path(trusted_key) if trusted_key is not None else None)
             else:
-                _unpack(src, stage)
+                _unpack(src, stage, Path(trusted_key) if trusted_key is not None else None)
             try:
                 bundle = Bundle.open(stage, verify=True, trusted_key=trusted_key)
                 _, tested = self_test(stage)
@@ -370,6 +517,7 @@ def _prune(into: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+@_os_errors_named
 def rollback(into: str | Path, *, trusted_key: str | Path | None = None) -> tuple[Path, Path]:
     """Switch DIR/current back to DIR/previous (and previous to what was current)."""
     into = Path(into).absolute()

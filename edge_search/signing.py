@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 
 from .errors import SignatureError, TrustError
-from .files import atomic_write_bytes
-from .manifest import MANIFEST_NAME
+from .files import (MAX_KEY_BYTES, MAX_SIGNATURE_BYTES, atomic_write_bytes, check_output, ensure_folder, plain_name,
+                    read_regular)
+from .manifest import MANIFEST_NAME, read_manifest_bytes
 
 SIGNATURE_NAME = "manifest.sig"
 TRUSTED_KEY_ENV = "EDGE_SEARCH_TRUSTED_KEY"
@@ -29,40 +30,58 @@ def config_dir() -> Path:
 
 def resolve_trusted_key(flag: str | Path | None = None) -> Path | None:
     """The public key this device trusts: `--trusted-key`, else $EDGE_SEARCH_TRUSTED_KEY,
-    else $XDG_CONFIG_HOME/edge-search/trusted.pub.pem if it exists; None when none is configured."""
-    if flag:
+    else $XDG_CONFIG_HOME/edge-search/trusted.pub.pem if anything is there; None when none is configured.
+
+    Fails closed: a key that is configured but unusable (an empty flag or
+    variable, a dangling symlink or a folder at the default path, a config
+    folder we may not look into) is a TrustError, never "no key"."""
+    if flag is not None:
+        if not str(flag).strip():
+            raise TrustError("--trusted-key is empty: name the public key file (or leave the flag out)")
         return Path(flag)
     env = os.environ.get(TRUSTED_KEY_ENV)
-    if env:
+    if env is not None:
+        if not env.strip():
+            raise TrustError(f"${TRUSTED_KEY_ENV} is set but empty: name the public key file (or unset it)")
         return Path(env)
     default = config_dir() / TRUSTED_KEY_FILE
-    return default if default.exists() else None
+    try:
+        os.lstat(default)  # a dangling link or a loop counts as configured: reading it then fails, in one line
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise TrustError(f"{default}: cannot tell whether a trusted key is configured "
+                         f"({e.strerror or e}); refusing to go on without checking signatures") from None
+    return default
 
 
 def keygen(out_dir: str | Path, name: str = "edge-search") -> tuple[Path, Path]:
-    """Write a new Ed25519 key pair: NAME.key.pem (private, mode 0600) and NAME.pub.pem."""
+    """Write a new Ed25519 key pair: NAME.key.pem (private, mode 0600) and NAME.pub.pem.
+
+    NAME is a plain file name (never a path out of the folder); both files are
+    written whole or not at all and never replace an existing file, so a full
+    disk leaves no empty key behind and a retry simply works."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    out = Path(out_dir)
+    plain_name(name, "--name", TrustError)
+    out = check_output(out_dir, folder=True, flag="--out", error=TrustError)
     private, public = out / f"{name}.key.pem", out / f"{name}.pub.pem"
     for p in (private, public):
-        if p.exists():
+        if os.path.lexists(p):
             raise TrustError(f"{p}: already exists (keys are never overwritten; choose another --out or --name)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TrustError(f"{out}: cannot create folder ({e.strerror or e})") from None
+    ensure_folder(out, "--out", TrustError)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    # the private key is created owner-only, never briefly readable by others
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    atomic_write_bytes(public, pub)
-    os.chmod(public, 0o644)
+    # the private key's temp file is created owner-only (mkstemp), never briefly readable by others
+    atomic_write_bytes(private, pem, mode=0o600, overwrite=False, error=TrustError)
+    try:
+        atomic_write_bytes(public, pub, mode=0o644, overwrite=False, error=TrustError)
+    except BaseException:
+        private.unlink()  # half a pair is no use, and would block the retry
+        raise
     return private, public
 
 
@@ -71,12 +90,7 @@ def _read_key(path: Path, kind: str):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise TrustError(f"{path}: no such key file") from None
-    except OSError as e:
-        raise TrustError(f"{path}: cannot read key ({e.strerror or e})") from None
+    data = read_regular(path, limit=MAX_KEY_BYTES, what="key file", error=TrustError)
     try:
         if kind == "private":
             key = serialization.load_pem_private_key(data, password=None)
@@ -103,35 +117,35 @@ def sign_bundle(bundle_dir: str | Path, key_path: str | Path) -> Path:
     """Sign the bundle's manifest.json bytes; writes manifest.sig atomically."""
     key = _read_key(Path(key_path), "private")
     root = Path(bundle_dir)
-    try:
-        data = (root / MANIFEST_NAME).read_bytes()
-    except OSError as e:
-        raise SignatureError(f"{root / MANIFEST_NAME}: cannot read ({e.strerror or e})") from None
+    data = read_manifest_bytes(root)
     sig = root / SIGNATURE_NAME
     atomic_write_bytes(sig, base64.b64encode(key.sign(data)) + b"\n")
-    os.chmod(sig, 0o644)
     return sig
 
 
 def verify_signature(bundle_dir: str | Path, manifest_bytes: bytes, key_path: str | Path) -> None:
     """Raise SignatureError unless manifest.sig is a valid signature of `manifest_bytes` by the key."""
+    key_path = Path(key_path)
+    _read_key(key_path, "public")  # a broken key is named before a missing signature
+    sig_path = Path(bundle_dir) / SIGNATURE_NAME
+    if not os.path.lexists(sig_path):
+        raise SignatureError(f"{bundle_dir}: bundle is not signed (no {SIGNATURE_NAME}) and a trusted key "
+                             f"is configured ({key_path})")
+    text = read_regular(sig_path, limit=MAX_SIGNATURE_BYTES, what="signature", error=SignatureError)
+    verify_signature_bytes(manifest_bytes, text, key_path, str(sig_path))
+
+
+def verify_signature_bytes(manifest_bytes: bytes, sig_text: bytes, key_path: str | Path, where: str) -> None:
+    """Raise SignatureError unless `sig_text` (manifest.sig's bytes) signs `manifest_bytes` with the key."""
     from cryptography.exceptions import InvalidSignature
 
     key = _read_key(Path(key_path), "public")
-    sig_path = Path(bundle_dir) / SIGNATURE_NAME
     try:
-        text = sig_path.read_bytes()
-    except FileNotFoundError:
-        raise SignatureError(f"{bundle_dir}: bundle is not signed (no {SIGNATURE_NAME}) and a trusted key "
-                             f"is configured ({key_path})") from None
-    except OSError as e:
-        raise SignatureError(f"{sig_path}: cannot read ({e.strerror or e})") from None
-    try:
-        sig = base64.b64decode(text.strip(), validate=True)
+        sig = base64.b64decode(sig_text.strip(), validate=True)
     except ValueError:
-        raise SignatureError(f"{sig_path}: not a signature (expected one base64 line)") from None
+        raise SignatureError(f"{where}: not a signature (expected one base64 line)") from None
     try:
         key.verify(sig, manifest_bytes)
     except InvalidSignature:
-        raise SignatureError(f"{sig_path}: signature does not match the trusted key {key_path} "
+        raise SignatureError(f"{where}: signature does not match the trusted key {key_path} "
                              "(signed by another key, or manifest.json changed after signing)") from None

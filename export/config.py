@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class Gates:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ExportError(f"unknown gate(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        bad = sorted(k for k, v in overrides.items() if not math.isfinite(v))
+        if bad:  # a NaN threshold passes every comparison it is in: the gate would be off, silently
+            raise ExportError(f"gate(s) {', '.join(bad)}: the threshold must be a finite number")
         return replace(self, **overrides)
 
 
@@ -125,7 +129,7 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:
             raise ExportError("epochs must be >= 0, views per image >= 1, batch size >= 2")
-        if self.label_weight < 0:
+        if not math.isfinite(self.label_weight) or self.label_weight < 0:
             raise ExportError(f"--distill-label-weight must be >= 0, got {self.label_weight}")
         if self.quantize not in ("int8", "none"):
             raise ExportError(f"--quantize must be int8 or none, got {self.quantize!r}")

@@ -28,7 +28,7 @@ from edge_search.bundle import Bundle
 from edge_search.catalog import IMAGE_SUFFIXES, Catalog, read_catalog
 from edge_search.encoder import OnnxEncoder
 from edge_search.errors import ExportError, GateError, ImageError
-from edge_search.files import atomic_write_bytes, atomic_write_text, sha256_file, staged_directory
+from edge_search.files import atomic_write_bytes, atomic_write_text, check_new_folder, sha256_file, staged_directory
 from edge_search.images import encode_jpeg, load_image, thumbnail
 from edge_search.index import VectorIndex
 from edge_search.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo
@@ -154,6 +154,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     out = Path(cfg.out)
     if out.exists() and not cfg.force:
         raise ExportError(f"{out}: already exists (pass --force to replace it)")
+    check_new_folder(out, "--out", ExportError)  # an --out that cannot be written fails before the training
     if cfg.sign_key is not None:
         check_private_key(cfg.sign_key)  # a wrong key fails now, not after the training
     torch.manual_seed(cfg.seed)

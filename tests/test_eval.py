@@ -54,4 +54,4 @@ def test_eval_bad_queries_file(tiny_bundle, tmp_path):
     proc = run_cli("eval", "--bundle", tiny_bundle, "--queries", tmp_path / "q.csv", check=False)
     assert proc.returncode == 2 and "header must have columns image,id" in proc.stderr
     proc = run_cli("eval", "--bundle", tiny_bundle, "--queries", tmp_path / "none.csv", check=False)
-    assert proc.returncode == 2 and "no such queries file" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "none.csv: no such file" in proc.stderr and "Traceback" not in proc.stderr

@@ -43,7 +43,7 @@ def test_install_switches_current_keeps_previous_and_rolls_back(tiny_bundle, pac
     into = tmp_path / "kiosk"
     img = sample_catalog.parent / "images" / "honey.jpg"
     out = run_cli("install", packed / "b.tar.gz", "--into", into).stdout
-    assert "self-test" in out and "found at rank" in out
+    assert "self-test" in out and "products found themselves" in out
     first = state(into)
     assert list(first) == ["current"] and first["current"].startswith("bundles/")
     assert '"honey"' in run_cli("search", "--bundle", into / "current", img, "--json").stdout

@@ -98,5 +98,5 @@ def test_bad_key_files_are_one_line_errors(tiny_bundle, keys, tmp_path):
     one_line_error(run_cli("sign", copy, "--key", keys / "edge-search.pub.pem", check=False), "not a PEM private key")
     (tmp_path / "junk.pem").write_text("hello")
     one_line_error(run_cli("verify", copy, "--trusted-key", tmp_path / "junk.pem", check=False), "junk.pem")
-    one_line_error(run_cli("verify", copy, "--trusted-key", tmp_path / "none.pem", check=False), "no such key file")
+    one_line_error(run_cli("verify", copy, "--trusted-key", tmp_path / "none.pem", check=False), "none.pem: no such file")
     assert not (copy / "manifest.sig").exists()

@@ -29,6 +29,7 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
+from ..display import printable
 from ..enhance import ORIGINAL, PHOTO_AND_WORDS, WORDS, describe
 from ..errors import EdgeSearchError
 from ..filters import Filter, split_query
@@ -137,7 +138,7 @@ class KioskApp(App[None]):
         yield Footer()
 
     async def on_mount(self) -> None:
-        self.query_one("#preview").border_title = f"Camera · {self.source.description}"
+        self.query_one("#preview").border_title = f"Camera · {printable(self.source.description)}"
         self.query_one("#right").border_title = "Products"
         self.source.start()
         if self.searcher is not None:
@@ -259,7 +260,7 @@ class KioskApp(App[None]):
         self.fatal = f"cannot search: {message.message}"
         text = Text("This kiosk cannot search.\n\n", style="bold")
         text.append("The product bundle failed to open:\n")
-        text.append(message.message, style="italic")
+        text.append(printable(message.message), style="italic")
         text.append("\n\nReplace or re-export the bundle, then restart the kiosk. Press q to quit.")
         await self._panel(text, "fatal")
         self._update_banner()
@@ -315,9 +316,9 @@ class KioskApp(App[None]):
         if message.epoch != self.words_epoch:
             return  # k changed, reset or unfrozen while it ran
         r = message.result
-        head = Text(f"“{message.query}”" + (" + the frozen photo" if message.fused else ""), style="bold")
+        head = Text(f"“{printable(message.query)}”" + (" + the frozen photo" if message.fused else ""), style="bold")
         if self.filter:
-            head.append(f" · {self.filter}", style="italic")
+            head.append(f" · {printable(self.filter)}", style="italic")
         self.query_one("#results-title", Static).update(head)
         if not r.hits:
             await self._panel(Text("No product matches" + (f" the filter {self.filter}." if self.filter else "."),
@@ -330,7 +331,7 @@ class KioskApp(App[None]):
 
     async def on_words_failed(self, message: WordsFailed) -> None:
         text = Text("Cannot search by words.\n\n", style="bold")
-        text.append(message.message, style="italic")
+        text.append(printable(message.message), style="italic")
         await self._panel(text, "words-failed")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -427,7 +428,7 @@ class KioskApp(App[None]):
         if self.pipeline is not None:
             self.pipeline.paused = self.frozen  # no searches while nobody can see them
         self.query_one("#preview").border_title = (
-            f"Camera · {self.source.description}" + (" · FROZEN" if self.frozen else ""))
+            f"Camera · {printable(self.source.description)}" + (" · FROZEN" if self.frozen else ""))
         self._update_status()
 
     async def action_reset(self) -> None:
@@ -440,7 +441,7 @@ class KioskApp(App[None]):
             self.pipeline.request_reset()
         if self.source_status is not None and self.source_status.state != "live":
             self.source.restart()
-        self.query_one("#preview").border_title = f"Camera · {self.source.description}"
+        self.query_one("#preview").border_title = f"Camera · {printable(self.source.description)}"
         if self.fatal is None:
             await self._show_waiting()
         self._update_status()
@@ -488,7 +489,7 @@ class KioskApp(App[None]):
         elif self.bundle_warning is not None:
             text = _sentence(self.bundle_warning) + "."
         banner = self.query_one("#banner", Static)
-        banner.update(Text(text or ""))
+        banner.update(Text(printable(text or "")))
         banner.set_class(text is not None, "shown")
 
     def _update_status(self) -> None:

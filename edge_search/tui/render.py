@@ -18,6 +18,8 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
+from ..display import printable
+
 UPPER_HALF = "▀"
 
 
@@ -113,9 +115,9 @@ def hit_lines(rank: int, name: str, price: float | None, category: str | None, s
               min_score: float, width: int = 12) -> Text:
     """The three text lines of one result: name, price and category, score bar."""
     t = Text(f"{rank}. ", style="bold")
-    t.append(name, style="bold")
+    t.append(printable(name), style="bold")
     t.append("\n")
-    details = [x for x in (price_text(price), category or "") if x]
+    details = [x for x in (price_text(price), printable(category or "")) if x]
     t.append(" · ".join(details) if details else "—", style="italic")
     t.append("\n")
     t.append_text(score_bar(score, min_score, width))
@@ -127,5 +129,5 @@ def status_text(parts: Iterable[str], frozen: bool = False) -> Text:
     if frozen:
         t.append(" FROZEN ", style="bold reverse")
         t.append("  ")
-    t.append(" · ".join(p for p in parts if p))
+    t.append(" · ".join(printable(p) for p in parts if p))
     return t

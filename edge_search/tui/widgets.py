@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Static
 
+from ..display import printable
 from ..enhance import describe
 from ..search import SearchHit
 from .render import HalfBlocks, hit_lines, price_text, score_bar
@@ -93,14 +94,14 @@ class Results(VerticalScroll):
 
 def details_text(hit: SearchHit, min_score: float, variant: str) -> Text:
     p = hit.product
-    t = Text(hit.name, style="bold")
-    t.append(f"\n{hit.id}\n\n", style="grey62")
+    t = Text(printable(hit.name), style="bold")
+    t.append(f"\n{printable(hit.id)}\n\n", style="grey62")
     rows = [("price", price_text(hit.price) or "—"), ("category", hit.category or "—"),
             ("description", p.description or "—"), ("matched on", describe(variant))]
     rows += [(str(k), str(v)) for k, v in sorted(p.meta.items())]
     for key, value in rows:
-        t.append(f"{key:<12}", style="bold")
-        t.append(f" {value}\n")
+        t.append(f"{printable(key):<12}", style="bold")
+        t.append(f" {printable(value)}\n")
     t.append(f"{'score':<12} ", style="bold")
     t.append_text(score_bar(hit.score, min_score, 20))
     return t
