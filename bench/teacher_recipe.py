@@ -15,6 +15,10 @@ only (val is never read here):
 With --negatives N the training also sees N train-split negatives (cut from the
 fit photos only). Writes OUT/result.json and, with --save, OUT/teacher.pt (the
 checkpoint `load_teacher(config, path)` reads) and OUT/teacher.json.
+
+`--speed` only times the teacher's image tower against the shipped student
+(MobileNetV3-S), both ONNX int8 at the teacher's input size, batch 1,
+interleaved (random weights: latency does not depend on them).
 """
 
 from __future__ import annotations
@@ -88,6 +92,39 @@ def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev
     return out
 
 
+def speed(teacher_config: str, student_arch: str, rounds: int, threads: int) -> dict:
+    """ms per image (p50) of the teacher's and the student's int8 towers, interleaved."""
+    import tempfile
+
+    import torch
+
+    from bench.encoders import timed_runs
+    from edge_search.encoder import OnnxEncoder
+    from edge_search_export.onnx_export import export_onnx
+    from edge_search_export.quantize import quantize_int8
+    from edge_search_export.student import Embedder, build_student
+    from edge_search_export.teacher import load_teacher
+
+    teacher = load_teacher(teacher_config, "random")
+    side = teacher.preprocess.size[0]
+    torch.manual_seed(0)
+    student = build_student(student_arch, teacher.embed_dim, side)
+    rng = np.random.default_rng(0)
+    encoders, batch = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, module in (("teacher_int8", Embedder(teacher.visual)), ("student_int8", Embedder(student))):
+            fp32, int8 = Path(tmp) / f"{name}.fp32.onnx", Path(tmp) / f"{name}.onnx"
+            export_onnx(module.eval(), (side, side), fp32)
+            quantize_int8(fp32, int8, rng.standard_normal((16, 3, side, side)).astype(np.float32))
+            encoders[name] = OnnxEncoder(int8, input_name="image", output_name="embedding", threads=threads)
+            batch[name] = rng.standard_normal((1, 3, side, side)).astype(np.float32)
+        times = timed_runs(encoders, batch, rounds)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    return {"ms_p50": {k: round(v, 3) for k, v in p50.items()}, "image_size": side, "student": student_arch,
+            "teacher_slower_x": round(p50["teacher_int8"] / p50["student_int8"], 2), "rounds": rounds,
+            "threads": threads, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
 def main(argv: list[str] | None = None) -> int:
     from edge_search_export.config import FinetuneSettings
     from edge_search_export.finetune import finetune_teacher, load_photos, product_text
@@ -97,7 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--out", required=True)
+    ap.add_argument("--speed", action="store_true", help="only time teacher vs student (int8, batch 1)")
+    ap.add_argument("--student", default="mobilenetv3_small_100")
+    ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--teacher", default=str(REFERENCE_TEACHER))
+    ap.add_argument("--init", default="random",
+                    help="weights to start from: random, or a saved teacher.pt (then the pretrained defaults apply: "
+                         "no class term, text tower frozen, lr 1e-5, unless --set says otherwise)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help=f"a FinetuneSettings field ({', '.join(known)})")
     ap.add_argument("--negatives", type=int, default=0, help="train-split negatives seen in training (0: none)")
@@ -113,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.speed:
+        result = speed(args.teacher, args.student, args.rounds, args.threads)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "speed.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(result))
+        return 0
     overrides = {}
     for item in args.set:
         k, _, v = item.partition("=")
@@ -134,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog = [load_image(data / c["iconic"]) for c in classes]
     fit, dev = dev_split(_rows(data, "train.txt", ids), seed=0)
 
-    teacher = load_teacher(args.teacher, "random")
+    teacher = load_teacher(args.teacher, args.init)
     side = settings.image_size or teacher.preprocess.size[0]
     photos, kept, _ = load_photos([p for p, _ in fit], side, False, "")
     fit_products = np.array([position[fit[i][1]] for i in kept])
@@ -164,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                               progress=True, negatives=train_neg, on_epoch=on_epoch)
     wall = time.perf_counter() - t0
     final = report.history[-1]
-    result = {"teacher": args.teacher, "settings": asdict(settings), "seed": args.seed,
+    result = {"teacher": args.teacher, "init": args.init, "settings": asdict(settings), "seed": args.seed,
               "negatives_train": len(train_neg), "negatives_dev": len(dev_neg),
               "fit_photos": len(photos), "dev_photos": len(dev_images),
               "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "floor", "correct_"))},
