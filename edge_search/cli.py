@@ -171,6 +171,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         finetune_labeled=Path(args.finetune_labeled) if args.finetune_labeled else None,
         save_models=Path(args.save_models) if args.save_models else None, with_text=args.with_text,
         sign_key=Path(args.sign_key) if args.sign_key else None,
+        negatives=Path(args.negatives) if args.negatives else None,
     )
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
         raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
@@ -183,7 +184,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     m = summary.manifest
     for line in summary.skipped:
         print(f"skipped: {line}", file=sys.stderr)
-    print(f"wrote {summary.out}: {m.product_count} products, {m.index.count} images, model {m.model.precision}, "
+    images = m.fidelity.get("catalog", {}).get("images", m.index.count)
+    print(f"wrote {summary.out}: {m.product_count} products, {images} images, model {m.model.precision}, "
           f"index {m.index.dtype} ({summary.seconds:.0f} s)")
     return 0
 
@@ -425,8 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image-size", type=int, default=None, help="student input side (default: the teacher's)")
     e.add_argument("--quantize", choices=["int8", "none"], default="int8")
     e.add_argument("--index-dtype", choices=["i8", "f16", "f32"], default=None, help="default: chosen by measurement")
-    e.add_argument("--catalog-encoder", choices=["teacher", "student"], default=None,
-                   help="who embeds the catalog (default: chosen by measurement)")
+    e.add_argument("--catalog-encoder", choices=["teacher", "student", "teacher+student"], default=None,
+                   help="who embeds the catalog (default: chosen by measurement among the options that pass "
+                        "the catalog self-retrieval gates)")
+    e.add_argument("--negatives", default=None, metavar="DIR",
+                   help="photos of scenes with no product (empty counter, hands, floor) that must get 'no match': "
+                        "used by the no-match calibration and by fine-tuning/distillation (default: none)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--skip-bad", action="store_true", help="skip bad catalog rows instead of stopping")
     e.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")
