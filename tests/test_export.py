@@ -24,14 +24,23 @@ def test_bundle_contents_and_manifest(tiny_bundle, tiny_checkpoint):
     assert m["model"] == {"file": "model.onnx", "input": "image", "output": "embedding", "embed_dim": 64,
                           "precision": "int8", "opset": 17}
     assert m["preprocess"]["size"] == [64, 64] and m["preprocess"]["cv2_interpolation"] in ("area", "linear", "cubic", "lanczos")
-    assert m["index"]["count"] == 12 and m["products"]["count"] == 12
+    assert m["products"]["count"] == 12
     files = set(m["files"])
     assert {"model.onnx", "index.usearch", "products.jsonl"} <= files
     assert sum(f.startswith("thumbs/") for f in files) == 12
     fid = m["fidelity"]
     assert fid["onnx_vs_torch"]["min_cosine"] > 0.999
     assert {c["label"] for c in fid["index"]["candidates"]} == {"i8", "i8+f16-rescore", "f16", "f32"}
-    assert fid["catalog_encoder"]["chosen"] in ("teacher", "student")
+    enc = fid["catalog_encoder"]
+    assert set(enc) >= {"teacher", "student", "teacher+student"}
+    # the student's own vectors (alone or beside the teacher's) name every catalog image: exactly 1
+    assert enc["student"]["catalog_self_top1"] == 1.0 and enc["teacher+student"]["catalog_self_top1"] == 1.0
+    passing = [n for n in ("teacher", "student", "teacher+student") if enc[n]["passes_self_gates"]]
+    assert enc["decided_by"] == "augmented_query_top1" and "student" in passing  # no labeled photos here
+    best = max(enc[n]["augmented_query_top1"] for n in passing)
+    assert enc[enc["chosen"]]["augmented_query_top1"] == best and enc["chosen"] in passing
+    assert m["index"]["count"] == (24 if enc["chosen"] == "teacher+student" else 12)
+    assert fid["catalog_self_top1"]["value"] >= 0.95 and fid["catalog_self_top1"]["catalog_encoder"] == enc["chosen"]
     assert fid["gates"]["enforced"] is True and all(g["passed"] for g in fid["gates"]["results"])
     assert not list(tiny_bundle.parent.glob(".sample.partial-*"))  # no staging left behind
 
