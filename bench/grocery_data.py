@@ -10,6 +10,8 @@ import csv
 import os
 from pathlib import Path
 
+import numpy as np
+
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "grocery-store"
 
 
@@ -59,3 +61,41 @@ def write_queries(data: Path, out_dir: Path, split: str, classes: list[str] | No
             if classes is None or pid in classes:
                 w.writerow([os.path.relpath(data / parts[0], out_dir), pid])
     return path
+
+
+DEV_SHARE = 0.15
+
+
+def _photo_number(path) -> tuple[int, str]:
+    """`Name_012.jpg` -> (12, name): the photo's place in its shooting sequence."""
+    stem = Path(path).stem
+    tail = stem.rsplit("_", 1)[-1]
+    return (int(tail) if tail.isdigit() else -1, stem)
+
+
+def dev_split(train_rows: list, seed: int = 0, share: float = DEV_SHARE) -> tuple[list, list]:
+    """The dev split every benchmark choice is made on -> (fit_rows, dev_rows).
+
+    Rows are `edge_search.evaluate.Query`-like (`.image`, `.id`) or `(image, id)`
+    pairs. A product's train photos were shot in one sequence, so neighbours
+    (Name_011.jpg, Name_012.jpg) are near-duplicates and a random holdout leaks;
+    dev is one contiguous block of each product's photos by number (`share` of
+    them, at least one; a product with a single photo keeps it for fitting).
+    Seed 0 takes the last block; another seed slides the block to a start drawn
+    from it, so different seeds give different, still contiguous, dev blocks.
+    Order within each output follows the input."""
+    def image_id(r):
+        return (r.image, r.id) if hasattr(r, "image") else (r[0], r[1])
+
+    by_product: dict[str, list[int]] = {}
+    for i, r in enumerate(train_rows):
+        by_product.setdefault(str(image_id(r)[1]), []).append(i)
+    rng = np.random.default_rng([seed, 7331])
+    dev = set()
+    for pid in sorted(by_product):
+        idx = sorted(by_product[pid], key=lambda i: _photo_number(image_id(train_rows[i])[0]))
+        n = max(1, int(round(share * len(idx)))) if len(idx) > 1 else 0
+        start = len(idx) - n if seed == 0 else int(rng.integers(0, len(idx) - n + 1))
+        dev.update(idx[start:start + n])
+    return ([r for i, r in enumerate(train_rows) if i not in dev],
+            [r for i, r in enumerate(train_rows) if i in dev])
