@@ -173,6 +173,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         sign_key=Path(args.sign_key) if args.sign_key else None,
         negatives=Path(args.negatives) if args.negatives else None,
     )
+    if args.no_match_rule != "auto":
+        cfg = replace(cfg, no_match=replace(cfg.no_match, rule=args.no_match_rule))
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
         raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
     if args.finetune_epochs is not None or args.finetune_batch is not None:
@@ -433,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--negatives", default=None, metavar="DIR",
                    help="photos of scenes with no product (empty counter, hands, floor) that must get 'no match': "
                         "used by the no-match calibration and by fine-tuning/distillation (default: none)")
+    e.add_argument("--no-match-rule", default="auto",
+                   choices=["auto", "flat", "floor+margin", "product-floors+margin", "negatives",
+                            "floor+margin+negatives", "product-floors+margin+negatives"],
+                   help="the 'no match' rule (default auto: the candidate that does best at 2-fold "
+                        "cross-validation, all fitted to the same false-reject budget; *negatives need --negatives)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--skip-bad", action="store_true", help="skip bad catalog rows instead of stopping")
     e.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_search.errors import ExportError
 from edge_search.manifest import NoMatchRule
 from edge_search.search import Searcher
 
@@ -246,7 +247,7 @@ def calibrate_no_match(searcher: Searcher, vectors: np.ndarray, truth: np.ndarra
     products = searcher.products
     use_neg = negatives is not None and len(negatives) >= MIN_NEGATIVES
     if settings.rule is not None and RULES[settings.rule][2] and not use_neg:
-        raise ValueError(f"no-match rule {settings.rule!r} needs {MIN_NEGATIVES}+ negatives")
+        raise ExportError(f"no-match rule {settings.rule!r} needs {MIN_NEGATIVES}+ --negatives photos")
     sc = calibration_scores(searcher, vectors, np.asarray(truth), negatives if use_neg else None)
     ng = negative_scores(searcher, negatives) if use_neg else None
     n_correct = int((sc.top == sc.truth).sum())

@@ -145,3 +145,5 @@ class ExportConfig:
                               f"got {self.catalog_encoder!r}")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ExportError(f"--image-size must be between 32 and 1024, got {self.image_size}")
+        if self.no_match.rule is not None and self.no_match.rule.endswith("negatives") and self.negatives is None:
+            raise ExportError(f"--no-match-rule {self.no_match.rule} needs --negatives")

@@ -44,7 +44,7 @@ from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
 from .interpolation import choose_interpolation
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
-from .quantize import RECIPES, quantize_int8
+from .quantize import RECIPES, quantize_until
 from .student import Embedder, build_student
 from .teacher import load_teacher
 from .text_export import export_text
@@ -299,28 +299,30 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             # student, yet near-ties flipped 12 % of all top-1s), and the no-match rule refuses such
             # queries anyway. Undecided queries are counted in the raw figure, recorded beside it.
             decided = (top2[:, 1] - top2[:, 0]) >= INT8_TIE_MARGIN
-            attempts = []
-            # a gate that is not enforced needs no second recipe
-            for recipe in (RECIPES if gates.enforce else RECIPES[:1]):
-                quant_info = quantize_int8(fp32_path, model_path, calib, recipe)
-                enc = OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
-                b = _embed(enc, held_q, student_pp)
+            def measure(path: Path) -> dict:
+                b = _embed(OnnxEncoder(path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads),
+                           held_q, student_pp)
                 cos = (a * b).sum(1)
                 same = key_product[np.argmax(a @ cat32.T, 1)] == key_product[np.argmax(b @ cat32.T, 1)]
                 agree = float(same[decided].mean()) if decided.any() else float(same.mean())
-                attempts.append({"recipe": {k: quant_info[k] for k in ("calibration", "keep_float")},
-                                 "mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
-                                 "top1_agreement": round(agree, 5), "decided_queries": int(decided.sum()),
-                                 "top1_agreement_all": round(float(same.mean()), 5)})
-                if cos.mean() >= cfg.gates.int8_mean_cosine and agree >= cfg.gates.int8_top1_agreement:
-                    break
+                return {"mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
+                        "top1_agreement": round(agree, 5), "decided_queries": int(decided.sum()),
+                        "top1_agreement_all": round(float(same.mean()), 5)}
+
+            # a gate that is not enforced needs no second recipe
+            quant_info, attempts = quantize_until(
+                fp32_path, model_path, calib, measure,
+                lambda f: f["mean_cosine"] >= cfg.gates.int8_mean_cosine
+                and f["top1_agreement"] >= cfg.gates.int8_top1_agreement,
+                RECIPES if gates.enforce else RECIPES[:1])
+            enc = OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
             quant_info["calibration_photos"] = len(calib_photos)
             fidelity["int8_vs_fp32"] = {**attempts[-1], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
                                         "attempts": attempts,
                                         "thresholds": {"mean_cosine": cfg.gates.int8_mean_cosine,
                                                        "top1_agreement": cfg.gates.int8_top1_agreement}}
-            gates.check("int8-vs-fp32 mean cosine", float(cos.mean()), cfg.gates.int8_mean_cosine)
-            gates.check("int8-vs-fp32 top-1 agreement", agree, cfg.gates.int8_top1_agreement)
+            gates.check("int8-vs-fp32 mean cosine", attempts[-1]["mean_cosine"], cfg.gates.int8_mean_cosine)
+            gates.check("int8-vs-fp32 top-1 agreement", attempts[-1]["top1_agreement"], cfg.gates.int8_top1_agreement)
             fp32_path.unlink()
         else:
             enc = fp32_enc

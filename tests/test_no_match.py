@@ -279,5 +279,7 @@ def test_calibration_with_negatives_chooses_a_rule_that_uses_them():
 
 def test_a_negatives_rule_without_negatives_is_refused():
     s, vecs, truth = synthetic()
-    with pytest.raises(ValueError, match="needs 4"):
+    from edge_search.errors import ExportError
+
+    with pytest.raises(ExportError, match="needs 4"):
         calibrate_no_match(s, vecs, truth, NoMatchSettings(rule="negatives"), source="t")
