@@ -467,9 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     train_negs = _embed(student.encoder, _read_negatives(neg_dir["train"], args.seed, False), s_pp) \
         if "train" in neg_dir else None
     sk_images, sk_source = _skimage_images()
-    no_product = {"val_negatives": _embed(student.encoder, [load_image(p) for p in sorted(
-        neg_dir["val"].glob("*.jpg"))], s_pp) if "val" in neg_dir else np.zeros((0, 1)),
-        "skimage": _embed(student.encoder, sk_images, s_pp)}
+    val_neg_images = [load_image(p) for p in sorted(neg_dir["val"].glob("*.jpg"))] if "val" in neg_dir else []
+    no_product = {"val_negatives": _embed(student.encoder, val_neg_images, s_pp),
+                  "skimage": _embed(student.encoder, sk_images, s_pp)}
     idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
            "val_negatives": stats.resamples(len(no_product["val_negatives"]), stream=6),
            "skimage": stats.resamples(len(no_product["skimage"]), stream=7)}
@@ -495,6 +495,23 @@ def main(argv: list[str] | None = None) -> int:
                             "fit_false_reject_of_correct": fit["false_reject_of_correct"],
                             "chosen_by_export": m.calibration is not None and m.calibration.rule == rule_name}
         say(f"no-match rule {rule_name}: done")
+
+    # the kiosk's own path on the bundle as shipped: the rule, plus its retries (centre crop,
+    # equalized) when the whole frame is refused: each retry is another chance to name a product
+    from edge_search.frames import Frame
+    from edge_search.kiosk import Pipeline
+
+    pipe = Pipeline(student, k=1)
+    kiosk_named = lambda imgs: [pipe.lookup(Frame(index=i, image=im, captured=0.0, wall=0.0)).result.hits  # noqa: E731
+                                for i, im in enumerate(imgs)]
+    kiosk_val = kiosk_named(val_images)
+    kiosk = {"answered_right": stats.share(np.asarray([bool(h) and h[0].id == pid for h, pid in
+                                                      zip(kiosk_val, val_ids)]), val_idx).to_json(),
+             "val_negatives_rejected": stats.share(np.asarray([not h for h in kiosk_named(val_neg_images)]),
+                                                   idx["val_negatives"]).to_json() if val_neg_images else None,
+             "skimage_rejected": stats.share(np.asarray([not h for h in kiosk_named(sk_images)]),
+                                             idx["skimage"]).to_json() if sk_images else None,
+             "retries": list(pipe.retries)}
 
     # --- 6: k in-store photos per product added to the catalog -------------
     held_set = {labeled.paths[i].resolve() for i in held}
@@ -559,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                    "settings": {"finetune_epochs": args.finetune_epochs, "distill_epochs": args.epochs,
                                 "views_per_image": args.views_per_image, "seed": args.seed,
                                 "distill_label_weight": args.distill_label_weight}},
-        "models": models_table, "bundle": bundle_row, "catalog_embedded_by": catalog_table,
+        "models": models_table, "bundle": bundle_row, "kiosk": kiosk, "catalog_embedded_by": catalog_table,
         "no_match": {"left_out": sorted(left_ids), "known_photos": len(known), "unknown_photos": len(unknown),
                      "val_negatives": len(no_product["val_negatives"]), "skimage_images": len(sk_images),
                      "budget": m.calibration.max_false_reject if m.calibration else None, "rules": rules},

@@ -72,6 +72,13 @@ def markdown(r: dict) -> str:
     lines += _table(["raw R@1", "answered right", "correctly named photos refused", "student / teacher R@1"],
                     [[fmt(b["raw_recall@1"]), fmt(b["answered_right"]), fmt(b["false_reject_of_correct"]),
                       fmt(b["student_over_teacher_recall@1"], pct=False)]])
+    kq = r["kiosk"]
+    lines += ["", "## The kiosk's path (`kiosk`)", "",
+              "The bundle as shipped, full catalog, through `edge_search.kiosk.Pipeline.lookup`: the rule, and "
+              f"when the whole frame is refused, its retries ({', '.join(kq['retries'])}), each another chance to "
+              "name a product.", ""]
+    lines += _table(["val photos answered right", "val non-product refused", "sample images refused"],
+                    [[fmt(kq["answered_right"]), fmt(kq["val_negatives_rejected"]), fmt(kq["skimage_rejected"])]])
     lines += ["", "## Who embeds the catalog (`catalog_embedded_by`)", "",
               "The bundle's student queries each catalog; self top-1: the catalog's own images (and two mild "
               "views of each) name their product. The export keeps the best on its held-out fit photos among the "

@@ -63,6 +63,9 @@ def test_grocery_bench_miniature(tmp_path):
     b = r["bundle"]
     assert b["raw_recall@1"] == rows["student (ONNX int8, the bundle)"]["recall@1"]
     assert b["answered_right"]["value"] <= b["raw_recall@1"]["value"]
+    kq = r["kiosk"]  # the kiosk's own path: the rule plus its retries
+    assert kq["retries"] == ["centre-crop", "equalized"] and kq["val_negatives_rejected"]["n"] == 20
+    assert kq["answered_right"]["n"] == 14
     cat = r["catalog_embedded_by"]
     assert set(cat) == {"teacher", "student", "teacher+student"}
     assert cat["student"]["catalog_self_top1"]["value"] == 1.0  # the student's own vectors name every image
@@ -80,7 +83,8 @@ def test_grocery_bench_miniature(tmp_path):
     # the Markdown table: written by the bench, naming the command that reproduces it
     md = (out / "grocery.md").read_text()
     assert "bench/grocery.py --data" in md and "--classes 4" in md
-    for heading in ("## Protocol", "## Models on val", "## The bundle as shipped", "## Who embeds the catalog",
+    for heading in ("## Protocol", "## Models on val", "## The bundle as shipped", "## The kiosk's path",
+                    "## Who embeds the catalog",
                     "## No match, 1 products left out", "## More pictures per product", "## Words"):
         assert heading in md
     # the dataset is read in place: the bench writes CSVs and links, never image copies
