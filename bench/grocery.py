@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "finetune": asdict(cfg.finetune), "edge_search": edge_search.__version__})
     teacher_pt = models / "teacher.pt"
     if args.teacher_checkpoint:  # trained elsewhere on the same fit photos: kept as it is
-        cfg = replace(cfg, pretrained=str(Path(args.teacher_checkpoint).resolve()), save_models=None,
+        cfg = replace(cfg, pretrained=str(Path(args.teacher_checkpoint).resolve()),
                       finetune=replace(cfg.finetune, epochs=0))
         teacher_pt = Path(args.teacher_checkpoint).resolve()
     export_settings = as_read({"config": asdict(cfg), "edge_search": edge_search.__version__})
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         _stamp(out, "teacher_int8", export_settings)
     onnx = lambda p: OnnxEncoder(p, input_name="image", output_name="embedding", threads=args.threads)  # noqa: E731
     t_int8_enc = onnx(t_int8)
-    s_fp32_path = (models if not args.teacher_checkpoint else out / "models") / "student.fp32.onnx"
+    s_fp32_path = models / "student.fp32.onnx"
 
     enc = {"teacher (PyTorch fp32)": (teacher_enc, teacher_pp), "teacher (ONNX int8)": (t_int8_enc, teacher_pp),
            "student (ONNX int8, the bundle)": (student.encoder, s_pp),
