@@ -57,6 +57,18 @@ class FinetuneSettings:
     photo_weight: float = 0.5
     train_text: bool | None = None  # None: only a random-weight teacher trains its text tower
     holdout: float = 0.1  # share of each product's photos kept back for no-match calibration
+    # Classification-style term: photos and catalog views each classified against all the
+    # products' learnable unit prototypes (normalised-softmax cross-entropy at class_scale, with
+    # label smoothing). None: on for a teacher trained from random weights, off for a pretrained one.
+    class_weight: float | None = None
+    class_scale: float = 16.0
+    label_smoothing: float = 0.1
+    # Negatives (non-product photos, finetune_teacher(negatives=...)): each step embeds
+    # negatives_per_step of them and penalises the soft maximum of their cosine to the products
+    # (prototypes and the step's catalog views) above negative_margin. No negatives: no term.
+    negative_weight: float = 1.0
+    negative_margin: float = 0.2
+    negatives_per_step: int = 16
 
     def __post_init__(self) -> None:
         # epochs 0: hold photos back and calibrate on them, but keep the teacher as loaded
@@ -71,10 +83,16 @@ class FinetuneSettings:
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ExportError(f"fine-tuning image size must be between 32 and 1024, got {self.image_size}")
         if min(self.catalog_weight, self.text_weight, self.photo_weight) < 0 or \
-                self.catalog_weight + self.text_weight + self.photo_weight == 0:
+                self.catalog_weight + self.text_weight + self.photo_weight + (self.class_weight or 0) == 0:
             raise ExportError("fine-tuning loss weights must be >= 0, one of them positive")
         if not 0 <= self.warmup < 1 or not 0 <= self.augment <= 2 or not 0 <= self.catalog_augment <= 2:
             raise ExportError("fine-tuning warmup must be in [0, 1) and augment strengths in [0, 2]")
+        if (self.class_weight is not None and self.class_weight < 0) or self.class_scale <= 0 \
+                or not 0 <= self.label_smoothing < 1:
+            raise ExportError("fine-tuning class weight must be >= 0, class scale > 0, label smoothing in [0, 1)")
+        if self.negative_weight < 0 or not -1 <= self.negative_margin <= 1 or self.negatives_per_step < 1:
+            raise ExportError("fine-tuning negative weight must be >= 0, its margin a cosine in [-1, 1] "
+                              "and negatives per step >= 1")
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ augmented views of the catalog (and of unlabeled store photos), so queries it
 embeds land in the teacher's space. Loss: cosine between student and teacher
 embeddings, plus a relational term that matches the batch's pairwise
 similarity matrix (it keeps products apart the way the teacher does).
+Views of negatives (non-product photos) are distilled like any other view, and
+may also be pushed away from the products (`negatives_penalty`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +25,11 @@ from edge_search.preprocess import normalize, preprocess, resize_and_crop
 from .teacher import Teacher
 from .views import views
 
+NEGATIVE = -2  # ViewBank label of a negative's views (-1: product unknown)
+NEGATIVE_WEIGHT = 1.0  # distill(negative_weight=...) default
+NEGATIVE_MARGIN = 0.2  # cosine the soft maximum of a negative's product similarities is pushed under
+NEGATIVE_SCALE = 16.0  # log-sum-exp sharpness of that soft maximum
+
 
 @dataclass
 class ViewBank:
@@ -30,7 +38,7 @@ class ViewBank:
     crops: np.ndarray  # N x S x S x 3 uint8
     targets: np.ndarray  # N x D float32, unit length
     source: np.ndarray  # N: which input image each view came from
-    labels: np.ndarray  # N: product position of the view's image, -1 when unknown
+    labels: np.ndarray  # N: product position of the view's image, -1 when unknown, NEGATIVE for a negative
 
 
 @dataclass
@@ -47,7 +55,15 @@ class DistillReport:
 
 
 def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int], student_pp: PreprocessCfg,
-                    seed: int, progress: bool = True, labels: list[int] | None = None) -> ViewBank:
+                    seed: int, progress: bool = True, labels: list[int] | None = None,
+                    negatives: Sequence[np.ndarray] = (), negative_views: int = 2) -> ViewBank:
+    """Augmented views of `images` (`counts[i]` each) with the teacher's targets.
+    `negatives` (non-product images) add `negative_views` views each, labelled
+    NEGATIVE, after the images' views; none: the bank is as without them."""
+    if len(negatives):
+        labels = (list(labels) if labels is not None else [-1] * len(images)) + [NEGATIVE] * len(negatives)
+        images = list(images) + list(negatives)
+        counts = list(counts) + [negative_views] * len(negatives)
     crops, targets, source = [], [], []
     bar = tqdm(total=int(sum(counts)), desc="teacher embeds augmented views", unit="view", disable=not progress)
     chunk_views: list[np.ndarray] = []
@@ -87,6 +103,17 @@ class LabelTerm:
     weight: float
 
 
+def negatives_penalty(z: torch.Tensor, anchors: torch.Tensor, margin: float, scale: float) -> torch.Tensor:
+    """How far non-product embeddings `z` (N x D, unit) reach towards the products:
+    the soft maximum (log-sum-exp at `scale`, a little above the true maximum) of
+    each one's cosine to the product `anchors` (M x D, unit), hinged at `margin`.
+    Only negatives that come closer than the margin to some product are pushed."""
+    if len(z) == 0:
+        return torch.zeros(())
+    soft_max = torch.logsumexp(scale * z @ anchors.T, dim=1) / scale
+    return torch.relu(soft_max - margin).mean()
+
+
 def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float, *,
                  prototypes: torch.Tensor | None = None, y: torch.Tensor | None = None, scale: float = 1.0,
                  label_weight: float = 0.0) -> torch.Tensor:
@@ -103,7 +130,12 @@ def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float, *,
 
 def distill(student: torch.nn.Module, bank: ViewBank, student_pp: PreprocessCfg, *, epochs: int,
             batch_size: int, learning_rate: float, relational_weight: float, seed: int,
-            progress: bool = True, label_term: LabelTerm | None = None) -> DistillReport:
+            progress: bool = True, label_term: LabelTerm | None = None,
+            negative_weight: float = NEGATIVE_WEIGHT, negative_margin: float = NEGATIVE_MARGIN) -> DistillReport:
+    """Train `student` on the bank's views. Views labelled NEGATIVE (see
+    build_view_bank) are also pushed under `negative_margin` against the label
+    term's product prototypes, weighted by `negative_weight`; a bank without
+    negatives (or no label term) trains exactly as before."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n = len(bank.crops)
@@ -115,9 +147,13 @@ def distill(student: torch.nn.Module, bank: ViewBank, student_pp: PreprocessCfg,
     labels = torch.from_numpy(bank.labels.astype(np.int64))
     use_labels = label_term is not None and label_term.weight > 0 and bool((bank.labels >= 0).any())
     protos = torch.from_numpy(label_term.prototypes.astype(np.float32)) if use_labels else None
+    use_negatives = label_term is not None and negative_weight > 0 and bool((bank.labels == NEGATIVE).any())
+    anchors = torch.from_numpy(label_term.prototypes.astype(np.float32)) if use_negatives else None
     name = "cosine" + (f" + {relational_weight:g} x relational" if relational_weight > 0 else "")
     if use_labels:
         name += f" + {label_term.weight:g} x product cross-entropy (scale {label_term.scale:.1f})"
+    if use_negatives:
+        name += f" + {negative_weight:g} x negatives' soft-max product cosine above {negative_margin:g}"
     report = DistillReport(loss=name, epochs=epochs, views=n, seconds=0.0)
     t0 = time.perf_counter()
     bar = tqdm(range(epochs), desc="distilling student", unit="epoch", disable=not progress)
@@ -133,6 +169,11 @@ def distill(student: torch.nn.Module, bank: ViewBank, student_pp: PreprocessCfg,
             loss = distill_loss(s, t, relational_weight, prototypes=protos, y=labels[idx],
                                 scale=label_term.scale if use_labels else 1.0,
                                 label_weight=label_term.weight if use_labels else 0.0)
+            if use_negatives:
+                neg = labels[idx] == NEGATIVE
+                if bool(neg.any()):
+                    loss = loss + negative_weight * negatives_penalty(
+                        torch.nn.functional.normalize(s[neg], dim=-1), anchors, negative_margin, NEGATIVE_SCALE)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -37,12 +38,16 @@ from edge_search.manifest import PreprocessCfg
 from edge_search.preprocess import normalize, resize_and_crop
 
 from .config import FinetuneSettings
+from .distill import negatives_penalty
 from .teacher import Teacher
 from .views import augment
 
 log = logging.getLogger("edge_search.export")
 FROM_SCRATCH_LR = 2e-3
 PRETRAINED_LR = 1e-5  # larger rates wash out what CLIP pretraining learned
+# the classification-style term for a teacher learned from scratch; a pretrained teacher's
+# space is kept (its CLIP alignment is what it brings), so it gets none unless asked
+FROM_SCRATCH_CLASS_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,15 +112,25 @@ class FinetuneReport:
     image_size: int
     settings: dict
     seed: int
+    class_weight: float = 0.0
+    negatives: int = 0
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """What the manifest's `teacher.finetune` records."""
+        st = self.settings
+        terms = [f"{st['catalog_weight']:g} x photo <-> catalog image" if st["catalog_weight"] else "",
+                 f"{st['text_weight']:g} x photo and catalog image <-> product text" if st["text_weight"] else "",
+                 f"{st['photo_weight']:g} x photo <-> photo of the same product" if st["photo_weight"] else "",
+                 f"{self.class_weight:g} x photo and catalog image classified against product prototypes "
+                 f"(scale {st['class_scale']:g}, label smoothing {st['label_smoothing']:g})"
+                 if self.class_weight else "",
+                 f"{st['negative_weight']:g} x negatives' soft-max product cosine above {st['negative_margin']:g} "
+                 f"({self.negatives} negatives)" if self.negatives and st["negative_weight"] else ""]
         return {"labels": self.labels, "rows": self.rows, "photos": self.photos, "holdout_photos": self.holdout,
                 "products": self.products, "trained_towers": self.towers,
-                "loss": "contrastive: photo <-> catalog image, photo and catalog image <-> product text"
-                        + (", photo <-> photo of the same product" if self.settings["photo_weight"] else ""),
+                "loss": "; ".join(t for t in terms if t), "negatives": self.negatives,
                 "epochs": self.settings["epochs"], "learning_rate": self.learning_rate, "image_size": self.image_size,
                 "seed": self.seed, "seconds": round(self.seconds, 1),
                 "final": self.history[-1] if self.history else None,
@@ -200,15 +215,22 @@ def _multi_positive_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products: np.ndarray,
                      catalog: list[np.ndarray], catalog_products: np.ndarray, texts: list[str],
                      settings: FinetuneSettings, *, seed: int, labels_name: str = "", rows: int = 0,
-                     holdout: int = 0, progress: bool = True) -> FinetuneReport:
+                     holdout: int = 0, progress: bool = True, negatives: Sequence[np.ndarray] = (),
+                     on_epoch: Callable[[int], dict] | None = None) -> FinetuneReport:
     """Train `teacher.model` in place on labeled photos; returns what ran.
 
     `photo_products` / `catalog_products` give each photo's / catalog image's
-    product position; `texts` holds one text per product, in that order."""
+    product position; `texts` holds one text per product, in that order.
+    `negatives`: RGB images of no product (empty counter, shelves, textures);
+    with none the training is exactly as without the argument. `on_epoch(epoch)`
+    (the model in eval mode) may return figures to add to that epoch's history."""
     model = teacher.model
     random_init = bool(teacher.provenance.get("random_weights"))
     train_text = random_init if settings.train_text is None else settings.train_text
     lr = settings.learning_rate or (FROM_SCRATCH_LR if random_init else PRETRAINED_LR)
+    class_weight = settings.class_weight if settings.class_weight is not None else \
+        (FROM_SCRATCH_CLASS_WEIGHT if random_init else 0.0)
+    use_negatives = len(negatives) > 0 and settings.negative_weight > 0
     side = settings.image_size or teacher.preprocess.size[0]
     pp: PreprocessCfg = replace(teacher.preprocess, size=(side, side))
     if side != teacher.preprocess.size[0]:
@@ -232,7 +254,15 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
         if p.requires_grad and (use_text or not is_text):
             trainable.append((name, p))
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(_param_groups(trainable, settings.weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    groups = _param_groups(trainable, settings.weight_decay)
+    prototypes = None
+    if class_weight > 0:
+        # the products' class weights: unit rows, used only during training (retrieval keeps
+        # embedding the catalog image, which this term pulls onto its product's prototype)
+        gen = torch.Generator().manual_seed(seed + 1)
+        prototypes = torch.nn.Parameter(F.normalize(torch.randn(len(texts), teacher.embed_dim, generator=gen), dim=-1))
+        groups.append({"params": [prototypes], "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
     n = len(photos)
     steps_per_epoch = max(1, n // settings.batch_size)
     total = settings.epochs * steps_per_epoch
@@ -245,7 +275,8 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
 
     report = FinetuneReport(labels=labels_name, rows=rows, photos=n, holdout=holdout, products=len(texts),
                             towers=["image", "text"] if train_text and use_text else ["image"], learning_rate=lr,
-                            image_size=side, settings=asdict(settings), seed=seed)
+                            image_size=side, settings=asdict(settings), seed=seed, class_weight=class_weight,
+                            negatives=len(negatives) if use_negatives else 0)
     t0 = time.perf_counter()
     bar = tqdm(range(settings.epochs), desc="fine-tuning teacher", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -262,9 +293,13 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
                 k = int(rng.choice(keys_of[u]))
                 view = augment(catalog[k], rng, settings.catalog_augment) if settings.catalog_augment else catalog[k]
                 crops.append(resize_and_crop(view, pp))
+            if use_negatives:  # drawn from their own stream: the photo and catalog draws stay as without negatives
+                nrng = np.random.default_rng([seed, epoch, step, 77])
+                picks = nrng.choice(len(negatives), min(settings.negatives_per_step, len(negatives)), replace=False)
+                crops += [resize_and_crop(augment(negatives[i], nrng, settings.augment), pp) for i in picks]
             x = torch.from_numpy(np.stack([normalize(c, pp) for c in crops]))
             feats = F.normalize(model.encode_image(x), dim=-1)
-            f, g = feats[:len(idx)], feats[len(idx):]
+            f, g = feats[:len(idx)], feats[len(idx):len(idx) + len(uniq)]
             scale = model.logit_scale.exp().clamp(max=100)
             y = torch.from_numpy(labels)
             pos = torch.from_numpy(np.searchsorted(uniq, labels))
@@ -283,6 +318,15 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
                 eye = torch.eye(len(idx), dtype=torch.bool)
                 ff = (scale * f @ f.T).masked_fill(eye, float("-inf"))
                 loss = loss + settings.photo_weight * _multi_positive_ce(ff, same & ~eye)
+            if prototypes is not None:
+                w = F.normalize(prototypes, dim=-1)
+                loss = loss + class_weight * F.cross_entropy(
+                    settings.class_scale * torch.cat([f, g]) @ w.T, torch.from_numpy(np.concatenate([labels, uniq])),
+                    label_smoothing=settings.label_smoothing)
+            if use_negatives:
+                anchors = g if prototypes is None else torch.cat([g, F.normalize(prototypes, dim=-1)])
+                loss = loss + settings.negative_weight * negatives_penalty(
+                    feats[len(idx) + len(uniq):], anchors, settings.negative_margin, settings.class_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -294,6 +338,9 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
         row = {"epoch": epoch + 1, "loss": round(sums["loss"] / steps_per_epoch, 4),
                "train_top1_in_batch": round(sums["photo_top1"] / steps_per_epoch, 4),
                "logit_scale": round(float(model.logit_scale.detach().exp()), 2)}
+        if on_epoch is not None:
+            model.eval()
+            row.update(on_epoch(epoch + 1))
         report.history.append(row)
         bar.set_postfix(loss=row["loss"], top1=row["train_top1_in_batch"])
     for p in model.parameters():
@@ -314,8 +361,10 @@ class HeldOut:
 
 def adapt_teacher(teacher: Teacher, labels: Path, product_ids: list[str], product_texts: list[str],
                   catalog: list[np.ndarray], catalog_products: np.ndarray, settings: FinetuneSettings, *,
-                  seed: int, skip_bad: bool, progress: bool) -> tuple[dict, HeldOut, LabeledPhotos]:
+                  seed: int, skip_bad: bool, progress: bool,
+                  negatives: Sequence[np.ndarray] = ()) -> tuple[dict, HeldOut, LabeledPhotos]:
     """The export step: read the labels, hold some back, fine-tune the teacher in place.
+    `negatives`: decoded non-product images (any size; shrunk here like the photos).
     -> (what the manifest records under teacher.finetune, the held-back photos, all labeled photos)."""
     labeled = read_labeled(labels, product_ids, skip_bad=skip_bad)
     train_idx, held_idx = labeled.split(settings.holdout, seed)
@@ -331,7 +380,8 @@ def adapt_teacher(teacher: Teacher, labels: Path, product_ids: list[str], produc
         log.warning("--finetune-labeled skipped %s", line)
     report = finetune_teacher(teacher, photos, labeled.products[train_idx][kept], catalog, catalog_products,
                               product_texts, settings, seed=seed, labels_name=Path(labels).name, rows=labeled.rows,
-                              holdout=len(held), progress=progress)
+                              holdout=len(held), progress=progress,
+                              negatives=[_shrink(n, side) for n in negatives])
     info = report.to_json()
     info["skipped"] = len(labeled.skipped) + len(bad)
     return info, HeldOut(paths=[labeled.paths[held_idx[i]] for i in held_kept], images=held,

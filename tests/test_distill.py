@@ -81,3 +81,66 @@ def test_labeled_views_teach_the_student_the_products_apart():
     assert "product cross-entropy" in report.loss
     assert accuracy(labeled) == 1.0
     assert accuracy(labeled) > accuracy(plain)
+
+
+def test_negatives_penalty_counts_only_what_comes_near_a_product():
+    from edge_search_export.distill import negatives_penalty
+
+    anchors = torch.eye(3)[:2]  # two products on the first two axes
+    on_product = torch.tensor([[1.0, 0.0, 0.0]])  # cosine 1 to product 0, 0 to product 1
+    # soft maximum log(e^16 + e^0) / 16 = 1 + 7e-9: 1 - margin 0.2 = 0.8
+    assert float(negatives_penalty(on_product, anchors, 0.2, 16.0)) == pytest.approx(0.8, abs=1e-6)
+    # orthogonal to both: soft maximum log(2) / 16 = 0.043 < 0.2, nothing to push
+    assert float(negatives_penalty(torch.tensor([[0.0, 0.0, 1.0]]), anchors, 0.2, 16.0)) == 0.0
+    both = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert float(negatives_penalty(both, anchors, 0.2, 16.0)) == pytest.approx(0.4, abs=1e-6)  # the mean
+    assert float(negatives_penalty(both[:0], anchors, 0.2, 16.0)) == 0.0
+
+
+def _bank_with_negatives():
+    """_bank's two products plus mid-grey 'negatives' that a poor teacher embeds
+    right on top of product 0's prototype (what the issue found: non-product
+    photos scoring like correct answers)."""
+    from edge_search_export.distill import NEGATIVE, ViewBank
+
+    bank = _bank()
+    rng = np.random.default_rng(1)
+    neg = np.clip(rng.normal(125, 25, (24, 16, 16, 3)), 0, 255).astype(np.uint8)
+    target = np.tile(np.array([[0.0, 1.0, 0.0]], np.float32), (24, 1))
+    return ViewBank(crops=np.concatenate([bank.crops, neg]), targets=np.concatenate([bank.targets, target]),
+                    source=np.arange(len(bank.crops) + 24), labels=np.concatenate([bank.labels, [NEGATIVE] * 24]))
+
+
+def test_negatives_are_pushed_off_the_products_and_the_default_is_unchanged():
+    from edge_search.manifest import PreprocessCfg
+    from edge_search.preprocess import normalize
+    from edge_search_export.distill import NEGATIVE, LabelTerm, distill
+
+    pp = PreprocessCfg(size=(16, 16))
+    protos = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    term = LabelTerm(protos, scale=20.0, weight=1.0)
+    kw = dict(epochs=15, batch_size=16, learning_rate=1e-2, relational_weight=0.0, seed=0, progress=False)
+    bank = _bank_with_negatives()
+    neg = bank.labels == NEGATIVE
+
+    def embed(student) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.from_numpy(np.stack([normalize(c, pp) for c in bank.crops]))
+            return torch.nn.functional.normalize(student(x), dim=-1).numpy()
+
+    copied, pushed = _student(), _student()
+    distill(copied, bank, pp, label_term=term, negative_weight=0.0, **kw)
+    report = distill(pushed, bank, pp, label_term=term, **kw)  # the default weight
+    assert "negatives' soft-max product cosine above 0.2" in report.loss
+    e_pushed = embed(pushed)
+    before, after = (embed(copied)[neg] @ protos.T).max(1), (e_pushed[neg] @ protos.T).max(1)
+    # measured: copying the teacher leaves them at a median 0.81 (all >= 0.65); the term, at margin 0.2,
+    # brings them to a median 0.17 (all <= 0.29): every negative now scores below every copied one
+    assert np.median(before) > 0.7 and np.median(after) < 0.25 and after.max() < before.min()
+    assert (np.argmax(e_pushed[~neg] @ protos.T, 1) == bank.labels[~neg]).all()  # the products stay named right
+
+    # a bank without negative views trains exactly as before the term existed
+    plain, same = _student(), _student()
+    distill(plain, _bank(), pp, label_term=term, negative_weight=0.0, **kw)
+    distill(same, _bank(), pp, label_term=term, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), same.state_dict().values()))

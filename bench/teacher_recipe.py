@@ -1,0 +1,237 @@
+"""The reference teacher's training recipe, measured on the dev split (issue #12, items 3 and 4).
+
+    .venv/bin/python bench/teacher_recipe.py --out /work/coord/teacher/runs/base
+    .venv/bin/python bench/teacher_recipe.py --negatives 600 --out /work/coord/teacher/runs/neg
+
+Trains the offline reference teacher from random weights on the dev split's
+fit photos (bench/grocery_data.dev_split) with export/finetune.py, exactly as
+`edge-search export --finetune-labeled` does, and measures on the dev photos
+only (val is never read here):
+  - recall@1/@5 photo -> studio image (the catalog's 81 iconic images, embedded
+    by the same teacher), every --eval-every epochs and at the end;
+  - the non-product question: dev negatives (bench/negatives.py, cut from the
+    dev photos) rejected by the score floor that rejects at most 5 % of the
+    correctly named dev photos.
+With --negatives N the training also sees N train-split negatives (cut from the
+fit photos only). Writes OUT/result.json and, with --save, OUT/teacher.pt (the
+checkpoint `load_teacher(config, path)` reads) and OUT/teacher.json.
+
+`--speed` only times the teacher's image tower against the shipped student
+(MobileNetV3-S), both ONNX int8 at the teacher's input size, batch 1,
+interleaved (random weights: latency does not depend on them).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/grocery.py: spin-waiting threads on a shared box
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, fields  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
+import numpy as np  # noqa: E402
+
+from bench.grocery_data import DEFAULT_DATA, dev_split, read_classes  # noqa: E402
+from bench.negatives import build_negatives  # noqa: E402
+from edge_search.files import atomic_write_bytes  # noqa: E402
+from edge_search.images import load_image  # noqa: E402
+from edge_search.preprocess import preprocess_batch  # noqa: E402
+
+REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-resnet.json"
+MAX_FALSE_REJECT = 0.05
+
+
+def _rows(data: Path, listing: str, ids: dict[int, str]) -> list[tuple[Path, str]]:
+    rows = []
+    for line in (data / listing).read_text(encoding="utf-8").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 2 and parts[0]:
+            rows.append((data / parts[0], ids[int(parts[1])]))
+    return rows
+
+
+def rejection_at_budget(correct_scores: np.ndarray, negative_scores: np.ndarray,
+                        budget: float = MAX_FALSE_REJECT) -> tuple[float, float]:
+    """The highest score floor rejecting at most `budget` of the correctly named
+    photos (their top-1 scores), and the share of negatives it rejects (top-1
+    score below the floor) -> (floor, share rejected)."""
+    s = np.sort(np.asarray(correct_scores, np.float64))
+    if len(s) == 0:
+        return float("nan"), float("nan")
+    k = int(np.floor(budget * len(s)))  # this many correct photos may fall below the floor
+    floor = float(s[k])  # photos scoring exactly the floor are kept
+    return floor, float(np.mean(np.asarray(negative_scores) < floor))
+
+
+def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev_products: np.ndarray,
+            negatives: list[np.ndarray]) -> dict:
+    pp = teacher.preprocess
+    q = teacher.encode(preprocess_batch(dev_images, pp))
+    sims = q @ catalog_vecs.T
+    order = np.argsort(-sims, axis=1)
+    top1 = order[:, 0] == dev_products
+    out = {"dev_r1": round(float(top1.mean()), 4),
+           "dev_r5": round(float((order[:, :5] == dev_products[:, None]).any(1).mean()), 4)}
+    if negatives:
+        neg = teacher.encode(preprocess_batch(negatives, pp)) @ catalog_vecs.T
+        floor, rejected = rejection_at_budget(sims.max(1)[top1], neg.max(1))
+        out.update({"neg_rejected_at_5pct": round(rejected, 4), "floor": round(floor, 4),
+                    "correct_p5": round(float(np.percentile(sims.max(1)[top1], 5)), 4),
+                    "correct_p50": round(float(np.median(sims.max(1)[top1])), 4),
+                    "neg_max_p50": round(float(np.median(neg.max(1))), 4)})
+    return out
+
+
+def speed(teacher_config: str, student_arch: str, rounds: int, threads: int) -> dict:
+    """ms per image (p50) of the teacher's and the student's int8 towers, interleaved."""
+    import tempfile
+
+    import torch
+
+    from bench.encoders import timed_runs
+    from edge_search.encoder import OnnxEncoder
+    from edge_search_export.onnx_export import export_onnx
+    from edge_search_export.quantize import quantize_int8
+    from edge_search_export.student import Embedder, build_student
+    from edge_search_export.teacher import load_teacher
+
+    teacher = load_teacher(teacher_config, "random")
+    side = teacher.preprocess.size[0]
+    torch.manual_seed(0)
+    student = build_student(student_arch, teacher.embed_dim, side)
+    rng = np.random.default_rng(0)
+    encoders, batch = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, module in (("teacher_int8", Embedder(teacher.visual)), ("student_int8", Embedder(student))):
+            fp32, int8 = Path(tmp) / f"{name}.fp32.onnx", Path(tmp) / f"{name}.onnx"
+            export_onnx(module.eval(), (side, side), fp32)
+            quantize_int8(fp32, int8, rng.standard_normal((16, 3, side, side)).astype(np.float32))
+            encoders[name] = OnnxEncoder(int8, input_name="image", output_name="embedding", threads=threads)
+            batch[name] = rng.standard_normal((1, 3, side, side)).astype(np.float32)
+        times = timed_runs(encoders, batch, rounds)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    return {"ms_p50": {k: round(v, 3) for k, v in p50.items()}, "image_size": side, "student": student_arch,
+            "teacher_slower_x": round(p50["teacher_int8"] / p50["student_int8"], 2), "rounds": rounds,
+            "threads": threads, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edge_search_export.config import FinetuneSettings
+    from edge_search_export.finetune import finetune_teacher, load_photos, product_text
+    from edge_search_export.teacher import load_teacher
+
+    known = {f.name: f for f in fields(FinetuneSettings)}
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--speed", action="store_true", help="only time teacher vs student (int8, batch 1)")
+    ap.add_argument("--student", default="mobilenetv3_small_100")
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--teacher", default=str(REFERENCE_TEACHER))
+    ap.add_argument("--init", default="random",
+                    help="weights to start from: random, or a saved teacher.pt (then the pretrained defaults apply: "
+                         "no class term, text tower frozen, lr 1e-5, unless --set says otherwise)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help=f"a FinetuneSettings field ({', '.join(known)})")
+    ap.add_argument("--negatives", type=int, default=0, help="train-split negatives seen in training (0: none)")
+    ap.add_argument("--dev-negatives", type=int, default=300)
+    ap.add_argument("--negatives-dir", default="/work/coord/teacher/negatives",
+                    help="where the negatives folders are built (kept between runs)")
+    ap.add_argument("--eval-every", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save", action="store_true", help="keep OUT/teacher.pt and OUT/teacher.json")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.speed:
+        result = speed(args.teacher, args.student, args.rounds, args.threads)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "speed.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(result))
+        return 0
+    overrides = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        if k not in known:
+            ap.error(f"unknown setting {k}")
+        overrides[k] = None if v == "None" else (v.lower() == "true" if v.lower() in ("true", "false")
+                                                 else (int(v) if v.lstrip("-").isdigit() else float(v)))
+    settings = FinetuneSettings(**overrides)
+    data, out = Path(args.data).resolve(), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = read_classes(data)
+    ids = {c["class_id"]: c["id"] for c in classes}
+    position = {c["id"]: i for i, c in enumerate(classes)}
+    texts = []
+    for c in classes:
+        desc = data / c["description"]
+        texts.append(product_text(c["id"].replace("-", " "),
+                                  desc.read_text(encoding="utf-8", errors="replace").strip() if desc.is_file() else ""))
+    catalog = [load_image(data / c["iconic"]) for c in classes]
+    fit, dev = dev_split(_rows(data, "train.txt", ids), seed=0)
+
+    teacher = load_teacher(args.teacher, args.init)
+    side = settings.image_size or teacher.preprocess.size[0]
+    photos, kept, _ = load_photos([p for p, _ in fit], side, False, "")
+    fit_products = np.array([position[fit[i][1]] for i in kept])
+    dev_images = [load_image(p) for p, _ in dev]
+    dev_products = np.array([position[i] for _, i in dev])
+    neg_root = Path(args.negatives_dir)
+    dev_neg = [load_image(p) for p in build_negatives(data, neg_root / f"dev-{args.dev_negatives}-s{args.seed}",
+                                                      split="dev", count=args.dev_negatives, seed=args.seed)]
+    train_neg = [load_image(p) for p in build_negatives(data, neg_root / f"train-{args.negatives}-s{args.seed}",
+                                                        split="train", count=args.negatives, seed=args.seed)] \
+        if args.negatives else []
+
+    def catalog_vecs() -> np.ndarray:
+        return teacher.encode(preprocess_batch(catalog, teacher.preprocess))
+
+    def on_epoch(epoch: int) -> dict:
+        if epoch % args.eval_every and epoch not in (1, settings.epochs):  # epoch 1: fail fast
+            return {}
+        row = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg)
+        print(json.dumps({"epoch": epoch, **row}), flush=True)
+        return row
+
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    report = finetune_teacher(teacher, photos, fit_products, catalog, np.arange(len(catalog)), texts, settings,
+                              seed=args.seed, labels_name="train.txt (dev split: fit photos)", rows=len(fit),
+                              progress=True, negatives=train_neg, on_epoch=on_epoch)
+    wall = time.perf_counter() - t0
+    final = report.history[-1]
+    result = {"teacher": args.teacher, "init": args.init, "settings": asdict(settings), "seed": args.seed,
+              "negatives_train": len(train_neg), "negatives_dev": len(dev_neg),
+              "fit_photos": len(photos), "dev_photos": len(dev_images),
+              "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "floor", "correct_"))},
+              "train_seconds": round(wall, 1), "loadavg_start": [round(x, 2) for x in load],
+              "loadavg_end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,
+              "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"] + (argv or sys.argv[1:])),
+              "finetune": report.to_json()}
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.save:
+        buf = io.BytesIO()
+        torch.save({"state_dict": teacher.model.state_dict()}, buf)
+        atomic_write_bytes(out / "teacher.pt", buf.getvalue())
+        (out / "teacher.json").write_text(json.dumps({k: result[k] for k in (
+            "teacher", "command", "settings", "seed", "negatives_train", "dev", "train_seconds", "loadavg_start",
+            "loadavg_end", "threads")}, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({"dev": result["dev"], "train_seconds": result["train_seconds"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
