@@ -207,7 +207,8 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     if cfg.finetune_labeled:
         info, held, labeled = adapt_teacher(teacher, cfg.finetune_labeled, [p.id for p in table.products],
                                    [product_text(p.name, p.description) for p in table.products], images,
-                                   key_product, cfg.finetune, seed=cfg.seed, skip_bad=cfg.skip_bad, progress=progress)
+                                   key_product, cfg.finetune, seed=cfg.seed, skip_bad=cfg.skip_bad, progress=progress,
+                                   negatives=negative_images)
         teacher.provenance["finetune"] = info
         if trains:  # from scratch or further: the gates measure a real model now
             teacher.provenance["random_weights"] = False
@@ -249,7 +250,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         gate_photos = [extra[i] for i in sorted(pick[128:256])]
         bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
                                [extra_views] * len(extra), student_pp, cfg.seed, progress,
-                               labels=list(key_product) + extra_labels)
+                               labels=list(key_product) + extra_labels, negatives=negative_images)
         teacher_catalog = teacher.encode(preprocess_batch(images, teacher_pp),
                                          progress="teacher embeds catalog" if progress else None)
         report = distill(student, bank, student_pp, epochs=cfg.epochs, batch_size=cfg.batch_size,
