@@ -76,7 +76,8 @@ from edge_search.preprocess import preprocess_batch  # noqa: E402
 from edge_search.products import Product, ProductTable  # noqa: E402
 from edge_search.search import Searcher  # noqa: E402
 
-REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-cnn.json"
+# the teacher branch's recipe, chosen on the dev split (bench/teacher_recipe.py): ResNet-18 at 128 px
+REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-resnet.json"
 PHRASINGS = REPO / "bench" / "grocery_phrasings.csv"
 DEFAULT_MD = REPO / "docs" / "benchmarks" / "grocery.md"
 K_PHOTOS = (0, 1, 3, 5)
@@ -272,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
                          "--finetune-epochs 0: the same photos held back for calibration)")
     ap.add_argument("--student", default="mobilenetv3_small_100")
     ap.add_argument("--image-size", type=int, default=None, help="the student's input side (default: the teacher's)")
-    ap.add_argument("--finetune-epochs", type=int, default=30)
+    ap.add_argument("--catalog-encoder", default=None,
+                    choices=["teacher", "student", "teacher+student", "teacher+student+views"],
+                    help="force who embeds the catalog (default: the export chooses)")
+    ap.add_argument("--finetune-epochs", type=int, default=14)
     ap.add_argument("--finetune-batch", type=int, default=64)
-    ap.add_argument("--finetune-lr", type=float, default=None, help="default: FinetuneSettings' own")
+    ap.add_argument("--finetune-lr", type=float, default=3e-3, help="fine-tuning learning rate (0: FinetuneSettings' own)")
     ap.add_argument("--epochs", type=int, default=8, help="distillation epochs")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
     ap.add_argument("--distill-label-weight", type=float, default=1.0,
@@ -311,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_search_export.config import ExportConfig, NoMatchSettings
     from edge_search_export.finetune import read_labeled
     from edge_search_export.onnx_export import export_onnx
-    from edge_search_export.pipeline import MILD_VIEW_STRENGTH, MILD_VIEWS, _query_views, _read_negatives, run_export
+    from edge_search_export.pipeline import (MILD_VIEW_STRENGTH, MILD_VIEWS, _query_views, _read_negatives,
+                                             index_view_blocks, run_export)
     from edge_search_export.quantize import quantize_int8
     from edge_search_export.student import Embedder
     from edge_search_export.teacher import load_teacher
@@ -339,11 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     bundle, models = out / "bundle", out / "models"
     cfg = ExportConfig(catalog=catalog_csv, out=bundle, teacher=args.teacher, pretrained="random",
                        student=args.student, image_size=args.image_size, distill_images=(distill_dir,),
+                       catalog_encoder=args.catalog_encoder,
                        epochs=args.epochs, views_per_image=args.views_per_image, seed=args.seed, force=True,
                        threads=args.threads, label_weight=args.distill_label_weight, finetune_labeled=fit_csv,
                        save_models=models, with_text=not args.no_text, negatives=neg_dir.get("train"))
     ft = {"epochs": args.finetune_epochs, "batch_size": args.finetune_batch}
-    if args.finetune_lr is not None:
+    if args.finetune_lr:
         ft["learning_rate"] = args.finetune_lr
     cfg = replace(cfg, finetune=replace(cfg.finetune, **ft),
                   gates=cfg.gates.with_overrides({k: float(v) for k, _, v in (g.partition("=") for g in args.gate)}))
@@ -412,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     s_val = val_vecs["student (ONNX int8, the bundle)"]
     s_cat = cat_vecs["student (ONNX int8, the bundle)"]
     t_cat = cat_vecs["teacher (PyTorch fp32)"]
-    catalog_by = {"teacher": t_cat, "student": s_cat, "teacher+student": np.concatenate([t_cat, s_cat])}
+    catalog_by = {"teacher": t_cat, "student": s_cat, "teacher+student": np.concatenate([t_cat, s_cat]),
+                  "teacher+student+views": np.concatenate([t_cat, s_cat, index_view_blocks(
+                      student.encoder, catalog_images, s_pp, args.seed)])}
     bundle_catalog = catalog_by[m.index.catalog_encoder]
 
     # --- 3: models on val, raw recall and the bundle's answered-right ------
@@ -422,8 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         catalog = cat_vecs[name]
         if name.startswith("student"):  # the student queries the catalog the bundle ships
             catalog = bundle_catalog if name.endswith("bundle)") else \
-                {"teacher": t_cat, "student": cat_vecs[name],
-                 "teacher+student": np.concatenate([t_cat, cat_vecs[name]])}[m.index.catalog_encoder]
+                {"teacher": t_cat, "student": cat_vecs[name], "teacher+student": np.concatenate([t_cat, cat_vecs[name]]),
+                 "teacher+student+views": np.concatenate([t_cat, cat_vecs[name], index_view_blocks(
+                     e, catalog_images, pp, args.seed)])}[m.index.catalog_encoder]
         searcher = student if name.endswith("bundle)") else _searcher(e, catalog, products, pp)
         ranks[name] = _ranks(searcher, val_vecs[name], val_ids)
     models_table = {name: {**_recall_row(r, val_idx), "input": list(enc[name][1].size)} for name, r in ranks.items()}

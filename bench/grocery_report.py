@@ -157,6 +157,7 @@ def write_markdown(r: dict, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(markdown(r))
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; this is a document
     os.replace(tmp, path)
 
 

@@ -429,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image-size", type=int, default=None, help="student input side (default: the teacher's)")
     e.add_argument("--quantize", choices=["int8", "none"], default="int8")
     e.add_argument("--index-dtype", choices=["i8", "f16", "f32"], default=None, help="default: chosen by measurement")
-    e.add_argument("--catalog-encoder", choices=["teacher", "student", "teacher+student"], default=None,
+    e.add_argument("--catalog-encoder", choices=["teacher", "student", "teacher+student", "teacher+student+views"],
+                   default=None,
                    help="who embeds the catalog (default: chosen by measurement among the options that pass "
                         "the catalog self-retrieval gates)")
     e.add_argument("--negatives", default=None, metavar="DIR",

@@ -158,9 +158,9 @@ class ExportConfig:
             raise ExportError(f"--quantize must be int8 or none, got {self.quantize!r}")
         if self.index_dtype not in (None, "i8", "f16", "f32"):
             raise ExportError(f"--index-dtype must be i8, f16 or f32, got {self.index_dtype!r}")
-        if self.catalog_encoder not in (None, "teacher", "student", "teacher+student"):
-            raise ExportError(f"--catalog-encoder must be teacher, student or teacher+student, "
-                              f"got {self.catalog_encoder!r}")
+        if self.catalog_encoder not in (None, "teacher", "student", "teacher+student", "teacher+student+views"):
+            raise ExportError(f"--catalog-encoder must be teacher, student, teacher+student or "
+                              f"teacher+student+views, got {self.catalog_encoder!r}")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ExportError(f"--image-size must be between 32 and 1024, got {self.image_size}")
         if self.no_match.rule is not None and self.no_match.rule.endswith("negatives") and self.negatives is None:

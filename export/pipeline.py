@@ -57,6 +57,7 @@ MIN_HELD_OUT = 20  # fewer held-out labeled photos than this: calibrate on augme
 # "mild views" of a catalog image for its self-retrieval gate: a shopper holding the very packaging
 # (a crop keeping >= ~80 % of the area, a few degrees of rotation, a little light and blur)
 MILD_VIEWS, MILD_VIEW_STRENGTH = 2, 0.3
+INDEX_VIEWS = 2  # mild views per catalog image in a "teacher+student+views" index
 NEGATIVES_FILE = "negatives.npy"  # the no-product scenes' embeddings, when the calibrated rule uses them
 MAX_NEGATIVES = 512  # a larger --negatives folder is sampled (seeded): the runtime scores every one per query
 
@@ -126,6 +127,14 @@ def _query_views(images: list[np.ndarray], seed: int, *, strength: float = 1.0,
             qs.append(v)
             src.append(i)
     return qs, np.asarray(src)
+
+
+def index_view_blocks(enc, images: list[np.ndarray], pp, seed: int) -> np.ndarray:
+    """INDEX_VIEWS mild views of every catalog image embedded by the shipped encoder, as
+    INDEX_VIEWS blocks of len(images) rows (block b, row i: view b of image i)."""
+    imgs, _ = _query_views(images, seed + 2, strength=MILD_VIEW_STRENGTH, count=INDEX_VIEWS)
+    vecs = _embed(enc, imgs, pp)
+    return vecs.reshape(len(images), INDEX_VIEWS, -1).transpose(1, 0, 2).reshape(len(images) * INDEX_VIEWS, -1)
 
 
 def _product_scores(scores: np.ndarray, key_product: np.ndarray, products: int) -> np.ndarray:
@@ -344,6 +353,9 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         if cfg.student:
             options["teacher"] = teacher_catalog
             options["teacher+student"] = np.concatenate([teacher_catalog, student_vecs])
+            # and the student's own embeddings of a few mild views of each image (other views than the gate's)
+            options["teacher+student+views"] = np.concatenate([teacher_catalog, student_vecs,
+                                                               index_view_blocks(enc, images, student_pp, cfg.seed)])
         keys_of = {name: np.concatenate([key_product] * (len(v) // len(images))) for name, v in options.items()}
         enc_report = {}
         for name, vecs in options.items():
@@ -364,7 +376,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                                                  enc_report[n]["catalog_mild_view_top1"] / max(cfg.gates.catalog_views_top1, 1e-9)))
         passing = [n for n in options if enc_report[n]["passes_self_gates"]] or [closest]
         # ties go to the smaller index, then to the teacher's (its space is the one distilled into)
-        preference = {"teacher": 2, "student": 1, "teacher+student": 0}
+        preference = {"teacher": 3, "student": 2, "teacher+student": 1, "teacher+student+views": 0}
         chosen_enc = cfg.catalog_encoder if cfg.catalog_encoder in options else \
             max(passing, key=lambda n: (enc_report[n][decided_by], preference[n]))
         fidelity["catalog_encoder"] = {**enc_report, "chosen": chosen_enc, "decided_by": decided_by,
@@ -375,9 +387,10 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                                        "forced": cfg.catalog_encoder is not None}
         vectors = options[chosen_enc]
         index_table = table
-        if len(vectors) != len(images):  # teacher+student: image i has keys i and N + i
+        if len(vectors) != len(images):  # blocks of N vectors: image i has keys i, N + i, 2N + i, ...
+            blocks = range(len(vectors) // len(images))
             index_table = ProductTable.from_products(
-                [replace(p, keys=p.keys + tuple(k + len(images) for k in p.keys)) for p in table.products],
+                [replace(p, keys=tuple(k + b * len(images) for b in blocks for k in p.keys)) for p in table.products],
                 len(vectors))
 
         choice = choose_index(vectors, index_table.key_to_product, queries,
@@ -439,7 +452,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             # the product-text weight is chosen against one encoder's catalog: the teacher's for teacher+student
             text_info, fidelity["text"] = export_text(
                 teacher, stage, table, {"teacher": teacher_vecs, "student": student_vecs},
-                "teacher" if chosen_enc == "teacher+student" else chosen_enc,
+                "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
                 quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates.check, gates=cfg.gates)
             fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
 

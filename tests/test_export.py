@@ -32,14 +32,16 @@ def test_bundle_contents_and_manifest(tiny_bundle, tiny_checkpoint):
     assert fid["onnx_vs_torch"]["min_cosine"] > 0.999
     assert {c["label"] for c in fid["index"]["candidates"]} == {"i8", "i8+f16-rescore", "f16", "f32"}
     enc = fid["catalog_encoder"]
-    assert set(enc) >= {"teacher", "student", "teacher+student"}
-    # the student's own vectors (alone or beside the teacher's) name every catalog image: exactly 1
-    assert enc["student"]["catalog_self_top1"] == 1.0 and enc["teacher+student"]["catalog_self_top1"] == 1.0
-    passing = [n for n in ("teacher", "student", "teacher+student") if enc[n]["passes_self_gates"]]
+    options = ("teacher", "student", "teacher+student", "teacher+student+views")
+    assert set(enc) >= set(options)
+    # the student's own vectors (alone or beside others) name every catalog image: exactly 1
+    assert [enc[n]["catalog_self_top1"] for n in options[1:]] == [1.0, 1.0, 1.0]
+    passing = [n for n in options if enc[n]["passes_self_gates"]]
     assert enc["decided_by"] == "augmented_query_top1" and "student" in passing  # no labeled photos here
     best = max(enc[n]["augmented_query_top1"] for n in passing)
     assert enc[enc["chosen"]]["augmented_query_top1"] == best and enc["chosen"] in passing
-    assert m["index"]["count"] == (24 if enc["chosen"] == "teacher+student" else 12)
+    assert m["index"]["count"] == {"teacher": 12, "student": 12, "teacher+student": 24,
+                                   "teacher+student+views": 48}[enc["chosen"]]
     assert fid["catalog_self_top1"]["value"] >= 0.95 and fid["catalog_self_top1"]["catalog_encoder"] == enc["chosen"]
     assert fid["gates"]["enforced"] is True and all(g["passed"] for g in fid["gates"]["results"])
     assert not list(tiny_bundle.parent.glob(".sample.partial-*"))  # no staging left behind
