@@ -36,6 +36,19 @@ def _fmt_price(price: float | None) -> str:
     return "" if price is None else f"{price:.2f}"
 
 
+def _refusal(searcher, result, min_score: float | None) -> str:
+    """Words for why a photo got "no match" (the calibrated rule has three reasons)."""
+    cal = None if min_score is not None else searcher.calibration
+    if cal is not None and cal.negative_margin is not None and \
+            result.best_score - result.negative_score < cal.negative_margin:
+        return (f"it looks like a scene with no product: nearest such scene {result.negative_score:.3f}, "
+                f"best product {result.best_score:.3f}")
+    if cal is not None and result.margin < cal.min_margin:
+        return f"the top two products are {result.margin:.3f} apart, under the {cal.min_margin:.3f} needed"
+    threshold = searcher.min_score if min_score is None else min_score
+    return f"best score {result.best_score:.3f} is below {'its floor' if cal else f'{threshold:.3f}'}"
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .filters import Filter
     from .search import Searcher
@@ -72,8 +85,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             if not result.hits and result.best_score == float("-inf"):
                 print("  no product passes the filter")
             else:
-                threshold = searcher.min_score if args.min_score is None else args.min_score
-                print(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
+                print(f"  no match ({_refusal(searcher, result, args.min_score)})")
         for rank, h in enumerate(result.hits, 1):
             mark = " (exact)" if h.exact else ""
             print(f"  {rank}. {h.score:6.3f}  {h.id:<24} {h.name + mark:<32} {_fmt_price(h.price):>8}")

@@ -252,7 +252,8 @@ def test_student_distills_on_the_labeled_photos_with_their_products(tmp_path, sa
     run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER, "--pretrained", "random",
             "--finetune-labeled", labeled, "--finetune-epochs", "1", "--finetune-batch", "16",
             "--student", "mobilenetv3_small_050", "--epochs", "1", "--views-per-image", "2",
-            "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_self_top1=0", "--quiet")
+            "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_self_top1=0", "--gate", "catalog_views_top1=0",
+            "--quiet")
     m = read_manifest(out)
     s = m["student"]
     # no --distill-images: the 216 labeled photos not held back are the distill photos, and they are labeled
@@ -261,15 +262,19 @@ def test_student_distills_on_the_labeled_photos_with_their_products(tmp_path, sa
     # who embeds the catalog is decided on the 24 held-out store photos, not on augmented studio shots
     ce = m["fidelity"]["catalog_encoder"]
     assert ce["decided_by"] == "held_out_photo_top1" and ce["held_out_photos"] == 24, ce
-    best = max(("student", "teacher"), key=lambda n: (ce[n]["held_out_photo_top1"], n == "teacher"))
+    preference = {"teacher": 3, "student": 2, "teacher+student": 1, "teacher+student+views": 0}
+    best = max(preference, key=lambda n: (ce[n]["held_out_photo_top1"], preference[n]))
     assert ce["chosen"] == best == m["index"]["catalog_encoder"]
     off = tmp_path / "off"
     run_cli("export", "--catalog", sample_catalog, "--out", off, "--teacher", TINY_TEACHER, "--pretrained", "random",
             "--finetune-labeled", labeled, "--finetune-epochs", "1", "--finetune-batch", "16",
             "--student", "mobilenetv3_small_050", "--epochs", "1", "--views-per-image", "2",
             "--distill-label-weight", "0", "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_self_top1=0",
-            "--quiet")
-    assert "cross-entropy" not in read_manifest(off)["student"]["distillation"]["loss"]
+            "--gate", "catalog_views_top1=0", "--distill-images", labeled.parent / "photos", "--quiet")
+    off_student = read_manifest(off)["student"]
+    assert "cross-entropy" not in off_student["distillation"]["loss"]
+    # the folder holds all 240 labeled photos, the 24 held back among them: still 216 distilled, each once
+    assert len(list((labeled.parent / "photos").glob("*.jpg"))) == 240 and off_student["distill_images"] == 216
     proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "bad", "--distill-label-weight", "-1",
                    check=False)
     assert proc.returncode == 2 and "--distill-label-weight must be >= 0" in proc.stderr
