@@ -258,6 +258,14 @@ def _words(student: Searcher, products: list[Product]) -> dict:
     return out
 
 
+def _made_by(checkpoint: str | None) -> dict | None:
+    side = Path(checkpoint).with_suffix(".json") if checkpoint else None
+    if side is None or not side.is_file():
+        return None
+    info = json.loads(side.read_text(encoding="utf-8"))
+    return {k: info.get(k) for k in ("command", "seed", "dev", "train_seconds", "negatives_train")}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -574,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "sequence (the choices are made on it); val used once, for this report",
                      "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED, "resampled": "photos (images)"},
                      "negatives": {k: str(v) for k, v in neg_dir.items()}, "skimage": sk_source,
-                     "teacher_checkpoint": args.teacher_checkpoint},
+                     "teacher_checkpoint": args.teacher_checkpoint,
+                     # bench/teacher_recipe.py --save writes how it was made beside the checkpoint
+                     "teacher_checkpoint_made_by": _made_by(args.teacher_checkpoint)},
         "dataset": {"data": str(data), "products": len(products), "val_photos": len(val),
                     "train_photos": len(fit_rows) + len(dev_rows), "classes": chosen or "all"},
         "teacher_training": json.loads((out / "cache" / "teacher_training.json").read_text())

@@ -146,9 +146,15 @@ def _teacher_line(r: dict) -> str:
     how = (f"trained here from random weights on the fit photos ({ft.get('epochs')} epochs)" if ft.get("epochs")
            else "a checkpoint trained on the fit photos, reused")
     ckpt = r["protocol"].get("teacher_checkpoint")
-    return (f"`{t.get('model')}` ({t.get('config') or t.get('pretrained')}), {how}"
-            + (f" (`--teacher-checkpoint {ckpt}`)" if ckpt else "") + f"; student `{r['export']['student']['arch']}`"
-            if r["export"].get("student") else "")
+    made = r["protocol"].get("teacher_checkpoint_made_by") or {}
+    line = f"`{t.get('model')}` ({Path(str(t.get('config') or t.get('pretrained'))).name}), {how}"
+    if ckpt:
+        line += f" (`--teacher-checkpoint {ckpt}`" + (f", made by `{made['command']}` on the fit photos, its "
+                                                     f"figures measured on the dev photos" if made.get("command")
+                                                     else "") + ")"
+    if r["export"].get("student"):
+        line += f"; student `{r['export']['student']['arch']}`"
+    return line
 
 
 def write_markdown(r: dict, path: Path) -> None:
