@@ -1,28 +1,40 @@
-"""Retrieval quality on real store photos: the Grocery Store benchmark (issue #4).
+"""Retrieval quality on real store photos: the Grocery Store benchmark (issues #4, #12).
 
     .venv/bin/python bench/grocery.py --data ../shared/datasets/grocery-store --out bench-out/grocery
 
-One command, cached in --out (a second run reuses the export and the ONNX
-files and only re-measures):
-  1. catalog.csv (81 products, one studio image each) and train/val query
-     CSVs, pointing into the dataset in place;
-  2. + 3. `edge-search export` with the reference teacher trained from random
-     weights by --finetune-labeled on the train photos, a student distilled on
-     the catalog plus the train photos as unlabeled --distill-images, written
-     to OUT/bundle (the fine-tuned teacher and the fp32 student to OUT/models);
-  4. every encoder on the val photos through `edge_search.evaluate`: teacher
-     (PyTorch fp32, ONNX int8), student (ONNX fp32, int8 = the bundle), each
-     with recall@1/@5, ms per image (batch 1) and MB; catalog embedded by the
-     teacher vs the student; exact vs HNSW; i8 vs f16 index; the no-match
-     operating point with products left out of the catalog; a colour-histogram
-     baseline; the ViT-B-32 image tower (ONNX fp32) timed side by side;
-  5. words (issue #5, unless --no-text): text -> product recall@1/@5 for the
-     product names and names + descriptions through the bundle's text search
-     (exact lookup off), the teacher's text against the catalog embedded by
-     the teacher and by the student (from the manifest), photo + words (each
-     val photo steered by its product's category word) for a sweep of alpha,
-     and the text query's latency (bench/text.py).
-Prints one table and writes OUT/report.json.
+Protocol. The dataset's train photos are split once (`grocery_data.dev_split`,
+a contiguous block of each product's photo sequence) into FIT photos, the
+only ones any model or rule is trained or calibrated on, and DEV photos, on
+which every choice (the teacher recipe, settings) is made. The val photos
+are used once, here, for the report. Every share carries a 95 % bootstrap
+interval (`bench/stats.py`: photos resampled, seed stated).
+
+One command, cached in --out (a second run reuses the export):
+  1. catalog.csv (one studio image per product), fit/dev/val query CSVs and
+     negatives folders (`bench/negatives.py`: train negatives for the
+     export, val negatives for the report), all pointing into the dataset
+     or written under OUT;
+  2. `edge-search export`: the reference teacher trained from random weights
+     by --finetune-labeled on the fit photos (or a trained one reused with
+     --teacher-checkpoint), a student distilled on the catalog plus the fit
+     photos, --negatives for the no-match rule;
+  3. on the val photos: every encoder's recall (teacher PyTorch fp32, ONNX
+     int8; student ONNX fp32, int8 = the bundle; a colour histogram), the
+     bundle's "answered right" (rule applied) beside its raw R@1, and the
+     student / teacher R@1 ratio;
+  4. the catalog embedded by the teacher, the student or both: val recall
+     and catalog self-retrieval (its own images, mild views);
+  5. no match with --leave-out products left out: every calibration rule
+     (export/calibrate.py RULES, each fitted to the same false-reject budget
+     on the export's calibration photos) on val photos of kept products,
+     of left-out products and on val negatives; plus an independent check on
+     scikit-image's bundled sample images, which nobody trained or tuned on;
+  6. k = 0, 1, 3, 5 in-store fit photos per product added to the catalog
+     (the bundle's models reused, the index and the rule rebuilt);
+  7. words: held-out phrasings (bench/grocery_phrasings.csv) -> product;
+  8. speed: the student int8 against the same teacher, interleaved.
+Writes OUT/report.json and a Markdown table (--md, default
+docs/benchmarks/grocery.md for a full run) naming the command of every figure.
 
 The machine is shared: torch's OpenMP threads spin-wait by default, and under
 contention that made a training step 5x slower (measured), so passive waiting
@@ -36,7 +48,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import csv  # noqa: E402
 import json  # noqa: E402
+import shlex  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -49,10 +63,12 @@ sys.path.insert(0, str(REPO))
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
-from bench.grocery_data import DEFAULT_DATA, read_classes, write_catalog, write_queries  # noqa: E402
+from bench import stats  # noqa: E402
+from bench.grocery_data import DEFAULT_DATA, dev_split, read_classes, write_catalog, write_queries  # noqa: E402
+from bench.grocery_report import write_markdown, print_summary  # noqa: E402
 from edge_search.catalog import read_catalog  # noqa: E402
 from edge_search.encoder import OnnxEncoder  # noqa: E402
-from edge_search.evaluate import evaluate, read_queries  # noqa: E402
+from edge_search.evaluate import Query, read_queries  # noqa: E402
 from edge_search.images import load_image  # noqa: E402
 from edge_search.index import VectorIndex  # noqa: E402
 from edge_search.manifest import PreprocessCfg  # noqa: E402
@@ -60,19 +76,15 @@ from edge_search.preprocess import preprocess_batch  # noqa: E402
 from edge_search.products import Product, ProductTable  # noqa: E402
 from edge_search.search import Searcher  # noqa: E402
 
-REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-cnn.json"
-# Klasson et al., "A Hierarchical Grocery Store Image Dataset with Visual and
-# Semantic Labels", WACV 2019: classification of these 81 classes with
-# ImageNet-pretrained CNN features (AlexNet, VGG16, DenseNet-169) on the test
-# split, which this copy of the dataset does not include.
-KLASSON = ("Klasson et al. (WACV 2019) classify the same 81 classes with off-the-shelf ImageNet-pretrained "
-           "CNN features (AlexNet, VGG16, DenseNet-169) plus a trained classifier, on the dataset's test split "
-           "(not in this copy). Their features saw 1.2M labeled ImageNet images; our teacher starts from random "
-           "weights and sees only the ~2.6k train photos and 81 studio images, and we retrieve against one studio "
-           "image per product instead of training a classifier on the photos, so the figures are not like for like. "
-           "Their per-model table could not be consulted offline; for scale, Antioquia (PCSC 2021) reports 86.04 % "
-           "fine-grained accuracy on this dataset with fine-tuned ImageNet CNNs, above the earlier published "
-           "results it compares with.")
+# the teacher branch's recipe, chosen on the dev split (bench/teacher_recipe.py): ResNet-18 at 128 px
+REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-resnet.json"
+PHRASINGS = REPO / "bench" / "grocery_phrasings.csv"
+DEFAULT_MD = REPO / "docs" / "benchmarks" / "grocery.md"
+K_PHOTOS = (0, 1, 3, 5)
+# scikit-image's bundled sample images that are not products: the independent non-product check
+SKIMAGE_IMAGES = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "colorwheel", "grass", "gravel",
+                  "horse", "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "retina", "rocket",
+                  "text")
 
 
 class TorchEncoder:
@@ -118,83 +130,175 @@ def _stamp(out: Path, name: str, settings: dict) -> None:
     (out / "cache" / f"{name}.json").write_text(json.dumps(settings, sort_keys=True, default=str))
 
 
+def _embed(encoder, images: list[np.ndarray], pp: PreprocessCfg, batch: int = 32) -> np.ndarray:
+    if not images:
+        return np.zeros((0, encoder.embed_dim), np.float32)
+    return np.concatenate([encoder.embed(preprocess_batch(images[i:i + batch], pp))
+                           for i in range(0, len(images), batch)])
+
+
 def _searcher(encoder, vectors: np.ndarray, products: list[Product], pp: PreprocessCfg, *, dtype: str = "f32",
-              exact: bool = True, keep: list[int] | None = None, calibration=None, min_score: float = 0.0) -> Searcher:
-    """An in-memory searcher over (a subset of) the catalog's products."""
+              exact: bool = True, keep: list[int] | None = None, calibration=None, min_score: float = 0.0,
+              negatives: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None) -> Searcher:
+    """An in-memory searcher over (a subset of) the products. `vectors` holds one
+    row per catalog key (several blocks of them: teacher + student catalogs),
+    `extra` more vectors per product id (in-store photos added to the catalog)."""
     keep = list(range(len(products))) if keep is None else keep
+    n_keys = sum(len(p.keys) for p in products)
+    blocks = len(vectors) // n_keys
     rows, new = [], []
     for p in (products[i] for i in keep):
-        new.append(replace(p, keys=tuple(range(len(rows), len(rows) + len(p.keys)))))
-        rows += list(p.keys)
-    index = VectorIndex.build(vectors[rows], dtype=dtype, exact=exact)
+        own = [k + b * n_keys for b in range(blocks) for k in p.keys]
+        add = [] if not extra or p.id not in extra else list(extra[p.id])
+        new.append(replace(p, keys=tuple(range(len(rows), len(rows) + len(own) + len(add)))))
+        rows += [vectors[k] for k in own] + add
+    index = VectorIndex.build(np.asarray(rows, np.float32), dtype=dtype, exact=exact)
     table = ProductTable.from_products(new, len(rows))
     if calibration is not None:
         kept = {p.id for p in new}
         calibration = replace(calibration, product_min_score={k: v for k, v in calibration.product_min_score.items()
                                                               if k in kept})
+    use_neg = negatives if calibration is not None and calibration.negatives else None
     return Searcher(encoder=encoder, index=index, products=table, preprocess_cfg=pp, min_score=min_score,
-                    calibration=calibration)
+                    calibration=calibration, negatives=use_neg)
 
 
-def _row(report, mb: float | None) -> dict:
-    return {"recall@1": round(report.recall[1], 4), "recall@5": round(report.recall.get(5, float("nan")), 4),
-            "mrr": round(report.mrr, 4), "ms_per_image": report.latency_ms["embed_p50"],
-            "search_ms": report.latency_ms["search_p50"], "mb": None if mb is None else round(mb, 2)}
+def _ranks(searcher: Searcher, vecs: np.ndarray, ids: list[str], k: int = 5) -> np.ndarray:
+    """Each query's rank of its own product (k when not in the top k), no cut-off."""
+    out = []
+    for v, pid in zip(vecs, ids):
+        got = [h.id for h in searcher.search_vector(v, k=k, min_score=float("-inf"))[0]]
+        out.append(got.index(pid) if pid in got else k)
+    return np.asarray(out)
 
 
-def _no_match(searcher: Searcher, vectors: np.ndarray, ids: list[str], left_out: set[str]) -> dict:
-    """Apply the searcher's own rule to every val photo's embedding."""
-    known_rej, unknown_rej, correct_rej, answered_right, answered = [], [], [], 0, 0
-    for v, pid in zip(vectors, ids):
-        rejected = not searcher.search_vector(v, k=1)[0]
-        if pid in left_out:
-            unknown_rej.append(rejected)
-            continue
-        known_rej.append(rejected)
-        top = searcher.search_vector(v, k=1, min_score=float("-inf"))[0][0].id  # its answer without the rule
-        if top == pid:
-            correct_rej.append(rejected)
-        if not rejected:
-            answered += 1
-            answered_right += top == pid
-    return {"reject_recall": round(float(np.mean(unknown_rej)), 4) if unknown_rej else None,
-            "false_reject_all": round(float(np.mean(known_rej)), 4),
-            "false_reject_of_correct": round(float(np.mean(correct_rej)), 4) if correct_rej else None,
-            "precision_of_answers": round(answered_right / answered, 4) if answered else None,
-            "unknown_photos": len(unknown_rej), "known_photos": len(known_rej)}
+def _recall_row(ranks: np.ndarray, idx: np.ndarray) -> dict:
+    return {"recall@1": stats.share(ranks < 1, idx).to_json(), "recall@5": stats.share(ranks < 5, idx).to_json()}
 
 
-def _vit_onnx(work: Path, threads: int) -> Path:
-    path = work / "vit-b-32.fp32.onnx"
-    if not path.is_file():
-        from edge_search_export.onnx_export import export_onnx
-        from edge_search_export.student import Embedder
-        from edge_search_export.teacher import load_teacher
+def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unknown: np.ndarray,
+                  negatives: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
+    """The searcher's own rule on val photos of kept products, of left-out ones, and on no-product sets."""
+    rejected, right = [], []
+    for v, pid in zip(*known):
+        top = searcher.search_vector(v, k=1, min_score=float("-inf"))[0][0].id
+        rejected.append(not searcher.search_vector(v, k=1)[0])
+        right.append(top == pid)
+    rejected, right = np.asarray(rejected), np.asarray(right)
+    refuse = lambda vecs: np.asarray([not searcher.search_vector(v, k=1)[0] for v in vecs], bool)  # noqa: E731
+    out = {"raw_recall@1": stats.share(right, idx["known"]).to_json(),
+           "answered_right": stats.share(right & ~rejected, idx["known"]).to_json(),
+           "false_reject_of_correct": stats.share(rejected, idx["known"], within=right).to_json(),
+           "unknown_rejected": stats.share(refuse(unknown), idx["unknown"]).to_json() if len(unknown) else None}
+    for name, vecs in negatives.items():
+        out[f"{name}_rejected"] = stats.share(refuse(vecs), idx[name]).to_json() if len(vecs) else None
+    return out
 
-        print("exporting the ViT-B-32 image tower (random weights: latency does not depend on them) ...",
-              file=sys.stderr, flush=True)
-        vit = load_teacher("ViT-B-32", "random")
-        export_onnx(Embedder(vit.visual).eval(), (224, 224), path)
+
+def _skimage_images() -> tuple[list[np.ndarray], str | None]:
+    """scikit-image's bundled sample images as RGB uint8 (none, with the reason, when it is not installed)."""
+    try:
+        import skimage
+        import skimage.data as data
+    except ImportError:
+        return [], "scikit-image is not installed (pip install 'edge-search[bench]')"
+    out = []
+    for name in SKIMAGE_IMAGES:
+        img = np.asarray(getattr(data, name)())
+        if img.dtype == bool:
+            img = img.astype(np.uint8) * 255
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append(np.ascontiguousarray(img[..., :3].astype(np.uint8)))
+    return out, f"scikit-image {skimage.__version__}: {', '.join(SKIMAGE_IMAGES)}"
+
+
+def _write_rows(path: Path, rows: list[Query]) -> Path:
+    """image,id CSV (paths relative to its folder) for rows read from another CSV."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "id"])
+        for r in rows:
+            w.writerow([os.path.relpath(r.image, path.parent), r.id])
     return path
 
 
+def _link_photos(rows: list[Query], folder: Path) -> Path:
+    """A folder of links to these photos (--distill-images): links, never copies."""
+    for q in rows:
+        link = folder / q.id / q.image.name
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(q.image.resolve())
+    return folder
+
+
+def _phrasings(products: list[Product]) -> list[tuple[str, str]]:
+    ids = {p.id for p in products}
+    with open(PHRASINGS, newline="", encoding="utf-8") as f:
+        return [(r["phrasing"], r["id"]) for r in csv.DictReader(f) if r["id"] in ids]
+
+
+def _words(student: Searcher, products: list[Product]) -> dict:
+    """Word queries through the bundle's text search (exact lookup off): held-out phrasings, and
+    the indexed names themselves (labelled: not held out)."""
+    from bench.text import text_latency
+
+    out = {}
+    for name, queries in (("held_out_phrasings", _phrasings(products)),
+                          ("indexed_names (not held out)", [(p.name, p.id) for p in products])):
+        ranks = []
+        for words, pid in queries:
+            got = [h.id for h in student.search_text(words, k=5, exact_lookup=False).hits]
+            ranks.append(got.index(pid) if pid in got else 5)
+        idx = stats.resamples(len(ranks), stream=40)
+        out[name] = {**_recall_row(np.asarray(ranks), idx), "queries": len(ranks)}
+    out["product_text_weight"] = student.manifest.text.product_text_weight
+    out["latency_ms"] = text_latency(student, 100)
+    return out
+
+
+def _made_by(checkpoint: str | None) -> dict | None:
+    side = Path(checkpoint).with_suffix(".json") if checkpoint else None
+    if side is None or not side.is_file():
+        return None
+    info = json.loads(side.read_text(encoding="utf-8"))
+    return {k: info.get(k) for k in ("command", "seed", "dev", "train_seconds", "negatives_train")}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="the grocery-store dataset folder (read in place)")
     ap.add_argument("--out", default="bench-out/grocery")
+    ap.add_argument("--md", default=None,
+                    help=f"Markdown table to write (default: {DEFAULT_MD.relative_to(REPO)} for a full run, "
+                         "OUT/grocery.md with --classes)")
     ap.add_argument("--classes", type=int, default=None, help="only N classes, spread over the list (CI miniature)")
     ap.add_argument("--teacher", default=str(REFERENCE_TEACHER))
+    ap.add_argument("--teacher-checkpoint", default=None, metavar="PT",
+                    help="reuse a teacher already trained on the fit photos (export --pretrained PT, "
+                         "--finetune-epochs 0: the same photos held back for calibration)")
     ap.add_argument("--student", default="mobilenetv3_small_100")
-    ap.add_argument("--finetune-epochs", type=int, default=30)
+    ap.add_argument("--image-size", type=int, default=None, help="the student's input side (default: the teacher's)")
+    ap.add_argument("--catalog-encoder", default=None,
+                    choices=["teacher", "student", "teacher+student", "teacher+student+views"],
+                    help="force who embeds the catalog (default: the export chooses)")
+    ap.add_argument("--finetune-epochs", type=int, default=14)
     ap.add_argument("--finetune-batch", type=int, default=64)
-    ap.add_argument("--finetune-lr", type=float, default=3e-3)
+    ap.add_argument("--finetune-lr", type=float, default=3e-3, help="fine-tuning learning rate (0: FinetuneSettings' own)")
     ap.add_argument("--epochs", type=int, default=8, help="distillation epochs")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
     ap.add_argument("--distill-label-weight", type=float, default=1.0,
                     help="product cross-entropy on labeled views while distilling (0: vectors only)")
+    ap.add_argument("--negatives", type=int, default=300, metavar="N",
+                    help="no-product scenes built from the fit photos for export --negatives (0: none)")
+    ap.add_argument("--val-negatives", type=int, default=300, metavar="N", help="no-product scenes from val photos")
     ap.add_argument("--leave-out", type=int, default=10, help="products left out for the no-match figures")
-    ap.add_argument("--speed-reference", default="ViT-B-32", choices=["ViT-B-32", "none"],
-                    help="image tower timed side by side with the student (none: skip, for CI)")
+    ap.add_argument("--k-photos", default=",".join(map(str, K_PHOTOS)),
+                    help="in-store photos per product added to the catalog, comma-separated")
+    ap.add_argument("--speed", choices=["teacher", "none"], default="teacher",
+                    help="time the student against the teacher (none: skip, for CI)")
     ap.add_argument("--rounds", type=int, default=40, help="interleaved timing rounds for the speed ratio")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -207,14 +311,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain", action="store_true", help="with --fresh: train the teacher again too")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    command = ".venv/bin/python bench/grocery.py " + " ".join(shlex.quote(a) for a in argv)
     t_start = time.perf_counter()
     progress = not args.quiet
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)  # noqa: E731
 
     import torch
 
-    from edge_search_export.config import ExportConfig
+    from bench.negatives import build_negatives
+    from edge_search_export.calibrate import RULES, calibrate_no_match
+    from edge_search_export.config import ExportConfig, NoMatchSettings
+    from edge_search_export.finetune import read_labeled
     from edge_search_export.onnx_export import export_onnx
-    from edge_search_export.pipeline import run_export
+    from edge_search_export.pipeline import (MILD_VIEW_STRENGTH, MILD_VIEWS, _query_views, _read_negatives,
+                                             index_view_blocks, run_export)
     from edge_search_export.quantize import quantize_int8
     from edge_search_export.student import Embedder
     from edge_search_export.teacher import load_teacher
@@ -229,44 +339,47 @@ def main(argv: list[str] | None = None) -> int:
     csvs = out / "data"
     catalog_csv = write_catalog(data, csvs, chosen)
     train_csv, val_csv = write_queries(data, csvs, "train", chosen), write_queries(data, csvs, "val", chosen)
-    distill_dir = data / "train"
-    if chosen:  # the miniature distills on its own classes' photos only: links, never copies
-        distill_dir = csvs / "distill"
-        for q in read_queries(train_csv):
-            link = distill_dir / q.id / q.image.name
-            if not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(q.image.resolve())
+    fit_rows, dev_rows = dev_split(read_queries(train_csv))
+    fit_csv, dev_csv = _write_rows(csvs / "fit.csv", fit_rows), _write_rows(csvs / "dev.csv", dev_rows)
+    distill_dir = _link_photos(fit_rows, csvs / "fit-photos")  # dev photos are never distilled on
+    neg_dir = {}
+    for split, count in (("train", args.negatives), ("val", args.val_negatives)):
+        if count > 0:
+            neg_dir[split] = out / "negatives" / f"{split}-{count}-seed{args.seed}"
+            build_negatives(data, neg_dir[split], split=split, count=count, seed=args.seed)
 
-    # --- 2 + 3: train the teacher, export the bundle (cached) ---------------
+    # --- 2: train the teacher (or reuse one), export the bundle (cached) ----
     bundle, models = out / "bundle", out / "models"
     cfg = ExportConfig(catalog=catalog_csv, out=bundle, teacher=args.teacher, pretrained="random",
-                       student=args.student, distill_images=(distill_dir,), epochs=args.epochs,
-                       views_per_image=args.views_per_image, seed=args.seed, force=True, threads=args.threads,
-                       label_weight=args.distill_label_weight,
-                       finetune_labeled=train_csv, save_models=models, with_text=not args.no_text)
-    cfg = replace(cfg, finetune=replace(cfg.finetune, epochs=args.finetune_epochs, batch_size=args.finetune_batch,
-                                        learning_rate=args.finetune_lr),
+                       student=args.student, image_size=args.image_size, distill_images=(distill_dir,),
+                       catalog_encoder=args.catalog_encoder,
+                       epochs=args.epochs, views_per_image=args.views_per_image, seed=args.seed, force=True,
+                       threads=args.threads, label_weight=args.distill_label_weight, finetune_labeled=fit_csv,
+                       save_models=models, with_text=not args.no_text, negatives=neg_dir.get("train"))
+    ft = {"epochs": args.finetune_epochs, "batch_size": args.finetune_batch}
+    if args.finetune_lr:
+        ft["learning_rate"] = args.finetune_lr
+    cfg = replace(cfg, finetune=replace(cfg.finetune, **ft),
                   gates=cfg.gates.with_overrides({k: float(v) for k, _, v in (g.partition("=") for g in args.gate)}))
-    # The teacher is the slow step (tens of minutes): once trained and kept in OUT/models it is
-    # reused by later runs with the same training settings, which then export with
-    # --finetune-epochs 0 (the same photos held back for calibration, the weights as saved).
     as_read = lambda x: json.loads(json.dumps(x, default=str))  # noqa: E731  (as the stamp file reads back)
     teacher_settings = as_read({"teacher": cfg.teacher, "labels": cfg.finetune_labeled, "seed": cfg.seed,
                                 "finetune": asdict(cfg.finetune), "edge_search": edge_search.__version__})
     teacher_pt = models / "teacher.pt"
-    # keyed on the settings and the package version, not on the code: --fresh re-exports after code changes
+    if args.teacher_checkpoint:  # trained elsewhere on the same fit photos: kept as it is
+        cfg = replace(cfg, pretrained=str(Path(args.teacher_checkpoint).resolve()),
+                      finetune=replace(cfg.finetune, epochs=0))
+        teacher_pt = Path(args.teacher_checkpoint).resolve()
     export_settings = as_read({"config": asdict(cfg), "edge_search": edge_search.__version__})
-    export_seconds, exported, reuse_teacher = None, False, False
-    if args.fresh or not _cached(out, "export", export_settings, [bundle / "manifest.json", models / "teacher.pt",
-                                                                  models / "student.fp32.onnx"]):
-        reuse_teacher = not args.retrain and _cached(out, "teacher", teacher_settings, [teacher_pt])
-        if reuse_teacher:
+    export_seconds, exported = None, False
+    if args.fresh or not _cached(out, "export", export_settings, [bundle / "manifest.json", teacher_pt]):
+        if not args.teacher_checkpoint and not args.retrain and _cached(out, "teacher", teacher_settings,
+                                                                        [teacher_pt]):
             cfg = replace(cfg, pretrained=str(teacher_pt), finetune=replace(cfg.finetune, epochs=0))
+        trains = cfg.finetune.epochs > 0
         summary = run_export(cfg, progress=progress)
         export_seconds, exported = round(summary.seconds, 1), True
         _stamp(out, "export", export_settings)
-        if not reuse_teacher:
+        if trains:
             _stamp(out, "teacher", teacher_settings)
             (out / "cache" / "teacher_training.json").write_text(json.dumps(
                 Searcher.from_bundle(bundle).manifest.teacher.get("finetune"), indent=2))
@@ -276,16 +389,22 @@ def main(argv: list[str] | None = None) -> int:
 
     student = Searcher.from_bundle(bundle, threads=args.threads)
     m = student.manifest
-    products = list(student.products.products)
+    s_pp = m.preprocess
+    catalog_rows = read_catalog(catalog_csv).rows
+    n_cat = len(catalog_rows)
+    # the bundle's products with their catalog-row keys only (a teacher+student index holds two per row)
+    products = [replace(p, keys=tuple(k for k in p.keys if k < n_cat)) for p in student.products.products]
     val = read_queries(val_csv)
-    catalog_images = [load_image(r.image) for r in read_catalog(catalog_csv).rows]
-    teacher = load_teacher(args.teacher, str(models / "teacher.pt"))
-    teacher_pp = replace(teacher.preprocess, cv2_interpolation=m.preprocess.cv2_interpolation)
+    catalog_images = [load_image(r.image) for r in catalog_rows]
+    val_images = [load_image(q.image) for q in val]
+    val_ids = [q.id for q in val]
+    say(f"embedding {len(val)} val photos ...")
+    teacher = load_teacher(args.teacher, str(teacher_pt))
+    teacher_pp = replace(teacher.preprocess, cv2_interpolation=s_pp.cv2_interpolation)
     teacher_enc = TorchEncoder(teacher)
-    teacher_vecs = teacher.encode(preprocess_batch(catalog_images, teacher_pp))
 
     # teacher ONNX int8 (cached): calibrated on catalog views, like the export
-    t_int8 = models / "teacher.int8.onnx"
+    t_int8 = out / "cache" / "teacher.int8.onnx"
     if exported or not _cached(out, "teacher_int8", export_settings, [t_int8]):
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "teacher.fp32.onnx"
@@ -294,216 +413,202 @@ def main(argv: list[str] | None = None) -> int:
             quantize_int8(fp32, t_int8, preprocess_batch(calib[:256], teacher_pp))
         _stamp(out, "teacher_int8", export_settings)
     onnx = lambda p: OnnxEncoder(p, input_name="image", output_name="embedding", threads=args.threads)  # noqa: E731
-    t_int8_enc, s_fp32_enc = onnx(t_int8), onnx(models / "student.fp32.onnx")
-    s_pp = m.preprocess
-    student_vecs = student.encoder.embed(preprocess_batch(catalog_images, s_pp))
-    catalog_vecs = teacher_vecs if m.index.catalog_encoder == "teacher" else student_vecs
+    t_int8_enc = onnx(t_int8)
+    s_fp32_path = models / "student.fp32.onnx"
 
-    def run(name: str, searcher: Searcher) -> object:
-        if progress:
-            print(f"evaluating {name} on {len(val)} val photos ...", file=sys.stderr, flush=True)
-        return evaluate(searcher, val)
+    enc = {"teacher (PyTorch fp32)": (teacher_enc, teacher_pp), "teacher (ONNX int8)": (t_int8_enc, teacher_pp),
+           "student (ONNX int8, the bundle)": (student.encoder, s_pp),
+           "colour histogram (no model)": (HistogramEncoder(s_pp), s_pp)}
+    if s_fp32_path.is_file():
+        enc["student (ONNX fp32)"] = (onnx(s_fp32_path), s_pp)
+    cat_vecs = {name: _embed(e, catalog_images, pp) for name, (e, pp) in enc.items()}
+    val_vecs = {name: _embed(e, val_images, pp) for name, (e, pp) in enc.items()}
+    s_val = val_vecs["student (ONNX int8, the bundle)"]
+    s_cat = cat_vecs["student (ONNX int8, the bundle)"]
+    t_cat = cat_vecs["teacher (PyTorch fp32)"]
+    catalog_by = {"teacher": t_cat, "student": s_cat, "teacher+student": np.concatenate([t_cat, s_cat]),
+                  "teacher+student+views": np.concatenate([t_cat, s_cat, index_view_blocks(
+                      student.encoder, catalog_images, s_pp, args.seed)])}
+    bundle_catalog = catalog_by[m.index.catalog_encoder]
 
-    visual_mb = sum(p.numel() for p in teacher.visual.parameters()) * 4 / 1e6
-    models_table = {
-        "teacher (PyTorch fp32)": _row(run("teacher torch", _searcher(teacher_enc, teacher_vecs, products, teacher_pp)),
-                                       visual_mb),
-        "teacher (ONNX int8)": _row(run("teacher int8", _searcher(
-            t_int8_enc, t_int8_enc.embed(preprocess_batch(catalog_images, teacher_pp)), products, teacher_pp)),
-            t_int8.stat().st_size / 1e6),
-        "student (ONNX fp32)": _row(run("student fp32", _searcher(s_fp32_enc, catalog_vecs, products, s_pp)),
-                                    (models / "student.fp32.onnx").stat().st_size / 1e6),
-        "student (ONNX int8, the bundle)": _row(run("student int8", student),
-                                                bundle.joinpath(m.model.file).stat().st_size / 1e6),
-        "colour histogram (no model)": _row(run("histogram", _searcher(
-            HistogramEncoder(s_pp), HistogramEncoder(s_pp).embed(preprocess_batch(catalog_images, s_pp)), products,
-            s_pp)), 0.0),
-    }
-    catalog_by = {name: _row(run(f"catalog by {name}", _searcher(student.encoder, vecs, products, s_pp)), None)
-                  for name, vecs in (("teacher", teacher_vecs), ("student", student_vecs))}
-    index_rows = {}
-    for label, dtype, exact in (("f32 exact", "f32", True), ("f16 exact", "f16", True), ("i8 exact", "i8", True),
-                                ("i8 HNSW", "i8", False)):
-        index_rows[label] = _row(run(f"index {label}", _searcher(student.encoder, catalog_vecs, products, s_pp,
-                                                                 dtype=dtype, exact=exact)), None)
+    # --- 3: models on val, raw recall and the bundle's answered-right ------
+    val_idx = stats.resamples(len(val), stream=1)
+    ranks = {}
+    for name, (e, pp) in enc.items():
+        catalog = cat_vecs[name]
+        if name.startswith("student"):  # the student queries the catalog the bundle ships
+            catalog = bundle_catalog if name.endswith("bundle)") else \
+                {"teacher": t_cat, "student": cat_vecs[name], "teacher+student": np.concatenate([t_cat, cat_vecs[name]]),
+                 "teacher+student+views": np.concatenate([t_cat, cat_vecs[name], index_view_blocks(
+                     e, catalog_images, pp, args.seed)])}[m.index.catalog_encoder]
+        searcher = student if name.endswith("bundle)") else _searcher(e, catalog, products, pp)
+        ranks[name] = _ranks(searcher, val_vecs[name], val_ids)
+    models_table = {name: {**_recall_row(r, val_idx), "input": list(enc[name][1].size)} for name, r in ranks.items()}
+    models_table["teacher (PyTorch fp32)"]["mb"] = round(sum(p.numel() for p in teacher.visual.parameters()) * 4 / 1e6,
+                                                         2)
+    models_table["teacher (ONNX int8)"]["mb"] = round(t_int8.stat().st_size / 1e6, 2)
+    models_table["student (ONNX int8, the bundle)"]["mb"] = round(bundle.joinpath(m.model.file).stat().st_size / 1e6,
+                                                                  2)
+    if "student (ONNX fp32)" in models_table:
+        models_table["student (ONNX fp32)"]["mb"] = round(s_fp32_path.stat().st_size / 1e6, 2)
+    s_hits, t_hits = ranks["student (ONNX int8, the bundle)"] < 1, ranks["teacher (PyTorch fp32)"] < 1
+    answered = np.asarray([bool(student.search_vector(v, k=1)[0]) for v in s_val])
+    bundle_row = {"raw_recall@1": stats.share(s_hits, val_idx).to_json(),
+                  "answered_right": stats.share(s_hits & answered, val_idx).to_json(),
+                  "false_reject_of_correct": stats.share(~answered, val_idx, within=s_hits).to_json(),
+                  "student_over_teacher_recall@1": stats.ratio(s_hits, t_hits, val_idx).to_json(3)}
 
-    # --- no match: the bundle's calibrated rule, with products left out -----
+    # --- 4: who embeds the catalog; catalog self-retrieval -----------------
+    mild_imgs, mild_src = _query_views(catalog_images, args.seed + 1, strength=MILD_VIEW_STRENGTH, count=MILD_VIEWS)
+    mild_vecs = _embed(student.encoder, mild_imgs, s_pp)
+    cat_ids = [products[int(student.products.key_to_product[i])].id for i in range(n_cat)]
+    self_idx, mild_idx = stats.resamples(n_cat, stream=2), stats.resamples(len(mild_vecs), stream=3)
+    catalog_table = {}
+    for name, vecs in catalog_by.items():
+        s = _searcher(student.encoder, vecs, products, s_pp)
+        catalog_table[name] = {
+            "val_recall@1": stats.share(_ranks(s, s_val, val_ids) < 1, val_idx).to_json(),
+            "catalog_self_top1": stats.share(_ranks(s, s_cat, cat_ids, 1) < 1, self_idx).to_json(),
+            "catalog_mild_views_top1": stats.share(_ranks(s, mild_vecs, [cat_ids[i] for i in mild_src], 1) < 1,
+                                                   mild_idx).to_json(),
+            "chosen_by_export": name == m.index.catalog_encoder}
+
+    # --- 5: no match, every rule at the same budget, products left out -----
     rng = np.random.default_rng([args.seed, 10])
     n_out = min(args.leave_out, max(1, len(products) // 4))
     left_out = sorted(rng.choice(len(products), n_out, replace=False).tolist())
     left_ids = {products[i].id for i in left_out}
     kept = [i for i in range(len(products)) if i not in set(left_out)]
-    val_vecs = student.embed_images([load_image(q.image) for q in val])
-    val_ids = [q.id for q in val]
-    no_match = {"left_out": sorted(left_ids), "calibration": m.fidelity.get("no_match"),
-                "full_catalog": _no_match(student, val_vecs, val_ids, set())}
-    if m.calibration is not None:
-        no_match["calibrated_rule"] = _no_match(_searcher(student.encoder, catalog_vecs, products, s_pp, keep=kept,
-                                                          calibration=m.calibration, min_score=m.min_score),
-                                                val_vecs, val_ids, left_ids)
-        # the same calibration photos and budget, one flat score cut-off: what the rule replaces
-        flat = _flat_cutoff(student, m, replace(cfg.no_match, use_margin=False, per_product=False), train_csv)
-        if flat is not None:
-            no_match["flat_cutoff"] = {"min_score": flat, **_no_match(_searcher(
-                student.encoder, catalog_vecs, products, s_pp, keep=kept, min_score=flat), val_vecs, val_ids,
-                left_ids)}
+    known = [i for i, pid in enumerate(val_ids) if pid not in left_ids]
+    unknown = [i for i, pid in enumerate(val_ids) if pid in left_ids]
+    train_negs = _embed(student.encoder, _read_negatives(neg_dir["train"], args.seed, False), s_pp) \
+        if "train" in neg_dir else None
+    sk_images, sk_source = _skimage_images()
+    val_neg_images = [load_image(p) for p in sorted(neg_dir["val"].glob("*.jpg"))] if "val" in neg_dir else []
+    no_product = {"val_negatives": _embed(student.encoder, val_neg_images, s_pp),
+                  "skimage": _embed(student.encoder, sk_images, s_pp)}
+    idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
+           "val_negatives": stats.resamples(len(no_product["val_negatives"]), stream=6),
+           "skimage": stats.resamples(len(no_product["skimage"]), stream=7)}
+    known_set = (s_val[known], [val_ids[i] for i in known])
+    # the export's calibration photos: its held-back share of the fit photos, same seed
+    fin = m.teacher.get("finetune") or {}
+    labeled = read_labeled(fit_csv, [p.id for p in products])
+    _, held = labeled.split(fin.get("settings", {}).get("holdout", cfg.finetune.holdout), fin.get("seed", cfg.seed))
+    cal_vecs = _embed(student.encoder, [load_image(labeled.paths[i]) for i in held], s_pp)
+    cal_truth = labeled.products[held]
+    full = _searcher(student.encoder, bundle_catalog, products, s_pp)
+    rules = {}
+    for rule_name in RULES:
+        if RULES[rule_name][2] and train_negs is None:
+            continue
+        rule, floor, fit = calibrate_no_match(full, cal_vecs, cal_truth, NoMatchSettings(rule=rule_name),
+                                              source="bench", seed=args.seed, negatives=train_negs)
+        if rule is None:
+            continue
+        s = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, calibration=rule,
+                      min_score=floor, negatives=train_negs)
+        rules[rule_name] = {**_rule_figures(s, known_set, s_val[unknown], no_product, idx),
+                            "fit_false_reject_of_correct": fit["false_reject_of_correct"],
+                            "chosen_by_export": m.calibration is not None and m.calibration.rule == rule_name}
+        say(f"no-match rule {rule_name}: done")
 
-    # without labeled photos the export calibrates on augmented catalog views: how does that rule fare on photos?
-    from edge_search_export.calibrate import calibrate_no_match
+    # the kiosk's own path on the bundle as shipped: the rule, plus its retries (centre crop,
+    # equalized) when the whole frame is refused: each retry is another chance to name a product
+    from edge_search.frames import Frame
+    from edge_search.kiosk import Pipeline
 
-    aug = [(v, p) for p, prod in enumerate(products) for k in prod.keys
-           for v in views(catalog_images[k], 5, seed=args.seed * 7919 + 104729 + k)[1:]]
-    rule, floor, fit = calibrate_no_match(student, student.embed_images([v for v, _ in aug]),
-                                          np.array([p for _, p in aug]), cfg.no_match,
-                                          source=f"{len(aug)} augmented views of the catalog images", seed=args.seed)
-    if rule is not None:
-        no_match["views_calibrated_rule"] = {"fit_on_views": fit, **_no_match(_searcher(
-            student.encoder, catalog_vecs, products, s_pp, keep=kept, calibration=rule, min_score=floor),
-            val_vecs, val_ids, left_ids)}
+    pipe = Pipeline(student, k=1)
+    kiosk_named = lambda imgs: [pipe.lookup(Frame(index=i, image=im, captured=0.0, wall=0.0)).result.hits  # noqa: E731
+                                for i, im in enumerate(imgs)]
+    kiosk_val = kiosk_named(val_images)
+    kiosk = {"answered_right": stats.share(np.asarray([bool(h) and h[0].id == pid for h, pid in
+                                                      zip(kiosk_val, val_ids)]), val_idx).to_json(),
+             "val_negatives_rejected": stats.share(np.asarray([not h for h in kiosk_named(val_neg_images)]),
+                                                   idx["val_negatives"]).to_json() if val_neg_images else None,
+             "skimage_rejected": stats.share(np.asarray([not h for h in kiosk_named(sk_images)]),
+                                             idx["skimage"]).to_json() if sk_images else None,
+             "retries": list(pipe.retries)}
 
-    words = _words(student, val_vecs, val_ids, args.rounds * 5) if student.has_text else None
+    # --- 6: k in-store photos per product added to the catalog -------------
+    held_set = {labeled.paths[i].resolve() for i in held}
+    pool: dict[str, list[Path]] = {}
+    for q in fit_rows:  # never dev or val photos, never the calibration photos
+        if q.image.resolve() not in held_set:
+            pool.setdefault(q.id, []).append(q.image)
+    k_list = [int(k) for k in args.k_photos.split(",") if k.strip()]
+    pick_rng = np.random.default_rng([args.seed, 33])
+    order = {pid: [paths[i] for i in pick_rng.permutation(len(paths))] for pid, paths in sorted(pool.items())}
+    by_k = {}
+    rule_kind = m.calibration.rule if m.calibration is not None and m.calibration.rule else "floor+margin"
+    for k in k_list:
+        extra = {pid: _embed(student.encoder, [load_image(p) for p in paths[:k]], s_pp)
+                 for pid, paths in order.items()} if k else None
+        full_k = _searcher(student.encoder, bundle_catalog, products, s_pp, extra=extra)
+        rule, floor, _ = calibrate_no_match(full_k, cal_vecs, cal_truth, NoMatchSettings(rule=rule_kind),
+                                            source="bench", seed=args.seed, negatives=train_negs)
+        s = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, calibration=rule,
+                      min_score=floor, negatives=train_negs, extra=extra)
+        by_k[str(k)] = {"photos_added": int(sum(min(k, len(v)) for v in order.values())),
+                        "val_recall@1_all_products": stats.share(_ranks(full_k, s_val, val_ids) < 1,
+                                                                 val_idx).to_json(),
+                        **_rule_figures(s, known_set, s_val[unknown], no_product, idx)}
+        say(f"k = {k} photos per product: done")
 
-    # --- speed: student int8 vs the ViT-B-32 tower, interleaved -------------
+    words = _words(student, products) if student.has_text else None
+
+    # --- 8: speed, the student against the same teacher, interleaved -------
     speed = None
-    if args.speed_reference != "none":
+    if args.speed != "none":
         from bench.encoders import timed_runs
 
-        vit = onnx(_vit_onnx(out / "models", args.threads))
-        encs = {"vit_b32_fp32": vit, "student_int8": student.encoder, "teacher_int8": t_int8_enc}
+        encs = {"teacher (PyTorch fp32)": teacher_enc, "teacher (ONNX int8)": t_int8_enc,
+                "student (ONNX int8, the bundle)": student.encoder}
         rs = np.random.default_rng(1)
-        batch = {"vit_b32_fp32": rs.standard_normal((1, 3, 224, 224)).astype(np.float32),
-                 "student_int8": rs.standard_normal((1, 3, *s_pp.size)).astype(np.float32),
-                 "teacher_int8": rs.standard_normal((1, 3, *teacher_pp.size)).astype(np.float32)}
+        batch = {name: rs.standard_normal((1, 3, *enc[name][1].size)).astype(np.float32) for name in encs}
         times = timed_runs(encs, batch, args.rounds)
-        p50 = {k: float(np.median(v)) for k, v in times.items()}
-        speed = {"ms_p50": {k: round(v, 3) for k, v in p50.items()},
-                 "student_int8_speedup_vs_vit_b32_fp32": round(p50["vit_b32_fp32"] / p50["student_int8"], 1),
-                 "teacher_int8_speedup_vs_vit_b32_fp32": round(p50["vit_b32_fp32"] / p50["teacher_int8"], 1),
-                 "vit_b32_fp32_mb": round((out / "models" / "vit-b-32.fp32.onnx").stat().st_size / 1e6, 1),
-                 "rounds": args.rounds, "threads": args.threads, "batch": 1}
+        s_ms = times["student (ONNX int8, the bundle)"]
+        speed = {"ms_p50": {k: round(float(np.median(v)), 3) for k, v in times.items()},
+                 "teacher_fp32_over_student_int8": stats.median_ratio(times["teacher (PyTorch fp32)"], s_ms)
+                 .to_json(2),
+                 "teacher_int8_over_student_int8": stats.median_ratio(times["teacher (ONNX int8)"], s_ms).to_json(2),
+                 "rounds": args.rounds, "threads": args.threads, "batch": 1,
+                 "inputs": {k: list(enc[k][1].size) for k in encs}}
 
-    t_r1 = models_table["teacher (PyTorch fp32)"]["recall@1"]
     report = {
+        "command": command,
+        "protocol": {"fit_photos": len(fit_rows), "dev_photos": len(dev_rows), "val_photos": len(val),
+                     "dev_split": "bench/grocery_data.dev_split: a contiguous block of each product's train photo "
+                                  "sequence (the choices are made on it); val used once, for this report",
+                     "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED, "resampled": "photos (images)"},
+                     "negatives": {k: str(v) for k, v in neg_dir.items()}, "skimage": sk_source,
+                     "teacher_checkpoint": args.teacher_checkpoint,
+                     # bench/teacher_recipe.py --save writes how it was made beside the checkpoint
+                     "teacher_checkpoint_made_by": _made_by(args.teacher_checkpoint)},
         "dataset": {"data": str(data), "products": len(products), "val_photos": len(val),
-                    "train_photos": len(read_queries(train_csv)), "classes": chosen or "all"},
+                    "train_photos": len(fit_rows) + len(dev_rows), "classes": chosen or "all"},
         "teacher_training": json.loads((out / "cache" / "teacher_training.json").read_text())
-        if (out / "cache" / "teacher_training.json").is_file() else None,
+        if (out / "cache" / "teacher_training.json").is_file() else m.teacher.get("finetune"),
         "export": {"seconds": export_seconds, "teacher": m.teacher, "student": m.student,
                    "index": asdict(m.index), "catalog_encoder": m.fidelity.get("catalog_encoder"),
+                   "no_match": m.fidelity.get("no_match"), "catalog_self_top1": m.fidelity.get("catalog_self_top1"),
                    "settings": {"finetune_epochs": args.finetune_epochs, "distill_epochs": args.epochs,
                                 "views_per_image": args.views_per_image, "seed": args.seed,
                                 "distill_label_weight": args.distill_label_weight}},
-        "models": models_table, "catalog_embedded_by": catalog_by, "index": index_rows,
-        "no_match": no_match, "speed": speed, "words": words,
-        "targets": {"student_int8_keeps_teacher_recall@1 (>= 0.97)":
-                    round(models_table["student (ONNX int8, the bundle)"]["recall@1"] / t_r1, 3) if t_r1 else None,
-                    "student_int8_speedup_vs_vit_b32_fp32 (>= 20)": speed and
-                    speed["student_int8_speedup_vs_vit_b32_fp32"],
-                    # the alternative to distilling when the teacher is already small: ship its own
-                    # tower (`export --student none`), measured here as "teacher (ONNX int8)"
-                    "teacher_int8_keeps_teacher_recall@1 (--student none)":
-                    round(models_table["teacher (ONNX int8)"]["recall@1"] / t_r1, 3) if t_r1 else None,
-                    "teacher_int8_speedup_vs_vit_b32_fp32 (--student none)": speed and
-                    speed["teacher_int8_speedup_vs_vit_b32_fp32"]},
-        "klasson_2019": KLASSON,
+        "models": models_table, "bundle": bundle_row, "kiosk": kiosk, "catalog_embedded_by": catalog_table,
+        "no_match": {"left_out": sorted(left_ids), "known_photos": len(known), "unknown_photos": len(unknown),
+                     "val_negatives": len(no_product["val_negatives"]), "skimage_images": len(sk_images),
+                     "budget": m.calibration.max_false_reject if m.calibration else None, "rules": rules},
+        "k_photos": {"rule": rule_kind, "by_k": by_k},
+        "words": words, "speed": speed,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    _print(report)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {out / 'report.json'}")
+    md = Path(args.md) if args.md else (out / "grocery.md" if args.classes else DEFAULT_MD)
+    write_markdown(report, md)
+    print_summary(report)
+    print(f"wrote {out / 'report.json'} and {md}")
     return 0
-
-
-FUSION_ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
-
-
-def _words(student: Searcher, val_vecs: np.ndarray, val_ids: list[str], rounds: int) -> dict:
-    """Issue #5's rows: words -> products, photo + words, and the text query's latency."""
-    from bench.text import product_queries, text_latency, text_recall
-
-    m = student.manifest
-    fid = m.fidelity.get("text", {})
-    out = {"text_to_product": {name: text_recall(student, q) for name, q in product_queries(student).items()},
-           "teacher_text_vs_catalog_by": {k: v for k, v in fid.get("text_to_image", {}).items() if k != "queries"},
-           "product_text_weight": m.text.product_text_weight,
-           "int8_vs_fp32": fid.get("int8_vs_fp32"), "latency_ms": text_latency(student, rounds)}
-    # photo + words: each val photo steered by its product's category word ("apple", "milk", ...)
-    category = {p.id: (p.category or p.name).lower() for p in student.products.products}
-    words = {c: student.text_encoder.embed([c])[0] for c in sorted(set(category.values()))}
-    fused = {}
-    for alpha in FUSION_ALPHAS:
-        ranks = []
-        for v, pid in zip(val_vecs, val_ids):
-            z = student.fuse(v, words[category[pid]], alpha)
-            ids = [h.id for h in student.search_vector(z, k=5, min_score=float("-inf"))[0]]
-            ranks.append(ids.index(pid) if pid in ids else 5)
-        ranks = np.asarray(ranks)
-        fused[str(alpha)] = {"recall@1": round(float((ranks < 1).mean()), 4),
-                             "recall@5": round(float((ranks < 5).mean()), 4)}
-    out["photo_plus_category_word"] = {"by_alpha": fused, "photos": len(val_ids),
-                                       "best_alpha": max(FUSION_ALPHAS, key=lambda a: (fused[str(a)]["recall@1"], a)),
-                                       "bundle_alpha": m.text.fusion_alpha}
-    return out
-
-
-def _flat_cutoff(student: Searcher, m, settings, train_csv: Path) -> float | None:
-    """Refit a score-only cut-off on the export's own held-out calibration photos."""
-    from edge_search_export.calibrate import calibrate_no_match
-    from edge_search_export.finetune import read_labeled
-
-    fin = m.teacher.get("finetune")
-    if not fin or "held-out" not in m.calibration.source:
-        return None
-    labeled = read_labeled(train_csv, [p.id for p in student.products.products])
-    _, held = labeled.split(fin["settings"]["holdout"], fin["seed"])
-    vecs = student.embed_images([load_image(labeled.paths[i]) for i in held])
-    _, flat, _ = calibrate_no_match(student, vecs, labeled.products[held], settings, source="flat", seed=fin["seed"])
-    return flat
-
-
-def _print(r: dict) -> None:
-    print(f"\nGrocery Store, {r['dataset']['products']} products, {r['dataset']['val_photos']} val photos "
-          f"vs one studio image per product")
-    print(f"{'':<36}{'R@1':>7}{'R@5':>7}{'ms/img':>9}{'MB':>8}")
-    for name, row in r["models"].items():
-        mb = "" if row["mb"] is None else f"{row['mb']:.2f}"
-        print(f"{name:<36}{row['recall@1']:>7.3f}{row['recall@5']:>7.3f}{row['ms_per_image']:>9.2f}{mb:>8}")
-    for name, row in r["catalog_embedded_by"].items():
-        print(f"{'student int8, catalog by ' + name:<36}{row['recall@1']:>7.3f}{row['recall@5']:>7.3f}")
-    for name, row in r["index"].items():
-        print(f"{'student int8, index ' + name:<36}{row['recall@1']:>7.3f}{row['recall@5']:>7.3f}"
-              f"{'':>9}{'':>8}  search {row['search_ms']:.3f} ms")
-    nm = r["no_match"]
-    for label in ("calibrated_rule", "flat_cutoff", "views_calibrated_rule"):
-        if label in nm:
-            x = nm[label]
-            print(f"no match, {label.replace('_', ' ')} ({len(nm['left_out'])} products left out): reject recall "
-                  f"{x['reject_recall']}, false rejects {x['false_reject_all']} of in-catalog photos "
-                  f"({x['false_reject_of_correct']} of those named right), precision of answers "
-                  f"{x['precision_of_answers']}")
-    if r["speed"]:
-        s = r["speed"]
-        print(f"speed (batch 1, {s['threads']} threads, interleaved): " +
-              ", ".join(f"{k} {v:.2f} ms" for k, v in s["ms_p50"].items()) +
-              f" -> student int8 {s['student_int8_speedup_vs_vit_b32_fp32']}x faster than ViT-B-32 fp32")
-    if r.get("words"):
-        w = r["words"]
-        for name, x in w["text_to_product"].items():
-            print(f"{'text -> product, ' + name.replace('_', '+'):<36}{x['recall@1']:>7.3f}{x['recall@5']:>7.3f}"
-                  f"   (bundle: product-text weight {w['product_text_weight']})")
-        for by, x in w["teacher_text_vs_catalog_by"].items():
-            print(f"{'text -> image, catalog by ' + by:<36}{x['names']['recall@1']:>7.3f}{x['names']['recall@5']:>7.3f}"
-                  "   (names)")
-        f = w["photo_plus_category_word"]
-        for alpha, x in f["by_alpha"].items():
-            print(f"{'photo + category word, alpha ' + alpha:<36}{x['recall@1']:>7.3f}{x['recall@5']:>7.3f}"
-                  + ("   (alpha 1 = photo alone)" if alpha == "1.0" else ""))
-        lat = w["latency_ms"]
-        print(f"text query latency (int8, short phrases): p50 {lat['query_p50']:.2f} ms, p95 {lat['query_p95']:.2f} ms "
-              f"(target p95 <= {lat['target_query_p95_ms']:.0f} ms)")
-    for k, v in r["targets"].items():
-        print(f"target {k}: {v}")
-    print(f"total {r['seconds']:.0f} s (export {r['export']['seconds']} s)")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ class Bundle:
         needed = [manifest.model.file, manifest.index.file, manifest.products_file]
         if manifest.index.rescore_file:
             needed.append(manifest.index.rescore_file)
+        if manifest.calibration is not None and manifest.calibration.negatives:
+            needed.append(manifest.calibration.negatives)
         if manifest.text is not None:
             needed += [manifest.text.file, manifest.text.tokenizer] + ([manifest.text.index] if manifest.text.index else [])
         for name in needed:

@@ -49,6 +49,19 @@ def _fmt_price(price: float | None) -> str:
     return "" if price is None else f"{price:.2f}"
 
 
+def _refusal(searcher, result, min_score: float | None) -> str:
+    """Words for why a photo got "no match" (the calibrated rule has three reasons)."""
+    cal = None if min_score is not None else searcher.calibration
+    if cal is not None and cal.negative_margin is not None and \
+            result.best_score - result.negative_score < cal.negative_margin:
+        return (f"it looks like a scene with no product: nearest such scene {result.negative_score:.3f}, "
+                f"best product {result.best_score:.3f}")
+    if cal is not None and result.margin < cal.min_margin:
+        return f"the top two products are {result.margin:.3f} apart, under the {cal.min_margin:.3f} needed"
+    threshold = searcher.min_score if min_score is None else min_score
+    return f"best score {result.best_score:.3f} is below {'its floor' if cal else f'{threshold:.3f}'}"
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .filters import Filter
     from .search import QueryParams, Searcher
@@ -86,8 +99,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             if not result.hits and result.best_score == float("-inf"):
                 _say("  no product passes the filter")
             else:
-                threshold = searcher.min_score if args.min_score is None else args.min_score
-                _say(f"  no match (best score {result.best_score:.3f} is below {threshold:.3f})")
+                _say(f"  no match ({_refusal(searcher, result, args.min_score)})")
         for rank, h in enumerate(result.hits, 1):
             mark = " (exact)" if h.exact else ""
             _say(f"  {rank}. {h.score:6.3f}  {printable(h.id):<24} {printable(h.name) + mark:<32} {_fmt_price(h.price):>8}")
@@ -229,7 +241,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         finetune_labeled=Path(args.finetune_labeled) if args.finetune_labeled else None,
         save_models=Path(args.save_models) if args.save_models else None, with_text=args.with_text,
         sign_key=Path(args.sign_key) if args.sign_key else None,
+        negatives=Path(args.negatives) if args.negatives else None,
     )
+    if args.no_match_rule != "auto":
+        cfg = replace(cfg, no_match=replace(cfg.no_match, rule=args.no_match_rule))
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
         raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
     if args.finetune_epochs is not None or args.finetune_batch is not None:
@@ -241,7 +256,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     m = summary.manifest
     for line in summary.skipped:
         _say(f"skipped: {line}", file=sys.stderr)
-    _say(f"wrote {summary.out}: {m.product_count} products, {m.index.count} images, model {m.model.precision}, "
+    images = m.fidelity.get("catalog", {}).get("images", m.index.count)
+    _say(f"wrote {summary.out}: {m.product_count} products, {images} images, model {m.model.precision}, "
           f"index {m.index.dtype} ({summary.seconds:.0f} s)")
     return 0
 
@@ -488,8 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image-size", type=int, default=None, help="student input side (default: the teacher's)")
     e.add_argument("--quantize", choices=["int8", "none"], default="int8")
     e.add_argument("--index-dtype", choices=["i8", "f16", "f32"], default=None, help="default: chosen by measurement")
-    e.add_argument("--catalog-encoder", choices=["teacher", "student"], default=None,
-                   help="who embeds the catalog (default: chosen by measurement)")
+    e.add_argument("--catalog-encoder", choices=["teacher", "student", "teacher+student", "teacher+student+views"],
+                   default=None,
+                   help="who embeds the catalog (default: chosen by measurement among the options that pass "
+                        "the catalog self-retrieval gates)")
+    e.add_argument("--negatives", default=None, metavar="DIR",
+                   help="photos of scenes with no product (empty counter, hands, floor) that must get 'no match': "
+                        "used by the no-match calibration and by fine-tuning/distillation (default: none)")
+    e.add_argument("--no-match-rule", default="auto",
+                   choices=["auto", "flat", "floor+margin", "product-floors+margin", "negatives",
+                            "floor+margin+negatives", "product-floors+margin+negatives"],
+                   help="the 'no match' rule (default auto: the candidate that does best at 2-fold "
+                        "cross-validation, all fitted to the same false-reject budget; *negatives need --negatives)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--skip-bad", action="store_true", help="skip bad catalog rows instead of stopping")
     e.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")

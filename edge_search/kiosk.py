@@ -210,7 +210,9 @@ class Pipeline:
     def _search(self, image: np.ndarray, k: int, totals: dict[str, float]) -> SearchResult:
         # only a set filter is passed: searchers without filters (fakes) keep working
         extra = {"filter": self._filter} if self._filter else {}
-        result = self.searcher.search_image(image, k=k, min_score=self.min_score, **extra)
+        # None unless --min-score was given: the bundle's own calibrated rule (floors, margin,
+        # no-product scenes) decides, as in `search`; self.min_score is only the score bars' scale
+        result = self.searcher.search_image(image, k=k, min_score=self._explicit_min_score, **extra)
         for stage in ("preprocess", "embed", "search"):
             totals[stage] += result.timings_ms.get(stage, 0.0)
         return result

@@ -122,18 +122,32 @@ class NoMatchRule:
     leads the second product by at least `min_margin`. Fitted at export so
     that at most `max_false_reject` of the calibration photos the model names
     correctly are rejected, while as many photos of products left out of the
-    catalog as possible are.
+    catalog (and of non-product scenes, `--negatives`) as possible are.
+
+    With `negatives` (a file in the bundle: N x D unit vectors of scenes with
+    no product, a reserved "no product" class) a query is also refused when
+    its nearest negative comes within `negative_margin` of its top product's
+    score (`best - nearest negative < negative_margin`). `rule` names the
+    candidate the export chose (export/calibrate.py RULES).
     """
 
     min_margin: float
     product_min_score: dict[str, float] = field(default_factory=dict)
     max_false_reject: float = 0.05
     source: str = ""
+    negatives: str | None = None
+    negative_margin: float | None = None
+    rule: str | None = None
 
     def __post_init__(self) -> None:
         floors = (self.min_margin, self.max_false_reject, *self.product_min_score.values())
         if not all(math.isfinite(v) for v in floors):
             raise ValueError("calibration values must be finite numbers")
+        if (self.negatives is None) != (self.negative_margin is None):
+            raise ValueError("calibration negatives and negative_margin go together")
+        if self.negative_margin is not None and not (math.isfinite(self.negative_margin)
+                                                     and -2 <= self.negative_margin <= 2):
+            raise ValueError(f"calibration negative_margin must be in [-2, 2], got {self.negative_margin}")
         if not 0 <= self.min_margin <= 2:
             raise ValueError(f"calibration min_margin must be in [0, 2], got {self.min_margin}")
         if not 0 <= self.max_false_reject <= 1:
@@ -205,8 +219,9 @@ class Manifest:
         d["products"] = {"file": d.pop("products_file"), "count": d.pop("product_count")}
         d["search"] = {"min_score": d.pop("min_score")}
         calibration = d.pop("calibration")
-        if calibration is not None:
-            d["search"]["calibration"] = calibration
+        if calibration is not None:  # optional keys left out when unset: such bundles keep their old shape
+            d["search"]["calibration"] = {k: v for k, v in calibration.items()
+                                          if v is not None or k not in _CALIBRATION_OPTIONAL}
         if d["text"] is None:
             del d["text"]
         return d
@@ -335,7 +350,8 @@ def _parse_text(t: Any, where: str) -> TextInfo:
         raise BundleError(f"{where}: {e}") from None
 
 
-_CALIBRATION_KEYS = {"min_margin", "product_min_score", "max_false_reject", "source"}
+_CALIBRATION_OPTIONAL = {"negatives", "negative_margin", "rule"}
+_CALIBRATION_KEYS = {"min_margin", "product_min_score", "max_false_reject", "source", *_CALIBRATION_OPTIONAL}
 
 
 def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
@@ -355,7 +371,11 @@ def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
         return NoMatchRule(min_margin=_need(cal, "min_margin", float, where),
                            product_min_score={k: float(v) for k, v in floors.items()},
                            max_false_reject=_need(cal, "max_false_reject", float, where),
-                           source=_need(cal, "source", str, where))
+                           source=_need(cal, "source", str, where),
+                           negatives=_need(cal, "negatives", str, where) if "negatives" in cal else None,
+                           negative_margin=_need(cal, "negative_margin", float, where)
+                           if "negative_margin" in cal else None,
+                           rule=_need(cal, "rule", str, where) if "rule" in cal else None)
     except ValueError as e:
         raise BundleError(f"{where}: {e}") from None
 

@@ -83,6 +83,7 @@ class SearchResult:
     timings_ms: dict[str, float]
     best_score: float  # the top product's score, even when it fell below min_score
     margin: float = float("inf")  # best_score minus the second product's score (inf with one product)
+    negative_score: float = float("-inf")  # the nearest no-product scene's score (bundles with negatives)
 
     @property
     def no_match(self) -> bool:
@@ -94,8 +95,12 @@ class Searcher:
                  preprocess_cfg: PreprocessCfg, min_score: float = 0.0, calibration: NoMatchRule | None = None,
                  manifest: Manifest | None = None, root: Path | None = None,
                  text_encoder: TextEncoder | None = None, text_index: VectorIndex | None = None,
-                 text_info: TextInfo | None = None):
+                 text_info: TextInfo | None = None, negatives: np.ndarray | None = None):
         self.encoder, self.index, self.products = encoder, index, products
+        # scenes with no product (the calibrated rule's reserved class): a few hundred vectors, held in memory
+        self.negatives = None if negatives is None else unit(negatives)
+        if calibration is not None and calibration.negatives and self.negatives is None:
+            raise BundleError(f"calibration uses negatives ({calibration.negatives}) but none were given")
         self.text_encoder, self.text_index = text_encoder, text_index
         # one vector per product: small, held in memory so every product's text score is exact
         self._text_vectors = None if text_index is None else unit(np.asarray(
@@ -145,10 +150,13 @@ class Searcher:
             if m.text.index:
                 info = IndexInfo(file=m.text.index, dtype="f32", metric="cos", count=len(products))
                 text_index = VectorIndex.open(bundle.path(m.text.index), info)
+        negatives = None
+        if m.calibration is not None and m.calibration.negatives:
+            negatives = _load_negatives(bundle.path(m.calibration.negatives), m.model.embed_dim)
         try:
             return cls(encoder=encoder, index=index, products=products, preprocess_cfg=m.preprocess,
                        min_score=m.min_score, calibration=m.calibration, manifest=m, root=bundle.root,
-                       text_encoder=text_encoder, text_index=text_index)
+                       text_encoder=text_encoder, text_index=text_index, negatives=negatives)
         except BundleError as e:
             raise BundleError(f"{bundle.root / 'manifest.json'}: {e}") from None
 
@@ -156,22 +164,34 @@ class Searcher:
         batch = np.stack([preprocess(im, self.preprocess_cfg) for im in images])
         return self.encoder.embed(batch)
 
-    def accepts(self, position: int, best: float, margin: float, min_score: float | None = None) -> bool:
+    def accepts(self, position: int, best: float, margin: float, min_score: float | None = None,
+                negative: float = float("-inf")) -> bool:
         """Whether a query whose top product (by position) scored `best`, `margin`
-        ahead of the second, is answered. An explicit `min_score` is a flat
-        cut-off that replaces the bundle's calibrated rule."""
+        ahead of the second, and whose nearest no-product scene scored `negative`,
+        is answered. An explicit `min_score` is a flat cut-off that replaces the
+        bundle's calibrated rule."""
         if min_score is not None:
             return best >= min_score
         if self.calibration is None:
             return best >= self.min_score
-        return best >= self._floors[position] and margin >= self.calibration.min_margin
+        cal = self.calibration
+        if cal.negative_margin is not None and best - negative < cal.negative_margin:
+            return False
+        return best >= self._floors[position] and margin >= cal.min_margin
+
+    def negative_score(self, vector: np.ndarray) -> float:
+        """The query's score against its nearest no-product scene (-inf without negatives)."""
+        if self.negatives is None or not len(self.negatives):
+            return float("-inf")
+        return float((self.negatives @ unit(vector[None])[0]).max())
 
     def answers(self, result: SearchResult) -> bool:
         """Whether the bundle's own rule would answer a result that was searched
         with an explicit cut-off (evaluation searches with -inf to rank everything)."""
         if not result.hits:
             return False
-        return self.accepts(self._position[result.hits[0].id], result.best_score, result.margin)
+        return self.accepts(self._position[result.hits[0].id], result.best_score, result.margin,
+                            negative=result.negative_score)
 
     @property
     def has_text(self) -> bool:
@@ -232,7 +252,7 @@ class Searcher:
 
     def _search(self, vector: np.ndarray, k: int, min_score: float | None, allow: Filter | None = None,
                 *, words: bool = False, calibrated: bool = True,
-                exact: int | None = None) -> tuple[list[SearchHit], float, float]:
+                exact: int | None = None) -> tuple[list[SearchHit], float, float, float]:
         # two products at least: the margin needs the runner-up
         want = max(k, 2)
         rank = self._rank_words if words else self._rank
@@ -244,14 +264,15 @@ class Searcher:
             ranked = [(exact, found[exact])] + [r for r in ranked if r[0] != exact][:want - 1]
         else:
             exact = None
+        negative = self.negative_score(vector) if calibrated else float("-inf")
         if not ranked:
-            return [], float("-inf"), float("inf")
+            return [], float("-inf"), float("inf"), negative
         best = ranked[0][1]
         margin = best - ranked[1][1] if len(ranked) > 1 else float("inf")
         if not calibrated and min_score is None:
             min_score = float("-inf")  # the rule was fitted on photos: words are answered, ranked
-        if exact is None and not self.accepts(ranked[0][0], best, margin, min_score):
-            return [], best, margin
+        if exact is None and not self.accepts(ranked[0][0], best, margin, min_score, negative):
+            return [], best, margin, negative
         threshold = self.min_score if min_score is None else min_score
         hits = []
         for rank_no, (pos, score) in enumerate(ranked[:k]):
@@ -260,14 +281,14 @@ class Searcher:
             p = self.products.products[pos]
             hits.append(SearchHit(id=p.id, name=p.name, score=score, price=p.price, category=p.category, product=p,
                                   exact=pos == exact))
-        return hits, best, margin
+        return hits, best, margin, negative
 
     def search_vector(self, vector: np.ndarray, k: int = 5, min_score: float | None = None,
                       filter: Filter | None = None) -> tuple[list[SearchHit], float]:
         """Best products for one embedding; several images of a product count once.
         Empty when the query is answered "no match" (see `accepts`)."""
         QueryParams(k, min_score)
-        hits, best, _ = self._search(vector, k, min_score, filter)
+        hits, best, _, _ = self._search(vector, k, min_score, filter)
         return hits, best
 
     def _need_text(self) -> TextEncoder:
@@ -288,8 +309,8 @@ class Searcher:
             raise TextQueryError("the text query is empty")
         vector = encoder.embed([text])[0]
         t1 = time.perf_counter()
-        hits, best, margin = self._search(vector, k, min_score, filter, words=True, calibrated=False,
-                                          exact=self._exact.get(text.strip().casefold()) if exact_lookup else None)
+        hits, best, margin, _ = self._search(vector, k, min_score, filter, words=True, calibrated=False,
+                                             exact=self._exact.get(text.strip().casefold()) if exact_lookup else None)
         t2 = time.perf_counter()
         return SearchResult(hits=hits, timings_ms={"embed": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3},
                             best_score=best, margin=margin)
@@ -325,7 +346,18 @@ class Searcher:
         if text is not None:
             vector = self.fuse(vector, self.text_encoder.embed([text])[0], alpha)
         t3 = time.perf_counter()
-        hits, best, margin = self._search(vector, k, min_score, filter, calibrated=text is None)
+        hits, best, margin, negative = self._search(vector, k, min_score, filter, calibrated=text is None)
         t4 = time.perf_counter()
         timings.update(preprocess=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3, search=(t4 - t3) * 1e3)
-        return SearchResult(hits=hits, timings_ms=timings, best_score=best, margin=margin)
+        return SearchResult(hits=hits, timings_ms=timings, best_score=best, margin=margin, negative_score=negative)
+
+
+def _load_negatives(path: Path, dim: int) -> np.ndarray:
+    """The calibration's no-product scenes: an N x dim float .npy file, read without pickles."""
+    try:
+        v = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}: cannot read the negatives ({e})") from None
+    if v.ndim != 2 or v.shape[1] != dim or not np.issubdtype(v.dtype, np.floating) or not np.isfinite(v).all():
+        raise BundleError(f"{path}: negatives must be finite N x {dim} floats, got {v.dtype} {v.shape}")
+    return v.astype(np.float32)

@@ -19,7 +19,9 @@ class Gates:
     int8_mean_cosine: float = 0.97  # ONNX fp32 vs int8 on held-back images
     int8_top1_agreement: float = 0.95
     index_top1_agreement: float = 0.995  # chosen index vs exact f32 search
-    catalog_self_top1: float = 1.0  # every catalog image finds its own product (student catalog)
+    # the shipped model names the catalog's own images, and mild views of them, whatever embeds the catalog
+    catalog_self_top1: float = 0.95
+    catalog_views_top1: float = 0.95
     # --with-text: the text tower's int8 vs fp32 on text_export.GATE_PHRASES
     text_int8_mean_cosine: float = 0.98
     text_int8_min_cosine: float = 0.95
@@ -102,13 +104,17 @@ class NoMatchSettings:
     """How the "no match" rule is calibrated (export/calibrate.py)."""
 
     max_false_reject: float = 0.05  # share of correctly named calibration photos the rule may reject
-    per_product: bool | None = None  # None: per-product floors only where 2-fold cross-validation says they help
+    # None: the candidate of calibrate.RULES that does best at 2-fold cross-validation; a name forces it
+    rule: str | None = None
     shrinkage: float = 8.0  # pseudo-photos pulling a product's floor towards the pooled one
-    use_margin: bool = True  # False: a score floor alone (the flat cut-off, for comparison)
 
     def __post_init__(self) -> None:
+        from .calibrate import RULES
+
         if not 0 <= self.max_false_reject < 0.5 or self.shrinkage < 0:
             raise ExportError("no-match calibration needs max_false_reject in [0, 0.5) and shrinkage >= 0")
+        if self.rule is not None and self.rule not in RULES:
+            raise ExportError(f"no-match rule must be one of {', '.join(RULES)}, got {self.rule!r}")
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,9 @@ class ExportConfig:
     save_models: Path | None = None  # also keep the fine-tuned teacher and the fp32 student here
     with_text: bool = False  # also ship the teacher's text tower, its tokenizer and a product-text index
     sign_key: Path | None = None  # Ed25519 private key: manifest.sig is written before the bundle is published
+    # photos of scenes with no product (empty counter, hands, floor): must get "no match"; used by the
+    # no-match calibration (and the teacher's and student's training, where they take negatives)
+    negatives: Path | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:
@@ -153,7 +162,10 @@ class ExportConfig:
             raise ExportError(f"--quantize must be int8 or none, got {self.quantize!r}")
         if self.index_dtype not in (None, "i8", "f16", "f32"):
             raise ExportError(f"--index-dtype must be i8, f16 or f32, got {self.index_dtype!r}")
-        if self.catalog_encoder not in (None, "teacher", "student"):
-            raise ExportError(f"--catalog-encoder must be teacher or student, got {self.catalog_encoder!r}")
+        if self.catalog_encoder not in (None, "teacher", "student", "teacher+student", "teacher+student+views"):
+            raise ExportError(f"--catalog-encoder must be teacher, student, teacher+student or "
+                              f"teacher+student+views, got {self.catalog_encoder!r}")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ExportError(f"--image-size must be between 32 and 1024, got {self.image_size}")
+        if self.no_match.rule is not None and self.no_match.rule.endswith("negatives") and self.negatives is None:
+            raise ExportError(f"--no-match-rule {self.no_match.rule} needs --negatives")

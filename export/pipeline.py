@@ -44,7 +44,7 @@ from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
 from .interpolation import choose_interpolation
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
-from .quantize import RECIPES, quantize_int8
+from .quantize import RECIPES, quantize_until
 from .student import Embedder, build_student
 from .teacher import load_teacher
 from .text_export import export_text
@@ -54,6 +54,12 @@ log = logging.getLogger("edge_search.export")
 QUERY_VIEWS = 4  # augmented views per catalog image used as export-time queries
 INT8_TIE_MARGIN = 0.02  # fp32 top-two products closer than this: a tie, not counted by the int8 agreement gate
 MIN_HELD_OUT = 20  # fewer held-out labeled photos than this: calibrate on augmented catalog views
+# "mild views" of a catalog image for its self-retrieval gate: a shopper holding the very packaging
+# (a crop keeping >= ~80 % of the area, a few degrees of rotation, a little light and blur)
+MILD_VIEWS, MILD_VIEW_STRENGTH = 2, 0.3
+INDEX_VIEWS = 2  # mild views per catalog image in a "teacher+student+views" index
+NEGATIVES_FILE = "negatives.npy"  # the no-product scenes' embeddings, when the calibrated rule uses them
+MAX_NEGATIVES = 512  # a larger --negatives folder is sampled (seeded): the runtime scores every one per query
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,25 @@ def _distill_paths(dirs: tuple[Path, ...]) -> list[Path]:
     return paths
 
 
+def _read_negatives(folder: Path, seed: int, progress: bool) -> list[np.ndarray]:
+    """--negatives: photos of what the camera sees when no product is shown (sampled to MAX_NEGATIVES)."""
+    if not Path(folder).is_dir():
+        raise ExportError(f"{folder}: --negatives needs a folder of photos")
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ExportError(f"{folder}: --negatives holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(paths) > MAX_NEGATIVES:
+        paths = [paths[i] for i in sorted(np.random.default_rng([seed, 9]).choice(len(paths), MAX_NEGATIVES,
+                                                                                   replace=False))]
+    out = []
+    for p in tqdm(paths, desc="reading negatives", unit="img", disable=not progress):
+        try:
+            out.append(load_image(p))
+        except ImageError as e:
+            log.warning("negative skipped: %s", e)
+    return out
+
+
 def _product_table(catalog: Catalog) -> ProductTable:
     """Products in catalog order; index key i is catalog row i (images are
     loaded and embedded in row order), whatever order a product's rows come in."""
@@ -93,14 +118,23 @@ def _product_table(catalog: Catalog) -> ProductTable:
     return ProductTable.from_products(products, len(catalog.rows))
 
 
-def _query_views(images: list[np.ndarray], seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+def _query_views(images: list[np.ndarray], seed: int, *, strength: float = 1.0,
+                 count: int = QUERY_VIEWS) -> tuple[list[np.ndarray], np.ndarray]:
     qs, src = [], []
     for i, img in enumerate(images):
         # skip view 0 (the image itself): queries are photos, not the catalog shot
-        for v in views(img, QUERY_VIEWS + 1, seed=seed * 7919 + 104729 + i)[1:]:
+        for v in views(img, count + 1, seed=seed * 7919 + 104729 + i, strength=strength)[1:]:
             qs.append(v)
             src.append(i)
     return qs, np.asarray(src)
+
+
+def index_view_blocks(enc, images: list[np.ndarray], pp, seed: int) -> np.ndarray:
+    """INDEX_VIEWS mild views of every catalog image embedded by the shipped encoder, as
+    INDEX_VIEWS blocks of len(images) rows (block b, row i: view b of image i)."""
+    imgs, _ = _query_views(images, seed + 2, strength=MILD_VIEW_STRENGTH, count=INDEX_VIEWS)
+    vecs = _embed(enc, imgs, pp)
+    return vecs.reshape(len(images), INDEX_VIEWS, -1).transpose(1, 0, 2).reshape(len(images) * INDEX_VIEWS, -1)
 
 
 def _product_scores(scores: np.ndarray, key_product: np.ndarray, products: int) -> np.ndarray:
@@ -177,12 +211,14 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     table = _product_table(catalog)
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
+    negative_images = _read_negatives(cfg.negatives, cfg.seed, progress) if cfg.negatives else []
     held: HeldOut | None = None
     labeled = None
     if cfg.finetune_labeled:
         info, held, labeled = adapt_teacher(teacher, cfg.finetune_labeled, [p.id for p in table.products],
                                    [product_text(p.name, p.description) for p in table.products], images,
-                                   key_product, cfg.finetune, seed=cfg.seed, skip_bad=cfg.skip_bad, progress=progress)
+                                   key_product, cfg.finetune, seed=cfg.seed, skip_bad=cfg.skip_bad, progress=progress,
+                                   negatives=negative_images)
         teacher.provenance["finetune"] = info
         if trains:  # from scratch or further: the gates measure a real model now
             teacher.provenance["random_weights"] = False
@@ -224,7 +260,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         gate_photos = [extra[i] for i in sorted(pick[128:256])]
         bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
                                [extra_views] * len(extra), student_pp, cfg.seed, progress,
-                               labels=list(key_product) + extra_labels)
+                               labels=list(key_product) + extra_labels, negatives=negative_images)
         teacher_catalog = teacher.encode(preprocess_batch(images, teacher_pp),
                                          progress="teacher embeds catalog" if progress else None)
         report = distill(student, bank, student_pp, epochs=cfg.epochs, batch_size=cfg.batch_size,
@@ -274,103 +310,150 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             # student, yet near-ties flipped 12 % of all top-1s), and the no-match rule refuses such
             # queries anyway. Undecided queries are counted in the raw figure, recorded beside it.
             decided = (top2[:, 1] - top2[:, 0]) >= INT8_TIE_MARGIN
-            attempts = []
-            # a gate that is not enforced needs no second recipe
-            for recipe in (RECIPES if gates.enforce else RECIPES[:1]):
-                quant_info = quantize_int8(fp32_path, model_path, calib, recipe)
-                enc = OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
-                b = _embed(enc, held_q, student_pp)
+            def measure(path: Path) -> dict:
+                b = _embed(OnnxEncoder(path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads),
+                           held_q, student_pp)
                 cos = (a * b).sum(1)
                 same = key_product[np.argmax(a @ cat32.T, 1)] == key_product[np.argmax(b @ cat32.T, 1)]
                 agree = float(same[decided].mean()) if decided.any() else float(same.mean())
-                attempts.append({"recipe": {k: quant_info[k] for k in ("calibration", "keep_float")},
-                                 "mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
-                                 "top1_agreement": round(agree, 5), "decided_queries": int(decided.sum()),
-                                 "top1_agreement_all": round(float(same.mean()), 5)})
-                if cos.mean() >= cfg.gates.int8_mean_cosine and agree >= cfg.gates.int8_top1_agreement:
-                    break
+                return {"mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
+                        "top1_agreement": round(agree, 5), "decided_queries": int(decided.sum()),
+                        "top1_agreement_all": round(float(same.mean()), 5)}
+
+            # a gate that is not enforced needs no second recipe
+            quant_info, attempts = quantize_until(
+                fp32_path, model_path, calib, measure,
+                lambda f: f["mean_cosine"] >= cfg.gates.int8_mean_cosine
+                and f["top1_agreement"] >= cfg.gates.int8_top1_agreement,
+                RECIPES if gates.enforce else RECIPES[:1])
+            enc = OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
             quant_info["calibration_photos"] = len(calib_photos)
             fidelity["int8_vs_fp32"] = {**attempts[-1], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
                                         "attempts": attempts,
                                         "thresholds": {"mean_cosine": cfg.gates.int8_mean_cosine,
                                                        "top1_agreement": cfg.gates.int8_top1_agreement}}
-            gates.check("int8-vs-fp32 mean cosine", float(cos.mean()), cfg.gates.int8_mean_cosine)
-            gates.check("int8-vs-fp32 top-1 agreement", agree, cfg.gates.int8_top1_agreement)
+            gates.check("int8-vs-fp32 mean cosine", attempts[-1]["mean_cosine"], cfg.gates.int8_mean_cosine)
+            gates.check("int8-vs-fp32 top-1 agreement", attempts[-1]["top1_agreement"], cfg.gates.int8_top1_agreement)
             fp32_path.unlink()
         else:
             enc = fp32_enc
 
-        # Catalog vectors: by the device encoder itself, or by the teacher whose
-        # space the student was trained into. Measured on held-out labeled store
-        # photos when there are enough (what the device will see), else on
-        # augmented views of the catalog: on the grocery benchmark the views
-        # favoured the student's catalog while val photos favoured the teacher's.
+        # Catalog vectors: by the device encoder itself, by the teacher whose space
+        # the student was trained into, or both (each catalog image then has its
+        # teacher vector and its own student vector in the index). Every option
+        # must let the shipped model name the catalog's own images and mild views
+        # of them (the catalog self-retrieval gates); among those that do, the one
+        # naming the held-out labeled store photos best wins (augmented catalog
+        # views when there are too few photos).
         queries = _embed(enc, query_imgs, student_pp)
         student_vecs = _embed(enc, images, student_pp)
+        mild_imgs, mild_src = _query_views(images, cfg.seed + 1, strength=MILD_VIEW_STRENGTH, count=MILD_VIEWS)
+        mild_vecs = _embed(enc, mild_imgs, student_pp)
         held_vecs = _embed(enc, held.images, student_pp) if held and len(held.images) >= MIN_HELD_OUT else None
         options = {"student": student_vecs}
         if cfg.student:
             options["teacher"] = teacher_catalog
-        truth = key_product[query_src]
+            options["teacher+student"] = np.concatenate([teacher_catalog, student_vecs])
+            # and the student's own embeddings of a few mild views of each image (other views than the gate's)
+            options["teacher+student+views"] = np.concatenate([teacher_catalog, student_vecs,
+                                                               index_view_blocks(enc, images, student_pp, cfg.seed)])
+        keys_of = {name: np.concatenate([key_product] * (len(v) // len(images))) for name, v in options.items()}
         enc_report = {}
         for name, vecs in options.items():
-            top1 = key_product[np.argmax(queries @ vecs.T, 1)]
-            enc_report[name] = {"augmented_query_top1": round(float((top1 == truth).mean()), 5)}
+            kp = keys_of[name]
+            top1 = lambda q: kp[np.argmax(q @ vecs.T, 1)]  # noqa: E731
+            enc_report[name] = {"augmented_query_top1": round(float((top1(queries) == key_product[query_src]).mean()), 5),
+                                "catalog_self_top1": round(float((top1(student_vecs) == key_product).mean()), 5),
+                                "catalog_mild_view_top1": round(float((top1(mild_vecs) == key_product[mild_src]).mean()),
+                                                                5)}
             if held_vecs is not None:
-                top1 = key_product[np.argmax(held_vecs @ vecs.T, 1)]
-                enc_report[name]["held_out_photo_top1"] = round(float((top1 == held.products).mean()), 5)
+                enc_report[name]["held_out_photo_top1"] = round(float((top1(held_vecs) == held.products).mean()), 5)
+            enc_report[name]["passes_self_gates"] = bool(
+                enc_report[name]["catalog_self_top1"] >= cfg.gates.catalog_self_top1
+                and enc_report[name]["catalog_mild_view_top1"] >= cfg.gates.catalog_views_top1)
         decided_by = "held_out_photo_top1" if held_vecs is not None else "augmented_query_top1"
+        # none passing: the one closest to passing, so the gate below fails on the best there is
+        closest = max(options, key=lambda n: min(enc_report[n]["catalog_self_top1"] / max(cfg.gates.catalog_self_top1, 1e-9),
+                                                 enc_report[n]["catalog_mild_view_top1"] / max(cfg.gates.catalog_views_top1, 1e-9)))
+        passing = [n for n in options if enc_report[n]["passes_self_gates"]] or [closest]
+        # ties go to the smaller index, then to the teacher's (its space is the one distilled into)
+        preference = {"teacher": 3, "student": 2, "teacher+student": 1, "teacher+student+views": 0}
         chosen_enc = cfg.catalog_encoder if cfg.catalog_encoder in options else \
-            max(options, key=lambda n: (enc_report[n][decided_by], n == "teacher"))
+            max(passing, key=lambda n: (enc_report[n][decided_by], preference[n]))
         fidelity["catalog_encoder"] = {**enc_report, "chosen": chosen_enc, "decided_by": decided_by,
-                                       "queries": int(len(queries)),
+                                       "rule": "the best by decided_by among the options passing the catalog "
+                                               "self-retrieval gates",
+                                       "queries": int(len(queries)), "mild_views": int(len(mild_vecs)),
                                        "held_out_photos": 0 if held_vecs is None else int(len(held_vecs)),
                                        "forced": cfg.catalog_encoder is not None}
         vectors = options[chosen_enc]
+        index_table = table
+        if len(vectors) != len(images):  # blocks of N vectors: image i has keys i, N + i, 2N + i, ...
+            blocks = range(len(vectors) // len(images))
+            index_table = ProductTable.from_products(
+                [replace(p, keys=tuple(k + b * len(images) for b in blocks for k in p.keys)) for p in table.products],
+                len(vectors))
 
-        choice = choose_index(vectors, key_product, queries, threshold=cfg.gates.index_top1_agreement,
-                              forced_dtype=cfg.index_dtype)
+        choice = choose_index(vectors, index_table.key_to_product, queries,
+                              threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype)
         fidelity["index"] = choice.report
         index = VectorIndex.build(vectors, dtype=choice.dtype, exact=choice.exact, rescore=choice.rescore)
         rescore_name = "vectors.f16.npy" if choice.rescore else None
         index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
 
         (stage / "thumbs").mkdir()
-        for p in table.products:
+        for p in index_table.products:
             (stage / p.thumbnail).write_bytes(encode_jpeg(thumbnail(images[p.keys[0]])))
-        (stage / "products.jsonl").write_text(table.dumps(), encoding="utf-8")
+        (stage / "products.jsonl").write_text(index_table.dumps(), encoding="utf-8")
 
-        searcher = Searcher(encoder=enc, index=index, products=table, preprocess_cfg=student_pp)
-        self_hits = [searcher.search_vector(v, k=1, min_score=-2.0)[0] for v in _embed(enc, images, student_pp)]
-        self_top1 = float(np.mean([bool(h) and h[0].id == table.products[key_product[i]].id
-                                   for i, h in enumerate(self_hits)]))
+        # the gates, through the runtime's own search over the index as written
+        searcher = Searcher(encoder=enc, index=index, products=index_table, preprocess_cfg=student_pp)
+        named = lambda vecs, src: float(np.mean([  # noqa: E731
+            h[0].id == table.products[key_product[i]].id if h else False
+            for h, i in zip((searcher.search_vector(v, k=1, min_score=-2.0)[0] for v in vecs), src)]))
+        self_top1, mild_top1 = named(student_vecs, range(len(images))), named(mild_vecs, mild_src)
         fidelity["catalog_self_top1"] = {"value": round(self_top1, 5), "images": len(images),
-                                         "threshold": cfg.gates.catalog_self_top1 if chosen_enc == "student" else None}
-        if chosen_enc == "student":
-            gates.check("catalog self-retrieval top-1", self_top1, cfg.gates.catalog_self_top1)
+                                         "threshold": cfg.gates.catalog_self_top1, "catalog_encoder": chosen_enc,
+                                         "mild_views": round(mild_top1, 5), "mild_view_count": len(mild_vecs),
+                                         "mild_views_threshold": cfg.gates.catalog_views_top1}
+        gates.check("catalog self-retrieval top-1", self_top1, cfg.gates.catalog_self_top1)
+        gates.check("catalog mild views top-1", mild_top1, cfg.gates.catalog_views_top1)
         if choice.report["forced_dtype"] is None:
             picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
             gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
                         cfg.gates.index_top1_agreement)
         fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
 
-        # "no match": calibrated on photos nobody trained on, else on augmented catalog views
+        # "no match": calibrated on photos nobody trained on, else on augmented catalog views,
+        # plus the --negatives scenes (a reserved "no product" class, if the measurement keeps it)
         if held_vecs is not None:
             cal_vecs, cal_truth = held_vecs, held.products
             source = f"{len(held.images)} held-out labeled photos ({Path(cfg.finetune_labeled).name})"
         else:
             cal_vecs, cal_truth = queries, key_product[query_src]
             source = f"{len(queries)} augmented views of the catalog images"
-        calibration, min_score, fidelity["no_match"] = calibrate_no_match(searcher, cal_vecs, cal_truth, cfg.no_match,
-                                                                         source=source, seed=cfg.seed)
+        neg_vecs = _embed(enc, negative_images, student_pp) if negative_images else None
+        if neg_vecs is not None:
+            source += f" + {len(neg_vecs)} no-product scenes ({Path(cfg.negatives).name})"
+        calibration, min_score, fidelity["no_match"] = calibrate_no_match(
+            searcher, cal_vecs, cal_truth, cfg.no_match, source=source, seed=cfg.seed, negatives=neg_vecs,
+            negatives_file=NEGATIVES_FILE)
+        if cfg.negatives is not None:
+            fidelity["no_match"]["negatives_dir"] = str(cfg.negatives)
+        if calibration is not None and calibration.negatives:
+            buf = io.BytesIO()
+            np.save(buf, neg_vecs.astype(np.float32), allow_pickle=False)
+            atomic_write_bytes(stage / NEGATIVES_FILE, buf.getvalue())
 
         text_info = None
         if cfg.with_text:  # words -> the same space: the teacher's text tower, its tokenizer, product text
             teacher_vecs = options.get("teacher")
             if teacher_vecs is None:
                 teacher_vecs = teacher.encode(preprocess_batch(images, teacher_pp))
+            # the product-text weight is chosen against one encoder's catalog: the teacher's for teacher+student
             text_info, fidelity["text"] = export_text(
-                teacher, stage, table, {"teacher": teacher_vecs, "student": student_vecs}, chosen_enc,
+                teacher, stage, table, {"teacher": teacher_vecs, "student": student_vecs},
+                "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
                 quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates.check, gates=cfg.gates)
             fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
 
@@ -385,7 +468,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             preprocess=student_pp,
             model=ModelInfo(file="model.onnx", input=INPUT, output=OUTPUT, embed_dim=teacher.embed_dim,
                             precision="int8" if cfg.quantize == "int8" else "fp32", opset=OPSET),
-            index=IndexInfo(file="index.usearch", dtype=choice.dtype, metric="cos", count=len(images),
+            index=IndexInfo(file="index.usearch", dtype=choice.dtype, metric="cos", count=len(vectors),
                             exact=choice.exact, rescore_file=rescore_name,
                             catalog_encoder=chosen_enc),
             products_file="products.jsonl",

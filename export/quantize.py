@@ -12,6 +12,7 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -108,3 +109,18 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, settings: Quan
             raise ExportError(f"int8 quantization failed ({type(e).__name__}: {str(e)[:200]})") from None
     return {**asdict(settings), "op_types": list(settings.op_types), "keep_float": list(settings.keep_float),
             "calibration_images": int(len(calibration))}
+
+
+def quantize_until(fp32: Path, out: Path, calibration: np.ndarray, measure: Callable[[Path], dict],
+                   passes: Callable[[dict], bool], recipes: tuple[QuantSettings, ...] = RECIPES
+                   ) -> tuple[dict, list[dict]]:
+    """Quantize with each recipe in turn until `passes(measure(out))`: the model at `out` is
+    the last recipe tried. -> (its settings, every attempt's recipe and figures)."""
+    attempts = []
+    for recipe in recipes:
+        info = quantize_int8(fp32, out, calibration, recipe)
+        figures = measure(out)
+        attempts.append({"recipe": {k: info[k] for k in ("calibration", "keep_float")}, **figures})
+        if passes(figures):
+            break
+    return info, attempts

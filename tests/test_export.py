@@ -24,14 +24,25 @@ def test_bundle_contents_and_manifest(tiny_bundle, tiny_checkpoint):
     assert m["model"] == {"file": "model.onnx", "input": "image", "output": "embedding", "embed_dim": 64,
                           "precision": "int8", "opset": 17}
     assert m["preprocess"]["size"] == [64, 64] and m["preprocess"]["cv2_interpolation"] in ("area", "linear", "cubic", "lanczos")
-    assert m["index"]["count"] == 12 and m["products"]["count"] == 12
+    assert m["products"]["count"] == 12
     files = set(m["files"])
     assert {"model.onnx", "index.usearch", "products.jsonl"} <= files
     assert sum(f.startswith("thumbs/") for f in files) == 12
     fid = m["fidelity"]
     assert fid["onnx_vs_torch"]["min_cosine"] > 0.999
     assert {c["label"] for c in fid["index"]["candidates"]} == {"i8", "i8+f16-rescore", "f16", "f32"}
-    assert fid["catalog_encoder"]["chosen"] in ("teacher", "student")
+    enc = fid["catalog_encoder"]
+    options = ("teacher", "student", "teacher+student", "teacher+student+views")
+    assert set(enc) >= set(options)
+    # the student's own vectors (alone or beside others) name every catalog image: exactly 1
+    assert [enc[n]["catalog_self_top1"] for n in options[1:]] == [1.0, 1.0, 1.0]
+    passing = [n for n in options if enc[n]["passes_self_gates"]]
+    assert enc["decided_by"] == "augmented_query_top1" and "student" in passing  # no labeled photos here
+    best = max(enc[n]["augmented_query_top1"] for n in passing)
+    assert enc[enc["chosen"]]["augmented_query_top1"] == best and enc["chosen"] in passing
+    assert m["index"]["count"] == {"teacher": 12, "student": 12, "teacher+student": 24,
+                                   "teacher+student+views": 48}[enc["chosen"]]
+    assert fid["catalog_self_top1"]["value"] >= 0.95 and fid["catalog_self_top1"]["catalog_encoder"] == enc["chosen"]
     assert fid["gates"]["enforced"] is True and all(g["passed"] for g in fid["gates"]["results"])
     assert not list(tiny_bundle.parent.glob(".sample.partial-*"))  # no staging left behind
 
@@ -53,7 +64,8 @@ def test_export_is_deterministic_for_a_seed(tmp_path, sample_catalog, tiny_check
 def test_teacher_tower_without_student_and_fp32(tmp_path, sample_catalog, tiny_checkpoint):
     out = tmp_path / "teacher-only"
     run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER,
-            "--pretrained", tiny_checkpoint, "--student", "none", "--quantize", "none", "--index-dtype", "f32", "--quiet")
+            "--pretrained", tiny_checkpoint, "--student", "none", "--quantize", "none", "--index-dtype", "f32",
+            "--gate", "catalog_views_top1=0", "--quiet")  # a random tower does not name rotated crops
     m = read_manifest(out)
     assert m["student"] is None and m["model"]["precision"] == "fp32" and m["index"]["dtype"] == "f32"
     assert m["index"]["catalog_encoder"] == "student"  # the shipped encoder embeds the catalog
@@ -140,3 +152,91 @@ def test_multiple_images_per_product_collapse(tmp_path, sample_catalog, tiny_che
     res = json.loads(run_cli("search", "--bundle", out, "--json", "-k", "5", imgs / "tomato-sauce.jpg").stdout)
     ids = [r["id"] for r in res["results"]]
     assert ids[0] == "pasta" and sorted(ids) == ["green-tea", "honey", "pasta"]
+
+
+def _first_conv_weight_is_float(path) -> bool:
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    made_by = {o: n.op_type for n in g.node for o in n.output}
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    return made_by.get(conv.input[1]) != "DequantizeLinear"
+
+
+@pytest.mark.parametrize("figures,allowed,tried", [
+    ([0.5, 0.99], 2, 2),  # the plain recipe misses: redone with stem and head in float, which passes
+    ([0.99], 2, 1),       # the plain recipe passes: no second try
+    ([0.5, 0.6], 2, 2),   # both miss: the last one tried is kept (and the gate then fails the export)
+    ([0.5], 1, 1),        # an unenforced gate (random teacher) allows one recipe only
+])
+def test_int8_recipe_retry(tmp_path, figures, allowed, tried):
+    import torch
+
+    from edge_search_export.onnx_export import export_onnx
+    from edge_search_export.quantize import RECIPES, quantize_until
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4))
+    export_onnx(net, (16, 16), tmp_path / "fp32.onnx")
+    calib = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    seen = iter(figures)
+    measured = []
+    info, attempts = quantize_until(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib,
+                                    lambda p: measured.append(_first_conv_weight_is_float(p))
+                                    or {"mean_cosine": next(seen)}, lambda f: f["mean_cosine"] >= 0.97,
+                                    RECIPES[:allowed])
+    assert len(attempts) == tried and [a["mean_cosine"] for a in attempts] == figures[:tried]
+    assert [a["recipe"]["keep_float"] for a in attempts] == [[], ["stem", "head"]][:tried]
+    assert info["keep_float"] == attempts[-1]["recipe"]["keep_float"]
+    # each measurement saw the model of its own recipe; the file left is the last one's
+    assert measured == [False, True][:tried]
+    assert _first_conv_weight_is_float(tmp_path / "int8.onnx") == (tried == 2)
+
+
+def test_negatives_and_sign_key(tmp_path, sample_catalog, tiny_checkpoint):
+    """--negatives: the scenes are embedded, every rule is compared, and a forced negatives rule
+    ships them and is applied by the runtime; --sign-key: the bundle is signed as it is written."""
+    import cv2
+
+    from edge_search.search import Searcher
+
+    negs = tmp_path / "negatives"
+    negs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):  # an empty counter: brown tiles with grain, a little different each time
+        img = np.kron(rng.integers(90, 170, (8, 8, 1)), np.ones((12, 12, 3))) + rng.integers(-20, 20, (96, 96, 3))
+        cv2.imwrite(str(negs / f"counter-{i:02d}.jpg"), np.clip(img * [0.6, 0.8, 1.0], 0, 255).astype(np.uint8))
+    (negs / "notes.txt").write_text("not an image: ignored")
+    keys = tmp_path / "keys"
+    run_cli("keygen", "--out", keys)
+    out = tmp_path / "neg"
+    proc = run_cli(*export_args(sample_catalog, out, tiny_checkpoint, "--negatives", negs,
+                                "--no-match-rule", "floor+margin+negatives",
+                                "--sign-key", keys / "edge-search.key.pem"), check=False)
+    assert proc.returncode == 0, proc.stderr
+    m = read_manifest(out)
+    nm, cal = m["fidelity"]["no_match"], m["search"]["calibration"]
+    assert nm["negatives_given"] == 12 and nm["negatives_dir"] == str(negs) and "12 no-product scenes" in nm["source"]
+    assert cal["rule"] == nm["rule"] == "floor+margin+negatives" and cal["negatives"] == "negatives.npy"
+    assert set(nm["rules"]) == {"floor+margin+negatives"}  # forced: the only candidate
+    stored = np.load(out / "negatives.npy")
+    assert stored.shape == (12, 64) and "negatives.npy" in m["files"]
+    # the runtime reads them: a negative's own embedding finds itself at cosine 1, and the rule applies
+    s = Searcher.from_bundle(out)
+    from edge_search.images import load_image
+
+    v = s.embed_images([load_image(negs / "counter-03.jpg")])[0]
+    r = s.search_image(load_image(negs / "counter-03.jpg"), k=1)
+    assert r.negative_score == pytest.approx(1.0, abs=1e-3) and s.negative_score(v) == pytest.approx(1.0, abs=1e-3)
+    assert r.no_match == (r.best_score - r.negative_score < cal["negative_margin"] or r.margin < cal["min_margin"]
+                          or r.best_score < m["search"]["min_score"])
+    # signed from the first moment: verify accepts it with the public key, refuses another key
+    assert (out / "manifest.sig").is_file()
+    run_cli("verify", out, "--trusted-key", keys / "edge-search.pub.pem")
+    run_cli("keygen", "--out", keys, "--name", "other")
+    assert run_cli("verify", out, "--trusted-key", keys / "other.pub.pem", check=False).returncode == 2
+    # a negatives rule without --negatives is refused before any work
+    proc = run_cli(*export_args(sample_catalog, tmp_path / "x", tiny_checkpoint, "--no-match-rule", "negatives"),
+                   check=False)
+    assert proc.returncode == 2 and "needs --negatives" in proc.stderr and not (tmp_path / "x").exists()

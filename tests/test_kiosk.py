@@ -252,3 +252,63 @@ def test_bad_input_ends_in_one_line(tmp_path, student_bundle):
     model.write_bytes(bytes(data))
     one_line_error(run_cli("run", "--bundle", broken, "--source", tmp_path, "--no-tui", check=False),
                    "checksum mismatch")
+
+
+class PixelEncoder:
+    """A frame as its centred 8 x 8 colour thumbnail: a real embedding, no model."""
+
+    embed_dim = 192
+
+    def embed(self, batch):
+        out = []
+        for x in batch:  # preprocessed CHW in [0, 1] (mean 0, std 1 below)
+            hwc = np.ascontiguousarray(x.transpose(1, 2, 0))
+            out.append(cv2.resize(hwc, (8, 8), interpolation=cv2.INTER_AREA).ravel() - 0.5)
+        v = np.asarray(out, np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def counter_scene(seed: int, size: int = 320) -> np.ndarray:
+    """The empty counter a kiosk camera sees: wood-brown tiles with grain, sharp and well lit."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    tile = 40
+    for y in range(0, size, tile):
+        for x in range(0, size, tile):
+            shade = rng.integers(-25, 25)
+            img[y:y + tile, x:x + tile] = np.clip(np.array([150, 105, 70]) + shade, 0, 255)
+    grain = rng.integers(-30, 30, size=(size, size, 1))
+    return np.clip(img.astype(int) + grain, 0, 255).astype(np.uint8)
+
+
+def test_the_kiosk_names_no_product_on_an_empty_counter_with_the_bundles_rule():
+    from edge_search.index import VectorIndex
+    from edge_search.manifest import NoMatchRule, PreprocessCfg
+    from edge_search.preprocess import preprocess
+    from edge_search.products import Product, ProductTable
+    from edge_search.search import Searcher
+
+    pp = PreprocessCfg(size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    enc = PixelEncoder()
+    embed = lambda imgs: enc.embed(np.stack([preprocess(i, pp) for i in imgs]))  # noqa: E731
+    catalog = embed([draw_product(i) for i in range(4)])
+    table = ProductTable.from_products([Product(id=f"p{i}", name=f"p{i}", keys=(i,)) for i in range(4)], 4)
+    negatives = embed([counter_scene(s) for s in range(10)])  # the export's --negatives
+    # the bundle's rule: no score floor to speak of (-1), only the no-product class decides
+    rule = NoMatchRule(min_margin=0.0, negatives="negatives.npy", negative_margin=0.0, rule="negatives")
+    searcher = Searcher(encoder=enc, index=VectorIndex.build(catalog, dtype="f32"), products=table,
+                        preprocess_cfg=pp, min_score=-1.0, calibration=rule, negatives=negatives)
+    pipe = Pipeline(searcher, k=1)
+    # a hand-held-style sequence: the empty counter (new scenes, each held still), then a product
+    lookups = []
+    for scene in range(100, 104):
+        for i in range(4):
+            lookups += [lk for _, lk in [pipe.offer(frame(scene * 10 + i, counter_scene(scene)))] if lk is not None]
+    assert len(lookups) == 4  # each new counter view was searched (and retried with every enhancement) ...
+    assert all(lk.result.no_match for lk in lookups)  # ... and none named a product
+    assert all(lk.tried == ("original", "centre-crop", "equalized") for lk in lookups)
+    product = [lk for i in range(4) for _, lk in [pipe.offer(frame(2000 + i, draw_product(2)))] if lk is not None]
+    assert [h.id for h in product[0].result.hits] == ["p2"]
+    # what the kiosk did before: the pooled floor as a flat cut-off names a product for the counter
+    flat = Pipeline(searcher, k=1, min_score=searcher.min_score).lookup(frame(0, counter_scene(100)))
+    assert not flat.result.no_match

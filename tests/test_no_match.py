@@ -147,7 +147,7 @@ def test_calibration_keeps_its_false_reject_budget_and_rejects_unknowns():
     assert rule is not None and report["calibrated"] and rule.source == "synthetic"
     assert report["false_reject_of_correct"] <= 0.05
     assert report["reject_recall"] > 0.4  # many of the leave-one-out "unknowns" are refused ...
-    flat_only = calibrate_no_match(s, vecs, truth, NoMatchSettings(use_margin=False, per_product=False),
+    flat_only = calibrate_no_match(s, vecs, truth, NoMatchSettings(rule="flat"),
                                    source="synthetic")[2]
     assert report["reject_recall"] > flat_only["reject_recall"] + 0.1  # ... more than one flat cut-off refuses
     assert flat_only["false_reject_of_correct"] <= 0.05
@@ -176,7 +176,7 @@ def test_too_little_data_means_no_calibration():
 
 def test_score_only_setting_never_uses_the_margin():
     s, vecs, truth = synthetic()
-    rule, _, _ = calibrate_no_match(s, vecs, truth, NoMatchSettings(use_margin=False, per_product=False), source="t")
+    rule, _, _ = calibrate_no_match(s, vecs, truth, NoMatchSettings(rule="flat"), source="t")
     assert rule.min_margin == 0.0 and rule.product_min_score == {}
 
 
@@ -216,3 +216,70 @@ def test_eval_applies_the_calibrated_rule_and_measures_reject_recall(tmp_path):
     assert report.false_reject_of_correct == pytest.approx(2 / 3)
     assert report.reject_recall == pytest.approx(1 / 2)  # the c-like photo is (wrongly) answered
     assert report.unknown_ids == ["line 5: zz", "line 6: zz"]
+
+
+def test_negatives_keys_round_trip_and_are_checked():
+    cal = {**CAL, "negatives": "negatives.npy", "negative_margin": 0.03, "rule": "floor+margin+negatives"}
+    m = parse_manifest(manifest_dict(calibration=cal), "new")
+    assert (m.calibration.negatives, m.calibration.negative_margin, m.calibration.rule) == \
+        ("negatives.npy", 0.03, "floor+margin+negatives")
+    assert parse_manifest(json.loads(m.to_json()), "again") == m
+    # a rule without negatives is written without the optional keys (older readers still read it)
+    assert set(parse_manifest(manifest_dict(calibration=CAL), "old").to_dict()["search"]["calibration"]) == set(CAL)
+    with pytest.raises(BundleError, match="go together"):
+        parse_manifest(manifest_dict(calibration={**CAL, "negatives": "n.npy"}), "half")
+
+
+def test_a_query_nearer_a_negative_than_its_product_is_refused():
+    rule = NoMatchRule(min_margin=0.0, negatives="negatives.npy", negative_margin=0.0)
+    with pytest.raises(BundleError, match="none were given"):
+        searcher(rule)
+    s = Searcher(
+        encoder=FixedEncoder(), index=searcher().index, products=searcher().products,
+        preprocess_cfg=PreprocessCfg(size=(8, 8)), min_score=0.2, calibration=rule,
+        negatives=np.array([[0, 0, 0, 1.0]], np.float32))  # the empty counter lies along the 4th axis
+    counter = query(s, [0.5, 0.1, 0, 0.86])  # a ~0.5, the counter ~0.86: no product shown
+    assert counter.no_match and counter.best_score == pytest.approx(0.5, abs=1e-3)
+    assert counter.negative_score == pytest.approx(0.86, abs=1e-3)
+    product = query(s, [0.9, 0.1, 0, 0.42])  # a 0.9 beats the counter's 0.42: answered
+    assert [h.id for h in product.hits][:1] == ["a"]
+    # the flat floor alone (what an explicit --min-score does) would have answered the counter
+    assert not query(s, [0.5, 0.1, 0, 0.86], min_score=0.2).no_match
+    assert not s.answers(query(s, [0.5, 0.1, 0, 0.86], min_score=float("-inf")))
+
+
+def test_calibration_with_negatives_chooses_a_rule_that_uses_them():
+    s, vecs, truth = synthetic()
+    rng = np.random.default_rng(5)
+    # no-product scenes: their own cluster (a floor, a counter), scoring like a product on the catalog
+    photos_of = lambda p: vecs[truth == p].mean(0)  # noqa: E731
+    background = photos_of(0) + photos_of(4) + np.random.default_rng(9).standard_normal(32)
+    scenes = lambda n, r: (background + 0.7 * r.standard_normal((n, 32))).astype(np.float32)  # noqa: E731
+    negs = scenes(60, rng)
+    rule0, flat0, without = calibrate_no_match(s, vecs, truth, NoMatchSettings(), source="t")
+    rule, flat, report = calibrate_no_match(s, vecs, truth, NoMatchSettings(), source="t", negatives=negs)
+    assert without["rule"] in ("flat", "floor+margin", "product-floors+margin") and "negative_reject" not in without
+    assert set(report["rules"]) == {"flat", "floor+margin", "product-floors+margin", "negatives",
+                                    "floor+margin+negatives", "product-floors+margin+negatives"}
+    assert rule.negatives == "negatives.npy" and rule.rule.endswith("negatives") and report["negatives_used"]
+    assert report["false_reject_of_correct"] <= 0.05
+    for name, r in report["rules"].items():  # every rule is held to the same budget
+        assert r["false_reject_of_correct"] <= 0.05, name
+    # fresh scenes of the same kind, through the runtime's rule: nearly all refused
+    fresh = scenes(40, np.random.default_rng(6))
+    s2 = Searcher(encoder=s.encoder, index=s.index, products=s.products, preprocess_cfg=s.preprocess_cfg,
+                  min_score=flat, calibration=rule, negatives=negs)
+    refused = np.mean([not s2.search_vector(v, k=1)[0] for v in fresh])
+    assert refused >= 0.95 and report["negative_reject"] >= 0.95
+    # the best rule without negatives refuses far fewer of them
+    s3 = Searcher(encoder=s.encoder, index=s.index, products=s.products, preprocess_cfg=s.preprocess_cfg,
+                  min_score=flat0, calibration=rule0)
+    assert np.mean([not s3.search_vector(v, k=1)[0] for v in fresh]) <= 0.8
+
+
+def test_a_negatives_rule_without_negatives_is_refused():
+    s, vecs, truth = synthetic()
+    from edge_search.errors import ExportError
+
+    with pytest.raises(ExportError, match="needs 4"):
+        calibrate_no_match(s, vecs, truth, NoMatchSettings(rule="negatives"), source="t")

@@ -1,0 +1,183 @@
+"""The grocery benchmark's report as Markdown (the README links it) and as a console summary.
+
+Owns only the wording and layout: every figure comes from report.json as
+bench/grocery.py measured it; nothing here computes a figure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from pathlib import Path
+
+from bench.stats import fmt
+
+TARGETS = {"val_negatives_rejected": 0.90, "unknown_rejected": 0.50, "false_reject_of_correct": 0.05}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |"
+                                                                          for r in rows]
+
+
+def _targets(row: dict) -> str:
+    neg, unk, frr = row.get("val_negatives_rejected"), row.get("unknown_rejected"), row["false_reject_of_correct"]
+    parts = [f"non-product photos rejected {fmt(neg)} (target ≥ 90 %: {'met' if neg and neg['value'] >= 0.9 else 'not met'})",
+             f"unknown products rejected {fmt(unk)} (target ≥ 50 %: {'met' if unk and unk['value'] >= 0.5 else 'not met'})",
+             f"correctly named photos rejected {fmt(frr)} (target ≤ 5 %: {'met' if frr['value'] <= 0.05 else 'not met'})"]
+    return "; ".join(parts)
+
+
+def markdown(r: dict) -> str:
+    p, nm = r["protocol"], r["no_match"]
+    cmd = r["command"]
+    lines = [
+        "# Grocery Store benchmark",
+        "",
+        f"Written by `bench/grocery.py` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; do not edit by "
+        "hand. Every figure below comes from one run of this command (from the repository root, after "
+        "`bash tests/run.sh` built `.venv`), which rewrites this file and `report.json` in its `--out`:",
+        "",
+        f"    {cmd}",
+        "",
+        "Each table names its key in `report.json`.",
+        "",
+        "## Protocol",
+        "",
+        f"* **Splits.** The dataset's train photos are split once by `bench/grocery_data.dev_split` "
+        f"(a contiguous block of each product's photo sequence): {p['fit_photos']} *fit* photos, the only ones "
+        f"any model or rule is trained or calibrated on, and {p['dev_photos']} *dev* photos, on which every "
+        f"choice is made. The {p['val_photos']} *val* photos are used once, for this report.",
+        f"* **Intervals.** `[low, high]` is a 95 % bootstrap interval: {p['bootstrap']['rounds']} resamples of the "
+        f"photos (images), seed {p['bootstrap']['seed']} (`bench/stats.py`); ratios resample the same photos "
+        "for both models.",
+        f"* **Catalog.** One studio image per product ({r['dataset']['products']} products).",
+        f"* **No-product photos.** Export negatives: `bench/negatives.py` split `train` (built from fit photos); "
+        f"report: split `val` ({nm['val_negatives']} images from val photos), and an independent check on "
+        f"{nm['skimage_images']} sample images bundled with a package, which nobody trained or tuned on "
+        f"({p['skimage'] or 'not run'}).",
+        f"* **Teacher.** {_teacher_line(r)}",
+        "",
+        "## Models on val (`models`)",
+        "",
+    ]
+    rows = [[name, "×".join(map(str, row["input"])), fmt(row["recall@1"]), fmt(row["recall@5"]),
+             f"{row['mb']:.2f}" if row.get("mb") is not None else "–"] for name, row in r["models"].items()]
+    lines += _table(["model", "input", "R@1", "R@5", "MB"], rows)
+    b = r["bundle"]
+    lines += ["", "## The bundle as shipped (`bundle`)", "",
+              "Raw R@1 ranks without the no-match rule; *answered right* applies the bundle's rule (a refused "
+              "photo counts as not answered right).", ""]
+    lines += _table(["raw R@1", "answered right", "correctly named photos refused", "student / teacher R@1"],
+                    [[fmt(b["raw_recall@1"]), fmt(b["answered_right"]), fmt(b["false_reject_of_correct"]),
+                      fmt(b["student_over_teacher_recall@1"], pct=False)]])
+    kq = r["kiosk"]
+    lines += ["", "## The kiosk's path (`kiosk`)", "",
+              "The bundle as shipped, full catalog, through `edge_search.kiosk.Pipeline.lookup`: the rule, and "
+              f"when the whole frame is refused, its retries ({', '.join(kq['retries'])}), each another chance to "
+              "name a product.", ""]
+    lines += _table(["val photos answered right", "val non-product refused", "sample images refused"],
+                    [[fmt(kq["answered_right"]), fmt(kq["val_negatives_rejected"]), fmt(kq["skimage_rejected"])]])
+    lines += ["", "## Who embeds the catalog (`catalog_embedded_by`)", "",
+              "The bundle's student queries each catalog; self top-1: the catalog's own images (and two mild "
+              "views of each) name their product. The export keeps the best on its held-out fit photos among the "
+              "options whose self top-1 and mild views reach 95 %.", ""]
+    lines += _table(["catalog by", "val R@1", "self top-1", "mild views top-1", "chosen"],
+                    [[name, fmt(x["val_recall@1"]), fmt(x["catalog_self_top1"]), fmt(x["catalog_mild_views_top1"]),
+                      "✔" if x["chosen_by_export"] else ""] for name, x in r["catalog_embedded_by"].items()])
+    lines += ["", f"## No match, {len(nm['left_out'])} products left out (`no_match`)", "",
+              f"Every rule is fitted by `export/calibrate.py` to the same budget (≤ {_pct(nm['budget'])} of the "
+              "correctly named calibration photos refused) on the export's calibration photos (held back from "
+              "the fit photos) and the train negatives, with the full catalog; then applied on val with "
+              f"{len(nm['left_out'])} products removed from the index: {nm['known_photos']} photos of kept "
+              f"products, {nm['unknown_photos']} of left-out ones.", ""]
+    lines += _table(["rule", "refused of correct (val)", "answered right", "unknown products refused",
+                     "val non-product refused", "sample images refused", "chosen"],
+                    [[name, fmt(x["false_reject_of_correct"]), fmt(x["answered_right"]), fmt(x["unknown_rejected"]),
+                      fmt(x.get("val_negatives_rejected")), fmt(x.get("skimage_rejected")),
+                      "✔" if x["chosen_by_export"] else ""] for name, x in nm["rules"].items()])
+    chosen = next((x for x in nm["rules"].values() if x["chosen_by_export"]), None)
+    if chosen:
+        lines += ["", f"Targets (the bundle's rule): {_targets(chosen)}."]
+    k = r["k_photos"]
+    lines += ["", "## More pictures per product (`k_photos`)", "",
+              f"k in-store fit photos per product (never dev, val or calibration photos) embedded by the bundle's "
+              f"student and added to its index as more images of the product; the `{k['rule']}` rule refitted on "
+              f"the same calibration photos; the models are not retrained. R@1 is over all products; the rest "
+              f"with {len(nm['left_out'])} left out.", ""]
+    lines += _table(["k", "photos added", "val R@1", "answered right", "refused of correct", "unknown refused",
+                     "non-product refused", "sample images refused"],
+                    [[kk, str(x["photos_added"]), fmt(x["val_recall@1_all_products"]), fmt(x["answered_right"]),
+                      fmt(x["false_reject_of_correct"]), fmt(x["unknown_rejected"]),
+                      fmt(x.get("val_negatives_rejected")), fmt(x.get("skimage_rejected"))]
+                     for kk, x in k["by_k"].items()])
+    if r.get("words"):
+        w = r["words"]
+        lines += ["", "## Words (`words`)", "",
+                  "Through the bundle's text search, exact name lookup off. Held-out phrasings were written once "
+                  "into `bench/grocery_phrasings.csv` before any tuning and are not the indexed text; the indexed "
+                  "names are shown for contrast (not held out: the text index holds them).", ""]
+        lines += _table(["queries", "R@1", "R@5", "n"],
+                        [[name, fmt(x["recall@1"]), fmt(x["recall@5"]), str(x["queries"])]
+                         for name, x in w.items() if isinstance(x, dict) and "recall@1" in x])
+        lines += ["", f"Text query latency p50 {w['latency_ms']['query_p50']:.2f} ms, p95 "
+                      f"{w['latency_ms']['query_p95']:.2f} ms (int8, short phrases)."]
+    if r.get("speed"):
+        s = r["speed"]
+        lines += ["", "## Speed (`speed`)", "",
+                  f"Batch 1, {s['threads']} threads, {s['rounds']} interleaved rounds; ratio of medians, interval "
+                  "from resampled rounds.", ""]
+        lines += _table(["model", "input", "ms (median)"],
+                        [[k, "×".join(map(str, s["inputs"][k])), f"{v:.2f}"] for k, v in s["ms_p50"].items()])
+        lines += ["", f"Teacher fp32 / student int8: {fmt(s['teacher_fp32_over_student_int8'], pct=False)}×; "
+                      f"teacher int8 / student int8: {fmt(s['teacher_int8_over_student_int8'], pct=False)}×."]
+    lines += ["", f"Run time {r['seconds']:.0f} s (export {r['export']['seconds']} s, cached when blank)."]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
+def _teacher_line(r: dict) -> str:
+    t = r["export"]["teacher"]
+    ft = r.get("teacher_training") or {}
+    how = (f"trained here from random weights on the fit photos ({ft.get('epochs')} epochs)" if ft.get("epochs")
+           else "a checkpoint trained on the fit photos, reused")
+    ckpt = r["protocol"].get("teacher_checkpoint")
+    made = r["protocol"].get("teacher_checkpoint_made_by") or {}
+    line = f"`{t.get('model')}` ({Path(str(t.get('config') or t.get('pretrained'))).name}), {how}"
+    if ckpt:
+        line += f" (`--teacher-checkpoint {ckpt}`" + (f", made by `{made['command']}` on the fit photos, its "
+                                                     f"figures measured on the dev photos" if made.get("command")
+                                                     else "") + ")"
+    if r["export"].get("student"):
+        line += f"; student `{r['export']['student']['arch']}`"
+    return line
+
+
+def write_markdown(r: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(markdown(r))
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; this is a document
+    os.replace(tmp, path)
+
+
+def print_summary(r: dict) -> None:
+    print(f"\nGrocery Store, {r['dataset']['products']} products, {r['dataset']['val_photos']} val photos")
+    for name, row in r["models"].items():
+        print(f"{name:<36} R@1 {fmt(row['recall@1'])}  R@5 {fmt(row['recall@5'])}")
+    b = r["bundle"]
+    print(f"bundle: answered right {fmt(b['answered_right'])}, refused of correct {fmt(b['false_reject_of_correct'])}, "
+          f"student/teacher R@1 {fmt(b['student_over_teacher_recall@1'], pct=False)}")
+    for name, x in r["no_match"]["rules"].items():
+        print(f"no match {name:<32} refused of correct {fmt(x['false_reject_of_correct'])}, unknown "
+              f"{fmt(x['unknown_rejected'])}, non-product {fmt(x.get('val_negatives_rejected'))}"
+              + ("  (bundle)" if x["chosen_by_export"] else ""))
+    for k, x in r["k_photos"]["by_k"].items():
+        print(f"k = {k}: R@1 {fmt(x['val_recall@1_all_products'])}, answered right {fmt(x['answered_right'])}")
+    print(f"total {r['seconds']:.0f} s")

@@ -1,0 +1,81 @@
+"""95 % bootstrap intervals for the benchmark's figures.
+
+Every figure is a share of photos (or a ratio of two such shares on the same
+photos, or of two timings). Photos are resampled with replacement, `rounds`
+times, from one seeded generator; an interval is the 2.5th and 97.5th
+percentiles of the figure over the resamples. Paired figures (student vs
+teacher on the same photos) share the resamples, so the ratio's interval
+reflects how the two models' hits co-vary. Runtime dependencies only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ROUNDS = 2000
+SEED = 12  # stated in every report: intervals are reproducible
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def to_json(self, digits: int = 4) -> dict:
+        return {"value": round(self.value, digits), "ci95": [round(self.low, digits), round(self.high, digits)],
+                "n": self.n}
+
+
+def resamples(n: int, seed: int = SEED, rounds: int = ROUNDS, stream: int = 0) -> np.ndarray:
+    """rounds x n indices into a population of n (one stream per population)."""
+    return np.random.default_rng([seed, stream]).integers(0, max(n, 1), size=(rounds, n))
+
+
+def share(hits: np.ndarray, idx: np.ndarray | None = None, *, within: np.ndarray | None = None) -> Estimate:
+    """The share of True in `hits` (optionally among the rows where `within` is True)."""
+    hits = np.asarray(hits, bool)
+    within = np.ones(len(hits), bool) if within is None else np.asarray(within, bool)
+    idx = resamples(len(hits)) if idx is None else idx
+    value = float(hits[within].mean()) if within.any() else float("nan")
+    num = (hits & within)[idx].sum(1)
+    den = within[idx].sum(1)
+    boot = num[den > 0] / den[den > 0]
+    if not len(boot):
+        return Estimate(value, float("nan"), float("nan"), int(within.sum()))
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return Estimate(value, float(low), float(high), int(within.sum()))
+
+
+def ratio(a: np.ndarray, b: np.ndarray, idx: np.ndarray | None = None) -> Estimate:
+    """mean(a) / mean(b) over the same rows (paired), e.g. student hits / teacher hits."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    idx = resamples(len(a)) if idx is None else idx
+    sa, sb = a[idx].sum(1), b[idx].sum(1)
+    ok = sb > 0
+    boot = sa[ok] / sb[ok]
+    low, high = np.percentile(boot, [2.5, 97.5]) if len(boot) else (float("nan"), float("nan"))
+    return Estimate(float(a.sum() / b.sum()) if b.sum() else float("nan"), float(low), float(high), len(a))
+
+
+def median_ratio(slow: np.ndarray, fast: np.ndarray, seed: int = SEED, rounds: int = ROUNDS) -> Estimate:
+    """median(slow) / median(fast) of two sets of timings, each resampled on its own."""
+    slow, fast = np.asarray(slow, float), np.asarray(fast, float)
+    i, j = resamples(len(slow), seed, rounds, stream=90), resamples(len(fast), seed, rounds, stream=91)
+    boot = np.median(slow[i], 1) / np.median(fast[j], 1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return Estimate(float(np.median(slow) / np.median(fast)), float(low), float(high), len(slow))
+
+
+def fmt(e: Estimate | dict | None, pct: bool = True) -> str:
+    """'25.3 % [20.6, 30.4]' (pct) or '4.21 [3.9, 4.6]'."""
+    if e is None:
+        return "–"
+    if isinstance(e, dict):
+        e = Estimate(e["value"], e["ci95"][0], e["ci95"][1], e["n"])
+    if pct:
+        return f"{100 * e.value:.1f} % [{100 * e.low:.1f}, {100 * e.high:.1f}]"
+    return f"{e.value:.2f} [{e.low:.2f}, {e.high:.2f}]"
