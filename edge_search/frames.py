@@ -116,7 +116,12 @@ def parse_source(text: str | int) -> SourceSpec:
         return SourceSpec("folder", str(p), f"folder {p}")
     if p.is_file():
         return SourceSpec("file", str(p), f"video {p.name}")
-    raise SourceError(f"--source {s}: no such file or folder (give a camera index, a video, a folder or a URL)")
+    hint = "(give a camera index, a video, a folder or a URL)"
+    if p.exists() or p.is_symlink():
+        # a device node, FIFO or socket: OpenCV would block on it or read endless bytes as "video"
+        what = "a broken or looping link" if not p.exists() else "not a regular file or folder (a device, FIFO or socket)"
+        raise SourceError(f"--source {s}: {what} {hint}")
+    raise SourceError(f"--source {s}: no such file or folder {hint}")
 
 
 def _quiet_opencv() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -74,6 +75,19 @@ def test_parse_source(tmp_path):
     with pytest.raises(SourceError, match="no such file or folder"):
         parse_source(str(tmp_path / "missing.mp4"))
     assert parse_source("0").live and parse_source("rtsp://h/s").live and not parse_source(str(video)).live
+
+
+def test_special_sources_are_named_for_what_they_are(tmp_path):
+    fifo = tmp_path / "cam.fifo"
+    os.mkfifo(fifo)
+    for special in (str(fifo), "/dev/null"):
+        with pytest.raises(SourceError, match="not a regular file or folder") as e:
+            parse_source(special)
+        assert "no such file" not in str(e.value)
+    dangling = tmp_path / "gone.mp4"
+    dangling.symlink_to(tmp_path / "nowhere.mp4")
+    with pytest.raises(SourceError, match="broken or looping link"):
+        parse_source(str(dangling))
 
 
 def test_lossless_file_hands_over_every_frame_in_order_then_ends():
