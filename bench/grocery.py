@@ -69,6 +69,7 @@ from bench.grocery_report import write_markdown, print_summary  # noqa: E402
 from edge_search.catalog import read_catalog  # noqa: E402
 from edge_search.encoder import OnnxEncoder  # noqa: E402
 from edge_search.evaluate import Query, read_queries  # noqa: E402
+from edge_search.files import atomic_write_text  # noqa: E402
 from edge_search.images import load_image  # noqa: E402
 from edge_search.index import VectorIndex  # noqa: E402
 from edge_search.manifest import PreprocessCfg  # noqa: E402
@@ -340,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     catalog_csv = write_catalog(data, csvs, chosen)
     train_csv, val_csv = write_queries(data, csvs, "train", chosen), write_queries(data, csvs, "val", chosen)
     fit_rows, dev_rows = dev_split(read_queries(train_csv))
-    fit_csv, dev_csv = _write_rows(csvs / "fit.csv", fit_rows), _write_rows(csvs / "dev.csv", dev_rows)
+    fit_csv = _write_rows(csvs / "fit.csv", fit_rows)
+    _write_rows(csvs / "dev.csv", dev_rows)  # for `edge-search eval --queries` on dev; this run reads val only
     distill_dir = _link_photos(fit_rows, csvs / "fit-photos")  # dev photos are never distilled on
     neg_dir = {}
     for split, count in (("train", args.negatives), ("val", args.val_negatives)):
@@ -603,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "words": words, "speed": speed,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     md = Path(args.md) if args.md else (out / "grocery.md" if args.classes else DEFAULT_MD)
     write_markdown(report, md)
     print_summary(report)

@@ -7,11 +7,10 @@ bench/grocery.py measured it; nothing here computes a figure.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from pathlib import Path
 
 from bench.stats import fmt
+from edge_search.files import atomic_write_text
 
 TARGETS = {"val_negatives_rejected": 0.90, "unknown_rejected": 0.50, "false_reject_of_correct": 0.05}
 
@@ -160,11 +159,7 @@ def _teacher_line(r: dict) -> str:
 def write_markdown(r: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(markdown(r))
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; this is a document
-    os.replace(tmp, path)
+    atomic_write_text(path, markdown(r))
 
 
 def print_summary(r: dict) -> None:

@@ -224,13 +224,9 @@ def _need_export_extra(command: str) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _need_export_extra("export")
-    try:
-        from edge_search_export.config import ExportConfig
-        from edge_search_export.pipeline import run_export
-    except ImportError as e:
-        raise EdgeSearchError(
-            f"export needs the [export] extra ({e.name} is not installed): pip install 'edge-search[export]'"
-        ) from None
+    from edge_search_export.config import ExportConfig
+    from edge_search_export.pipeline import run_export
+
     cfg = ExportConfig(
         catalog=Path(args.catalog), out=Path(args.out), teacher=args.teacher, pretrained=args.pretrained,
         student=None if args.student == "none" else args.student, student_pretrained=args.student_pretrained,
@@ -264,13 +260,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _need_export_extra("demo")
-    try:
-        from .demo import run_demo
-        import edge_search_export  # noqa: F401
-    except ImportError as e:
-        raise EdgeSearchError(
-            f"demo needs the [export] extra ({e.name} is not installed): pip install 'edge-search[export]'"
-        ) from None
+    from .demo import run_demo
+
     report = run_demo(Path(args.workdir), progress=not args.quiet, epochs=args.epochs)
     if report.random_teacher:
         _say(f"note: {report.fallback_reason}")

@@ -275,10 +275,14 @@ class KioskApp(App[None]):
         return False
 
     def on_frame_ready(self, message: FrameReady) -> None:
-        if self.frozen or self._torn_down():
+        if self.frozen:
+            return
+        try:
+            preview = self.query_one(Preview)
+        except NoMatches:  # the screen is gone: the capture thread's last frames arrive while the app quits
             return
         self.fps = message.fps
-        self.query_one(Preview).show(message.image)
+        preview.show(message.image)
         gate = Text(f"frame {message.index}")
         if message.verdict is not None:
             gate.append(" · " + message.verdict.words, style="green" if message.verdict.search else "")
