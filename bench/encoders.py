@@ -66,7 +66,7 @@ def build_models(work: Path, student_arch: str, pretrained: str | None, student_
 
 
 def index_figures(dim: int = 512, n: int = 10_000) -> dict:
-    from edge_search.index import VectorIndex
+    from edge_search.core.index import VectorIndex
 
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((n, dim)).astype(np.float32)
@@ -94,8 +94,8 @@ COLD = """
 import time, sys
 t0 = time.perf_counter()
 import edge_search
-from edge_search.search import Searcher
-from edge_search.images import load_image
+from edge_search.core.search import Searcher
+from edge_search.core.images import load_image
 t1 = time.perf_counter()
 s = Searcher.from_bundle(sys.argv[1])
 r = s.search_image(load_image(sys.argv[2]), k=5)
@@ -126,7 +126,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    from edge_search.encoder import OnnxEncoder
+    from edge_search.core.encoder import OnnxEncoder
 
     work = Path(tempfile.mkdtemp(prefix="edge-search-bench-"))
     paths = build_models(work, args.student, args.pretrained, args.student_size)
@@ -148,7 +148,7 @@ def main() -> int:
     if args.bundle:
         bundle = Path(args.bundle)
     else:
-        from edge_search.demo import run_demo
+        from edge_search_export.demo import run_demo
 
         print("exporting the demo bundle for the cold-start figure ...", file=sys.stderr, flush=True)
         bundle = run_demo(work / "demo", progress=False).bundle

@@ -66,16 +66,16 @@ import numpy as np  # noqa: E402
 from bench import stats  # noqa: E402
 from bench.grocery_data import DEFAULT_DATA, dev_split, read_classes, write_catalog, write_queries  # noqa: E402
 from bench.grocery_report import write_markdown, print_summary  # noqa: E402
-from edge_search.catalog import read_catalog  # noqa: E402
-from edge_search.encoder import OnnxEncoder  # noqa: E402
-from edge_search.evaluate import Query, read_queries  # noqa: E402
+from edge_search.core.catalog import read_catalog  # noqa: E402
+from edge_search.core.encoder import OnnxEncoder  # noqa: E402
+from edge_search.evaluation.evaluate import Query, read_queries  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
-from edge_search.images import load_image  # noqa: E402
-from edge_search.index import VectorIndex  # noqa: E402
-from edge_search.manifest import PreprocessCfg  # noqa: E402
-from edge_search.preprocess import preprocess_batch  # noqa: E402
-from edge_search.products import Product, ProductTable  # noqa: E402
-from edge_search.search import Searcher  # noqa: E402
+from edge_search.core.images import load_image  # noqa: E402
+from edge_search.core.index import VectorIndex  # noqa: E402
+from edge_search.core.manifest import PreprocessCfg  # noqa: E402
+from edge_search.core.preprocess import preprocess_batch  # noqa: E402
+from edge_search.core.products import Product, ProductTable  # noqa: E402
+from edge_search.core.search import Searcher  # noqa: E402
 
 # the teacher branch's recipe, chosen on the dev split (bench/teacher_recipe.py): ResNet-18 at 128 px
 REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-resnet.json"
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.finetune_lr:
         ft["learning_rate"] = args.finetune_lr
     cfg = replace(cfg, finetune=replace(cfg.finetune, **ft),
-                  gates=cfg.gates.with_overrides({k: float(v) for k, _, v in (g.partition("=") for g in args.gate)}))
+                  gates=cfg.gates.with_spec(args.gate))
     as_read = lambda x: json.loads(json.dumps(x, default=str))  # noqa: E731  (as the stamp file reads back)
     teacher_settings = as_read({"teacher": cfg.teacher, "labels": cfg.finetune_labeled, "seed": cfg.seed,
                                 "finetune": asdict(cfg.finetune), "edge_search": edge_search.__version__})
@@ -517,10 +517,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # the kiosk's own path on the bundle as shipped: the rule, plus its retries (centre crop,
     # equalized) when the whole frame is refused: each retry is another chance to name a product
-    from edge_search.frames import Frame
-    from edge_search.kiosk import Pipeline
+    from edge_search.kiosk.frames import Frame
+    from edge_search.kiosk.loop import KioskLoop
 
-    pipe = Pipeline(student, k=1)
+    pipe = KioskLoop(student, k=1)
     kiosk_named = lambda imgs: [pipe.lookup(Frame(index=i, image=im, captured=0.0, wall=0.0)).result.hits  # noqa: E731
                                 for i, im in enumerate(imgs)]
     kiosk_val = kiosk_named(val_images)

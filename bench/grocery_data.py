@@ -76,7 +76,7 @@ def _photo_number(path) -> tuple[int, str]:
 def dev_split(train_rows: list, seed: int = 0, share: float = DEV_SHARE) -> tuple[list, list]:
     """The dev split every benchmark choice is made on -> (fit_rows, dev_rows).
 
-    Rows are `edge_search.evaluate.Query`-like (`.image`, `.id`) or `(image, id)`
+    Rows are `edge_search.evaluation.evaluate.Query`-like (`.image`, `.id`) or `(image, id)`
     pairs. A product's train photos were shot in one sequence, so neighbours
     (Name_011.jpg, Name_012.jpg) are near-duplicates and a random holdout leaks;
     dev is one contiguous block of each product's photos by number (`share` of

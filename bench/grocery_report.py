@@ -73,7 +73,7 @@ def markdown(r: dict) -> str:
                       fmt(b["student_over_teacher_recall@1"], pct=False)]])
     kq = r["kiosk"]
     lines += ["", "## The kiosk's path (`kiosk`)", "",
-              "The bundle as shipped, full catalog, through `edge_search.kiosk.Pipeline.lookup`: the rule, and "
+              "The bundle as shipped, full catalog, through `edge_search.kiosk.loop.KioskLoop.lookup`: the rule, and "
               f"when the whole frame is refused, its retries ({', '.join(kq['retries'])}), each another chance to "
               "name a product.", ""]
     lines += _table(["val photos answered right", "val non-product refused", "sample images refused"],

@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/kiosk.py --bundle BUNDLE --out bench-out/kiosk.json
 
-Each measured frame goes the whole way, in one thread, as the pipeline
+Each measured frame goes the whole way, in one thread, as the kiosk_loop
 worker runs it:
   capture     decode the next frame of a 640x480 mp4 and convert it to RGB
               (frames.VideoReader: what a file source costs; a USB camera's
               driver cost is not measured here)
-  gate        the quality gate's measures (gate.Gate.check)
+  quality        the quality check's measures (quality.QualityCheck.check)
   preprocess, embed, search
               Searcher.search_image on the bundle's own ONNX model, against
               an index of N vectors: the bundle's vectors plus synthetic
@@ -16,13 +16,13 @@ worker runs it:
               half-blocks and k result rows, rendered by Rich to a string
               (tui.render); Textual's compositor and the terminal write are
               not included
-Every frame is searched (the gate's verdict is ignored), so the figures are
+Every frame is searched (the quality check's verdict is ignored), so the figures are
 for the frames that do get searched. Sizes take turns on each frame, so a
 load drift on this shared machine hits them alike. "frame->results" is capture through
 search per frame (p50/p95 of the per-frame sum, not a sum of percentiles);
 the issue's target is <= 15 ms p95 at 100k products.
 
-Search: both exact and HNSW are timed at each size; the pipeline uses the one
+Search: both exact and HNSW are timed at each size; the kiosk loop uses the one
 the export's rule would pick (HNSW only when it is < 0.8x the exact time).
 The synthetic HNSW graph is built with --expansion-add (default 32, usearch's
 default is 128) so the 100k build takes ~30 s instead of minutes; search
@@ -49,17 +49,17 @@ import usearch
 from rich.console import Console
 from usearch.index import Index
 
-from edge_search.bundle import Bundle
-from edge_search.frames import SourceSpec, VideoReader
-from edge_search.gate import Gate
-from edge_search.index import VectorIndex, unit
-from edge_search.products import Product, ProductTable
-from edge_search.sample_catalog import PRODUCTS, draw_product
-from edge_search.search import Searcher
-from edge_search.tui.app import _small
-from edge_search.tui.render import HalfBlocks, hit_lines
+from edge_search.core.bundle import Bundle
+from edge_search.kiosk.frames import SourceSpec, VideoReader
+from edge_search.kiosk.quality import QualityCheck
+from edge_search.core.index import VectorIndex, unit
+from edge_search.core.products import Product, ProductTable
+from edge_search_export.sample_catalog import PRODUCTS, draw_product
+from edge_search.core.search import Searcher
+from edge_search.kiosk.tui.app import _small
+from edge_search.kiosk.tui.render import HalfBlocks, hit_lines
 
-STAGES = ("capture", "gate", "preprocess", "embed", "search", "render")
+STAGES = ("capture", "quality", "preprocess", "embed", "search", "render")
 TARGET_P95_MS = 15.0
 PREVIEW_CELLS = (60, 22)  # a 120-column terminal's preview pane
 
@@ -141,7 +141,7 @@ def prepare(size: int, base: Searcher, real: np.ndarray, sample: list[np.ndarray
     hnsw_ms = time_search(vindex, queries, args.k, exact=False)
     use_hnsw = np.median(hnsw_ms) < 0.8 * np.median(exact_ms)
     vindex.exact = not use_hnsw
-    return {"size": size, "searcher": searcher, "gate": Gate(), "build_s": build_s, "exact_ms": exact_ms,
+    return {"size": size, "searcher": searcher, "quality": QualityCheck(), "build_s": build_s, "exact_ms": exact_ms,
             "hnsw_ms": hnsw_ms, "mode": "hnsw" if use_hnsw else "exact",
             "times": {s: [] for s in STAGES}, "totals": [], "with_render": []}
 
@@ -166,7 +166,7 @@ def run_frames(setups: list[dict], clip: Path, args) -> None:
             capture_ms = (time.perf_counter() - t0) * 1e3
             for st in setups:
                 t1 = time.perf_counter()
-                st["gate"].check(frame)
+                st["quality"].check(frame)
                 t2 = time.perf_counter()
                 result = st["searcher"].search_image(frame, k=args.k)
                 t3 = time.perf_counter()
@@ -176,7 +176,7 @@ def run_frames(setups: list[dict], clip: Path, args) -> None:
                     continue
                 times = st["times"]
                 times["capture"].append(capture_ms)
-                times["gate"].append((t2 - t1) * 1e3)
+                times["quality"].append((t2 - t1) * 1e3)
                 for s in ("preprocess", "embed", "search"):
                     times[s].append(result.timings_ms[s])
                 times["render"].append((t4 - t3) * 1e3)

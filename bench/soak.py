@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/soak.py --bundle BUNDLE --frames 100000 --out bench-out/soak.json
 
-The real pipeline (`kiosk.run_kiosk`: the capture thread of `frames.Capture`,
-the quality gate, the bundle's ONNX model and index) runs on a generated
+The real kiosk loop (`loop.run_kiosk`: the capture thread of `frames.Capture`,
+the quality check, the bundle's ONNX model and index) runs on a generated
 camera: sample products held up in turn, each for `--hold` frames with a
-little jitter, so the gate searches every new view. Every `--drop-every`
+little jitter, so the quality check searches every new view. Every `--drop-every`
 frames the camera stops sending and cannot be opened for a moment (a
 simulated unplug); the capture thread must pick it up again by itself.
 
@@ -30,10 +30,10 @@ import edge_search  # noqa: F401  (onnxruntime before usearch)
 import cv2
 import numpy as np
 
-from edge_search.frames import Capture, SourceError, SourceSpec
-from edge_search.kiosk import FrameSeen, Lookup, Pipeline, run_kiosk
-from edge_search.sample_catalog import PRODUCTS, draw_product
-from edge_search.search import Searcher
+from edge_search.kiosk.frames import Capture, SourceError, SourceSpec
+from edge_search.kiosk.loop import FrameSeen, Lookup, KioskLoop, run_kiosk
+from edge_search_export.sample_catalog import PRODUCTS, draw_product
+from edge_search.core.search import Searcher
 
 
 def rss_mb() -> float:
@@ -101,7 +101,7 @@ def soak(bundle: Path, frames: int, *, hold: int = 200, drop_every: int = 10_000
          warmup: int | None = None, windows: int = 10, threads: int = 1, retry_s: float = 0.1,
          camera_fps: float = 1000.0) -> dict:
     searcher = Searcher.from_bundle(bundle, threads=threads)
-    pipeline = Pipeline(searcher, k=3)
+    kiosk_loop = KioskLoop(searcher, k=3)
     cam = GeneratedCamera(hold=hold, fps=camera_fps)
     capture = Capture(SourceSpec("camera", 0, "generated camera 0"), opener=cam.opener, retry_s=retry_s)
     warmup = warmup if warmup is not None else max(1000, frames // 20)
@@ -114,7 +114,7 @@ def soak(bundle: Path, frames: int, *, hold: int = 200, drop_every: int = 10_000
     capture.start()
     t_start = time.perf_counter()
     try:
-        for event in run_kiosk(capture, pipeline, max_frames=frames, stop_at_end=False, poll_s=0.05):
+        for event in run_kiosk(capture, kiosk_loop, max_frames=frames, stop_at_end=False, poll_s=0.05):
             if isinstance(event, FrameSeen):
                 seen += 1
                 if seen == warmup:

@@ -44,8 +44,8 @@ import numpy as np  # noqa: E402
 from bench.grocery_data import DEFAULT_DATA, dev_split, read_classes  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
 from edge_search.files import atomic_write_bytes  # noqa: E402
-from edge_search.images import load_image  # noqa: E402
-from edge_search.preprocess import preprocess_batch  # noqa: E402
+from edge_search.core.images import load_image  # noqa: E402
+from edge_search.core.preprocess import preprocess_batch  # noqa: E402
 
 REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-resnet.json"
 # The reference teacher's recipe (FinetuneSettings beyond their defaults), chosen on the dev split:
@@ -107,7 +107,7 @@ def speed(teacher_config: str, student_arch: str, rounds: int, threads: int, tea
     import torch
 
     from bench.encoders import timed_runs
-    from edge_search.encoder import OnnxEncoder
+    from edge_search.core.encoder import OnnxEncoder
     from edge_search_export.onnx_export import export_onnx
     from edge_search_export.quantize import quantize_int8
     from edge_search_export.student import Embedder, build_student

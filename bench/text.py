@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
-from edge_search.search import Searcher  # noqa: E402
+from edge_search.core.search import Searcher  # noqa: E402
 
 # what a shopper types at a kiosk: one to four words
 SHORT_PHRASES = ("oat milk", "red apple", "green apple", "organic", "smaller pack", "bananas", "orange juice",

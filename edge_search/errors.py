@@ -2,7 +2,7 @@
 the TUI) turns them into messages and exit codes."""
 
 
-from .display import printable
+from edge_search.display import printable
 
 
 class EdgeSearchError(Exception):

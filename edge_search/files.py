@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-from .errors import EdgeSearchError, FileError
+from edge_search.errors import EdgeSearchError, FileError
 
 
 def describe_os_error(e: OSError) -> str:

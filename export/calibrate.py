@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_search.errors import ExportError
-from edge_search.manifest import NoMatchRule
-from edge_search.search import Searcher
+from edge_search.core.manifest import NoMatchRule
+from edge_search.core.search import Searcher
 
 from .config import NoMatchSettings
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge_search.manifest import PreprocessCfg
-from edge_search.preprocess import normalize, preprocess, resize_and_crop
+from edge_search.core.manifest import PreprocessCfg
+from edge_search.core.preprocess import normalize, preprocess, resize_and_crop
 
 from .teacher import Teacher
 from .views import views

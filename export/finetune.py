@@ -32,10 +32,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from edge_search.errors import EdgeSearchError, ExportError, ImageError
-from edge_search.evaluate import read_queries
-from edge_search.images import load_image
-from edge_search.manifest import PreprocessCfg
-from edge_search.preprocess import normalize, resize_and_crop
+from edge_search.evaluation.evaluate import read_queries
+from edge_search.core.images import load_image
+from edge_search.core.manifest import PreprocessCfg
+from edge_search.core.preprocess import normalize, resize_and_crop
 
 from .config import FinetuneSettings
 from .distill import negatives_penalty

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_search.index import VectorIndex
+from edge_search.core.index import VectorIndex
 
 # (label, dtype, rescore)
 CANDIDATES = (

@@ -10,8 +10,8 @@ from open_clip.transform import PreprocessCfg as OpenClipPreprocessCfg
 from open_clip.transform import image_transform_v2
 from PIL import Image
 
-from edge_search.manifest import CV2_INTERPOLATIONS, PreprocessCfg
-from edge_search.preprocess import preprocess
+from edge_search.core.manifest import CV2_INTERPOLATIONS, PreprocessCfg
+from edge_search.core.preprocess import preprocess
 
 
 def open_clip_reference(rgb: np.ndarray, cfg: PreprocessCfg) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_search.encoder import OnnxEncoder
+from edge_search.core.encoder import OnnxEncoder
 from edge_search.errors import ExportError
 
 OPSET = 17

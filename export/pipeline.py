@@ -24,18 +24,18 @@ import usearch
 from tqdm import tqdm
 
 import edge_search
-from edge_search.bundle import Bundle
-from edge_search.catalog import IMAGE_SUFFIXES, Catalog, read_catalog
-from edge_search.encoder import OnnxEncoder
+from edge_search.core.bundle import Bundle
+from edge_search.core.catalog import IMAGE_SUFFIXES, Catalog, read_catalog
+from edge_search.core.encoder import OnnxEncoder
 from edge_search.errors import ExportError, GateError, ImageError
 from edge_search.files import atomic_write_bytes, atomic_write_text, check_new_folder, sha256_file, staged_directory
-from edge_search.images import encode_jpeg, load_image, thumbnail
-from edge_search.index import VectorIndex
-from edge_search.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo
-from edge_search.preprocess import preprocess_batch
-from edge_search.products import Product, ProductTable
-from edge_search.search import Searcher
-from edge_search.signing import check_private_key, sign_bundle
+from edge_search.core.images import encode_jpeg, load_image, thumbnail
+from edge_search.core.index import VectorIndex
+from edge_search.core.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo
+from edge_search.core.preprocess import preprocess_batch
+from edge_search.core.products import Product, ProductTable
+from edge_search.core.search import Searcher
+from edge_search.shipping.signing import check_private_key, sign_bundle
 
 from .calibrate import calibrate_no_match
 from .config import ExportConfig

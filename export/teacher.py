@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from edge_search.errors import ExportError, WeightsUnavailable
 from edge_search.files import sha256_file
-from edge_search.manifest import PreprocessCfg
+from edge_search.core.manifest import PreprocessCfg
 
 from .licences import licence_for
 

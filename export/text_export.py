@@ -33,8 +33,8 @@ import open_clip
 import torch
 
 from edge_search.errors import ExportError
-from edge_search.products import ProductTable
-from edge_search.text import TEXT_INPUT, TEXT_OUTPUT, TextEncoder
+from edge_search.core.products import ProductTable
+from edge_search.core.text import TEXT_INPUT, TEXT_OUTPUT, TextEncoder
 
 from .onnx_export import OPSET
 
@@ -281,8 +281,8 @@ def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str
     `catalogs` holds image-key vectors of the catalog by who embedded them
     ("teacher", "student"); `index_name` names the one in the bundle's index.
     Returns (TextInfo, fidelity figures)."""
-    from edge_search.index import VectorIndex
-    from edge_search.manifest import DEFAULT_FUSION_ALPHA, TextInfo
+    from edge_search.core.index import VectorIndex
+    from edge_search.core.manifest import DEFAULT_FUSION_ALPHA, TextInfo
 
     ctx = check_tokenizer(teacher.name)
     tok_info = build_tokenizer(ctx, stage / TOKENIZER_FILE)

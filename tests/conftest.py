@@ -64,7 +64,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_catalog(tmp_path_factory) -> Path:
-    from edge_search.sample_catalog import write_sample_catalog
+    from edge_search_export.sample_catalog import write_sample_catalog
 
     return write_sample_catalog(tmp_path_factory.mktemp("catalog"))
 

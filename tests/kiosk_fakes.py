@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 
 import edge_search  # noqa: F401  (onnxruntime before usearch)
-from edge_search.frames import Frame, SourceStatus
-from edge_search.products import Product
-from edge_search.sample_catalog import PRODUCTS, draw_product
-from edge_search.search import SearchHit, SearchResult
+from edge_search.kiosk.frames import Frame, SourceStatus
+from edge_search.core.products import Product
+from edge_search_export.sample_catalog import PRODUCTS, draw_product
+from edge_search.core.search import SearchHit, SearchResult
 
 TIMINGS = {"preprocess": 0.5, "embed": 4.25, "search": 0.125}
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_search.catalog import read_catalog
+from edge_search.core.catalog import read_catalog
 from edge_search.errors import CatalogError
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_search.demo import DemoReport
-from edge_search.products import Product
-from edge_search.search import SearchHit, SearchResult
+from edge_search_export.demo import DemoReport
+from edge_search.core.products import Product
+from edge_search.core.search import SearchHit, SearchResult
 
 
 def _answer(pid: str | None) -> SearchResult:

@@ -59,7 +59,7 @@ def _student():
 
 
 def test_labeled_views_teach_the_student_the_products_apart():
-    from edge_search.manifest import PreprocessCfg
+    from edge_search.core.manifest import PreprocessCfg
     from edge_search_export.distill import LabelTerm, distill
 
     bank = _bank()
@@ -67,7 +67,7 @@ def test_labeled_views_teach_the_student_the_products_apart():
     protos = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)  # the products as the teacher's catalog has them
 
     def accuracy(student) -> float:
-        from edge_search.preprocess import normalize
+        from edge_search.core.preprocess import normalize
 
         with torch.no_grad():
             x = torch.from_numpy(np.stack([normalize(c, pp) for c in bank.crops]))
@@ -112,8 +112,8 @@ def _bank_with_negatives():
 
 
 def test_negatives_are_pushed_off_the_products_and_the_default_is_unchanged():
-    from edge_search.manifest import PreprocessCfg
-    from edge_search.preprocess import normalize
+    from edge_search.core.manifest import PreprocessCfg
+    from edge_search.core.preprocess import normalize
     from edge_search_export.distill import NEGATIVE, LabelTerm, distill
 
     pp = PreprocessCfg(size=(16, 16))

@@ -199,7 +199,7 @@ def test_negatives_and_sign_key(tmp_path, sample_catalog, tiny_checkpoint):
     ships them and is applied by the runtime; --sign-key: the bundle is signed as it is written."""
     import cv2
 
-    from edge_search.search import Searcher
+    from edge_search.core.search import Searcher
 
     negs = tmp_path / "negatives"
     negs.mkdir()
@@ -224,7 +224,7 @@ def test_negatives_and_sign_key(tmp_path, sample_catalog, tiny_checkpoint):
     assert stored.shape == (12, 64) and "negatives.npy" in m["files"]
     # the runtime reads them: a negative's own embedding finds itself at cosine 1, and the rule applies
     s = Searcher.from_bundle(out)
-    from edge_search.images import load_image
+    from edge_search.core.images import load_image
 
     v = s.embed_images([load_image(negs / "counter-03.jpg")])[0]
     r = s.search_image(load_image(negs / "counter-03.jpg"), k=1)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from edge_search.errors import FilterError, TextQueryError
-from edge_search.filters import Filter, parse_condition
-from edge_search.index import VectorIndex
-from edge_search.manifest import PreprocessCfg
-from edge_search.products import Product, ProductTable
-from edge_search.search import Searcher
+from edge_search.core.filters import Filter, parse_condition
+from edge_search.core.index import VectorIndex
+from edge_search.core.manifest import PreprocessCfg
+from edge_search.core.products import Product, ProductTable
+from edge_search.core.search import Searcher
 
 
 def _products(n: int = 40) -> list[Product]:
@@ -123,7 +123,7 @@ def test_text_search_exact_lookup_and_filter():
 def test_product_text_weight_mixes_the_two_indexes():
     from dataclasses import replace
 
-    from edge_search.manifest import TextInfo
+    from edge_search.core.manifest import TextInfo
 
     s, q = _searcher(with_text=True)
     info = TextInfo(file="t.onnx", input="tokens", output="embedding", precision="int8", opset=17,

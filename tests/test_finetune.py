@@ -22,8 +22,8 @@ PHOTOS_PER_PRODUCT = 20
 @pytest.fixture(scope="session")
 def labeled(sample_catalog, tmp_path_factory):
     """labels.csv with PHOTOS_PER_PRODUCT hand-held-looking photos of each sample product."""
-    from edge_search.images import encode_jpeg, load_image
-    from edge_search.sample_catalog import PRODUCTS
+    from edge_search.core.images import encode_jpeg, load_image
+    from edge_search_export.sample_catalog import PRODUCTS
     from edge_search_export.views import views
 
     root = tmp_path_factory.mktemp("labeled")
@@ -40,7 +40,7 @@ def labeled(sample_catalog, tmp_path_factory):
 
 
 def product_ids():
-    from edge_search.sample_catalog import PRODUCTS
+    from edge_search_export.sample_catalog import PRODUCTS
 
     return [p[0] for p in PRODUCTS]
 
@@ -79,8 +79,8 @@ def test_holdout_split_is_per_product_and_deterministic(labeled):
 def train_tiny(labeled, catalog_csv, checkpoint=None, epochs=3, seed=0, negatives=(), **settings):
     import torch
 
-    from edge_search.images import load_image
-    from edge_search.sample_catalog import PRODUCTS
+    from edge_search.core.images import load_image
+    from edge_search_export.sample_catalog import PRODUCTS
     from edge_search_export.config import FinetuneSettings
     from edge_search_export.finetune import finetune_teacher, load_photos, read_labeled
     from edge_search_export.teacher import load_teacher
@@ -132,9 +132,9 @@ def test_negatives_lower_their_best_product_score(labeled, sample_catalog):
     4 epochs from random weights the tiny teacher scores them a median 0.92 against
     their nearest catalog image; with the negatives term (weight 5 on this short
     run) 0.71, and its lowest tenth falls from 0.79 to 0.09 (measured)."""
-    from edge_search.images import load_image
-    from edge_search.preprocess import preprocess_batch
-    from edge_search.sample_catalog import PRODUCTS
+    from edge_search.core.images import load_image
+    from edge_search.core.preprocess import preprocess_batch
+    from edge_search_export.sample_catalog import PRODUCTS
 
     catalog = [load_image(sample_catalog.parent / "images" / f"{p[0]}.jpg") for p in PRODUCTS]
     probe = _flat_noise(24, seed=1)

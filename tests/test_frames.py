@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import edge_search  # noqa: F401  (onnxruntime before usearch)
-from edge_search.frames import (Capture, FolderReader, SourceError, SourceSpec, SourceStatus, open_reader,
+from edge_search.kiosk.frames import (Capture, FolderReader, SourceError, SourceSpec, SourceStatus, open_reader,
                                 open_source, parse_source, wait_until_open)
-from edge_search.images import encode_jpeg
-from edge_search.sample_catalog import draw_product
+from edge_search.core.images import encode_jpeg
+from edge_search_export.sample_catalog import draw_product
 
 
 def solid(value: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 from edge_search.errors import EdgeSearchError  # noqa: E402
-from edge_search.images import MAX_PIXELS, decode_image  # noqa: E402
+from edge_search.core.images import MAX_PIXELS, decode_image  # noqa: E402
 
 EXAMPLES = int(os.environ.get("EDGE_SEARCH_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -229,7 +229,7 @@ def catalog_dir(tmp_path_factory):
        rows=st.lists(st.lists(_CELL, max_size=7), max_size=6), encoding=st.sampled_from(["utf-8", "latin-1", "utf-16"]),
        kind=st.sampled_from(["csv", "jsonl"]))
 def test_fuzzed_catalogs(catalog_dir, header, rows, encoding, kind):
-    from edge_search.catalog import read_catalog
+    from edge_search.core.catalog import read_catalog
 
     path = catalog_dir / f"cat.{kind}"
     if kind == "csv":
@@ -248,7 +248,7 @@ def test_fuzzed_catalogs(catalog_dir, header, rows, encoding, kind):
 
 
 def test_catalog_with_duplicate_ids_quotes_and_newlines(catalog_dir):
-    from edge_search.catalog import read_catalog
+    from edge_search.core.catalog import read_catalog
 
     p = catalog_dir / "dup.csv"
     p.write_text('id,image,name\na,img.jpg,"Milk, ""organic""\nsecond line"\na,img.jpg,\n')
@@ -280,7 +280,7 @@ def fuzz_bundle(tiny_bundle, tmp_path_factory):
 
 
 def _open_and_search(path):
-    from edge_search.search import Searcher
+    from edge_search.core.search import Searcher
 
     s = Searcher.from_bundle(path)
     return s.search_image(_photo(), k=3)
@@ -327,7 +327,7 @@ def test_fuzzed_manifests(fuzz_bundle, tiny_bundle, data):
 def test_fuzzed_index_files(fuzz_bundle, tiny_bundle, kind, where, n):
     """A corrupted index whose checksum was updated to match (an export bug, not an attack): the loader itself must cope."""
     from edge_search.files import sha256_file
-    from edge_search.index import VectorIndex
+    from edge_search.core.index import VectorIndex
 
     original = (tiny_bundle / "index.usearch").read_bytes()
     if kind == "truncate":
@@ -364,7 +364,7 @@ def _run_index_case(path):
     import sys
 
     code = ("import sys, edge_search\nfrom edge_search.errors import EdgeSearchError\n"
-            "from edge_search.search import Searcher\nimport numpy as np\n"
+            "from edge_search.core.search import Searcher\nimport numpy as np\n"
             "try:\n    s = Searcher.from_bundle(sys.argv[1]); s.search_image(np.zeros((32,32,3),np.uint8), k=3)\n"
             "except EdgeSearchError as e:\n    print('ERR', e); sys.exit(2)\nprint('OK')\n")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
@@ -377,7 +377,7 @@ def _run_index_case(path):
 
 @pytest.fixture(scope="module")
 def packed_bundle(tiny_bundle, tmp_path_factory):
-    from edge_search.shipping import install, pack
+    from edge_search.shipping.install import install, pack
 
     d = tmp_path_factory.mktemp("fuzzpack")
     pack(tiny_bundle, d / "b.tar")
@@ -390,7 +390,7 @@ def packed_bundle(tiny_bundle, tmp_path_factory):
 @given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6),
        gz=st.booleans())
 def test_fuzzed_packed_bundles(packed_bundle, cut, flips, gz):
-    from edge_search.shipping import install
+    from edge_search.shipping.install import install
 
     data = bytearray((packed_bundle / "b.tar").read_bytes())
     if gz:
@@ -406,7 +406,7 @@ def test_fuzzed_packed_bundles(packed_bundle, cut, flips, gz):
     after = os.readlink(into / "current")
     if isinstance(got, EdgeSearchError):
         assert after == before
-    from edge_search.bundle import Bundle
+    from edge_search.core.bundle import Bundle
 
     Bundle.open(into / "current", verify=True)  # whatever happened, current is whole
     assert not list(into.glob(".staging-*"))
@@ -442,12 +442,12 @@ SPECIALS = ["fifo", "dev-zero", "dev-null", "dev-urandom", "folder", "dangling",
 def _read_as(reader: str, path: str, d):
     from pathlib import Path
 
-    from edge_search.bundle import Bundle
-    from edge_search.catalog import read_catalog
-    from edge_search.evaluate import read_queries
-    from edge_search.images import load_image
-    from edge_search.shipping import install
-    from edge_search.signing import keygen, verify_signature
+    from edge_search.core.bundle import Bundle
+    from edge_search.core.catalog import read_catalog
+    from edge_search.evaluation.evaluate import read_queries
+    from edge_search.core.images import load_image
+    from edge_search.shipping.install import install
+    from edge_search.shipping.signing import keygen, verify_signature
 
     if reader == "image":
         return load_image(path)
@@ -502,9 +502,9 @@ def test_fuzzed_aspect_ratios(w, h, mode, side):
     """Any strip either is refused before decoding or goes through preprocess with every buffer bounded."""
     import resource
 
-    from edge_search.images import MAX_ASPECT
-    from edge_search.manifest import PreprocessCfg
-    from edge_search.preprocess import preprocess
+    from edge_search.core.images import MAX_ASPECT
+    from edge_search.core.manifest import PreprocessCfg
+    from edge_search.core.preprocess import preprocess
 
     if w * h > 4_000_000:  # bigger than that, only the header is tried (the pixels would not be read)
         data = _patched_jpeg(w, h)
@@ -545,12 +545,12 @@ def test_fuzzed_escapes_in_every_text_field(pid, name, category, description, me
     from pathlib import Path
 
     from edge_search import cli
-    from edge_search.eval_report import write_report
-    from edge_search.evaluate import EvalReport
-    from edge_search.products import Product
-    from edge_search.search import SearchHit
-    from edge_search.tui.render import hit_lines, status_text
-    from edge_search.tui.widgets import details_text
+    from edge_search.evaluation.report import write_report
+    from edge_search.evaluation.evaluate import EvalReport
+    from edge_search.core.products import Product
+    from edge_search.core.search import SearchHit
+    from edge_search.kiosk.tui.render import hit_lines, status_text
+    from edge_search.kiosk.tui.widgets import details_text
 
     p = Product(id=pid, name=name, keys=(0,), price=1.5, category=category, description=description,
                 meta={meta: meta})
@@ -632,9 +632,9 @@ def _bomb_archive(tiny_bundle, kind: str, size: int, gz: bool) -> bytes:
 def test_fuzzed_archive_bombs(packed_bundle, tiny_bundle, kind, size, gz, keyed):
     import resource
 
-    from edge_search.bundle import Bundle
-    from edge_search.shipping import install
-    from edge_search.signing import keygen
+    from edge_search.core.bundle import Bundle
+    from edge_search.shipping.install import install
+    from edge_search.shipping.signing import keygen
 
     if kind == "member-zeros":
         size = min(size, 1 << 26)  # really written into the test archive: 64 MiB of zeros at most

@@ -90,7 +90,7 @@ def test_keygen_name_and_out_stay_where_they_were_told(capsys, tmp_path):
 
 
 def test_eval_report_and_save_frames_refuse_special_targets_before_any_work(capsys, tmp_path):
-    from edge_search.kiosk import FrameSaver
+    from edge_search.kiosk.loop import FrameSaver
 
     paths = specials(tmp_path)
     for p in paths.values():
@@ -129,8 +129,8 @@ def test_pack_and_export_refuse_special_out_paths(capsys, tiny_bundle, tmp_path)
 @pytest.fixture(scope="module")
 def signed_pack(tiny_bundle, tmp_path_factory):
     """A bundle signed by key 'a', packed; key 'b' is another (untrusted) key."""
-    from edge_search.shipping import pack
-    from edge_search.signing import keygen, sign_bundle
+    from edge_search.shipping.install import pack
+    from edge_search.shipping.signing import keygen, sign_bundle
 
     d = tmp_path_factory.mktemp("signedpack")
     keygen(d, "a")
@@ -168,7 +168,7 @@ def test_untrusted_archive_is_refused_from_its_first_two_members(signed_pack, tm
     """An archive signed by another key, followed by garbage: refused by the signature, so nothing after
     the first two members was read (reading on would fail as 'malformed') and no file was written."""
     from edge_search.errors import InstallError
-    from edge_search.shipping import install
+    from edge_search.shipping.install import install
 
     data = (signed_pack / "signed.tar").read_bytes()
     names = _members(signed_pack / "signed.tar")
@@ -194,7 +194,7 @@ def test_with_a_key_an_archive_must_begin_with_manifest_and_signature(signed_pac
     import tarfile
 
     from edge_search.errors import InstallError
-    from edge_search.shipping import install
+    from edge_search.shipping.install import install
 
     reordered = tmp_path / "reordered.tar"
     with tarfile.open(signed_pack / "signed.tar") as src, tarfile.open(reordered, "w") as dst:
@@ -212,7 +212,7 @@ def test_extended_headers_cannot_make_us_allocate(tmp_path, kind):
     import resource
 
     from edge_search.errors import InstallError
-    from edge_search.shipping import install
+    from edge_search.shipping.install import install
 
     evil = tmp_path / "evil.tar"
     evil.write_bytes(_raw_header("././@PaxHeader", kind, 1 << 30) + b"a" * 1024 + b"\0" * 1024)
@@ -228,7 +228,7 @@ def test_declared_sizes_that_cannot_fit_are_refused_before_writing(tiny_bundle, 
     import tarfile
 
     from edge_search.errors import InstallError
-    from edge_search.shipping import install
+    from edge_search.shipping.install import install
 
     m = json.loads((tiny_bundle / "manifest.json").read_text())
     m["files"]["model.onnx"]["bytes"] = 1 << 50  # a petabyte
@@ -258,7 +258,7 @@ def test_empty_key_settings_refuse(capsys, monkeypatch, tmp_path):
 @pytest.mark.export
 @pytest.mark.parametrize("default", ["dangling link", "folder", "loop"])
 def test_an_unusable_default_key_refuses_unsigned_bundles(capsys, monkeypatch, tmp_path, tiny_bundle, default):
-    from edge_search.signing import config_dir
+    from edge_search.shipping.signing import config_dir
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     key = config_dir() / "trusted.pub.pem"
@@ -276,7 +276,7 @@ def test_an_unusable_default_key_refuses_unsigned_bundles(capsys, monkeypatch, t
 
 
 def test_a_config_folder_we_cannot_read_is_one_line(capsys, monkeypatch, tmp_path):
-    from edge_search import signing
+    from edge_search.shipping import signing
 
     monkeypatch.setenv("XDG_CONFIG_HOME", "/tmp/" + "x" * 5000)  # lstat fails: ENAMETOOLONG
     one_line(*run_main(capsys, "search", "--bundle", tmp_path, "x.jpg")[::2], "cannot tell whether a trusted key")
@@ -322,9 +322,9 @@ def special_inputs(tmp_path):
 
 
 def test_images_catalogs_and_queries_are_read_only_from_regular_files(no_hang, tmp_path, capsys):
-    from edge_search.catalog import read_catalog
-    from edge_search.evaluate import read_queries
-    from edge_search.images import load_image
+    from edge_search.core.catalog import read_catalog
+    from edge_search.evaluation.evaluate import read_queries
+    from edge_search.core.images import load_image
 
     for fragment, p in special_inputs(tmp_path).items():
         with pytest.raises(EdgeSearchError, match=fragment):
@@ -341,10 +341,10 @@ def test_images_catalogs_and_queries_are_read_only_from_regular_files(no_hang, t
 
 
 def test_manifests_signatures_keys_and_install_sources_refuse_special_files(no_hang, tmp_path):
-    from edge_search.bundle import Bundle
+    from edge_search.core.bundle import Bundle
     from edge_search.errors import InstallError
-    from edge_search.shipping import install
-    from edge_search.signing import keygen, verify_signature
+    from edge_search.shipping.install import install
+    from edge_search.shipping.signing import keygen, verify_signature
 
     fifo, zero = list(special_inputs(tmp_path).values())[:2]
     for fragment, p in (("FIFO", fifo), ("device file", zero)):
@@ -376,7 +376,7 @@ def test_long_strips_are_refused_before_decoding(w, h):
     import resource
     import time
 
-    from edge_search.images import decode_image
+    from edge_search.core.images import decode_image
 
     data = _strip_png(w, h)
     assert len(data) < 1000
@@ -389,9 +389,9 @@ def test_long_strips_are_refused_before_decoding(w, h):
 
 
 def test_every_resize_stays_under_the_pixel_limit():
-    from edge_search.images import MAX_PIXELS
-    from edge_search.manifest import PreprocessCfg
-    from edge_search.preprocess import preprocess
+    from edge_search.core.images import MAX_PIXELS
+    from edge_search.core.manifest import PreprocessCfg
+    from edge_search.core.preprocess import preprocess
 
     cfg = PreprocessCfg(size=(224, 224))
     assert preprocess(np.zeros((10, 500, 3), np.uint8), cfg).shape == (3, 224, 224)  # 50:1 is fine
@@ -421,8 +421,8 @@ def test_keygen_on_a_full_disk_leaves_nothing_and_a_retry_works(capsys, monkeypa
 
 
 def test_eval_report_on_a_full_disk_or_behind_a_file_is_one_line(capsys, tmp_path, full_disk):
-    from edge_search.eval_report import write_report
-    from edge_search.evaluate import EvalReport
+    from edge_search.evaluation.report import write_report
+    from edge_search.evaluation.evaluate import EvalReport
 
     (tmp_path / "file").write_text("x")
     one_line(*run_main(capsys, "eval", "--bundle", tmp_path, "--queries", tmp_path / "q.csv",
@@ -545,10 +545,10 @@ def test_search_inspect_eval_and_verify_escape_catalog_text(capsys, evil_bundle,
 
 
 def test_tui_text_and_error_messages_escape_control_characters():
-    from edge_search.products import Product
-    from edge_search.search import SearchHit
-    from edge_search.tui.render import hit_lines, status_text
-    from edge_search.tui.widgets import details_text
+    from edge_search.core.products import Product
+    from edge_search.core.search import SearchHit
+    from edge_search.kiosk.tui.render import hit_lines, status_text
+    from edge_search.kiosk.tui.widgets import details_text
 
     p = Product(id="id" + EVIL, name="name" + EVIL, keys=(0,), price=1.0, category="cat" + EVIL,
                 description="d" + EVIL, meta={"k" + EVIL: "v" + EVIL})
@@ -604,9 +604,9 @@ def test_inspect_shows_malformed_records_in_their_place(capsys, tiny_bundle, tmp
 @pytest.mark.parametrize("garbage", ["random vectors", "vectors of the next product"])
 def test_install_self_test_refuses_a_bundle_that_answers_garbage(tiny_bundle, tmp_path, garbage):
     from edge_search.errors import InstallError
-    from edge_search.index import VectorIndex
-    from edge_search.manifest import read_manifest
-    from edge_search.shipping import install, self_test
+    from edge_search.core.index import VectorIndex
+    from edge_search.core.manifest import read_manifest
+    from edge_search.shipping.install import install, self_test
 
     _, tested = self_test(tiny_bundle)  # the real bundle passes: five distinct products found themselves
     assert tested.startswith("5 products found themselves")
@@ -640,22 +640,22 @@ def test_search_and_run_refuse_bad_k_and_min_score_before_loading_anything(capsy
 
 def test_the_searcher_owns_its_query_rules():
     from edge_search.errors import QueryError
-    from edge_search.kiosk import Pipeline
-    from edge_search.search import QueryParams
+    from edge_search.kiosk.loop import KioskLoop
+    from edge_search.core.search import QueryParams
 
     for bad in ({"k": 0}, {"k": True}, {"k": 2.5}, {"min_score": float("nan")}, {"min_score": float("inf")}):
         with pytest.raises(QueryError):
             QueryParams(**bad)
     assert QueryParams(k=3, min_score=float("-inf")).min_score == float("-inf")  # rank everything
     with pytest.raises(QueryError):  # the kiosk takes them from the same place
-        Pipeline(type("S", (), {"min_score": 0.5})(), k=3, min_score=float("nan"))
+        KioskLoop(type("S", (), {"min_score": 0.5})(), k=3, min_score=float("nan"))
 
 
 # --- 10. catalog quietly merged ----------------------------------------------------------------------------------------
 def test_conflicting_duplicate_ids_are_bad_rows_and_the_first_row_wins_with_skip_bad(tmp_path):
     import cv2
 
-    from edge_search.catalog import read_catalog
+    from edge_search.core.catalog import read_catalog
 
     cv2.imwrite(str(tmp_path / "a.jpg"), np.full((32, 32, 3), 90, np.uint8))
     cat = tmp_path / "c.csv"
@@ -680,7 +680,7 @@ def test_control_characters_in_ids_are_refused(tmp_path, pid):
 
     import cv2
 
-    from edge_search.catalog import read_catalog
+    from edge_search.core.catalog import read_catalog
 
     cv2.imwrite(str(tmp_path / "a.jpg"), np.full((32, 32, 3), 90, np.uint8))
     cat = tmp_path / "c.jsonl"

@@ -12,8 +12,8 @@ import pytest
 
 import edge_search  # noqa: F401  (onnxruntime before usearch)
 from edge_search.errors import BundleError
-from edge_search.kiosk import BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSeen, Lookup, Pipeline, run_kiosk
-from edge_search.sample_catalog import draw_product
+from edge_search.kiosk.loop import BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSeen, Lookup, KioskLoop, run_kiosk
+from edge_search_export.sample_catalog import draw_product
 from kiosk_fakes import FakeSearcher, FakeSource
 
 
@@ -48,7 +48,7 @@ def test_watcher_swaps_between_frames_without_a_gap_and_keeps_the_old_on_failure
     _point(current, a)
     watcher = BundleWatcher(current, _loader, interval_s=0.0)
     first = _loader(current.resolve())
-    pipe = Pipeline(first, k=2)
+    pipe = KioskLoop(first, k=2)
     source = FakeSource()
     events = run_kiosk(source, pipe, watcher=watcher, stop_at_end=False)
     seen, swaps = [], []
@@ -105,9 +105,9 @@ def test_watcher_is_cheap_between_checks(tmp_path):
 
 @pytest.mark.export
 def test_real_bundles_switch_on_install(tiny_bundle, tmp_path, sample_catalog):
-    from edge_search.images import load_image
-    from edge_search.search import Searcher
-    from edge_search.shipping import install
+    from edge_search.core.images import load_image
+    from edge_search.core.search import Searcher
+    from edge_search.shipping.install import install
 
     other = tmp_path / "other"
     shutil.copytree(tiny_bundle, other)
@@ -117,7 +117,7 @@ def test_real_bundles_switch_on_install(tiny_bundle, tmp_path, sample_catalog):
     into = tmp_path / "kiosk"
     install(tiny_bundle, into)
     watcher = BundleWatcher(into / "current", lambda p: Searcher.from_bundle(p), interval_s=0.0)
-    pipe = Pipeline(Searcher.from_bundle(into / "current"), k=2)
+    pipe = KioskLoop(Searcher.from_bundle(into / "current"), k=2)
     source = FakeSource()
     image = load_image(sample_catalog.parent / "images" / "honey.jpg")
     events = run_kiosk(source, pipe, watcher=watcher, stop_at_end=False)
@@ -167,6 +167,6 @@ def test_the_screen_switches_bundles_and_says_when_a_new_one_fails(tmp_path):
             source.push(draw_product(1), 1)
             await pilot.pause(0.02)
         assert "keeping the current one" in widget_text(app, "#banner")
-        assert "new-bundle" in widget_text(app, "#status") and app.pipeline.searcher.name == "new-bundle"
+        assert "new-bundle" in widget_text(app, "#status") and app.kiosk_loop.searcher.name == "new-bundle"
 
     drive(app, scenario)

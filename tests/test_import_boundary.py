@@ -25,7 +25,7 @@ def fresh(code: str) -> subprocess.CompletedProcess:
 
 def test_runtime_modules_are_found():
     mods = runtime_modules()
-    assert "edge_search.search" in mods and "edge_search.cli" in mods and "edge_search.index" in mods
+    assert "edge_search.core.search" in mods and "edge_search.cli" in mods and "edge_search.core.index" in mods
 
 
 def test_no_heavy_imports_in_runtime():
@@ -53,6 +53,6 @@ def test_every_module_imports_onnxruntime_before_usearch():
 def test_usearch_first_is_the_crash_we_guard_against():
     # If this ever stops crashing, the guard in edge_search/__init__.py can go.
     crash = fresh("import usearch.index, onnxruntime")
-    safe = fresh("import edge_search.index, usearch.index, onnxruntime; print('ok')")
+    safe = fresh("import edge_search.core.index, usearch.index, onnxruntime; print('ok')")
     assert safe.returncode == 0 and safe.stdout.strip() == "ok"
     assert crash.returncode != 0

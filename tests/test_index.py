@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edge_search.errors import BundleError
-from edge_search.index import VectorIndex
-from edge_search.manifest import IndexInfo
+from edge_search.core.index import VectorIndex
+from edge_search.core.manifest import IndexInfo
 
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -65,7 +65,7 @@ def test_count_mismatch_and_garbage_are_bundle_errors(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "i8"])
 def test_index_file_layout_check_accepts_what_we_write(tmp_path, dtype):
-    from edge_search.index import check_index_file
+    from edge_search.core.index import check_index_file
 
     for n in (1, 40, 600):
         path = tmp_path / f"{n}.usearch"
@@ -79,7 +79,7 @@ def test_corrupt_graph_is_a_bundle_error_not_a_crash(tmp_path):
     seen in the fuzz suite); the layout check refuses such files before usearch reads them."""
     import struct
 
-    from edge_search.index import check_index_file
+    from edge_search.core.index import check_index_file
 
     n, dim = 30, 16
     path = tmp_path / "ok.usearch"

@@ -40,7 +40,7 @@ def _kill_after(proc, delay):
 
 def _whole(path):
     """The manifest's created stamp of a complete, verifying bundle at `path` (None when absent)."""
-    from edge_search.bundle import Bundle
+    from edge_search.core.bundle import Bundle
 
     if not os.path.lexists(path):
         return None

@@ -1,4 +1,4 @@
-"""The kiosk pipeline (gate -> search -> retry) with fakes, and `edge-search run
+"""The kiosk loop (quality -> search -> retry) with fakes, and `edge-search run
 --no-tui` end to end on a video rendered from catalog images."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 import edge_search  # noqa: F401  (onnxruntime before usearch)
 from conftest import export_args, read_manifest, run_cli
 from edge_search.errors import EdgeSearchError
-from edge_search.frames import Frame, SourceError, SourceStatus
-from edge_search.kiosk import BundleInfo, FrameSaver, FrameSeen, Lookup, Pipeline, RateMeter, open_or_fail, run_kiosk
-from edge_search.sample_catalog import draw_product
-from edge_search.search import SearchResult
+from edge_search.kiosk.frames import Frame, SourceError, SourceStatus
+from edge_search.kiosk.loop import BundleInfo, FrameSaver, FrameSeen, Lookup, KioskLoop, RateMeter, open_or_fail, run_kiosk
+from edge_search_export.sample_catalog import draw_product
+from edge_search.core.search import SearchResult
 from kiosk_fakes import FakeSearcher, FakeSource
 
 
@@ -27,7 +27,7 @@ def frame(i: int, image: np.ndarray, still: bool = False) -> Frame:
 
 def test_a_held_product_is_looked_up_once_with_its_timings():
     searcher = FakeSearcher()
-    pipe = Pipeline(searcher, k=3)
+    pipe = KioskLoop(searcher, k=3)
     out = [pipe.offer(frame(i, draw_product(1))) for i in range(5)]
     lookups = [lk for _, lk in out if lk is not None]
     assert [v.reason for v, _ in out] == ["moving", "moving", "steady", "unchanged", "unchanged"]
@@ -35,12 +35,12 @@ def test_a_held_product_is_looked_up_once_with_its_timings():
     lk = lookups[0]
     assert lk.frame.index == 2 and lk.variant == "original" and lk.tried == ("original",)
     assert [h.id for h in lk.result.hits][0] == "red-apple" and len(lk.result.hits) == 3
-    assert lk.timings_ms["embed"] == 4.25 and lk.timings_ms["total"] >= lk.timings_ms["gate"] > 0
+    assert lk.timings_ms["embed"] == 4.25 and lk.timings_ms["total"] >= lk.timings_ms["quality"] > 0
 
 
 def test_lookup_json_has_the_search_json_results_shape():
     searcher = FakeSearcher()
-    lk = Pipeline(searcher, k=2).lookup(frame(7, draw_product(0)))
+    lk = KioskLoop(searcher, k=2).lookup(frame(7, draw_product(0)))
     d = json.loads(json.dumps(lk.to_json()))
     assert set(d) >= {"frame", "timestamp", "results", "no_match", "variant", "timings_ms"}
     assert d["frame"] == 7 and d["timestamp"] == "2023-11-14T22:13:20.233Z"
@@ -60,7 +60,7 @@ class CentreOnly(FakeSearcher):
 
 
 def test_low_confidence_retries_with_an_enhancement_and_says_which():
-    lk = Pipeline(CentreOnly(), k=2).lookup(frame(0, draw_product(2)))
+    lk = KioskLoop(CentreOnly(), k=2).lookup(frame(0, draw_product(2)))
     assert lk.variant == "centre-crop" and lk.tried == ("original", "centre-crop")
     assert not lk.result.no_match and lk.timings_ms["enhance"] >= 0
     # three searches' worth of embed time would mean it did not stop at the first match
@@ -69,7 +69,7 @@ def test_low_confidence_retries_with_an_enhancement_and_says_which():
 
 def test_no_match_after_every_retry_keeps_the_closest_score():
     searcher = FakeSearcher(min_score=0.99)
-    lk = Pipeline(searcher).lookup(frame(0, draw_product(9)))  # not in the fake catalog
+    lk = KioskLoop(searcher).lookup(frame(0, draw_product(9)))  # not in the fake catalog
     assert lk.result.no_match and lk.variant == "original"
     assert lk.tried == ("original", "centre-crop", "equalized") and len(searcher.calls) == 3
     assert 0 < lk.result.best_score < 0.99 and lk.to_json()["no_match"] is True
@@ -77,13 +77,13 @@ def test_no_match_after_every_retry_keeps_the_closest_score():
 
 def test_retries_can_be_turned_off_and_unknown_ones_are_refused():
     searcher = FakeSearcher(min_score=0.99)
-    assert Pipeline(searcher, retries=()).lookup(frame(0, draw_product(9))).tried == ("original",)
+    assert KioskLoop(searcher, retries=()).lookup(frame(0, draw_product(9))).tried == ("original",)
     with pytest.raises(ValueError, match="unknown enhancements"):
-        Pipeline(searcher, retries=("sharpen",))
+        KioskLoop(searcher, retries=("sharpen",))
 
 
 def test_k_reset_and_pause_from_another_thread_take_effect_between_frames():
-    pipe = Pipeline(FakeSearcher(), k=2)
+    pipe = KioskLoop(FakeSearcher(), k=2)
     for i in range(3):
         pipe.offer(frame(i, draw_product(0)))
     epoch = pipe.epoch
@@ -105,7 +105,7 @@ def test_run_kiosk_yields_status_frames_and_lookups_in_order_and_saves_searched_
     src.push(draw_product(0), 4)
     src.push(draw_product(3), 4)
     saver = FrameSaver(tmp_path / "saved")
-    events = list(run_kiosk(src, Pipeline(FakeSearcher(), k=1), max_frames=8, saver=saver))
+    events = list(run_kiosk(src, KioskLoop(FakeSearcher(), k=1), max_frames=8, saver=saver))
     assert isinstance(events[0], SourceStatus) and events[0].state == "live"
     seen = [e for e in events if isinstance(e, FrameSeen)]
     lookups = [e for e in events if isinstance(e, Lookup)]
@@ -123,7 +123,7 @@ def test_run_kiosk_reports_status_changes_and_ends_at_the_end_of_a_file():
     src.set("ended", "end of video x.mp4")
     events = list(run_kiosk(src, None))
     assert [e.state for e in events if isinstance(e, SourceStatus)] == ["ended"]
-    # the frames that arrived before the end are still taken; no pipeline: only seen
+    # the frames that arrived before the end are still taken; no kiosk_loop: only seen
     assert [e.frame.index for e in events if isinstance(e, FrameSeen)] == [0, 1]
     assert all(e.verdict is None for e in events if isinstance(e, FrameSeen))
 
@@ -152,7 +152,7 @@ def test_frame_saver_refuses_a_folder_it_cannot_make_or_write(tmp_path):
         FrameSaver(blocker / "sub")
     saver = FrameSaver(tmp_path / "gone")
     (tmp_path / "gone").rmdir()  # removed while the kiosk runs
-    lk = Pipeline(FakeSearcher()).lookup(frame(0, draw_product(0)))
+    lk = KioskLoop(FakeSearcher()).lookup(frame(0, draw_product(0)))
     with pytest.raises(EdgeSearchError, match="cannot write"):
         saver.save(lk)
 
@@ -173,7 +173,7 @@ def student_bundle(tmp_path_factory, sample_catalog, tiny_checkpoint) -> Path:
 
 
 def write_video(path: Path, images: list[Path], held: int = HELD, fourcc: str = "mp4v") -> Path:
-    from edge_search.images import load_image
+    from edge_search.core.images import load_image
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (320, 320))
     assert writer.isOpened(), f"OpenCV cannot write {path.suffix} here"
@@ -282,11 +282,11 @@ def counter_scene(seed: int, size: int = 320) -> np.ndarray:
 
 
 def test_the_kiosk_names_no_product_on_an_empty_counter_with_the_bundles_rule():
-    from edge_search.index import VectorIndex
-    from edge_search.manifest import NoMatchRule, PreprocessCfg
-    from edge_search.preprocess import preprocess
-    from edge_search.products import Product, ProductTable
-    from edge_search.search import Searcher
+    from edge_search.core.index import VectorIndex
+    from edge_search.core.manifest import NoMatchRule, PreprocessCfg
+    from edge_search.core.preprocess import preprocess
+    from edge_search.core.products import Product, ProductTable
+    from edge_search.core.search import Searcher
 
     pp = PreprocessCfg(size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     enc = PixelEncoder()
@@ -298,7 +298,7 @@ def test_the_kiosk_names_no_product_on_an_empty_counter_with_the_bundles_rule():
     rule = NoMatchRule(min_margin=0.0, negatives="negatives.npy", negative_margin=0.0, rule="negatives")
     searcher = Searcher(encoder=enc, index=VectorIndex.build(catalog, dtype="f32"), products=table,
                         preprocess_cfg=pp, min_score=-1.0, calibration=rule, negatives=negatives)
-    pipe = Pipeline(searcher, k=1)
+    pipe = KioskLoop(searcher, k=1)
     # a hand-held-style sequence: the empty counter (new scenes, each held still), then a product
     lookups = []
     for scene in range(100, 104):
@@ -310,5 +310,5 @@ def test_the_kiosk_names_no_product_on_an_empty_counter_with_the_bundles_rule():
     product = [lk for i in range(4) for _, lk in [pipe.offer(frame(2000 + i, draw_product(2)))] if lk is not None]
     assert [h.id for h in product[0].result.hits] == ["p2"]
     # what the kiosk did before: the pooled floor as a flat cut-off names a product for the counter
-    flat = Pipeline(searcher, k=1, min_score=searcher.min_score).lookup(frame(0, counter_scene(100)))
+    flat = KioskLoop(searcher, k=1, min_score=searcher.min_score).lookup(frame(0, counter_scene(100)))
     assert not flat.result.no_match

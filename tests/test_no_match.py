@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from edge_search.errors import BundleError
-from edge_search.index import VectorIndex
-from edge_search.manifest import NoMatchRule, PreprocessCfg, parse_manifest
-from edge_search.products import Product, ProductTable
-from edge_search.search import Searcher
+from edge_search.core.index import VectorIndex
+from edge_search.core.manifest import NoMatchRule, PreprocessCfg, parse_manifest
+from edge_search.core.products import Product, ProductTable
+from edge_search.core.search import Searcher
 from edge_search_export.calibrate import calibrate_no_match, calibration_scores
 from edge_search_export.config import NoMatchSettings
 
@@ -195,7 +195,7 @@ class PathEncoder:
 def test_eval_applies_the_calibrated_rule_and_measures_reject_recall(tmp_path):
     import cv2
 
-    from edge_search.evaluate import evaluate, read_queries
+    from edge_search.evaluation.evaluate import evaluate, read_queries
 
     vectors = {10: [0.9, 0.1, 0, 0.4],   # clearly a: answered, right
                20: [0.6, 0.58, 0, 0.5],  # a by a hair: refused although ranked right (a false reject)

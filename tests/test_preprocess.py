@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_search.manifest import PreprocessCfg
-from edge_search.preprocess import preprocess, resize_and_crop
+from edge_search.core.manifest import PreprocessCfg
+from edge_search.core.preprocess import preprocess, resize_and_crop
 
 SIZES = [(37, 211), (480, 640), (333, 481), (1000, 300), (225, 223), (100, 100), (224, 224)]
 

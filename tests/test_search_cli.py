@@ -36,8 +36,8 @@ def test_plain_output_and_min_score(tiny_bundle, sample_catalog):
 
 
 def test_python_api(tiny_bundle, sample_catalog):
-    from edge_search.images import load_image
-    from edge_search.search import Searcher
+    from edge_search.core.images import load_image
+    from edge_search.core.search import Searcher
 
     searcher = Searcher.from_bundle(tiny_bundle)
     result = searcher.search_image(load_image(sample_catalog.parent / "images" / "oat-milk.jpg"), k=2)

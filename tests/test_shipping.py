@@ -93,9 +93,9 @@ def test_self_test_failure_keeps_the_old_bundle(tiny_bundle, packed, tmp_path):
     thumbnail scores it -1, below every other product (deterministic whatever the model)."""
     import numpy as np
 
-    from edge_search.images import load_image
-    from edge_search.index import VectorIndex
-    from edge_search.search import Searcher
+    from edge_search.core.images import load_image
+    from edge_search.core.index import VectorIndex
+    from edge_search.core.search import Searcher
 
     bad = rename_bundle(tiny_bundle, tmp_path / "bad", "bad")
     s = Searcher.from_bundle(bad)

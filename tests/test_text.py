@@ -62,7 +62,7 @@ def test_manifest_text_section(text_bundle):
     # the bundle's text tower on each product name, its index vectors, best image per product
     import numpy as np
 
-    from edge_search.search import Searcher
+    from edge_search.core.search import Searcher
 
     s = Searcher.from_bundle(text_bundle)
     by = m["index"]["catalog_encoder"]
@@ -86,7 +86,7 @@ def test_manifest_text_section(text_bundle):
 
 
 def test_text_tower_matches_the_torch_teacher(text_bundle, tiny_checkpoint):
-    from edge_search.text import TextEncoder
+    from edge_search.core.text import TextEncoder
     from edge_search_export.teacher import load_teacher
     from edge_search_export.text_export import GATE_PHRASES, torch_text_embed
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from edge_search.errors import BundleError
-from edge_search.manifest import (DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, ModelInfo, PreprocessCfg, TextInfo,
+from edge_search.core.manifest import (DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, ModelInfo, PreprocessCfg, TextInfo,
                                   parse_manifest)
 
 TEXT = TextInfo(file="text.onnx", input="tokens", output="embedding", precision="int8", opset=17, context_length=77,

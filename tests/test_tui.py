@@ -20,10 +20,10 @@ from rich.console import Console
 
 import edge_search  # noqa: F401  (onnxruntime before usearch)
 from edge_search.errors import BundleError
-from edge_search.kiosk import BundleInfo
-from edge_search.sample_catalog import draw_product
-from edge_search.tui import build_app
-from edge_search.tui.widgets import DetailsScreen, Preview, ResultRow
+from edge_search.kiosk.loop import BundleInfo
+from edge_search_export.sample_catalog import draw_product
+from edge_search.kiosk.tui import build_app
+from edge_search.kiosk.tui.widgets import DetailsScreen, Preview, ResultRow
 from kiosk_fakes import FakeSearcher, FakeSource
 
 SIZE = (100, 30)
@@ -275,7 +275,7 @@ def test_a_bundle_opened_in_the_background_then_searches():
     app, source, _ = make(loader=lambda: searcher)
 
     async def scenario(pilot):
-        await until(pilot, lambda: app.pipeline is not None, "the bundle to open")
+        await until(pilot, lambda: app.kiosk_loop is not None, "the bundle to open")
         source.push(draw_product(1), 8)  # the preview-only worker may take a frame or two as it stops
         await until(pilot, lambda: shown_ids(app)[:1] == ["red-apple"], "results")
         assert "fake-bundle · 4 products" in widget_text(app, "#status")
@@ -472,11 +472,11 @@ def test_snapshot_no_match_screen():
 # --- import rules ---------------------------------------------------------------------------------
 
 def test_only_the_tui_package_imports_textual():
-    code = ("import json, sys, edge_search.cli as c, edge_search.kiosk, edge_search.frames, edge_search.gate, "
-            "edge_search.enhance\n"
+    code = ("import json, sys, edge_search.cli as c, edge_search.kiosk.loop, edge_search.kiosk.frames, edge_search.kiosk.quality, "
+            "edge_search.kiosk.enhance\n"
             "c.build_parser()\n"
             "before = 'textual' in sys.modules\n"
-            "import edge_search.tui\n"
+            "import edge_search.kiosk.tui\n"
             "print(json.dumps([before, 'textual' in sys.modules]))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -522,7 +522,7 @@ def run_in_terminal(args: list, timeout: float = 60, size: tuple[int, int] = (12
 def catalog_video(path: Path, images: Path, held: int = 40) -> Path:
     import cv2
 
-    from edge_search.images import load_image
+    from edge_search.core.images import load_image
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 20, (320, 320))
     for p in sorted(images.glob("*.jpg"))[:3]:
@@ -571,7 +571,7 @@ def test_run_shows_a_bundle_that_fails_verification_then_exits_with_one_line(tmp
 def searcher_with_thumbnails(root: Path) -> FakeSearcher:
     from dataclasses import replace
 
-    from edge_search.images import encode_jpeg
+    from edge_search.core.images import encode_jpeg
 
     searcher = FakeSearcher()
     (root / "thumbs").mkdir()
@@ -583,7 +583,7 @@ def searcher_with_thumbnails(root: Path) -> FakeSearcher:
 
 
 def test_thumbnail_cache_reads_bundle_thumbnails_and_refuses_paths_outside(tmp_path):
-    from edge_search.tui.thumbs import THUMB_SIDE, ThumbCache
+    from edge_search.kiosk.tui.thumbs import THUMB_SIDE, ThumbCache
 
     searcher_with_thumbnails(tmp_path)
     cache = ThumbCache(tmp_path)
@@ -617,6 +617,6 @@ def test_the_tui_package_ships_in_a_normal_install():
     root = Path(edge_search.__file__).parent
     subpackages = sorted("edge_search." + ".".join(p.parent.relative_to(root).parts)
                          for p in root.rglob("__init__.py") if p.parent != root)
-    assert "edge_search.tui" in subpackages
+    assert "edge_search.kiosk.tui" in subpackages
     missing = [s for s in subpackages if s not in packages]
     assert not missing, f"pyproject.toml [tool.setuptools] packages lacks {missing}: a wheel would not ship them"

@@ -1,0 +1,70 @@
+"""Opening a bundle directory: manifest, checksums, and the paths inside it.
+
+Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_search.errors import BundleError
+from edge_search.files import sha256_file
+from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_bytes, read_manifest_bytes
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: bool = True, trusted_key: str | Path | None = None) -> "Bundle":
+        """Read and check a bundle. With a `trusted_key`, manifest.sig must be that
+        key's signature of the manifest bytes that are then parsed (one read, no gap)."""
+        root = Path(path)
+        data = read_manifest_bytes(root)
+        if trusted_key is not None:
+            from edge_search.shipping.signing import verify_signature
+
+            verify_signature(root, data, trusted_key)
+        manifest = manifest_from_bytes(data, str(root / MANIFEST_NAME))
+        bundle = cls(root=root, manifest=manifest)
+        needed = [manifest.model.file, manifest.index.file, manifest.products_file]
+        if manifest.index.rescore_file:
+            needed.append(manifest.index.rescore_file)
+        if manifest.calibration is not None and manifest.calibration.negatives:
+            needed.append(manifest.calibration.negatives)
+        if manifest.text is not None:
+            needed += [manifest.text.file, manifest.text.tokenizer] + ([manifest.text.index] if manifest.text.index else [])
+        for name in needed:
+            if name not in manifest.files:
+                raise BundleError(f"{root / 'manifest.json'}: '{name}' has no checksum entry")
+        for name in manifest.files:
+            bundle.path(name)  # rejects names that escape the bundle
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def path(self, name: str) -> Path:
+        """The path of a file named by the manifest; refuses names outside the bundle."""
+        p = Path(name)
+        if p.is_absolute() or ".." in p.parts or not p.parts:
+            raise BundleError(f"{self.root / 'manifest.json'}: file name '{name}' points outside the bundle")
+        return self.root / p
+
+    def verify(self) -> list[str]:
+        """Check every file's size and sha256; returns the names checked."""
+        checked = []
+        for name, entry in self.manifest.files.items():
+            p = self.path(name)
+            if not p.is_file():
+                raise BundleError(f"{p}: missing from the bundle")
+            size = p.stat().st_size
+            if size != entry["bytes"]:
+                raise BundleError(f"{p}: size {size} bytes, manifest says {entry['bytes']} (corrupt or truncated)")
+            digest = sha256_file(p)
+            if digest != entry["sha256"]:
+                raise BundleError(f"{p}: checksum mismatch (sha256 {digest[:12]}…, manifest {entry['sha256'][:12]}…)")
+            checked.append(name)
+        return checked

@@ -1,0 +1,192 @@
+"""Reading a retailer's catalog: CSV, JSONL, or a folder of DIR/<id>/*.jpg.
+
+One row per product image; rows sharing an `id` are images of one product.
+Validation reports every bad row at once, each with its line number.
+Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from edge_search.display import has_control, printable
+from edge_search.errors import CatalogError, ImageError
+from edge_search.files import MAX_TABLE_BYTES, open_regular_text
+from edge_search.core.images import load_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+KNOWN_COLUMNS = ("id", "image", "name", "description", "price", "category")
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    line: int
+    id: str
+    image: Path
+    name: str | None = None
+    description: str | None = None
+    price: float | None = None
+    category: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    source: Path
+    rows: tuple[CatalogRow, ...]
+    skipped: tuple[str, ...] = ()
+
+    def grouped(self) -> list[tuple[str, list[CatalogRow]]]:
+        """Products in order of first appearance, each with its rows."""
+        groups: dict[str, list[CatalogRow]] = {}
+        for r in self.rows:
+            groups.setdefault(r.id, []).append(r)
+        return list(groups.items())
+
+
+def _clean(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[str], where: str) -> CatalogRow | None:
+    pid, image = _clean(rec.get("id")), _clean(rec.get("image"))
+    bad = []
+    if pid is None:
+        bad.append("missing id")
+    elif has_control(pid):  # a NUL or ESC in an id reaches file names, terminals and the index's key table
+        bad.append(f"id {printable(pid)!r} holds control characters")
+    if image is None:
+        bad.append("missing image")
+    price = None
+    raw_price = _clean(rec.get("price"))
+    if raw_price is not None:
+        try:
+            price = float(raw_price)
+            if not math.isfinite(price):
+                raise ValueError
+        except ValueError:
+            bad.append(f"price {raw_price!r} is not a number")
+    path = None
+    if image is not None:
+        path = (base / image) if not Path(image).is_absolute() else Path(image)
+        try:
+            load_image(path)
+        except ImageError as e:
+            bad.append(f"image {image}: {str(e).split(': ', 1)[-1]}")
+    if bad:
+        problems.append(f"{where} line {line}: " + "; ".join(bad))
+        return None
+    meta = {k: v for k, v in rec.items() if k not in KNOWN_COLUMNS and _clean(v) is not None}
+    return CatalogRow(line=line, id=pid, image=path, name=_clean(rec.get("name")),
+                      description=_clean(rec.get("description")), price=price,
+                      category=_clean(rec.get("category")), meta=meta)
+
+
+_PRODUCT_FIELDS = ("name", "price", "category", "description")
+
+
+def _drop_conflicts(rows: list[CatalogRow], problems: list[str], where: str) -> list[CatalogRow]:
+    """Rows sharing an id are images of one product, so they must agree on its name, price,
+    category and description (a row may leave one empty). A row that contradicts the
+    product's first row is a bad row naming both lines: merged silently, one of two prices
+    would be dropped without a word. With --skip-bad it is skipped and the first row's values stand."""
+    first: dict[str, CatalogRow] = {}
+    kept = []
+    for row in rows:
+        seen = first.setdefault(row.id, row)
+        clashes = [f"{f} {getattr(row, f)!r} (line {seen.line} says {getattr(seen, f)!r})" for f in _PRODUCT_FIELDS
+                   if getattr(row, f) is not None and getattr(seen, f) is not None and getattr(row, f) != getattr(seen, f)]
+        if seen is not row and clashes:
+            problems.append(f"{where} line {row.line}: id '{row.id}' repeats with another " + ", ".join(clashes))
+            continue
+        kept.append(row)
+    return kept
+
+
+def _records_csv(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    with open_regular_text(path, limit=MAX_TABLE_BYTES, what="catalog", error=CatalogError, newline="",
+                           encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise CatalogError(f"{path}: empty file, expected a header with id,image")
+        missing = [c for c in ("id", "image") if c not in [h.strip() for h in reader.fieldnames if h]]
+        if missing:
+            raise CatalogError(f"{path}: header lacks required column(s) {', '.join(missing)}")
+        for rec in reader:
+            rec = {(k or "").strip(): v for k, v in rec.items() if k is not None}
+            yield reader.line_num, rec
+
+
+def _records_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    with open_regular_text(path, limit=MAX_TABLE_BYTES, what="catalog", error=CatalogError) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield n, {"__error__": f"not valid JSON ({e.msg})"}
+                continue
+            yield n, rec if isinstance(rec, dict) else {"__error__": "not a JSON object"}
+
+
+def _rows_from_folder(root: Path) -> tuple[list[CatalogRow], list[str]]:
+    rows, problems = [], []
+    n = 0
+    for product_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for img in sorted(p for p in product_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            n += 1
+            try:
+                load_image(img)
+            except ImageError as e:
+                problems.append(f"{img}: {str(e).split(': ', 1)[-1]}")
+                continue
+            if has_control(product_dir.name):
+                problems.append(f"{printable(product_dir)}: folder name (the product id) holds control characters")
+                continue
+            rows.append(CatalogRow(line=n, id=product_dir.name, image=img, name=product_dir.name))
+    return rows, problems
+
+
+def read_catalog(path: str | Path, *, skip_bad: bool = False) -> Catalog:
+    """Read and validate a catalog; raises CatalogError listing every bad row
+    unless `skip_bad`, in which case the bad rows are listed in `skipped`."""
+    path = Path(path)
+    if not path.exists():
+        raise CatalogError(f"{path}: no such catalog file or folder")
+    problems: list[str] = []
+    if path.is_dir():
+        rows, problems = _rows_from_folder(path)
+    else:
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".jsonl", ".ndjson"):
+            raise CatalogError(f"{path}: unknown catalog format '{suffix}' (use .csv, .jsonl or a folder)")
+        records = _records_csv(path) if suffix == ".csv" else _records_jsonl(path)
+        rows = []
+        try:
+            for line, rec in records:
+                if "__error__" in rec:
+                    problems.append(f"{path} line {line}: {rec['__error__']}")
+                    continue
+                row = _row_from_record(rec, line, path.parent, problems, str(path))
+                if row is not None:
+                    rows.append(row)
+        except UnicodeDecodeError:
+            raise CatalogError(f"{path}: not UTF-8 text") from None
+        except csv.Error as e:
+            raise CatalogError(f"{path}: malformed CSV ({e})") from None
+        rows = _drop_conflicts(rows, problems, str(path))
+    if problems and not skip_bad:
+        listing = "; ".join(problems[:20]) + (f"; … and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise CatalogError(f"{path}: {len(problems)} bad row(s), nothing written (use --skip-bad to go on): {listing}")
+    if not rows:
+        raise CatalogError(f"{path}: no usable product images")
+    return Catalog(source=path, rows=tuple(rows), skipped=tuple(problems))

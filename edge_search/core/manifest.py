@@ -1,0 +1,413 @@
+"""The bundle manifest: the single source of truth for how a bundle is read.
+
+Owns the schema (dataclasses, parsing, validation) of `manifest.json`. The
+format is documented in models/BUNDLE_FORMAT.md; keep the two in step.
+Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_search.errors import BundleError
+from edge_search.files import MAX_MANIFEST_BYTES, read_regular
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+RESIZE_MODES = ("shortest", "longest", "squash")
+MAX_INPUT_SIDE = 1024  # the largest open_clip towers take 448-518 px; more is a damaged manifest
+MAX_EMBED_DIM = 16384
+CV2_INTERPOLATIONS = ("area", "linear", "cubic", "lanczos")
+INDEX_DTYPES = ("i8", "f16", "f32")
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """How a photo becomes the model's input, named as open_clip names it.
+
+    `cv2_interpolation` is ours: open_clip resizes with PIL, the device with
+    OpenCV, and the export picks the OpenCV filter that agrees best with PIL's.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    mode: str = "RGB"
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    fill_color: int = 0
+    cv2_interpolation: str = "area"
+
+    def __post_init__(self) -> None:
+        size = self.size
+        if isinstance(size, int):
+            size = (size, size)
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+            raise ValueError(f"preprocess size must be whole numbers, got {list(size)}")
+        size = tuple(size)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(size) != 2 or min(size) < 8 or max(size) > MAX_INPUT_SIDE:
+            raise ValueError(f"preprocess size must be two sides of 8 to {MAX_INPUT_SIDE} pixels, got {size}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("preprocess mean and std need three values")
+        # pixels are scaled to [0, 1] first: a mean outside it or a std of 0, NaN or inf is not a normalization
+        if not all(math.isfinite(m) and 0 <= m <= 1 for m in self.mean):
+            raise ValueError(f"preprocess mean must be three numbers in [0, 1], got {self.mean}")
+        if not all(math.isfinite(s) and 0 < s <= 1 for s in self.std):
+            raise ValueError(f"preprocess std must be three numbers in (0, 1], got {self.std}")
+        if isinstance(self.fill_color, bool) or not isinstance(self.fill_color, int) or not 0 <= self.fill_color <= 255:
+            raise ValueError(f"preprocess fill_color must be 0..255, got {self.fill_color!r}")
+        if self.mode != "RGB":
+            raise ValueError(f"preprocess mode must be RGB, got {self.mode!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("preprocess mean and std need three values, std positive")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.cv2_interpolation not in CV2_INTERPOLATIONS:
+            raise ValueError(
+                f"cv2_interpolation must be one of {CV2_INTERPOLATIONS}, got {self.cv2_interpolation!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    file: str
+    input: str
+    output: str
+    embed_dim: int
+    precision: str  # "int8" or "fp32"
+    opset: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.embed_dim <= MAX_EMBED_DIM:
+            raise ValueError(f"model embed_dim must be 1..{MAX_EMBED_DIM}, got {self.embed_dim}")
+        if self.opset < 1:
+            raise ValueError(f"model opset must be positive, got {self.opset}")
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    file: str
+    dtype: str
+    metric: str
+    count: int
+    exact: bool = True
+    # i8 candidates rescored with these f16 vectors (same row order as keys)
+    rescore_file: str | None = None
+    catalog_encoder: str = "student"
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"index count must not be negative, got {self.count}")
+        if self.dtype not in INDEX_DTYPES:
+            raise ValueError(f"index dtype must be one of {INDEX_DTYPES}, got {self.dtype!r}")
+        if self.metric != "cos":
+            raise ValueError(f"index metric must be 'cos', got {self.metric!r}")
+
+
+@dataclass(frozen=True)
+class NoMatchRule:
+    """The calibrated "no match" decision (manifest `search.calibration`).
+
+    A query is answered only when its top product's score reaches that
+    product's floor (`product_min_score`, else the manifest's `min_score`) and
+    leads the second product by at least `min_margin`. Fitted at export so
+    that at most `max_false_reject` of the calibration photos the model names
+    correctly are rejected, while as many photos of products left out of the
+    catalog (and of non-product scenes, `--negatives`) as possible are.
+
+    With `negatives` (a file in the bundle: N x D unit vectors of scenes with
+    no product, a reserved "no product" class) a query is also refused when
+    its nearest negative comes within `negative_margin` of its top product's
+    score (`best - nearest negative < negative_margin`). `rule` names the
+    candidate the export chose (export/calibrate.py RULES).
+    """
+
+    min_margin: float
+    product_min_score: dict[str, float] = field(default_factory=dict)
+    max_false_reject: float = 0.05
+    source: str = ""
+    negatives: str | None = None
+    negative_margin: float | None = None
+    rule: str | None = None
+
+    def __post_init__(self) -> None:
+        floors = (self.min_margin, self.max_false_reject, *self.product_min_score.values())
+        if not all(math.isfinite(v) for v in floors):
+            raise ValueError("calibration values must be finite numbers")
+        if (self.negatives is None) != (self.negative_margin is None):
+            raise ValueError("calibration negatives and negative_margin go together")
+        if self.negative_margin is not None and not (math.isfinite(self.negative_margin)
+                                                     and -2 <= self.negative_margin <= 2):
+            raise ValueError(f"calibration negative_margin must be in [-2, 2], got {self.negative_margin}")
+        if not 0 <= self.min_margin <= 2:
+            raise ValueError(f"calibration min_margin must be in [0, 2], got {self.min_margin}")
+        if not 0 <= self.max_false_reject <= 1:
+            raise ValueError(f"calibration max_false_reject must be in [0, 1], got {self.max_false_reject}")
+
+
+# photo + words: weight of the photo. Chosen on the grocery benchmark's "photo + category word" sweep (README).
+DEFAULT_FUSION_ALPHA = 0.9
+
+
+@dataclass(frozen=True)
+class TextInfo:
+    """The text tower (manifest `text`; absent unless exported with --with-text).
+
+    `model` takes `input` (N x context_length int64 token ids from
+    `tokenizer`) and returns `output` (N x D, unit length) in the same space
+    as the image index. `index` holds one vector per product (key = position
+    in products.jsonl): the text tower's embedding of its name and
+    description. A text query scores product p as
+    (1 - product_text_weight) * image-index score + product_text_weight * text-index score;
+    a photo plus words query embeds normalize(alpha * image + (1 - alpha) * text).
+    With `trim_padding`, token rows may be cut after the batch's last end token.
+    """
+
+    file: str
+    input: str
+    output: str
+    precision: str
+    opset: int
+    context_length: int
+    tokenizer: str
+    index: str | None = None
+    product_text_weight: float = 0.0
+    fusion_alpha: float = DEFAULT_FUSION_ALPHA
+    # the tower reads nothing after the end token (causal mask, end-token pooling): rows may be cut there
+    trim_padding: bool = False
+
+    def __post_init__(self) -> None:
+        if self.context_length < 2:
+            raise ValueError(f"text context_length must be at least 2, got {self.context_length}")
+        for name in ("product_text_weight", "fusion_alpha"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 <= v <= 1):
+                raise ValueError(f"text {name} must be in [0, 1], got {v}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    name: str
+    created: str
+    preprocess: PreprocessCfg
+    model: ModelInfo
+    index: IndexInfo
+    products_file: str
+    product_count: int
+    min_score: float
+    files: dict[str, dict[str, Any]]
+    producer: dict[str, Any] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)
+    student: dict[str, Any] | None = None
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    calibration: NoMatchRule | None = None  # None: the flat min_score alone decides "no match"
+    text: TextInfo | None = None  # None: no text model (exported without --with-text)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["preprocess"]["size"] = list(self.preprocess.size)
+        d["products"] = {"file": d.pop("products_file"), "count": d.pop("product_count")}
+        d["search"] = {"min_score": d.pop("min_score")}
+        calibration = d.pop("calibration")
+        if calibration is not None:  # optional keys left out when unset: such bundles keep their old shape
+            d["search"]["calibration"] = {k: v for k, v in calibration.items()
+                                          if v is not None or k not in _CALIBRATION_OPTIONAL}
+        if d["text"] is None:
+            del d["text"]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _need(d: dict, key: str, kind: type | tuple, where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise BundleError(f"{where}: missing key '{key}'")
+    value = d[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise BundleError(f"{where}: key '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def parse_manifest(data: Any, where: str) -> Manifest:
+    """Validate a decoded manifest; every problem is a one-line BundleError."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: manifest is not a JSON object")
+    version = _need(data, "schema_version", int, where)
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{where}: unknown schema_version {version} (this edge-search reads version {SCHEMA_VERSION})"
+        )
+    pp = _need(data, "preprocess", dict, where)
+    model = _need(data, "model", dict, where)
+    index = _need(data, "index", dict, where)
+    products = _need(data, "products", dict, where)
+    search = _need(data, "search", dict, where)
+    files = _need(data, "files", dict, where)
+    try:
+        preprocess = PreprocessCfg(
+            size=tuple(_need(pp, "size", list, where + " preprocess")),
+            mode=_need(pp, "mode", str, where + " preprocess"),
+            mean=tuple(_need(pp, "mean", list, where + " preprocess")),
+            std=tuple(_need(pp, "std", list, where + " preprocess")),
+            interpolation=_need(pp, "interpolation", str, where + " preprocess"),
+            resize_mode=_need(pp, "resize_mode", str, where + " preprocess"),
+            fill_color=_need(pp, "fill_color", int, where + " preprocess"),
+            cv2_interpolation=_need(pp, "cv2_interpolation", str, where + " preprocess"),
+        )
+        model_info = ModelInfo(
+            file=_need(model, "file", str, where + " model"),
+            input=_need(model, "input", str, where + " model"),
+            output=_need(model, "output", str, where + " model"),
+            embed_dim=_need(model, "embed_dim", int, where + " model"),
+            precision=_need(model, "precision", str, where + " model"),
+            opset=_need(model, "opset", int, where + " model"),
+        )
+        rescore = index.get("rescore_file")
+        if rescore is not None and not isinstance(rescore, str):
+            raise BundleError(f"{where} index: key 'rescore_file' has the wrong type")
+        index_info = IndexInfo(
+            file=_need(index, "file", str, where + " index"),
+            dtype=_need(index, "dtype", str, where + " index"),
+            metric=_need(index, "metric", str, where + " index"),
+            count=_need(index, "count", int, where + " index"),
+            exact=_need(index, "exact", bool, where + " index"),
+            rescore_file=rescore,
+            catalog_encoder=_need(index, "catalog_encoder", str, where + " index"),
+        )
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{where}: {e}") from None
+    min_score = _need(search, "min_score", float, where + " search")
+    if not math.isfinite(min_score):
+        raise BundleError(f"{where}: search min_score is not a finite number")
+    calibration = _parse_calibration(search["calibration"], where) if "calibration" in search else None
+    text = _parse_text(data["text"], where) if data.get("text") is not None else None
+    for name, entry in files.items():
+        digest = _need(entry, "sha256", str, f"{where} files[{name}]")
+        size = _need(entry, "bytes", int, f"{where} files[{name}]")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or size < 0:
+            raise BundleError(f"{where}: files[{name}] needs a 64-digit hex sha256 and a byte count of 0 or more")
+    if _need(products, "count", int, where + " products") < 0:
+        raise BundleError(f"{where}: products count must not be negative")
+    records = {key: data.get(key) for key in ("producer", "teacher", "student", "fidelity")}
+    for key, value in records.items():  # free-form records, but shown by inspect: objects or nothing
+        if value is not None and not isinstance(value, dict):
+            raise BundleError(f"{where}: key '{key}' must be a JSON object, got {type(value).__name__}")
+    return Manifest(
+        schema_version=version,
+        name=_need(data, "name", str, where),
+        created=_need(data, "created", str, where),
+        preprocess=preprocess,
+        model=model_info,
+        index=index_info,
+        products_file=_need(products, "file", str, where + " products"),
+        product_count=_need(products, "count", int, where + " products"),
+        min_score=min_score,
+        files=files,
+        producer=data.get("producer") or {},
+        teacher=data.get("teacher") or {},
+        student=data.get("student"),
+        fidelity=data.get("fidelity") or {},
+        calibration=calibration,
+        text=text,
+    )
+
+
+def _parse_text(t: Any, where: str) -> TextInfo:
+    where = where + " text"
+    index = t.get("index") if isinstance(t, dict) else None
+    if index is not None and not isinstance(index, str):
+        raise BundleError(f"{where}: key 'index' has the wrong type")
+    try:
+        return TextInfo(file=_need(t, "file", str, where), input=_need(t, "input", str, where),
+                        output=_need(t, "output", str, where), precision=_need(t, "precision", str, where),
+                        opset=_need(t, "opset", int, where), context_length=_need(t, "context_length", int, where),
+                        tokenizer=_need(t, "tokenizer", str, where), index=index,
+                        product_text_weight=_need(t, "product_text_weight", float, where),
+                        fusion_alpha=_need(t, "fusion_alpha", float, where),
+                        trim_padding=bool(t.get("trim_padding", False)))
+    except ValueError as e:
+        raise BundleError(f"{where}: {e}") from None
+
+
+_CALIBRATION_OPTIONAL = {"negatives", "negative_margin", "rule"}
+_CALIBRATION_KEYS = {"min_margin", "product_min_score", "max_false_reject", "source", *_CALIBRATION_OPTIONAL}
+
+
+def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
+    """Strict: the rule decides what the device answers, so a key this reader
+    does not know could change a decision it would silently skip."""
+    where = where + " search.calibration"
+    if not isinstance(cal, dict):
+        raise BundleError(f"{where}: must be a JSON object")
+    unknown = sorted(set(cal) - _CALIBRATION_KEYS)
+    if unknown:
+        raise BundleError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    floors = _need(cal, "product_min_score", dict, where)
+    for pid, v in floors.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise BundleError(f"{where}: product_min_score['{pid}'] is not a number")
+    try:
+        return NoMatchRule(min_margin=_need(cal, "min_margin", float, where),
+                           product_min_score={k: float(v) for k, v in floors.items()},
+                           max_false_reject=_need(cal, "max_false_reject", float, where),
+                           source=_need(cal, "source", str, where),
+                           negatives=_need(cal, "negatives", str, where) if "negatives" in cal else None,
+                           negative_margin=_need(cal, "negative_margin", float, where)
+                           if "negative_margin" in cal else None,
+                           rule=_need(cal, "rule", str, where) if "rule" in cal else None)
+    except ValueError as e:
+        raise BundleError(f"{where}: {e}") from None
+
+
+def read_manifest_bytes(bundle_dir: Path) -> bytes:
+    """The raw bytes of a bundle's manifest.json (what a signature covers)."""
+    path = Path(bundle_dir) / MANIFEST_NAME
+    try:
+        is_dir = Path(bundle_dir).is_dir()
+    except OSError as e:  # a folder we may not look into
+        raise BundleError(f"{bundle_dir}: cannot open the bundle ({e.strerror or e})") from None
+    if not is_dir:
+        raise BundleError(f"{bundle_dir}: not a bundle directory")
+    if not os.path.lexists(path):
+        raise BundleError(f"{path}: missing (is {bundle_dir} a bundle?)")
+    return read_regular(path, limit=MAX_MANIFEST_BYTES, what="manifest", error=BundleError)
+
+
+def manifest_from_bytes(data: bytes, where: str) -> Manifest:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BundleError(f"{where}: cannot read ({e})") from None
+    try:
+        decoded = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{where}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise BundleError(f"{where}: not valid JSON (nested too deeply)") from None
+    return parse_manifest(decoded, where)
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    data = read_manifest_bytes(bundle_dir)
+    return manifest_from_bytes(data, str(Path(bundle_dir) / MANIFEST_NAME))

@@ -1,0 +1,91 @@
+"""The bundle's product table (`products.jsonl`): one product per line.
+
+Each product lists the index keys of its images, so several catalog images
+collapse to one product at search time. Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_search.errors import BundleError
+from edge_search.files import MAX_TABLE_BYTES, read_regular
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    name: str
+    keys: tuple[int, ...]
+    price: float | None = None
+    category: str | None = None
+    description: str | None = None
+    thumbnail: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"id": self.id, "name": self.name, "price": self.price, "category": self.category,
+             "description": self.description, "thumbnail": self.thumbnail, "keys": list(self.keys)}
+        if self.meta:
+            d["meta"] = self.meta
+        return d
+
+
+@dataclass(frozen=True)
+class ProductTable:
+    products: tuple[Product, ...]
+    key_to_product: np.ndarray  # index key -> position in products
+
+    @cached_property  # read on every search; 100k products make a scan cost ms
+    def max_images(self) -> int:
+        return max((len(p.keys) for p in self.products), default=1)
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+    @classmethod
+    def from_products(cls, products: list[Product], key_count: int) -> "ProductTable":
+        lookup = np.full(key_count, -1, dtype=np.int64)
+        for pos, p in enumerate(products):
+            for key in p.keys:
+                if not 0 <= key < key_count or lookup[key] != -1:
+                    raise ValueError(f"product '{p.id}': key {key} out of range or shared")
+                lookup[key] = pos
+        if (lookup < 0).any():
+            raise ValueError(f"{int((lookup < 0).sum())} index keys belong to no product")
+        return cls(products=tuple(products), key_to_product=lookup)
+
+    @classmethod
+    def load(cls, path: Path, key_count: int) -> "ProductTable":
+        products = []
+        data = read_regular(path, limit=MAX_TABLE_BYTES, what="product table", error=BundleError)
+        try:
+            lines = data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise BundleError(f"{path}: cannot read ({e})") from None
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                products.append(Product(
+                    id=str(d["id"]), name=str(d.get("name") or d["id"]), keys=tuple(int(k) for k in d["keys"]),
+                    price=None if d.get("price") is None else float(d["price"]),
+                    category=d.get("category"), description=d.get("description"),
+                    thumbnail=d.get("thumbnail"), meta=dict(d.get("meta") or {}),
+                ))
+            except (ValueError, KeyError, TypeError) as e:
+                raise BundleError(f"{path}: line {n} is not a valid product ({type(e).__name__}: {e})") from None
+        try:
+            return cls.from_products(products, key_count)
+        except ValueError as e:
+            raise BundleError(f"{path}: {e}") from None
+
+    def dumps(self) -> str:
+        return "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in self.products)

@@ -1,0 +1,363 @@
+"""Searching a bundle: a photo, words, or both in; ranked products out.
+
+`Searcher` is built from an encoder, an index and a product table (so tests
+can hand it fakes), plus a text encoder and a product-text index when the
+bundle has them; `Searcher.from_bundle` wires the real ones from a bundle.
+Filters (`filters.Filter`) are applied inside the search by over-fetching:
+k*4 products, then k*16, ... up to the whole catalog, until k pass.
+Must not import torch, open_clip or onnx.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_search.core.bundle import Bundle
+from edge_search.core.encoder import DEFAULT_THREADS, Encoder, OnnxEncoder
+from edge_search.core.images import load_image
+from edge_search.core.index import VectorIndex, unit
+from edge_search.errors import BundleError, QueryError, TextQueryError
+from edge_search.core.filters import Filter
+from edge_search.core.manifest import DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, NoMatchRule, PreprocessCfg, TextInfo
+from edge_search.core.preprocess import preprocess
+from edge_search.core.products import Product, ProductTable
+from edge_search.core.text import TextEncoder
+
+FETCH_GROWTH = 4  # over-fetching under a filter: k*4 products, then k*16, ... up to the catalog
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    """How many products a query returns and the score below which it is "no match".
+
+    Validated here, once, for every caller (search, eval, the kiosk, export):
+    `k` is a whole number of at least 1; `min_score` is None (the bundle's
+    rule), a finite number (scores are cosines: above 1 nothing is answered),
+    or -inf (rank everything, answer always). NaN and +inf are refused: NaN
+    fails every comparison, so it would turn "no match" off or on for every
+    query without a word."""
+
+    k: int = 5
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise QueryError(f"-k must be a whole number of at least 1, got {self.k!r}")
+        if self.min_score is not None:
+            try:
+                v = float(self.min_score)
+            except (TypeError, ValueError):
+                v = math.nan
+            if math.isnan(v) or v == math.inf:
+                raise QueryError(f"--min-score must be a finite number (or -inf: answer every query), "
+                                 f"got {self.min_score!r}")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    name: str
+    score: float
+    price: float | None
+    category: str | None
+    product: Product = field(repr=False, compare=False)
+    exact: bool = False  # the query was this product's id or name
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"id": self.id, "name": self.name, "score": round(self.score, 4),
+             "price": self.price, "category": self.category}
+        if self.exact:
+            d["exact"] = True
+        return d
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]
+    best_score: float  # the top product's score, even when it fell below min_score
+    margin: float = float("inf")  # best_score minus the second product's score (inf with one product)
+    negative_score: float = float("-inf")  # the nearest no-product scene's score (bundles with negatives)
+
+    @property
+    def no_match(self) -> bool:
+        return not self.hits
+
+
+class Searcher:
+    def __init__(self, *, encoder: Encoder, index: VectorIndex, products: ProductTable,
+                 preprocess_cfg: PreprocessCfg, min_score: float = 0.0, calibration: NoMatchRule | None = None,
+                 manifest: Manifest | None = None, root: Path | None = None,
+                 text_encoder: TextEncoder | None = None, text_index: VectorIndex | None = None,
+                 text_info: TextInfo | None = None, negatives: np.ndarray | None = None):
+        self.encoder, self.index, self.products = encoder, index, products
+        # scenes with no product (the calibrated rule's reserved class): a few hundred vectors, held in memory
+        self.negatives = None if negatives is None else unit(negatives)
+        if calibration is not None and calibration.negatives and self.negatives is None:
+            raise BundleError(f"calibration uses negatives ({calibration.negatives}) but none were given")
+        self.text_encoder, self.text_index = text_encoder, text_index
+        # one vector per product: small, held in memory so every product's text score is exact
+        self._text_vectors = None if text_index is None else unit(np.asarray(
+            text_index.index.get(np.arange(len(text_index), dtype=np.uint64)), dtype=np.float32))
+        self.text_info = text_info or (manifest.text if manifest is not None else None)
+        self.preprocess_cfg, self.min_score, self.manifest = preprocess_cfg, min_score, manifest
+        self.calibration = calibration
+        self.root = root  # the bundle directory, for thumbnails; None for in-memory searchers
+        # each product's score floor, by position: its calibrated one, else the flat min_score
+        self._floors = np.full(len(products), min_score, dtype=np.float64)
+        self._position = {p.id: i for i, p in enumerate(products.products)}
+        if calibration is not None:
+            unknown = sorted(set(calibration.product_min_score) - set(self._position))
+            if unknown:
+                raise BundleError(f"calibration names product(s) the bundle lacks: {', '.join(unknown[:5])}")
+            for pid, floor in calibration.product_min_score.items():
+                self._floors[self._position[pid]] = floor
+        # exact lookup: a query that is a product's id or name puts that product first
+        self._exact: dict[str, int] = {}
+        for pos, p in enumerate(products.products):
+            self._exact.setdefault(p.name.strip().casefold(), pos)
+        for pos, p in enumerate(products.products):
+            self._exact[p.id.strip().casefold()] = pos  # an id wins over another product's name
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, *, verify: bool = True, threads: int = DEFAULT_THREADS,
+                    trusted_key: str | Path | None = None) -> "Searcher":
+        bundle = Bundle.open(path, verify=verify, trusted_key=trusted_key)
+        m = bundle.manifest
+        encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
+                              output_name=m.model.output, threads=threads)
+        encoder.check_fits(3, *m.preprocess.size, m.model.embed_dim, str(bundle.root / "manifest.json"))
+        rescore = bundle.path(m.index.rescore_file) if m.index.rescore_file else None
+        index = VectorIndex.open(bundle.path(m.index.file), m.index, rescore)
+        if index.ndim != m.model.embed_dim:
+            raise BundleError(f"{bundle.path(m.index.file)}: index vectors have {index.ndim} dimensions, "
+                              f"the model's embeddings {m.model.embed_dim}")
+        products = ProductTable.load(bundle.path(m.products_file), key_count=m.index.count)
+        text_encoder = text_index = None
+        if m.text is not None:
+            text_encoder = TextEncoder(bundle.path(m.text.file), bundle.path(m.text.tokenizer), input_name=m.text.input,
+                                       output_name=m.text.output, context_length=m.text.context_length,
+                                       threads=threads, trim=m.text.trim_padding)
+            if text_encoder.embed_dim not in (-1, m.model.embed_dim):
+                raise BundleError(f"{bundle.path(m.text.file)}: text embedding has {text_encoder.embed_dim} "
+                                  f"dimensions, the image index {m.model.embed_dim}")
+            if m.text.index:
+                info = IndexInfo(file=m.text.index, dtype="f32", metric="cos", count=len(products))
+                text_index = VectorIndex.open(bundle.path(m.text.index), info)
+        negatives = None
+        if m.calibration is not None and m.calibration.negatives:
+            negatives = _load_negatives(bundle.path(m.calibration.negatives), m.model.embed_dim)
+        try:
+            return cls(encoder=encoder, index=index, products=products, preprocess_cfg=m.preprocess,
+                       min_score=m.min_score, calibration=m.calibration, manifest=m, root=bundle.root,
+                       text_encoder=text_encoder, text_index=text_index, negatives=negatives)
+        except BundleError as e:
+            raise BundleError(f"{bundle.root / 'manifest.json'}: {e}") from None
+
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack([preprocess(im, self.preprocess_cfg) for im in images])
+        return self.encoder.embed(batch)
+
+    def accepts(self, position: int, best: float, margin: float, min_score: float | None = None,
+                negative: float = float("-inf")) -> bool:
+        """Whether a query whose top product (by position) scored `best`, `margin`
+        ahead of the second, and whose nearest no-product scene scored `negative`,
+        is answered. An explicit `min_score` is a flat cut-off that replaces the
+        bundle's calibrated rule."""
+        if min_score is not None:
+            return best >= min_score
+        if self.calibration is None:
+            return best >= self.min_score
+        cal = self.calibration
+        if cal.negative_margin is not None and best - negative < cal.negative_margin:
+            return False
+        return best >= self._floors[position] and margin >= cal.min_margin
+
+    def negative_score(self, vector: np.ndarray) -> float:
+        """The query's score against its nearest no-product scene (-inf without negatives)."""
+        if self.negatives is None or not len(self.negatives):
+            return float("-inf")
+        return float((self.negatives @ unit(vector[None])[0]).max())
+
+    def answers(self, result: SearchResult) -> bool:
+        """Whether the bundle's own rule would answer a result that was searched
+        with an explicit cut-off (evaluation searches with -inf to rank everything)."""
+        if not result.hits:
+            return False
+        return self.accepts(self._position[result.hits[0].id], result.best_score, result.margin,
+                            negative=result.negative_score)
+
+    @property
+    def has_text(self) -> bool:
+        return self.text_encoder is not None
+
+    def _rank(self, vector: np.ndarray, want: int, allow: Filter | None) -> list[tuple[int, float]]:
+        """The best `want` products (position, score) by the image index that pass `allow`."""
+        total = len(self.products)
+        n = want * FETCH_GROWTH if allow else want
+        while True:
+            n = min(n, total)
+            keys, scores = self.index.search(vector[None, :], n * self.products.max_images)
+            ranked: list[tuple[int, float]] = []
+            seen: set[int] = set()
+            for key, score in zip(keys[0], scores[0]):
+                if key < 0:
+                    break
+                pos = int(self.products.key_to_product[key])
+                if pos in seen:
+                    continue
+                seen.add(pos)
+                if not allow or allow.allows(self.products.products[pos]):
+                    ranked.append((pos, float(score)))
+                    if len(ranked) == want:
+                        return ranked
+            if n >= total:
+                return ranked
+            n *= FETCH_GROWTH
+
+    def _rank_words(self, vector: np.ndarray, want: int, allow: Filter | None) -> list[tuple[int, float]]:
+        """A text query: (1 - w) * image-index score + w * product-text score, w from the manifest.
+
+        Exact: the product-text scores are computed for every product (one
+        vector each); image candidates are fetched until no product outside
+        them can beat the k-th (its image score is at most the lowest fetched)."""
+        w = self.text_info.product_text_weight if self.text_info else 0.0
+        if w == 0 or self._text_vectors is None:
+            return self._rank(vector, want, allow)
+        words = self._text_vectors @ unit(vector[None])[0]
+        total = len(self.products)
+        n = want * FETCH_GROWTH if allow else want
+        allowed = None
+        while True:
+            n = min(n, total)
+            image = self._rank(vector, n, None)
+            ranked = sorted(((pos, (1 - w) * score + w * float(words[pos])) for pos, score in image
+                             if not allow or allow.allows(self.products.products[pos])), key=lambda x: (-x[1], x[0]))
+            if n >= total:
+                return ranked[:want]
+            if allowed is None:
+                allowed = np.fromiter((not allow or allow.allows(p) for p in self.products.products), bool, total)
+            rest = allowed.copy()
+            rest[[pos for pos, _ in image]] = False
+            bound = (1 - w) * image[-1][1] + w * float(words[rest].max()) if rest.any() else float("-inf")
+            if len(ranked) >= want and ranked[want - 1][1] >= bound:
+                return ranked[:want]
+            n *= FETCH_GROWTH
+
+    def _search(self, vector: np.ndarray, k: int, min_score: float | None, allow: Filter | None = None,
+                *, words: bool = False, calibrated: bool = True,
+                exact: int | None = None) -> tuple[list[SearchHit], float, float, float]:
+        # two products at least: the margin needs the runner-up
+        want = max(k, 2)
+        rank = self._rank_words if words else self._rank
+        ranked = rank(vector, want, allow)
+        if exact is not None and (not allow or allow.allows(self.products.products[exact])):
+            found = dict(ranked)
+            if exact not in found:  # rare: its own score, from a ranking of the whole catalog
+                found = dict(rank(vector, len(self.products), None))
+            ranked = [(exact, found[exact])] + [r for r in ranked if r[0] != exact][:want - 1]
+        else:
+            exact = None
+        negative = self.negative_score(vector) if calibrated else float("-inf")
+        if not ranked:
+            return [], float("-inf"), float("inf"), negative
+        best = ranked[0][1]
+        margin = best - ranked[1][1] if len(ranked) > 1 else float("inf")
+        if not calibrated and min_score is None:
+            min_score = float("-inf")  # the rule was fitted on photos: words are answered, ranked
+        if exact is None and not self.accepts(ranked[0][0], best, margin, min_score, negative):
+            return [], best, margin, negative
+        threshold = self.min_score if min_score is None else min_score
+        hits = []
+        for rank_no, (pos, score) in enumerate(ranked[:k]):
+            if rank_no > 0 and score < threshold and pos != exact:
+                break  # scores are sorted: nothing further can pass
+            p = self.products.products[pos]
+            hits.append(SearchHit(id=p.id, name=p.name, score=score, price=p.price, category=p.category, product=p,
+                                  exact=pos == exact))
+        return hits, best, margin, negative
+
+    def search_vector(self, vector: np.ndarray, k: int = 5, min_score: float | None = None,
+                      filter: Filter | None = None) -> tuple[list[SearchHit], float]:
+        """Best products for one embedding; several images of a product count once.
+        Empty when the query is answered "no match" (see `accepts`)."""
+        QueryParams(k, min_score)
+        hits, best, _, _ = self._search(vector, k, min_score, filter)
+        return hits, best
+
+    def _need_text(self) -> TextEncoder:
+        if self.text_encoder is None:
+            name = self.root if self.root is not None else "this bundle"
+            raise TextQueryError(f"{name} has no text model; export it with --with-text")
+        return self.text_encoder
+
+    def search_text(self, text: str, k: int = 5, min_score: float | None = None,
+                    filter: Filter | None = None, exact_lookup: bool = True) -> SearchResult:
+        """Products for words. The calibrated "no match" rule was fitted on photos, so words are
+        always answered (ranked) unless `min_score` is given; an exact id or name comes first
+        (`exact_lookup=False` ranks by the embeddings alone, as benchmarks measure them)."""
+        QueryParams(k, min_score)
+        encoder = self._need_text()
+        t0 = time.perf_counter()
+        if not text or not text.strip():
+            raise TextQueryError("the text query is empty")
+        vector = encoder.embed([text])[0]
+        t1 = time.perf_counter()
+        hits, best, margin, _ = self._search(vector, k, min_score, filter, words=True, calibrated=False,
+                                             exact=self._exact.get(text.strip().casefold()) if exact_lookup else None)
+        t2 = time.perf_counter()
+        return SearchResult(hits=hits, timings_ms={"embed": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3},
+                            best_score=best, margin=margin)
+
+    def fuse(self, image_vector: np.ndarray, text_vector: np.ndarray, alpha: float | None = None) -> np.ndarray:
+        """normalize(alpha * image + (1 - alpha) * text); alpha defaults to the bundle's."""
+        if alpha is None:
+            alpha = self.text_info.fusion_alpha if self.text_info else DEFAULT_FUSION_ALPHA
+        if not 0 <= alpha <= 1:
+            raise TextQueryError(f"--alpha must be between 0 and 1, got {alpha}")
+        z = alpha * image_vector + (1 - alpha) * text_vector
+        return z / max(float(np.linalg.norm(z)), 1e-12)
+
+    def search_image(self, image: np.ndarray | str | Path, k: int = 5, min_score: float | None = None,
+                     filter: Filter | None = None, text: str | None = None, alpha: float | None = None) -> SearchResult:
+        """Products for a photo; with `text`, for the photo steered by words (see `fuse`)."""
+        QueryParams(k, min_score)
+        timings: dict[str, float] = {}
+        if text is not None:
+            self._need_text()
+            if not text.strip():
+                raise TextQueryError("the text query is empty")
+            if alpha is not None and not 0 <= alpha <= 1:
+                raise TextQueryError(f"--alpha must be between 0 and 1, got {alpha}")
+        t0 = time.perf_counter()
+        if not isinstance(image, np.ndarray):
+            image = load_image(image)
+            timings["decode"] = (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        batch = preprocess(image, self.preprocess_cfg)[None]
+        t2 = time.perf_counter()
+        vector = self.encoder.embed(batch)[0]
+        if text is not None:
+            vector = self.fuse(vector, self.text_encoder.embed([text])[0], alpha)
+        t3 = time.perf_counter()
+        hits, best, margin, negative = self._search(vector, k, min_score, filter, calibrated=text is None)
+        t4 = time.perf_counter()
+        timings.update(preprocess=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3, search=(t4 - t3) * 1e3)
+        return SearchResult(hits=hits, timings_ms=timings, best_score=best, margin=margin, negative_score=negative)
+
+
+def _load_negatives(path: Path, dim: int) -> np.ndarray:
+    """The calibration's no-product scenes: an N x dim float .npy file, read without pickles."""
+    try:
+        v = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}: cannot read the negatives ({e})") from None
+    if v.ndim != 2 or v.shape[1] != dim or not np.issubdtype(v.dtype, np.floating) or not np.isfinite(v).all():
+        raise BundleError(f"{path}: negatives must be finite N x {dim} floats, got {v.dtype} {v.shape}")
+    return v.astype(np.float32)

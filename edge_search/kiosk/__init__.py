@@ -1,0 +1,8 @@
+"""The kiosk: camera frames -> quality check -> search -> what the shopper sees.
+
+frames (sources and the newest-frame capture thread), quality (the frame
+quality check: blur, exposure, steadiness, change), enhance (retries),
+loop (the per-frame `KioskLoop`, bundle hot swap) and `tui/` (the Textual
+screen, the only package that imports textual). Imports the core; never
+shipping, evaluation or the CLI.
+"""

@@ -1,0 +1,159 @@
+"""The export stage's sub-commands, `edge-search export` and `edge-search demo`.
+
+Registered under the `edge_search.commands` entry-point group (pyproject.toml),
+so the runtime's CLI finds them without naming this package. Importing this
+module must stay light (no torch): the parser is built on every
+`edge-search` call; the stage itself is imported only when a command runs.
+Help defaults come from the config dataclasses, which own them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+from edge_search.cli.output import say
+from edge_search.errors import EdgeSearchError
+
+from .config import ExportConfig, FinetuneSettings
+
+# what `pip install 'edge-search[export]'` adds (pyproject.toml), by import name
+EXPORT_MODULES = ("torch", "torchvision", "open_clip", "timm", "onnx", "tqdm", "PIL")
+CATALOG_ENCODERS = ("teacher", "student", "teacher+student", "teacher+student+views")
+NO_MATCH_RULES = ("flat", "floor+margin", "product-floors+margin", "negatives",
+                  "floor+margin+negatives", "product-floors+margin+negatives")
+
+
+def need_export_extra(command: str) -> None:
+    """One line, before anything runs, when the [export] extra is missing (never a ModuleNotFoundError)."""
+    missing = [m for m in EXPORT_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EdgeSearchError(f"{command} needs the [export] extra ({', '.join(missing)} not installed): "
+                              "pip install 'edge-search[export]'")
+
+
+def _default(cls, name: str):
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    need_export_extra("export")
+    from .pipeline import run_export
+
+    cfg = ExportConfig(
+        catalog=Path(args.catalog), out=Path(args.out), teacher=args.teacher, pretrained=args.pretrained,
+        student=None if args.student == "none" else args.student, student_pretrained=args.student_pretrained,
+        distill_images=tuple(Path(p) for p in args.distill_images), epochs=args.epochs,
+        views_per_image=args.views_per_image, image_size=args.image_size, quantize=args.quantize,
+        label_weight=args.distill_label_weight, index_dtype=args.index_dtype, catalog_encoder=args.catalog_encoder,
+        seed=args.seed, skip_bad=args.skip_bad, force=args.force, name=args.name,
+        finetune_labeled=Path(args.finetune_labeled) if args.finetune_labeled else None,
+        save_models=Path(args.save_models) if args.save_models else None, with_text=args.with_text,
+        sign_key=Path(args.sign_key) if args.sign_key else None,
+        negatives=Path(args.negatives) if args.negatives else None,
+    )
+    if args.no_match_rule != "auto":
+        cfg = replace(cfg, no_match=replace(cfg.no_match, rule=args.no_match_rule))
+    if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
+        raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
+    if args.finetune_epochs is not None or args.finetune_batch is not None:
+        cfg = replace(cfg, finetune=replace(cfg.finetune, **{k: v for k, v in (
+            ("epochs", args.finetune_epochs), ("batch_size", args.finetune_batch)) if v is not None}))
+    if args.gate:
+        cfg = replace(cfg, gates=cfg.gates.with_spec(args.gate))
+    summary = run_export(cfg, progress=not args.quiet)
+    m = summary.manifest
+    for line in summary.skipped:
+        say(f"skipped: {line}", file=sys.stderr)
+    images = m.fidelity.get("catalog", {}).get("images", m.index.count)
+    say(f"wrote {summary.out}: {m.product_count} products, {images} images, model {m.model.precision}, "
+        f"index {m.index.dtype} ({summary.seconds:.0f} s)")
+    return 0
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    need_export_extra("demo")
+    from .demo import run_demo
+
+    report = run_demo(Path(args.workdir), progress=not args.quiet, epochs=args.epochs)
+    if report.random_teacher:
+        say(f"note: {report.fallback_reason}")
+        say("note: ran with --pretrained random instead: this is a PIPELINE CHECK, not a quality result.")
+    say(f"bundle: {report.bundle} (exported in {report.export_seconds:.0f} s)")
+    for path, want, result in report.queries:
+        top = result.hits[0] if result.hits else None
+        mark = "ok " if top and top.id == want else "-- "
+        got = f"{top.id} ({top.score:.3f})" if top else "no match"
+        say(f"  {mark}{Path(path).name:<24} -> {got:<28} embed {result.timings_ms['embed']:.1f} ms, "
+            f"search {result.timings_ms['search']:.2f} ms")
+    say(f"top-1 on {len(report.queries)} photos: {report.top1:.0%}"
+        + (" (random teacher: expect little)" if report.random_teacher else ""))
+    say(f"try: edge-search search --bundle {report.bundle} {report.queries[0][0]}")
+    return 0
+
+
+def add_export_parser(sub) -> None:
+    d = {f.name: f.default for f in fields(ExportConfig) if not callable(getattr(f, "default_factory", None))}
+    ft = {f.name: f.default for f in fields(FinetuneSettings)}
+    e = sub.add_parser("export", help="build a bundle from a catalog (needs the [export] extra)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("--catalog", required=True, help="catalog .csv/.jsonl or folder DIR/<id>/*.jpg")
+    e.add_argument("--out", required=True, help="bundle directory to create")
+    e.add_argument("--teacher", default=d["teacher"], help="open_clip model name or config .json")
+    e.add_argument("--pretrained", default=d["pretrained"],
+                   help="open_clip pretrained tag (downloads), a local checkpoint file, or 'random' "
+                        "(random weights: a pipeline check, offline)")
+    e.add_argument("--student", default=d["student"], help="timm architecture, or 'none' to ship the teacher's tower")
+    e.add_argument("--student-pretrained", action="store_true", help="start the student from ImageNet weights (downloads)")
+    e.add_argument("--distill-images", nargs="+", default=[], metavar="DIR", help="unlabeled photos to distill on")
+    e.add_argument("--epochs", type=int, default=d["epochs"], help="distillation epochs")
+    e.add_argument("--views-per-image", type=int, default=d["views_per_image"], help="augmented views per catalog image")
+    e.add_argument("--distill-label-weight", type=float, default=d["label_weight"], metavar="W",
+                   help="weight of the product cross-entropy on views of catalog images and labeled photos "
+                        "(0: reproduce the teacher's vectors only)")
+    e.add_argument("--image-size", type=int, default=None, help="student input side (default: the teacher's)")
+    e.add_argument("--quantize", choices=["int8", "none"], default=d["quantize"], help="the shipped image model")
+    e.add_argument("--index-dtype", choices=["i8", "f16", "f32"], default=None,
+                   help="index vectors (default: chosen by measurement)")
+    e.add_argument("--catalog-encoder", choices=CATALOG_ENCODERS, default=None,
+                   help="who embeds the catalog (default: chosen by measurement among the options that pass "
+                        "the catalog self-retrieval gates)")
+    e.add_argument("--negatives", default=None, metavar="DIR",
+                   help="photos of scenes with no product (empty counter, hands, floor) that must get 'no match': "
+                        "used by the no-match calibration and by fine-tuning/distillation (default: none)")
+    e.add_argument("--no-match-rule", default="auto", choices=("auto",) + NO_MATCH_RULES,
+                   help="the 'no match' rule (auto: the candidate that does best at 2-fold cross-validation, "
+                        "all fitted to the same false-reject budget; *negatives need --negatives)")
+    e.add_argument("--seed", type=int, default=d["seed"], help="seed of every random choice")
+    e.add_argument("--skip-bad", action="store_true", help="skip bad catalog rows instead of stopping")
+    e.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")
+    e.add_argument("--name", default=None, help="bundle name (default: the --out folder's name)")
+    e.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a fidelity gate's threshold (recorded in the manifest)")
+    e.add_argument("--finetune-labeled", default=None, metavar="LABELS.csv",
+                   help="image,id photos to adapt the teacher to first (contrastive, against catalog image + text)")
+    e.add_argument("--finetune-epochs", type=int, default=None, help=f"fine-tuning epochs (default {ft['epochs']})")
+    e.add_argument("--finetune-batch", type=int, default=None,
+                   help=f"fine-tuning photos per step (default {ft['batch_size']})")
+    e.add_argument("--save-models", default=None, metavar="DIR",
+                   help="also keep the fine-tuned teacher (teacher.pt) and the fp32 student ONNX here")
+    e.add_argument("--with-text", action="store_true",
+                   help="also ship the teacher's text tower (int8), its tokenizer and a product-text index")
+    e.add_argument("--sign-key", default=None, metavar="KEY",
+                   help="Ed25519 private key (edge-search keygen): sign the manifest (manifest.sig)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=run_export_command)
+
+
+def add_demo_parser(sub) -> None:
+    from .demo import DEMO_EPOCHS, DEMO_WORKDIR
+
+    d = sub.add_parser("demo", help="make a sample catalog, export it and search it (needs the [export] extra)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("--workdir", default=DEMO_WORKDIR, help="where the sample catalog, bundle and photos go")
+    d.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="distillation epochs")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=run_demo_command)
