@@ -40,8 +40,8 @@ def _default(cls, name: str):
 
 
 def run_export_command(args: argparse.Namespace) -> int:
-    need_export_extra("export")
-    from .pipeline import run_export
+    if not args.base:  # a catalog build on a base's ONNX models runs without torch
+        need_export_extra("export")
 
     cfg = ExportConfig(
         catalog=Path(args.catalog), out=Path(args.out), teacher=args.teacher, pretrained=args.pretrained,
@@ -54,6 +54,9 @@ def run_export_command(args: argparse.Namespace) -> int:
         save_models=Path(args.save_models) if args.save_models else None, with_text=args.with_text,
         sign_key=Path(args.sign_key) if args.sign_key else None,
         negatives=Path(args.negatives) if args.negatives else None,
+        base=Path(args.base) if args.base else None,
+        embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None,
+        stores=Path(args.stores) if args.stores else None,
     )
     if args.no_match_rule != "auto":
         cfg = replace(cfg, no_match=replace(cfg.no_match, rule=args.no_match_rule))
@@ -64,13 +67,32 @@ def run_export_command(args: argparse.Namespace) -> int:
             ("epochs", args.finetune_epochs), ("batch_size", args.finetune_batch)) if v is not None}))
     if args.gate:
         cfg = replace(cfg, gates=cfg.gates.with_spec(args.gate))
-    summary = run_export(cfg, progress=not args.quiet)
+    if cfg.base is not None or cfg.stores is not None:
+        from .catalog_build import run_catalog_build
+
+        summary = run_catalog_build(cfg, progress=not args.quiet)
+    else:
+        from .pipeline import run_export
+
+        summary = run_export(cfg, progress=not args.quiet)
     m = summary.manifest
     for line in summary.skipped:
         say(f"skipped: {line}", file=sys.stderr)
+    if summary.stores:
+        say(f"wrote {len(summary.stores)} store bundles under {summary.out}: {', '.join(summary.stores)} "
+            f"({summary.seconds:.0f} s)")
+        say(f"embedded {summary.embedded.get('student', 0)} catalog images for all stores together "
+            "(the rest from the embedding cache)")
+        return 0
     images = m.fidelity.get("catalog", {}).get("images", m.index.count)
     say(f"wrote {summary.out}: {m.product_count} products, {images} images, model {m.model.precision}, "
         f"index {m.index.dtype} ({summary.seconds:.0f} s)")
+    if summary.embedded is not None:
+        embedded = summary.embedded.get("student", 0)
+        say(f"embedded {embedded} of {images} catalog images (the rest from the embedding cache)")
+    changes = (m.lineage or {}).get("changes")
+    if changes:
+        say(f"on {m.lineage['base']['name']}: " + ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in changes.items()))
     return 0
 
 
@@ -144,6 +166,16 @@ def add_export_parser(sub) -> None:
                    help="also ship the teacher's text tower (int8), its tokenizer and a product-text index")
     e.add_argument("--sign-key", default=None, metavar="KEY",
                    help="Ed25519 private key (edge-search keygen): sign the manifest (manifest.sig)")
+    e.add_argument("--base", default=None, metavar="BUNDLE",
+                   help="a catalog build on BUNDLE's models: no fine-tuning, distillation or quantization; only "
+                        "images the embedding cache lacks are embedded (default: build the models too)")
+    e.add_argument("--stores", default=None, metavar="STORES.csv",
+                   help="store,id[,price,aisle,in_stock] rows: one bundle per store under --out (OUT/STORE/), each "
+                        "with only its products and its prices and aisles; models and embeddings computed once "
+                        "(without --base the chain's models are built first, into OUT/_chain)")
+    e.add_argument("--embedding-cache", default=None, metavar="DIR",
+                   help="where catalog embeddings are kept between builds (default: $EDGE_SEARCH_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/edge-search)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=run_export_command)
 

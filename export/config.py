@@ -170,6 +170,10 @@ class ExportConfig:
     # photos of scenes with no product (empty counter, hands, floor): must get "no match"; used by the
     # no-match calibration (and the teacher's and student's training, where they take negatives)
     negatives: Path | None = None
+    # a catalog build on this bundle's models (no fine-tuning, distillation or quantization)
+    base: Path | None = None
+    embedding_cache: Path | None = None  # None: embed_cache.default_cache_dir()
+    stores: Path | None = None  # store,id[,price,aisle,in_stock] CSV: one bundle per store under `out`
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:

@@ -31,6 +31,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from edge_search.core.products import product_words
 from edge_search.errors import EdgeSearchError, ExportError, ImageError
 from edge_search.evaluation.evaluate import read_queries
 from edge_search.core.images import load_image
@@ -137,8 +138,7 @@ class FinetuneReport:
                 "settings": self.settings}
 
 
-def product_text(name: str, description: str | None) -> str:
-    return f"{name}. {description}" if description else name
+product_text = product_words  # the one definition lives with the products (torch-free)
 
 
 def _shrink(rgb: np.ndarray, side: int) -> np.ndarray:

@@ -7,39 +7,33 @@ directory that is renamed to `--out` only when complete and verified.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import logging
-import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime
 import open_clip
 import torch
-import usearch
 from tqdm import tqdm
 
-import edge_search
-from edge_search.core.bundle import Bundle
-from edge_search.core.catalog import IMAGE_SUFFIXES, Catalog, read_catalog
+from edge_search.core.catalog import IMAGE_SUFFIXES, read_catalog
 from edge_search.core.encoder import OnnxEncoder
-from edge_search.errors import ExportError, GateError, ImageError
-from edge_search.files import atomic_write_bytes, atomic_write_text, check_new_folder, sha256_file, staged_directory
-from edge_search.core.images import encode_jpeg, load_image, thumbnail
-from edge_search.core.index import VectorIndex
-from edge_search.core.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo
+from edge_search.core.images import load_image
+from edge_search.core.manifest import ModelInfo
 from edge_search.core.preprocess import preprocess_batch
-from edge_search.core.products import Product, ProductTable
-from edge_search.core.search import Searcher
-from edge_search.core.signing import check_private_key, sign_bundle
+from edge_search.core.products import ProductTable
+from edge_search.core.signing import check_private_key
+from edge_search.errors import ExportError, ImageError
+from edge_search.files import atomic_write_bytes, check_new_folder, staged_directory
 
-from .calibrate import calibrate_no_match
+from .catalog_build import (INDEX_VIEWS, MILD_VIEW_STRENGTH, MILD_VIEWS, Calibration, CatalogSettings,
+                            ExportSummary, GateBook, ModelSet, finish_bundle, index_vectors, product_table, stream_catalog)
 from .config import ExportConfig
 from .distill import LabelTerm, build_view_bank, distill
+from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
 from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
 from .interpolation import choose_interpolation
@@ -54,20 +48,7 @@ log = logging.getLogger("edge_search.export")
 QUERY_VIEWS = 4  # augmented views per catalog image used as export-time queries
 INT8_TIE_MARGIN = 0.02  # fp32 top-two products closer than this: a tie, not counted by the int8 agreement gate
 MIN_HELD_OUT = 20  # fewer held-out labeled photos than this: calibrate on augmented catalog views
-# "mild views" of a catalog image for its self-retrieval gate: a shopper holding the very packaging
-# (a crop keeping >= ~80 % of the area, a few degrees of rotation, a little light and blur)
-MILD_VIEWS, MILD_VIEW_STRENGTH = 2, 0.3
-INDEX_VIEWS = 2  # mild views per catalog image in a "teacher+student+views" index
-NEGATIVES_FILE = "negatives.npy"  # the no-product scenes' embeddings, when the calibrated rule uses them
 MAX_NEGATIVES = 512  # a larger --negatives folder is sampled (seeded): the runtime scores every one per query
-
-
-@dataclass(frozen=True)
-class ExportSummary:
-    out: Path
-    manifest: Manifest
-    skipped: tuple[str, ...]
-    seconds: float
 
 
 def _load_all(paths: list[Path], desc: str, progress: bool) -> list[np.ndarray]:
@@ -100,22 +81,6 @@ def _read_negatives(folder: Path, seed: int, progress: bool) -> list[np.ndarray]
         except ImageError as e:
             log.warning("negative skipped: %s", e)
     return out
-
-
-def _product_table(catalog: Catalog) -> ProductTable:
-    """Products in catalog order; index key i is catalog row i (images are
-    loaded and embedded in row order), whatever order a product's rows come in."""
-    position = {id(r): i for i, r in enumerate(catalog.rows)}
-    products = []
-    for pid, rows in catalog.grouped():
-        pick = lambda attr: next((getattr(r, attr) for r in rows if getattr(r, attr) is not None), None)  # noqa: E731
-        meta = {}
-        for r in rows:
-            meta.update({k: v for k, v in r.meta.items() if k not in meta})
-        products.append(Product(id=pid, name=pick("name") or pid, keys=tuple(position[id(r)] for r in rows),
-                                price=pick("price"), category=pick("category"), description=pick("description"),
-                                thumbnail=f"thumbs/{len(products):05d}.jpg", meta=meta))
-    return ProductTable.from_products(products, len(catalog.rows))
 
 
 def _query_views(images: list[np.ndarray], seed: int, *, strength: float = 1.0,
@@ -157,22 +122,20 @@ def _embed(encoder: OnnxEncoder, images: list[np.ndarray], pp, batch: int = 32) 
                            for i in range(0, len(images), batch)])
 
 
-class _GateBook:
-    """Checks each gate: raises when enforced, records the figure either way."""
-
-    def __init__(self, enforce: bool):
-        self.enforce, self.results = enforce, []
-
-    def check(self, gate: str, measured: float, threshold: float) -> None:
-        passed = bool(measured >= threshold)
-        self.results.append({"gate": gate, "measured": round(float(measured), 5), "threshold": threshold,
-                             "passed": passed})
-        if passed:
-            return
-        if self.enforce:
-            raise GateError(gate, measured, threshold)
-        log.warning("gate '%s' missed (%.4f < %.4f), not enforced for a random-weight teacher",
-                    gate, measured, threshold)
+def base_teacher(cfg: ExportConfig, base):
+    """The teacher a --base catalog build embeds with: the one given (--teacher, --pretrained), checked
+    to be the base's by the hash of its image tower's weights."""
+    want = base.models.teacher_sha256
+    teacher = load_teacher(cfg.teacher, cfg.pretrained)
+    got = teacher.weights_sha256()
+    if got != want:
+        raise ExportError(
+            f"--base {cfg.base}: its catalog is embedded by its teacher ({base.models.teacher.get('model')}, "
+            f"weights sha256 {str(want)[:12]}…), but --teacher {cfg.teacher} --pretrained {cfg.pretrained} has "
+            f"sha256 {got[:12]}…: pass the same teacher (e.g. the teacher.pt kept with --save-models)")
+    torch.set_num_threads(cfg.threads)
+    pp = base.models.teacher_preprocess or teacher.preprocess
+    return lambda imgs: teacher.encode(preprocess_batch(imgs, pp))
 
 
 class _FromScratch(logging.Filter):
@@ -208,7 +171,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     finally:
         if from_scratch:
             log.removeFilter(from_scratch)
-    table = _product_table(catalog)
+    table = product_table(catalog, [sha256_bytes(r.image.read_bytes()) for r in catalog.rows])
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
     negative_images = _read_negatives(cfg.negatives, cfg.seed, progress) if cfg.negatives else []
@@ -230,7 +193,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             buf = io.BytesIO()
             torch.save({"state_dict": teacher.model.state_dict()}, buf)
             atomic_write_bytes(Path(cfg.save_models) / "teacher.pt", buf.getvalue())
-    gates = _GateBook(cfg.gates.enforce and not teacher.provenance["random_weights"])
+    gates = GateBook(cfg.gates.enforce and not teacher.provenance["random_weights"])
 
     teacher_pp, interp_report = choose_interpolation(images, teacher.preprocess)
     fidelity: dict = {"preprocess_interpolation": interp_report}
@@ -344,19 +307,29 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         # must let the shipped model name the catalog's own images and mild views
         # of them (the catalog self-retrieval gates); among those that do, the one
         # naming the held-out labeled store photos best wins (augmented catalog
-        # views when there are too few photos).
+        # views when there are too few photos). The catalog's vectors go through
+        # the embedding cache, so a later `--base` build embeds only what changed.
+        teacher_sha = teacher.weights_sha256() if cfg.student else None
+        models = ModelSet(
+            folder=stage, model_info=ModelInfo(file="model.onnx", input=INPUT, output=OUTPUT,
+                                               embed_dim=teacher.embed_dim,
+                                               precision="int8" if cfg.quantize == "int8" else "fp32", opset=OPSET),
+            preprocess=student_pp, catalog_encoder="teacher+student+views" if cfg.student else "student",
+            teacher={**teacher.provenance, "preprocess_size": list(teacher_pp.size)}, student=student_info,
+            fidelity={**fidelity, "quantization": quant_info},
+            producer={"torch": torch.__version__, "open_clip": open_clip.__version__, "onnx": onnx.__version__},
+            teacher_sha256=teacher_sha, teacher_preprocess=teacher_pp if cfg.student else None, seed=cfg.seed)
+        teacher_embed = (lambda imgs: teacher.encode(preprocess_batch(imgs, teacher_pp))) if cfg.student else None
+        with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
+            stream = stream_catalog(catalog, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
+                                    progress=progress)
         queries = _embed(enc, query_imgs, student_pp)
-        student_vecs = _embed(enc, images, student_pp)
-        mild_imgs, mild_src = _query_views(images, cfg.seed + 1, strength=MILD_VIEW_STRENGTH, count=MILD_VIEWS)
-        mild_vecs = _embed(enc, mild_imgs, student_pp)
+        student_vecs = stream.vectors["student"]
+        mild_vecs = stream.vectors["mild"].reshape(len(images) * MILD_VIEWS, -1)
+        mild_src = np.repeat(np.arange(len(images)), MILD_VIEWS)
         held_vecs = _embed(enc, held.images, student_pp) if held and len(held.images) >= MIN_HELD_OUT else None
-        options = {"student": student_vecs}
-        if cfg.student:
-            options["teacher"] = teacher_catalog
-            options["teacher+student"] = np.concatenate([teacher_catalog, student_vecs])
-            # and the student's own embeddings of a few mild views of each image (other views than the gate's)
-            options["teacher+student+views"] = np.concatenate([teacher_catalog, student_vecs,
-                                                               index_view_blocks(enc, images, student_pp, cfg.seed)])
+        names = ["student"] + (["teacher", "teacher+student", "teacher+student+views"] if cfg.student else [])
+        options = {name: index_vectors(stream, name)[0] for name in names}
         keys_of = {name: np.concatenate([key_product] * (len(v) // len(images))) for name, v in options.items()}
         enc_report = {}
         for name, vecs in options.items():
@@ -386,110 +359,48 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                                        "queries": int(len(queries)), "mild_views": int(len(mild_vecs)),
                                        "held_out_photos": 0 if held_vecs is None else int(len(held_vecs)),
                                        "forced": cfg.catalog_encoder is not None}
-        vectors = options[chosen_enc]
-        index_table = table
-        if len(vectors) != len(images):  # blocks of N vectors: image i has keys i, N + i, 2N + i, ...
-            blocks = range(len(vectors) // len(images))
-            index_table = ProductTable.from_products(
-                [replace(p, keys=tuple(k + b * len(images) for b in blocks for k in p.keys)) for p in table.products],
-                len(vectors))
-
-        choice = choose_index(vectors, index_table.key_to_product, queries,
-                              threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype)
-        fidelity["index"] = choice.report
-        index = VectorIndex.build(vectors, dtype=choice.dtype, exact=choice.exact, rescore=choice.rescore)
-        rescore_name = "vectors.f16.npy" if choice.rescore else None
-        index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
-
-        (stage / "thumbs").mkdir()
-        for p in index_table.products:
-            (stage / p.thumbnail).write_bytes(encode_jpeg(thumbnail(images[p.keys[0]])))
-        (stage / "products.jsonl").write_text(index_table.dumps(), encoding="utf-8")
-
-        # the gates, through the runtime's own search over the index as written
-        searcher = Searcher(encoder=enc, index=index, products=index_table, preprocess_cfg=student_pp)
-        named = lambda vecs, src: float(np.mean([  # noqa: E731
-            h[0].id == table.products[key_product[i]].id if h else False
-            for h, i in zip((searcher.search_vector(v, k=1, min_score=-2.0)[0] for v in vecs), src)]))
-        self_top1, mild_top1 = named(student_vecs, range(len(images))), named(mild_vecs, mild_src)
-        fidelity["catalog_self_top1"] = {"value": round(self_top1, 5), "images": len(images),
-                                         "threshold": cfg.gates.catalog_self_top1, "catalog_encoder": chosen_enc,
-                                         "mild_views": round(mild_top1, 5), "mild_view_count": len(mild_vecs),
-                                         "mild_views_threshold": cfg.gates.catalog_views_top1}
-        gates.check("catalog self-retrieval top-1", self_top1, cfg.gates.catalog_self_top1)
-        gates.check("catalog mild views top-1", mild_top1, cfg.gates.catalog_views_top1)
-        if choice.report["forced_dtype"] is None:
-            picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
-            gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
-                        cfg.gates.index_top1_agreement)
-        fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
 
         # "no match": calibrated on photos nobody trained on, else on augmented catalog views,
         # plus the --negatives scenes (a reserved "no product" class, if the measurement keeps it)
+        ids = [p.id for p in table.products]
         if held_vecs is not None:
-            cal_vecs, cal_truth = held_vecs, held.products
-            source = f"{len(held.images)} held-out labeled photos ({Path(cfg.finetune_labeled).name})"
+            cal_vecs, cal_ids = held_vecs, [ids[i] for i in held.products]
+            cal_source = f"{len(held.images)} held-out labeled photos ({Path(cfg.finetune_labeled).name})"
         else:
-            cal_vecs, cal_truth = queries, key_product[query_src]
-            source = f"{len(queries)} augmented views of the catalog images"
+            cal_vecs, cal_ids = queries, [ids[key_product[i]] for i in query_src]
+            cal_source = f"{len(queries)} augmented views of the catalog images"
         neg_vecs = _embed(enc, negative_images, student_pp) if negative_images else None
-        if neg_vecs is not None:
-            source += f" + {len(neg_vecs)} no-product scenes ({Path(cfg.negatives).name})"
-        calibration, min_score, fidelity["no_match"] = calibrate_no_match(
-            searcher, cal_vecs, cal_truth, cfg.no_match, source=source, seed=cfg.seed, negatives=neg_vecs,
-            negatives_file=NEGATIVES_FILE)
-        if cfg.negatives is not None:
-            fidelity["no_match"]["negatives_dir"] = str(cfg.negatives)
-        if calibration is not None and calibration.negatives:
-            buf = io.BytesIO()
-            np.save(buf, neg_vecs.astype(np.float32), allow_pickle=False)
-            atomic_write_bytes(stage / NEGATIVES_FILE, buf.getvalue())
+        calibration = Calibration(vectors=cal_vecs, product_ids=tuple(cal_ids), source=cal_source, negatives=neg_vecs,
+                                  negatives_source=f"{len(neg_vecs)} no-product scenes ({Path(cfg.negatives).name})"
+                                  if neg_vecs is not None else "",
+                                  negatives_dir=str(cfg.negatives) if cfg.negatives is not None else None)
+        models = replace(models, catalog_encoder=chosen_enc, calibration=calibration)
 
-        text_info = None
-        if cfg.with_text:  # words -> the same space: the teacher's text tower, its tokenizer, product text
-            teacher_vecs = options.get("teacher")
-            if teacher_vecs is None:
-                teacher_vecs = teacher.encode(preprocess_batch(images, teacher_pp))
-            # the product-text weight is chosen against one encoder's catalog: the teacher's for teacher+student
-            text_info, fidelity["text"] = export_text(
-                teacher, stage, table, {"teacher": teacher_vecs, "student": student_vecs},
-                "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
-                quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates.check, gates=cfg.gates)
-            fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
+        def index_choice(vectors: np.ndarray, index_table: ProductTable):
+            choice = choose_index(vectors, index_table.key_to_product, queries,
+                                  threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype)
+            if choice.report["forced_dtype"] is None:
+                picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
+                gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
+                            cfg.gates.index_top1_agreement)
+            return choice.dtype, choice.exact, choice.rescore, choice.report
 
-        files = {}
-        for f in sorted(p for p in stage.rglob("*") if p.is_file()):
-            rel = f.relative_to(stage).as_posix()
-            files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-        manifest = Manifest(
-            schema_version=SCHEMA_VERSION,
-            name=cfg.name or out.name,
-            created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            preprocess=student_pp,
-            model=ModelInfo(file="model.onnx", input=INPUT, output=OUTPUT, embed_dim=teacher.embed_dim,
-                            precision="int8" if cfg.quantize == "int8" else "fp32", opset=OPSET),
-            index=IndexInfo(file="index.usearch", dtype=choice.dtype, metric="cos", count=len(vectors),
-                            exact=choice.exact, rescore_file=rescore_name,
-                            catalog_encoder=chosen_enc),
-            products_file="products.jsonl",
-            product_count=len(table),
-            min_score=min_score,
-            calibration=calibration,
-            text=text_info,
-            files=files,
-            producer={"edge_search": edge_search.__version__, "torch": torch.__version__,
-                      "open_clip": open_clip.__version__, "onnx": onnx.__version__,
-                      "onnxruntime": onnxruntime.__version__, "usearch": usearch.__version__,
-                      "python": platform.python_version()},
-            teacher={**teacher.provenance, "preprocess_size": list(teacher_pp.size)},
-            student=student_info,
-            fidelity={**fidelity, "quantization": quant_info, "seed": cfg.seed,
-                      "catalog": {"source": str(cfg.catalog), "images": len(images), "products": len(table),
-                                  "skipped": list(catalog.skipped)}},
-        )
-        atomic_write_text(stage / MANIFEST_NAME, manifest.to_json())
-        if cfg.sign_key is not None:  # signed inside the stage: the published bundle is signed from its first moment
-            sign_bundle(stage, cfg.sign_key)
-        Bundle.open(stage, verify=True)  # the runtime's own reader accepts what we wrote
+        # words -> the same space: the teacher's text tower, its tokenizer, product text
+        def text_from_teacher(stage_: Path, text_table: ProductTable, stream_, gates_):
+                teacher_vecs = stream_.vectors.get("teacher")
+                if teacher_vecs is None:
+                    teacher_vecs = teacher.encode(preprocess_batch(images, teacher_pp))
+                # the product-text weight is chosen against one encoder's catalog: the teacher's for teacher+student
+                return export_text(teacher, stage_, text_table, {"teacher": teacher_vecs, "student": student_vecs},
+                                   "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
+                                   quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates_.check,
+                                   gates=cfg.gates)
+
+        text_step = text_from_teacher if cfg.with_text else None
+        settings = CatalogSettings(out=out, name=cfg.name or out.name, gates=cfg.gates, no_match=cfg.no_match,
+                                   force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key,
+                                   index_dtype=cfg.index_dtype)
+        manifest = finish_bundle(stage, settings, models, catalog, stream, index_choice=index_choice, gates=gates,
+                                 fidelity=fidelity, text_step=text_step)
     return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped,
-                         seconds=time.perf_counter() - t_start)
+                         seconds=time.perf_counter() - t_start, embedded=dict(stream.embedded))

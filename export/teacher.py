@@ -48,6 +48,17 @@ class Teacher:
         scale = getattr(self.model, "logit_scale", None)
         return min(100.0, float(scale.detach().exp())) if scale is not None else 1 / 0.07
 
+    def weights_sha256(self) -> str:
+        """A hash of the image tower's weights as they are now (after any fine-tuning): the key of the
+        teacher's vectors in the embedding cache, and what a --base catalog build checks it has."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.visual.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     @torch.no_grad()
     def encode(self, batch: np.ndarray, batch_size: int = 64, progress: str | None = None) -> np.ndarray:
         """N x 3 x H x W (already preprocessed) -> N x D, unit length."""

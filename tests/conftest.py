@@ -27,6 +27,19 @@ TINY_STUDENT = ["--student", "mobilenetv3_small_050", "--epochs", "2", "--views-
                 "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_views_top1=0"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _embedding_cache_of_our_own(tmp_path_factory):
+    """Exports keep catalog embeddings between builds (export/embed_cache.py): the suite uses a cache of its
+    own, never the developer's, set for the subprocesses the CLI tests start too."""
+    old = os.environ.get("EDGE_SEARCH_CACHE_DIR")
+    os.environ["EDGE_SEARCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("embedding-cache"))
+    yield
+    if old is None:
+        os.environ.pop("EDGE_SEARCH_CACHE_DIR", None)
+    else:
+        os.environ["EDGE_SEARCH_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _no_trusted_key_from_the_developer(tmp_path_factory, monkeypatch):
     """A developer's own trusted key (env or ~/.config) must not change results."""

@@ -212,6 +212,9 @@ class Manifest:
     fidelity: dict[str, Any] = field(default_factory=dict)
     calibration: NoMatchRule | None = None  # None: the flat min_score alone decides "no match"
     text: TextInfo | None = None  # None: no text model (exported without --with-text)
+    # how this bundle came to be: its base bundle and what changed (a --base catalog build), and the
+    # checksums of the unshipped build/ files a later catalog build reads; None in older bundles
+    lineage: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -224,6 +227,8 @@ class Manifest:
                                           if v is not None or k not in _CALIBRATION_OPTIONAL}
         if d["text"] is None:
             del d["text"]
+        if d["lineage"] is None:
+            del d["lineage"]
         return d
 
     def to_json(self) -> str:
@@ -309,7 +314,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
             raise BundleError(f"{where}: files[{name}] needs a 64-digit hex sha256 and a byte count of 0 or more")
     if _need(products, "count", int, where + " products") < 0:
         raise BundleError(f"{where}: products count must not be negative")
-    records = {key: data.get(key) for key in ("producer", "teacher", "student", "fidelity")}
+    records = {key: data.get(key) for key in ("producer", "teacher", "student", "fidelity", "lineage")}
     for key, value in records.items():  # free-form records, but shown by inspect: objects or nothing
         if value is not None and not isinstance(value, dict):
             raise BundleError(f"{where}: key '{key}' must be a JSON object, got {type(value).__name__}")
@@ -330,6 +335,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         fidelity=data.get("fidelity") or {},
         calibration=calibration,
         text=text,
+        lineage=data.get("lineage"),
     )
 
 

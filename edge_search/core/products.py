@@ -18,6 +18,11 @@ from edge_search.errors import BundleError
 from edge_search.files import MAX_TABLE_BYTES, read_regular
 
 
+def product_words(name: str, description: str | None) -> str:
+    """A product's own words, as the teacher's text tower is trained on and the text index holds them."""
+    return f"{name}. {description}" if description else name
+
+
 @dataclass(frozen=True)
 class Product:
     id: str

@@ -1,0 +1,626 @@
+"""The catalog build: a catalog + built models -> a bundle.
+
+Embeds the catalog's images with the chosen catalog encoder, builds the index,
+the product table and thumbnails, checks the catalog self-retrieval gates,
+fits the no-match rule and writes, signs and publishes the bundle. Shared by
+the full export (`run_export` hands over the models it has just built) and by
+`edge-search export --base B`, which reuses bundle B's models: no fine-tuning,
+no distillation, no quantization.
+
+Images are streamed in batches: read, hashed, and decoded and embedded only
+when the embedding cache lacks them; thumbnails of unchanged images are copied
+from the base. Must not import torch: where the catalog encoder is the teacher
+the caller hands in a function that embeds with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import platform
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import onnxruntime
+import usearch
+
+import edge_search
+from edge_search.core.bundle import Bundle
+from edge_search.core.catalog import Catalog, CatalogRow
+from edge_search.core.encoder import OnnxEncoder
+from edge_search.core.images import decode_image, encode_jpeg, thumbnail
+from edge_search.core.index import VectorIndex
+from edge_search.core.manifest import (MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo,
+                                       PreprocessCfg, TextInfo)
+from edge_search.core.preprocess import preprocess_batch
+from edge_search.core.products import Product, ProductTable, product_words
+from edge_search.core.search import Searcher
+from edge_search.core.signing import sign_bundle
+from edge_search.errors import ExportError, GateError, ImageError
+from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write_bytes, atomic_write_text,
+                               read_regular, sha256_file)
+
+from .calibrate import calibrate_no_match
+from .config import Gates, NoMatchSettings
+from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
+from .stores import store_catalog
+from .views import views
+
+log = logging.getLogger("edge_search.export")
+
+BUILD_DIR = "build"  # beside the shipped files, never listed in the manifest's files: pack never ships it
+RECORD_FILE = f"{BUILD_DIR}/record.json"  # what a catalog build needs from the model build
+CALIBRATION_FILE = f"{BUILD_DIR}/calibration.npz"  # held-out photo and no-product scene vectors
+IMAGES_FILE = f"{BUILD_DIR}/images.jsonl"  # catalog row -> product id and image sha256
+RECORD_VERSION = 1
+BATCH = 32
+# "mild views" of a catalog image for its self-retrieval gate: a shopper holding the very packaging
+# (a crop keeping >= ~80 % of the area, a few degrees of rotation, a little light and blur)
+MILD_VIEWS, MILD_VIEW_STRENGTH = 2, 0.3
+INDEX_VIEWS = 2  # mild views per catalog image in a "teacher+student+views" index
+NEGATIVES_FILE = "negatives.npy"  # the no-product scenes' embeddings, when the calibrated rule uses them
+CATALOG_ENCODERS = ("teacher", "student", "teacher+student", "teacher+student+views")
+
+
+def encoder_key(model_sha256: str, pp: PreprocessCfg) -> str:
+    """The embedding cache's name for an encoder: its weights and how images are prepared for it."""
+    return sha256_bytes(f"{model_sha256}:{json.dumps(asdict(pp), sort_keys=True)}".encode())
+
+
+def view_seed(image_sha: str, salt: int) -> int:
+    """Augmentations seeded by the image's content: the same image gets the same views in
+    every build, whatever its row, so their vectors can be cached."""
+    return int(image_sha[:12], 16) * 31 + salt
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    out: Path
+    manifest: Manifest
+    skipped: tuple[str, ...]
+    seconds: float
+    embedded: dict[str, int] | None = None  # images run through each encoder (the rest came from the cache)
+    stores: tuple[str, ...] = ()  # --stores: the store bundles written under `out`
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the no-match rule is fitted on, in the shipped model's space."""
+
+    vectors: np.ndarray  # held-out labeled photos
+    product_ids: tuple[str, ...]  # each photo's product
+    source: str
+    negatives: np.ndarray | None = None  # no-product scenes
+    negatives_source: str = ""
+    negatives_dir: str | None = None  # the --negatives folder they came from, recorded with the rule
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """The models a catalog build embeds with and ships, and how they were made."""
+
+    folder: Path  # holds model_info.file (and the text files, when text is set)
+    model_info: ModelInfo
+    preprocess: PreprocessCfg
+    catalog_encoder: str
+    teacher: dict
+    student: dict | None
+    fidelity: dict  # the model build's own figures (interpolation, onnx, int8, quantization)
+    producer: dict
+    teacher_sha256: str | None = None  # the teacher's image tower weights (Teacher.weights_sha256)
+    teacher_preprocess: PreprocessCfg | None = None  # how the export prepared images for the teacher
+    index: dict | None = None  # dtype / exact / rescore to reuse; None: chosen by measurement
+    calibration: Calibration | None = None
+    text: TextInfo | None = None
+    seed: int = 0
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / self.model_info.file
+
+    @property
+    def encoder_sha256(self) -> str:
+        return sha256_file(self.model_path)
+
+    def encoder(self, threads: int) -> OnnxEncoder:
+        return OnnxEncoder(self.model_path, input_name=self.model_info.input, output_name=self.model_info.output,
+                           threads=threads)
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    """What a catalog build is told (the export's options that concern the catalog)."""
+
+    out: Path
+    name: str
+    gates: Gates
+    no_match: NoMatchSettings
+    force: bool = False
+    threads: int = 2
+    sign_key: Path | None = None
+    index_dtype: str | None = None
+
+
+@dataclass
+class Stream:
+    """One pass over the catalog's images: hashes, vectors by who embedded them, counts."""
+
+    shas: list[str] = field(default_factory=list)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    embedded: dict[str, int] = field(default_factory=dict)  # images actually run through each encoder
+    thumbs: dict[str, bytes] = field(default_factory=dict)  # image sha -> thumbnail JPEG
+
+
+def _read(row: CatalogRow) -> bytes:
+    return read_regular(row.image, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
+
+
+def _progress(items, desc: str, progress: bool, total: int | None = None):
+    if not progress:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the runtime-only install has no tqdm: no bar, the work is the same
+        return items
+    return tqdm(items, desc=desc, unit="img", total=total)
+
+
+def _batches(rows: tuple[CatalogRow, ...], size: int) -> Iterator[tuple[int, tuple[CatalogRow, ...]]]:
+    for start in range(0, len(rows), size):
+        yield start, rows[start:start + size]
+
+
+def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache, threads: int,
+                   teacher_embed: Callable[[list[np.ndarray]], np.ndarray] | None,
+                   base_thumbs: dict[str, bytes] | None = None, progress: bool = True) -> Stream:
+    """Every catalog image's vectors under each encoder the catalog encoder and the gates need:
+    "student" (the shipped model), "mild" (the shipped model on mild views, the gates),
+    "teacher" and "views" (index blocks) where the catalog encoder uses them.
+    Only what the cache lacks is decoded and embedded."""
+    enc = models.encoder(threads)
+    enc_sha = encoder_key(models.encoder_sha256, models.preprocess)
+    needs = ["student", "mild"]
+    if models.catalog_encoder.startswith("teacher"):
+        if teacher_embed is None or models.teacher_sha256 is None:
+            raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
+        needs.append("teacher")
+    if models.catalog_encoder == "teacher+student+views":
+        needs.append("views")
+    pp = models.preprocess
+    keys = {"student": (enc_sha, ""), "mild": (enc_sha, f"mild:{MILD_VIEWS}:{MILD_VIEW_STRENGTH}"),
+            "teacher": (encoder_key(models.teacher_sha256 or "", models.teacher_preprocess or pp), ""), "views": (enc_sha, f"index:{INDEX_VIEWS}:{MILD_VIEW_STRENGTH}")}
+    out = Stream(embedded={n: 0 for n in needs})
+    per = {n: [] for n in needs}
+    for _, rows in _progress(list(_batches(catalog.rows, BATCH)), "embedding catalog", progress):
+        data = [_read(r) for r in rows]
+        shas = [sha256_bytes(d) for d in data]
+        out.shas += shas
+        decoded: dict[str, np.ndarray] = {}
+
+        def image(i: int) -> np.ndarray:
+            if shas[i] not in decoded:
+                decoded[shas[i]] = decode_image(data[i], str(rows[i].image))
+            return decoded[shas[i]]
+
+        for name in needs:
+            enc_key, view = keys[name]
+            have = cache.get(enc_key, list(dict.fromkeys(shas)), view)
+            missing = [i for i, s in enumerate(shas) if s not in have and s not in {shas[j] for j in range(i)}]
+            if missing:
+                fresh = _embed_missing(name, [image(i) for i in missing], [shas[i] for i in missing], enc, pp,
+                                       teacher_embed)
+                cache.put(enc_key, fresh, view)
+                have.update(fresh)
+                out.embedded[name] += len(missing)
+            per[name].append(np.stack([have[s] for s in shas]))
+        for i, s in enumerate(shas):
+            if s in out.thumbs:
+                continue
+            if base_thumbs is not None and s in base_thumbs:
+                out.thumbs[s] = base_thumbs[s]
+            else:
+                out.thumbs[s] = encode_jpeg(thumbnail(image(i)))
+    out.vectors = {n: np.concatenate(v) if v else np.zeros((0, models.model_info.embed_dim), np.float32)
+                   for n, v in per.items()}
+    return out
+
+
+def _embed_missing(name: str, images: list[np.ndarray], shas: list[str], enc: OnnxEncoder, pp: PreprocessCfg,
+                   teacher_embed) -> dict[str, np.ndarray]:
+    """Vectors of these images under one encoder; a view set is stored as one row of its views."""
+    if name == "teacher":
+        vecs = teacher_embed(images)
+    elif name == "student":
+        vecs = enc.embed(preprocess_batch(images, pp))
+    else:
+        count = MILD_VIEWS if name == "mild" else INDEX_VIEWS
+        salt = 1 if name == "mild" else 2
+        imgs = [v for img, s in zip(images, shas) for v in views(img, count + 1, seed=view_seed(s, salt),
+                                                                   strength=MILD_VIEW_STRENGTH)[1:]]
+        vecs = enc.embed(preprocess_batch(imgs, pp)).reshape(len(images), -1)
+    return {s: np.asarray(v, np.float32) for s, v in zip(shas, vecs)}
+
+
+def thumb_name(image_sha: str) -> str:
+    # named by content: an unchanged image keeps its thumbnail file (and its bytes) across builds
+    return f"thumbs/{image_sha[:20]}.jpg"
+
+
+def product_table(catalog: Catalog, shas: list[str]) -> ProductTable:
+    """Products in catalog order; index key i is catalog row i, whatever order a product's rows come in."""
+    position = {id(r): i for i, r in enumerate(catalog.rows)}
+    products = []
+    for pid, rows in catalog.grouped():
+        pick = lambda attr: next((getattr(r, attr) for r in rows if getattr(r, attr) is not None), None)  # noqa: E731
+        meta = {}
+        for r in rows:
+            meta.update({k: v for k, v in r.meta.items() if k not in meta})
+        keys = tuple(position[id(r)] for r in rows)
+        products.append(Product(id=pid, name=pick("name") or pid, keys=keys, price=pick("price"),
+                                category=pick("category"), description=pick("description"),
+                                thumbnail=thumb_name(shas[keys[0]]), meta=meta))
+    return ProductTable.from_products(products, len(catalog.rows))
+
+
+def index_vectors(stream: Stream, encoder: str) -> tuple[np.ndarray, int]:
+    """The index's vectors for a catalog encoder, in blocks of one vector per catalog image."""
+    v = stream.vectors
+    blocks = {"student": [v["student"]], "teacher": [v.get("teacher")],
+              "teacher+student": [v.get("teacher"), v["student"]]}
+    if encoder == "teacher+student+views":
+        n = len(v["student"])
+        views_ = v["views"].reshape(n, INDEX_VIEWS, -1).transpose(1, 0, 2).reshape(n * INDEX_VIEWS, -1)
+        parts = [v["teacher"], v["student"], views_]
+    else:
+        parts = blocks[encoder]
+    return np.concatenate(parts), len(parts) + (INDEX_VIEWS - 1 if encoder == "teacher+student+views" else 0)
+
+
+def blocked_table(table: ProductTable, blocks: int, images: int) -> ProductTable:
+    """Image i's vectors have keys i, N + i, 2N + i, ... (one per block)."""
+    if blocks == 1:
+        return table
+    return ProductTable.from_products(
+        [replace(p, keys=tuple(k + b * images for b in range(blocks) for k in p.keys)) for p in table.products],
+        blocks * images)
+
+
+class GateBook:
+    """Checks each gate: raises when enforced, records the figure either way."""
+
+    def __init__(self, enforce: bool, results: list | None = None):
+        self.enforce, self.results = enforce, list(results or [])
+
+    def check(self, gate: str, measured: float, threshold: float) -> None:
+        passed = bool(measured >= threshold)
+        self.results.append({"gate": gate, "measured": round(float(measured), 5), "threshold": threshold,
+                             "passed": passed})
+        if passed:
+            return
+        if self.enforce:
+            raise GateError(gate, measured, threshold)
+        log.warning("gate '%s' missed (%.4f < %.4f), not enforced for a random-weight teacher",
+                    gate, measured, threshold)
+
+
+def self_retrieval(searcher: Searcher, table: ProductTable, stream: Stream) -> tuple[float, float]:
+    """Share of the catalog's own images, and of mild views of them, the shipped model names right."""
+    truth = table.key_to_product[:len(stream.shas)]
+    student = stream.vectors["student"]
+    mild = stream.vectors["mild"].reshape(len(student) * MILD_VIEWS, -1)
+
+    def named(vecs: np.ndarray, src: np.ndarray) -> float:
+        right = []
+        for v, i in zip(vecs, src):
+            hits = searcher.search_vector(v, k=1, min_score=-2.0)[0]
+            right.append(bool(hits) and hits[0].id == table.products[truth[i]].id)
+        return float(np.mean(right)) if right else 1.0
+
+    return named(student, np.arange(len(student))), named(mild, np.repeat(np.arange(len(student)), MILD_VIEWS))
+
+
+def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: ProductTable, shas: list[str]) -> dict:
+    """The unshipped build/ folder: what a later `--base` catalog build needs. Returns its checksums."""
+    (stage / BUILD_DIR).mkdir(exist_ok=True)
+    record = {"version": RECORD_VERSION, "catalog_encoder": models.catalog_encoder,
+              "teacher_sha256": models.teacher_sha256, "index": models.index, "seed": models.seed,
+              "teacher_preprocess": asdict(models.teacher_preprocess) if models.teacher_preprocess else None,
+              "calibration_source": models.calibration.source if models.calibration else None,
+              "negatives_source": models.calibration.negatives_source if models.calibration else ""}
+    atomic_write_text(stage / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    position = table.key_to_product
+    atomic_write_text(stage / IMAGES_FILE, "".join(
+        json.dumps({"id": table.products[position[i]].id, "sha256": s}) + "\n" for i, s in enumerate(shas)))
+    if models.calibration is not None:
+        c = models.calibration
+        buf = io.BytesIO()
+        arrays = {"vectors": c.vectors.astype(np.float32), "product_ids": np.asarray(c.product_ids, dtype=str)}
+        if c.negatives is not None:
+            arrays["negatives"] = c.negatives.astype(np.float32)
+        np.savez(buf, **arrays)
+        atomic_write_bytes(stage / CALIBRATION_FILE, buf.getvalue())
+    return {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted((stage / BUILD_DIR).iterdir())}
+
+
+def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, catalog: Catalog, stream: Stream, *,
+                  index_choice: Callable[[np.ndarray, ProductTable], tuple[str, bool, bool, dict]] | None,
+                  gates: GateBook, fidelity: dict, text_step=None, lineage: dict | None = None) -> Manifest:
+    """Index, products, thumbnails, gates, no-match rule, manifest and signature, written into `stage`."""
+    table = product_table(catalog, stream.shas)
+    vectors, blocks = index_vectors(stream, models.catalog_encoder)
+    index_table = blocked_table(table, blocks, len(catalog.rows))
+    if index_choice is not None:
+        dtype, exact, rescore, report = index_choice(vectors, index_table)
+        fidelity["index"] = report
+    else:
+        dtype, exact, rescore = models.index["dtype"], models.index["exact"], models.index["rescore"]
+    models = replace(models, index={"dtype": dtype, "exact": exact, "rescore": rescore})
+    index = VectorIndex.build(vectors, dtype=dtype, exact=exact, rescore=rescore)
+    rescore_name = "vectors.f16.npy" if rescore else None
+    index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
+    (stage / "thumbs").mkdir(exist_ok=True)
+    for p in index_table.products:
+        target = stage / p.thumbnail
+        if not target.exists():
+            target.write_bytes(stream.thumbs[stream.shas[p.keys[0]]])
+    (stage / "products.jsonl").write_text(index_table.dumps(), encoding="utf-8")
+
+    enc = models.encoder(settings.threads)
+    searcher = Searcher(encoder=enc, index=index, products=index_table, preprocess_cfg=models.preprocess)
+    self_top1, mild_top1 = self_retrieval(searcher, table, stream)
+    fidelity["catalog_self_top1"] = {"value": round(self_top1, 5), "images": len(catalog.rows),
+                                     "threshold": settings.gates.catalog_self_top1,
+                                     "catalog_encoder": models.catalog_encoder, "mild_views": round(mild_top1, 5),
+                                     "mild_view_count": len(catalog.rows) * MILD_VIEWS,
+                                     "mild_views_threshold": settings.gates.catalog_views_top1}
+    gates.check("catalog self-retrieval top-1", self_top1, settings.gates.catalog_self_top1)
+    gates.check("catalog mild views top-1", mild_top1, settings.gates.catalog_views_top1)
+    fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
+
+    calibration, min_score = None, 0.0
+    cal = models.calibration
+    if cal is not None and len(cal.vectors):
+        position = {p.id: i for i, p in enumerate(table.products)}
+        # photos of products this catalog no longer holds are left out (not unknowns: they may be in the store)
+        keep = np.array([pid in position for pid in cal.product_ids], dtype=bool)
+        truth = np.array([position[pid] for pid in np.asarray(cal.product_ids)[keep]], dtype=np.int64)
+        source = cal.source + (f" + {cal.negatives_source}" if cal.negatives is not None else "")
+        calibration, min_score, fidelity["no_match"] = calibrate_no_match(
+            searcher, cal.vectors[keep], truth, settings.no_match, source=source, seed=models.seed,
+            negatives=cal.negatives, negatives_file=NEGATIVES_FILE)
+        if cal.negatives_dir is not None:
+            fidelity["no_match"]["negatives_dir"] = cal.negatives_dir
+        if calibration is not None and calibration.negatives:
+            buf = io.BytesIO()
+            np.save(buf, cal.negatives.astype(np.float32), allow_pickle=False)
+            atomic_write_bytes(stage / NEGATIVES_FILE, buf.getvalue())
+
+    text_info = None
+    if text_step is not None:
+        text_info, fidelity["text"] = text_step(stage, table, stream, gates)
+        fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
+
+    build_files = write_build_record(stage, models, catalog, table, stream.shas)
+    files = {}
+    for f in sorted(p for p in stage.rglob("*") if p.is_file()):
+        rel = f.relative_to(stage).as_posix()
+        if rel.split("/")[0] != BUILD_DIR:
+            files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    lineage = {**(lineage or {}), "build_files": build_files}
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION, name=settings.name,
+        created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        preprocess=models.preprocess, model=models.model_info,
+        index=IndexInfo(file="index.usearch", dtype=dtype, metric="cos", count=len(vectors), exact=exact,
+                        rescore_file=rescore_name, catalog_encoder=models.catalog_encoder),
+        products_file="products.jsonl", product_count=len(table), min_score=min_score, calibration=calibration,
+        text=text_info, files=files,
+        producer={**models.producer, "edge_search": edge_search.__version__, "onnxruntime": onnxruntime.__version__,
+                  "usearch": usearch.__version__, "python": platform.python_version()},
+        teacher=models.teacher, student=models.student,
+        fidelity={**models.fidelity, **fidelity, "seed": models.seed,
+                  "catalog": {"source": str(catalog.source), "images": len(catalog.rows), "products": len(table),
+                              "skipped": list(catalog.skipped), "embedded": dict(stream.embedded)}},
+        lineage=lineage,
+    )
+    atomic_write_text(stage / MANIFEST_NAME, manifest.to_json())
+    if settings.sign_key is not None:  # signed inside the stage: the published bundle is signed from its first moment
+        sign_bundle(stage, settings.sign_key)
+    Bundle.open(stage, verify=True)  # the runtime's own reader accepts what we wrote
+    return manifest
+
+
+# --- a base bundle's models ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Base:
+    bundle: Bundle
+    models: ModelSet
+    manifest_sha256: str
+    images: list[dict]  # build/images.jsonl rows: id, sha256
+    products: dict[str, Product]
+    thumbs: dict[str, bytes]  # image sha -> thumbnail bytes, for images whose thumbnail the base holds
+
+
+def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
+    """Bundle B's models and build record, verified (checksums, and the build files against B's manifest)."""
+    bundle = Bundle.open(path, verify=True, trusted_key=trusted_key)
+    m = bundle.manifest
+    where = f"--base {path}"
+    build = (m.lineage or {}).get("build_files")
+    if not build or RECORD_FILE not in build:
+        raise ExportError(f"{where}: this bundle has no build record ({RECORD_FILE}); it was exported before "
+                          "catalog builds existed: export it again once, then build catalogs on it")
+    for rel, digest in build.items():
+        p = bundle.root / rel
+        if not p.is_file() or sha256_file(p) != digest:
+            raise ExportError(f"{where}: {rel} is missing or does not match the manifest's checksum")
+    record = json.loads(read_regular(bundle.root / RECORD_FILE, limit=MAX_MANIFEST_BYTES, what="build record",
+                                     error=ExportError))
+    if record.get("version") != RECORD_VERSION:
+        raise ExportError(f"{where}: build record version {record.get('version')}, this edge-search reads "
+                          f"{RECORD_VERSION}")
+    calibration = None
+    if CALIBRATION_FILE in build:
+        with np.load(bundle.root / CALIBRATION_FILE, allow_pickle=False) as z:
+            calibration = Calibration(vectors=z["vectors"], product_ids=tuple(str(x) for x in z["product_ids"]),
+                                      source=record.get("calibration_source") or "held-out photos",
+                                      negatives=z["negatives"] if "negatives" in z.files else None,
+                                      negatives_source=record.get("negatives_source") or "")
+    fid = {k: m.fidelity[k] for k in ("preprocess_interpolation", "onnx_vs_torch", "int8_vs_fp32", "quantization")
+           if k in m.fidelity}
+    models = ModelSet(folder=bundle.root, model_info=m.model, preprocess=m.preprocess,
+                      catalog_encoder=record["catalog_encoder"], teacher=m.teacher, student=m.student,
+                      fidelity=fid, producer={k: v for k, v in m.producer.items()
+                                              if k in ("torch", "open_clip", "onnx")},
+                      teacher_sha256=record.get("teacher_sha256"), index=record["index"],
+                      teacher_preprocess=_preprocess(record.get("teacher_preprocess")),
+                      calibration=calibration, text=m.text, seed=int(record.get("seed", 0)))
+    images = [json.loads(line) for line in (bundle.root / IMAGES_FILE).read_text().splitlines() if line.strip()]
+    table = ProductTable.load(bundle.path(m.products_file), m.index.count)
+    thumbs = {}
+    for p in table.products:
+        if p.thumbnail and p.keys and p.keys[0] < len(images):
+            thumbs[images[p.keys[0]]["sha256"]] = bundle.path(p.thumbnail).read_bytes()
+    manifest_sha = sha256_file(bundle.root / MANIFEST_NAME)
+    return Base(bundle=bundle, models=models, manifest_sha256=manifest_sha, images=images,
+                products={p.id: p for p in table.products}, thumbs=thumbs)
+
+
+def _preprocess(d: dict | None) -> PreprocessCfg | None:
+    if d is None:
+        return None
+    return PreprocessCfg(**{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
+
+def catalog_changes(base: Base, table: ProductTable, shas: list[str]) -> dict:
+    """Products added, removed, and changed (metadata only, or images), by id."""
+    old_images: dict[str, list[str]] = {}
+    for row in base.images:
+        old_images.setdefault(row["id"], []).append(row["sha256"])
+    added, changed_meta, changed_images = [], [], []
+    for p in table.products:
+        old = base.products.get(p.id)
+        if old is None:
+            added.append(p.id)
+            continue
+        if [shas[k] for k in p.keys] != old_images.get(p.id, []):
+            changed_images.append(p.id)
+        elif (p.name, p.price, p.category, p.description, p.meta) != \
+                (old.name, old.price, old.category, old.description, old.meta):
+            changed_meta.append(p.id)
+    ids = {p.id for p in table.products}
+    removed = [pid for pid in base.products if pid not in ids]
+    return {"added": added, "removed": removed, "changed_metadata": changed_meta, "changed_images": changed_images}
+
+
+def text_from_base(base: Base, threads: int):
+    """A --base build of a bundle with words: its text tower and tokenizer as they are, the product-text
+    index embedded again for this catalog (no torch: the tower is ONNX)."""
+    from edge_search.core.text import TextEncoder
+
+    info = base.models.text
+
+    def step(stage: Path, table: ProductTable, stream: Stream, gates: GateBook):
+        for name in (info.file, info.tokenizer):
+            (stage / name).write_bytes(base.bundle.path(name).read_bytes())
+        enc = TextEncoder(stage / info.file, stage / info.tokenizer, input_name=info.input, output_name=info.output,
+                          context_length=info.context_length, threads=threads, trim=info.trim_padding)
+        vecs = enc.embed([product_words(p.name, p.description) for p in table.products])
+        VectorIndex.build(vecs, dtype="f32", exact=True).save(stage / info.index)
+        fid = {k: v for k, v in base.bundle.manifest.fidelity.get("text", {}).items()
+               if k in ("tokenizer", "onnx_vs_torch", "quantization", "int8_vs_fp32")}
+        fid["product_text_weight"] = {"chosen": info.product_text_weight, "from_base": True}
+        return info, fid
+
+    return step
+
+
+# --- `export --base B` and `--stores`: catalog builds on a base's models --------------------------------
+def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
+    """`edge-search export --catalog C --out B2 --base B`: C embedded with B's models (the embedding cache
+    saves every image it has seen), indexed with B's index settings, calibrated on B's held-out photos.
+    With --stores, one such bundle per store under --out; without --base the chain's models are built
+    first, once, into --out/_chain (the base of later nightly --base runs)."""
+    import time
+
+    from edge_search.core.catalog import read_catalog
+    from edge_search.core.signing import check_private_key
+    from edge_search.files import check_new_folder, staged_directory
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    if out.exists() and not cfg.force:
+        raise ExportError(f"{out}: already exists (pass --force to replace it)")
+    check_new_folder(out, "--out", ExportError)
+    if cfg.sign_key is not None:
+        check_private_key(cfg.sign_key)
+    catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad)
+    for line in catalog.skipped:
+        log.warning("skipped %s", line)
+    stores = None
+    if cfg.stores is not None:
+        from .stores import read_stores
+
+        stores, skipped = read_stores(cfg.stores, catalog, skip_bad=cfg.skip_bad)
+        catalog = replace(catalog, skipped=catalog.skipped + skipped)
+    base = load_base(Path(cfg.base)) if cfg.base is not None else None
+    with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache, \
+            staged_directory(out, force=cfg.force) as stage:
+        if base is None:  # --stores without --base: the chain's models, once
+            from .pipeline import run_export
+
+            run_export(replace(cfg, out=stage / CHAIN, stores=None, force=False, name=CHAIN), progress=progress)
+            base = load_base(stage / CHAIN)
+        if stores is None:
+            jobs = [(stage, catalog, cfg.name or out.name)]
+        else:
+            jobs = [(stage / store, store_catalog(catalog, items), store) for store, items in stores.items()]
+        manifest, embedded = build_on_base(cfg, base, jobs, cache, progress=progress)
+    return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped, seconds=time.perf_counter() - t0,
+                         embedded=embedded, stores=tuple(stores) if stores is not None else ())
+
+
+CHAIN = "_chain"  # --stores without --base: the chain-wide bundle (store ids never start with "_")
+
+
+def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cache: EmbeddingCache, *,
+                  progress: bool) -> tuple[Manifest, dict[str, int]]:
+    """Catalog builds on the base's models, each into its (staged) folder; -> the last manifest and the
+    images embedded in all (each image at most once: the cache serves the next store)."""
+    teacher_embed = None
+    if base.models.catalog_encoder.startswith("teacher"):
+        from .commands import need_export_extra
+
+        need_export_extra(f"--base {cfg.base} (its catalog is embedded by its teacher)")
+        from .pipeline import base_teacher  # torch: only where the base's catalog was embedded by its teacher
+
+        teacher_embed = base_teacher(cfg, base)
+    random_teacher = bool(base.models.teacher.get("random_weights"))
+    embedded: dict[str, int] = {}
+    manifest = None
+    for folder, cat, name in jobs:
+        folder.mkdir(exist_ok=True)
+        (folder / base.models.model_info.file).write_bytes(base.models.model_path.read_bytes())
+        models = replace(base.models, folder=folder)
+        stream = stream_catalog(cat, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
+                                base_thumbs=base.thumbs, progress=progress)
+        for k, v in stream.embedded.items():
+            embedded[k] = embedded.get(k, 0) + v
+        table = product_table(cat, stream.shas)
+        lineage = {"base": {"name": base.bundle.manifest.name, "manifest_sha256": base.manifest_sha256},
+                   "changes": catalog_changes(base, table, stream.shas)}
+        if len(jobs) > 1 or name != (cfg.name or Path(cfg.out).name):
+            lineage["store"] = name
+        settings = CatalogSettings(out=folder, name=name, gates=cfg.gates, no_match=cfg.no_match,
+                                   force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key)
+        text_step = text_from_base(base, cfg.threads) if base.models.text is not None else None
+        fidelity = {k: base.bundle.manifest.fidelity[k] for k in ("catalog_encoder", "index")
+                    if k in base.bundle.manifest.fidelity}
+        manifest = finish_bundle(folder, settings, models, cat, stream, index_choice=None,
+                                 gates=GateBook(cfg.gates.enforce and not random_teacher), fidelity=fidelity,
+                                 text_step=text_step, lineage=lineage)
+    return manifest, embedded

@@ -1,0 +1,85 @@
+"""The content-addressed embedding cache: (encoder sha256, image sha256) -> vector.
+
+A catalog build embeds only the images this cache has not seen with the same
+encoder, so a catalog that changes a little is embedded a little. One SQLite
+file (standard library, atomic commits, no server); vectors are float32
+blobs. Safe to delete at any time: it only ever saves work. Must not import
+torch (a catalog build whose encoder is an ONNX file runs without it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from edge_search.errors import ExportError
+
+CACHE_ENV = "EDGE_SEARCH_CACHE_DIR"
+CACHE_FILE = "embeddings.sqlite"
+
+
+def default_cache_dir() -> Path:
+    """$EDGE_SEARCH_CACHE_DIR, else $XDG_CACHE_HOME/edge-search, else ~/.cache/edge-search."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edge-search"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class EmbeddingCache:
+    """Vectors by (encoder, image) content hashes; `view` names a derived image
+    (e.g. "mild:1:0.3", a seeded augmentation of the image) or "" for the image itself."""
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / CACHE_FILE
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("CREATE TABLE IF NOT EXISTS vectors (encoder TEXT NOT NULL, image TEXT NOT NULL, "
+                            "view TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
+                            "PRIMARY KEY (encoder, image, view))")
+            self.db.commit()
+        except (OSError, sqlite3.Error) as e:
+            raise ExportError(f"{self.path}: cannot open the embedding cache ({e}); "
+                              "pass --embedding-cache DIR or delete the file") from None
+
+    def get(self, encoder: str, images: list[str], view: str = "") -> dict[str, np.ndarray]:
+        """The cached vectors among `images` (sha256 hex), by image hash."""
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(images), 500):  # SQLite's bound-parameter limit
+            chunk = images[start:start + 500]
+            rows = self.db.execute(
+                f"SELECT image, dim, vector FROM vectors WHERE encoder = ? AND view = ? AND image IN "
+                f"({','.join('?' * len(chunk))})", [encoder, view, *chunk])
+            for image, dim, blob in rows:
+                vec = np.frombuffer(blob, dtype=np.float32)
+                if len(vec) == dim:  # a short blob is a torn write from some other tool: embed again
+                    out[image] = vec
+        return out
+
+    def put(self, encoder: str, vectors: dict[str, np.ndarray], view: str = "") -> None:
+        rows = [(encoder, image, view, int(v.shape[-1]), np.asarray(v, np.float32).tobytes())
+                for image, v in vectors.items()]
+        try:
+            with self.db:  # one transaction: all of them or none
+                self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?)", rows)
+        except sqlite3.Error as e:
+            raise ExportError(f"{self.path}: cannot write the embedding cache ({e})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "EmbeddingCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
