@@ -184,6 +184,11 @@ def _ci(share: Share, idx: np.ndarray) -> dict | None:
     return None if share.value is None else stats.share(share.hits, idx, within=share.within).to_json()
 
 
+def _refused(flags, idx: np.ndarray) -> dict | None:
+    """Scenes with no product refused, with its interval (None for no scenes)."""
+    return _ci(NoMatchOutcomes(negatives_refused=flags).shares()["negative_reject"], idx)
+
+
 def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unknown: np.ndarray,
                   negatives: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
     """The searcher's own rule on val photos of kept products, of left-out ones, and on no-product sets."""
@@ -199,8 +204,7 @@ def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unkno
            "false_reject_of_correct": _ci(shares["false_reject_of_correct"], idx["known"]),
            "unknown_rejected": _ci(shares["reject_recall"], idx["unknown"])}
     for name, vecs in negatives.items():
-        out[f"{name}_rejected"] = _ci(NoMatchOutcomes(negatives_refused=refuse(vecs)).shares()["negative_reject"],
-                                      idx[name])
+        out[f"{name}_rejected"] = _refused(refuse(vecs), idx[name])
     return out
 
 
@@ -536,10 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     kiosk_val = kiosk_named(val_images)
     kiosk = {"answered_right": stats.share(np.asarray([bool(h) and h[0].id == pid for h, pid in
                                                       zip(kiosk_val, val_ids)]), val_idx).to_json(),
-             "val_negatives_rejected": stats.share(np.asarray([not h for h in kiosk_named(val_neg_images)]),
-                                                   idx["val_negatives"]).to_json() if val_neg_images else None,
-             "skimage_rejected": stats.share(np.asarray([not h for h in kiosk_named(sk_images)]),
-                                             idx["skimage"]).to_json() if sk_images else None,
+             "val_negatives_rejected": _refused([not h for h in kiosk_named(val_neg_images)], idx["val_negatives"]),
+             "skimage_rejected": _refused([not h for h in kiosk_named(sk_images)], idx["skimage"]),
              "retries": list(pipe.retries)}
 
     # --- 6: k in-store photos per product added to the catalog -------------
