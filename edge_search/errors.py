@@ -30,6 +30,14 @@ class BundleError(EdgeSearchError):
     """A bundle is missing files, fails verification, or has an unknown schema."""
 
 
+class ManifestError(BundleError):
+    """A manifest field is missing, of the wrong type or out of range; the message names the field."""
+
+    def __init__(self, where: str, detail: str):
+        self.where, self.detail = where, detail  # detail: the field and its problem, without the file
+        super().__init__(f"{where}: {detail}")
+
+
 class QueryError(EdgeSearchError):
     """A query setting is out of range (k below 1, a min_score that is NaN or +inf)."""
 

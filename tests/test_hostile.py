@@ -596,7 +596,9 @@ def test_inspect_shows_malformed_records_in_their_place(capsys, tiny_bundle, tmp
         fidelity={"int8_vs_fp32": "fine", "index": {"candidates": [1, 2]}}, student={"distillation": [1]}))
     code, out, err = run_main(capsys, "inspect", b)
     assert code == 0, err
-    assert "fidelity    (malformed in the manifest)" in out and "student     (malformed in the manifest)" in out
+    assert "fidelity    (malformed in the manifest: fidelity.index.candidates[0] must be a JSON object, got a " \
+           "number)" in out
+    assert "student     (malformed in the manifest: student.distillation must be a JSON object, got a list)" in out
     assert "checksums" in out
 
 

@@ -101,3 +101,18 @@ def test_missing_bundle_and_truncated_index(bundle_copy, tmp_path, sample_catalo
     one_line_error(run_cli("search", "--bundle", tmp_path / "nothing", img, check=False), "not a bundle directory")
     (bundle_copy / "manifest.json").write_text("{ not json")
     one_line_error(run_cli("search", "--bundle", bundle_copy, img, check=False), "manifest.json", "not valid JSON")
+
+
+def test_inspect_names_a_malformed_teacher_field_in_its_place(bundle_copy, sample_catalog, tmp_path):
+    m = read_manifest(bundle_copy)
+    m["teacher"]["random_weights"] = "yes"
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    proc = run_cli("inspect", bundle_copy)
+    assert [ln for ln in proc.stdout.splitlines() if ln.startswith("teacher")] == [
+        'teacher     (malformed in the manifest: teacher.random_weights must be true or false, got "yes")']
+    assert "student     " in proc.stdout and "checksums   " in proc.stdout  # the rest still shows
+    # eval reads the record (random weights get a caveat): one line naming the file and the field
+    queries = tmp_path / "q.csv"
+    queries.write_text(f"image,id\n{sample_catalog.parent / 'images' / 'honey.jpg'},honey\n")
+    one_line_error(run_cli("eval", "--bundle", bundle_copy, "--queries", queries, check=False),
+                   f"{bundle_copy / 'manifest.json'}: teacher.random_weights must be true or false")
