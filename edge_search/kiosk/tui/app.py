@@ -157,7 +157,7 @@ class KioskApp(App[None]):
             await self._use_searcher()
         else:
             await self._panel(Text("Opening the bundle…", style="italic"), "loading")
-            self._run_frames()  # preview while the bundle opens
+            self._run_frames(search=False)  # preview while the bundle opens
             self._load()
         self._update_status()
 
@@ -178,10 +178,11 @@ class KioskApp(App[None]):
         self.post_message(SearcherReady(searcher, BundleInfo.of(searcher)))
 
     @work(thread=True, exclusive=True, group="frames", exit_on_error=False)
-    def _run_frames(self) -> None:
+    def _run_frames(self, search: bool = True) -> None:
         worker = get_current_worker()
-        # until the bundle has opened, this worker only previews: the one started after it searches
-        kiosk_loop = self.kiosk_loop if self.kiosk_loop.searcher is not None else None
+        # the preview-only worker never searches, even once the bundle has opened (in another
+        # thread): the worker started after it does, so only one thread ever calls the loop
+        kiosk_loop = self.kiosk_loop if search else None
         thumbs = self.thumbs
         interval = 1.0 / self.preview_fps
         next_preview = float("-inf")
@@ -257,7 +258,7 @@ class KioskApp(App[None]):
             self.info = BundleInfo.of(self.searcher)
         self.thumbs = ThumbCache(getattr(self.searcher, "root", None))
         await self._show_waiting()
-        self._run_frames()  # exclusive: replaces the preview-only worker
+        self._run_frames(search=True)  # exclusive: replaces the preview-only worker
 
     async def on_searcher_ready(self, message: SearcherReady) -> None:
         self.info = self.info or message.info  # facts given to build_app win over the manifest's
