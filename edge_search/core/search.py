@@ -182,7 +182,7 @@ class Searcher:
 
     def answers(self, result: SearchResult) -> bool:
         """Whether the bundle's own rule would answer a result that was searched
-        with an explicit cut-off (evaluation searches with -inf to rank everything)."""
+        with an explicit cut-off (evaluation searches with RANK_ALL to rank everything)."""
         if not result.hits:
             return False
         return self.accepts(self._position[result.hits[0].id], result.best_score, result.margin,
