@@ -35,7 +35,7 @@ from edge_search.core.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, 
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import Product, ProductTable
 from edge_search.core.search import Searcher
-from edge_search.shipping.signing import check_private_key, sign_bundle
+from edge_search.core.signing import check_private_key, sign_bundle
 
 from .calibrate import calibrate_no_match
 from .config import ExportConfig

@@ -377,7 +377,8 @@ def _run_index_case(path):
 
 @pytest.fixture(scope="module")
 def packed_bundle(tiny_bundle, tmp_path_factory):
-    from edge_search.shipping.install import install, pack
+    from edge_search.shipping.install import install
+    from edge_search.shipping.pack import pack
 
     d = tmp_path_factory.mktemp("fuzzpack")
     pack(tiny_bundle, d / "b.tar")
@@ -447,7 +448,7 @@ def _read_as(reader: str, path: str, d):
     from edge_search.evaluation.evaluate import read_queries
     from edge_search.core.images import load_image
     from edge_search.shipping.install import install
-    from edge_search.shipping.signing import keygen, verify_signature
+    from edge_search.core.signing import keygen, verify_signature
 
     if reader == "image":
         return load_image(path)
@@ -538,13 +539,13 @@ def _clean_lines(text: str) -> None:
 @given(pid=_ESCAPY, name=_ESCAPY, category=_ESCAPY, description=_ESCAPY, meta=_ESCAPY, bundle=_ESCAPY)
 def test_fuzzed_escapes_in_every_text_field(pid, name, category, description, meta, bundle):
     """Ids, names, categories, descriptions, meta and the bundle name: escaped in the TUI, in the
-    eval report, in error messages and in the CLI's lines (as `_say` prints them)."""
+    eval report, in error messages and in the CLI's lines (as `cli.output.say` prints them)."""
     import contextlib
     import io as _io
     import tempfile
     from pathlib import Path
 
-    from edge_search import cli
+    from edge_search.cli.output import say
     from edge_search.evaluation.report import write_report
     from edge_search.evaluation.evaluate import EvalReport
     from edge_search.core.products import Product
@@ -562,7 +563,7 @@ def test_fuzzed_escapes_in_every_text_field(pid, name, category, description, me
     out = _io.StringIO()
     with contextlib.redirect_stdout(out):
         for line in (f"  1.  0.800  {pid:<24} {name:<32}", f"bundle {bundle} ({category})", f"  worst: {category}"):
-            cli._say(line)
+            say(line)
     texts.append(out.getvalue())
     report = EvalReport(queries=1, recall={1: 1.0}, mrr=1.0, no_match_share=0.0, min_score=0.5,
                         per_category={category: {"queries": 1, "recall@1": 1.0}},
@@ -634,7 +635,7 @@ def test_fuzzed_archive_bombs(packed_bundle, tiny_bundle, kind, size, gz, keyed)
 
     from edge_search.core.bundle import Bundle
     from edge_search.shipping.install import install
-    from edge_search.shipping.signing import keygen
+    from edge_search.core.signing import keygen
 
     if kind == "member-zeros":
         size = min(size, 1 << 26)  # really written into the test archive: 64 MiB of zeros at most

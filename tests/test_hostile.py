@@ -129,8 +129,8 @@ def test_pack_and_export_refuse_special_out_paths(capsys, tiny_bundle, tmp_path)
 @pytest.fixture(scope="module")
 def signed_pack(tiny_bundle, tmp_path_factory):
     """A bundle signed by key 'a', packed; key 'b' is another (untrusted) key."""
-    from edge_search.shipping.install import pack
-    from edge_search.shipping.signing import keygen, sign_bundle
+    from edge_search.shipping.pack import pack
+    from edge_search.core.signing import keygen, sign_bundle
 
     d = tmp_path_factory.mktemp("signedpack")
     keygen(d, "a")
@@ -258,7 +258,7 @@ def test_empty_key_settings_refuse(capsys, monkeypatch, tmp_path):
 @pytest.mark.export
 @pytest.mark.parametrize("default", ["dangling link", "folder", "loop"])
 def test_an_unusable_default_key_refuses_unsigned_bundles(capsys, monkeypatch, tmp_path, tiny_bundle, default):
-    from edge_search.shipping.signing import config_dir
+    from edge_search.core.signing import config_dir
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     key = config_dir() / "trusted.pub.pem"
@@ -276,7 +276,7 @@ def test_an_unusable_default_key_refuses_unsigned_bundles(capsys, monkeypatch, t
 
 
 def test_a_config_folder_we_cannot_read_is_one_line(capsys, monkeypatch, tmp_path):
-    from edge_search.shipping import signing
+    from edge_search.core import signing
 
     monkeypatch.setenv("XDG_CONFIG_HOME", "/tmp/" + "x" * 5000)  # lstat fails: ENAMETOOLONG
     one_line(*run_main(capsys, "search", "--bundle", tmp_path, "x.jpg")[::2], "cannot tell whether a trusted key")
@@ -344,7 +344,7 @@ def test_manifests_signatures_keys_and_install_sources_refuse_special_files(no_h
     from edge_search.core.bundle import Bundle
     from edge_search.errors import InstallError
     from edge_search.shipping.install import install
-    from edge_search.shipping.signing import keygen, verify_signature
+    from edge_search.core.signing import keygen, verify_signature
 
     fifo, zero = list(special_inputs(tmp_path).values())[:2]
     for fragment, p in (("FIFO", fifo), ("device file", zero)):

@@ -56,7 +56,7 @@ def fmt_price(price: float | None) -> str:
 
 
 def add_trusted_key(parser: argparse.ArgumentParser) -> None:
-    from edge_search.shipping.signing import TRUSTED_KEY_ENV, default_trusted_key_path
+    from edge_search.core.signing import TRUSTED_KEY_ENV, default_trusted_key_path
 
     parser.add_argument("--trusted-key", default=None, metavar="PUB",
                         help=f"refuse bundles not signed by this Ed25519 public key (default: "
@@ -65,6 +65,6 @@ def add_trusted_key(parser: argparse.ArgumentParser) -> None:
 
 def trusted_key(args: argparse.Namespace) -> Path | None:
     """The trusted public key: --trusted-key, else the environment, else the config file."""
-    from edge_search.shipping.signing import resolve_trusted_key
+    from edge_search.core.signing import resolve_trusted_key
 
     return resolve_trusted_key(getattr(args, "trusted_key", None))

@@ -9,7 +9,7 @@ from edge_search.cli.output import add_trusted_key, say, trusted_key
 
 
 def run_keygen(args: argparse.Namespace) -> int:
-    from edge_search.shipping.signing import keygen
+    from edge_search.core.signing import keygen
 
     private, public = keygen(Path(args.out), name=args.name)
     say(f"private key {private} (keep it secret: it signs bundles)")
@@ -20,7 +20,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_sign(args: argparse.Namespace) -> int:
     from edge_search.core.bundle import Bundle
-    from edge_search.shipping.signing import sign_bundle
+    from edge_search.core.signing import sign_bundle
 
     Bundle.open(args.bundle, verify=True)  # never sign a bundle whose files do not match its manifest
     sig = sign_bundle(Path(args.bundle), Path(args.key))
@@ -43,7 +43,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    from edge_search.shipping.install import pack
+    from edge_search.shipping.pack import pack
 
     out = pack(Path(args.bundle), Path(args.out), trusted_key=trusted_key(args))
     say(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")

@@ -25,7 +25,7 @@ class Bundle:
         root = Path(path)
         data = read_manifest_bytes(root)
         if trusted_key is not None:
-            from edge_search.shipping.signing import verify_signature
+            from edge_search.core.signing import verify_signature
 
             verify_signature(root, data, trusted_key)
         manifest = manifest_from_bytes(data, str(root / MANIFEST_NAME))
