@@ -525,7 +525,7 @@ def test_search_inspect_eval_and_verify_escape_catalog_text(capsys, evil_bundle,
     code, out, err = run_main(capsys, "search", "--bundle", b, thumb, "-k", "3", "--min-score", "-1")
     assert code == 0
     _clean_output(out)
-    assert out.count("\n") == 2 + 3  # the query, three hits, the timings: no forged lines
+    assert out.count("\n") == 3 + 3  # the query, the header, three hits, the timings: no forged lines
     code, out, _ = run_main(capsys, "inspect", b)
     assert code == 0
     _clean_output(out)
