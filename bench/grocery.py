@@ -77,7 +77,7 @@ from edge_search.core.index import VectorIndex  # noqa: E402
 from edge_search.core.manifest import PreprocessCfg  # noqa: E402
 from edge_search.core.preprocess import preprocess_batch  # noqa: E402
 from edge_search.core.products import Product, ProductTable  # noqa: E402
-from edge_search.core.search import Searcher  # noqa: E402
+from edge_search.core.search import RANK_ALL, Searcher  # noqa: E402
 
 # the teacher branch's recipe, chosen on the dev split (bench/teacher_recipe.py): ResNet-18 at 128 px
 REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-resnet.json"
@@ -170,7 +170,7 @@ def _ranks(searcher: Searcher, vecs: np.ndarray, ids: list[str], k: int = 5) -> 
     """Each query's rank of its own product (k when not in the top k), no cut-off."""
     out = []
     for v, pid in zip(vecs, ids):
-        got = [h.id for h in searcher.search_vector(v, k=k, min_score=float("-inf"))[0]]
+        got = [h.id for h in searcher.search_vector(v, k=k, min_score=RANK_ALL)[0]]
         out.append(got.index(pid) if pid in got else k)
     return np.asarray(out)
 
@@ -194,7 +194,7 @@ def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unkno
     """The searcher's own rule on val photos of kept products, of left-out ones, and on no-product sets."""
     rejected, right = [], []
     for v, pid in zip(*known):
-        top = searcher.search_vector(v, k=1, min_score=float("-inf"))[0][0].id
+        top = searcher.search_vector(v, k=1, min_score=RANK_ALL)[0][0].id
         rejected.append(not searcher.search_vector(v, k=1)[0])
         right.append(top == pid)
     refuse = lambda vecs: np.asarray([not searcher.search_vector(v, k=1)[0] for v in vecs], bool)  # noqa: E731

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge_search.errors import ExportError
 from edge_search.core.manifest import NoMatchRule
-from edge_search.core.search import Searcher
+from edge_search.core.search import RANK_ALL, Searcher
 from edge_search.evaluation.no_match import NoMatchOutcomes
 
 from .config import NoMatchSettings
@@ -66,7 +66,7 @@ def calibration_scores(searcher: Searcher, vectors: np.ndarray, truth: np.ndarra
     out = {f: np.full(len(vectors), -1 if f.endswith("top") else -np.inf) for f in
            ("top", "s1", "s2", "alt_top", "alt_s1", "alt_s2")}
     for i, v in enumerate(vectors):
-        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=3, min_score=-np.inf)[0]]
+        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=3, min_score=RANK_ALL)[0]]
         others = [r for r in ranked if r[0] != truth[i]]
         for prefix, rows in (("", ranked), ("alt_", others)):
             if rows:
@@ -124,7 +124,7 @@ def negative_scores(searcher: Searcher, negatives: np.ndarray) -> NegativeScores
     position = {p.id: i for i, p in enumerate(searcher.products.products)}
     top, s1, s2 = np.full(len(negatives), -1), np.full(len(negatives), -np.inf), np.full(len(negatives), -np.inf)
     for i, v in enumerate(negatives):
-        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=2, min_score=-np.inf)[0]]
+        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=2, min_score=RANK_ALL)[0]]
         if ranked:
             top[i], s1[i] = ranked[0]
         if len(ranked) > 1:

@@ -34,7 +34,7 @@ from edge_search.core.index import VectorIndex
 from edge_search.core.manifest import MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import Product, ProductTable
-from edge_search.core.search import Searcher
+from edge_search.core.search import RANK_ALL, Searcher
 from edge_search.core.signing import check_private_key, sign_bundle
 
 from .calibrate import calibrate_no_match
@@ -402,7 +402,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
         searcher = Searcher(encoder=enc, index=index, products=index_table, preprocess_cfg=student_pp)
         named = lambda vecs, src: float(np.mean([  # noqa: E731
             h[0].id == table.products[key_product[i]].id if h else False
-            for h, i in zip((searcher.search_vector(v, k=1, min_score=-2.0)[0] for v in vecs), src)]))
+            for h, i in zip((searcher.search_vector(v, k=1, min_score=RANK_ALL)[0] for v in vecs), src)]))
         self_top1, mild_top1 = named(student_vecs, range(len(images))), named(mild_vecs, mild_src)
         fidelity["catalog_self_top1"] = {"value": round(self_top1, 5), "images": len(images),
                                          "threshold": cfg.gates.catalog_self_top1, "catalog_encoder": chosen_enc,

@@ -20,7 +20,7 @@ import numpy as np
 from edge_search.errors import EdgeSearchError, ImageError
 from edge_search.files import MAX_TABLE_BYTES, open_regular_text
 from edge_search.core.manifest import MANIFEST_NAME
-from edge_search.core.search import Searcher
+from edge_search.core.search import RANK_ALL, Searcher
 from edge_search.evaluation.no_match import NoMatchOutcomes
 
 RANKS = (1, 2, 3, 4, 5, 10)
@@ -118,7 +118,7 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
             on_progress(n)
         try:
             # ranked with no cut-off; the rule is applied after, so a refused photo still has a rank
-            result = searcher.search_image(q.image, k=kmax, min_score=float("-inf"))
+            result = searcher.search_image(q.image, k=kmax, min_score=RANK_ALL)
         except ImageError as e:
             unreadable.append(str(e))
             continue
