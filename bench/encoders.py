@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import edge_search  # noqa: F401  (onnxruntime before usearch)
+from edge_search.files import atomic_write_text
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,7 +181,7 @@ def main() -> int:
         print(f"target {k}: {v}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -54,7 +54,9 @@ def main() -> int:
                   command=f"python bench/fuzz.py --examples {args.examples}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    from edge_search.files import atomic_write_text  # after the run: the parent stays light while it measures
+
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     if proc.returncode != 0:
         print(proc.stdout[-4000:], file=sys.stderr)

@@ -49,6 +49,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
@@ -69,13 +70,14 @@ from bench.grocery_report import write_markdown, print_summary  # noqa: E402
 from edge_search.core.catalog import read_catalog  # noqa: E402
 from edge_search.core.encoder import OnnxEncoder  # noqa: E402
 from edge_search.evaluation.evaluate import Query, read_queries  # noqa: E402
+from edge_search.evaluation.no_match import NoMatchOutcomes, Share  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.index import VectorIndex  # noqa: E402
 from edge_search.core.manifest import PreprocessCfg  # noqa: E402
 from edge_search.core.preprocess import preprocess_batch  # noqa: E402
 from edge_search.core.products import Product, ProductTable  # noqa: E402
-from edge_search.core.search import Searcher  # noqa: E402
+from edge_search.core.search import RANK_ALL, Searcher  # noqa: E402
 
 # the teacher branch's recipe, chosen on the dev split (bench/teacher_recipe.py): ResNet-18 at 128 px
 REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-resnet.json"
@@ -128,7 +130,7 @@ def _cached(out: Path, name: str, settings: dict, paths: list[Path]) -> bool:
 
 def _stamp(out: Path, name: str, settings: dict) -> None:
     (out / "cache").mkdir(parents=True, exist_ok=True)
-    (out / "cache" / f"{name}.json").write_text(json.dumps(settings, sort_keys=True, default=str))
+    atomic_write_text(out / "cache" / f"{name}.json", json.dumps(settings, sort_keys=True, default=str))
 
 
 def _embed(encoder, images: list[np.ndarray], pp: PreprocessCfg, batch: int = 32) -> np.ndarray:
@@ -168,7 +170,7 @@ def _ranks(searcher: Searcher, vecs: np.ndarray, ids: list[str], k: int = 5) -> 
     """Each query's rank of its own product (k when not in the top k), no cut-off."""
     out = []
     for v, pid in zip(vecs, ids):
-        got = [h.id for h in searcher.search_vector(v, k=k, min_score=float("-inf"))[0]]
+        got = [h.id for h in searcher.search_vector(v, k=k, min_score=RANK_ALL)[0]]
         out.append(got.index(pid) if pid in got else k)
     return np.asarray(out)
 
@@ -177,22 +179,32 @@ def _recall_row(ranks: np.ndarray, idx: np.ndarray) -> dict:
     return {"recall@1": stats.share(ranks < 1, idx).to_json(), "recall@5": stats.share(ranks < 5, idx).to_json()}
 
 
+def _ci(share: Share, idx: np.ndarray) -> dict | None:
+    """A no-match figure (edge_search.evaluation.no_match) with its bootstrap interval; None when undefined."""
+    return None if share.value is None else stats.share(share.hits, idx, within=share.within).to_json()
+
+
+def _refused(flags, idx: np.ndarray) -> dict | None:
+    """Scenes with no product refused, with its interval (None for no scenes)."""
+    return _ci(NoMatchOutcomes(negatives_refused=flags).shares()["negative_reject"], idx)
+
+
 def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unknown: np.ndarray,
                   negatives: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
     """The searcher's own rule on val photos of kept products, of left-out ones, and on no-product sets."""
     rejected, right = [], []
     for v, pid in zip(*known):
-        top = searcher.search_vector(v, k=1, min_score=float("-inf"))[0][0].id
+        top = searcher.search_vector(v, k=1, min_score=RANK_ALL)[0][0].id
         rejected.append(not searcher.search_vector(v, k=1)[0])
         right.append(top == pid)
-    rejected, right = np.asarray(rejected), np.asarray(right)
     refuse = lambda vecs: np.asarray([not searcher.search_vector(v, k=1)[0] for v in vecs], bool)  # noqa: E731
-    out = {"raw_recall@1": stats.share(right, idx["known"]).to_json(),
-           "answered_right": stats.share(right & ~rejected, idx["known"]).to_json(),
-           "false_reject_of_correct": stats.share(rejected, idx["known"], within=right).to_json(),
-           "unknown_rejected": stats.share(refuse(unknown), idx["unknown"]).to_json() if len(unknown) else None}
+    shares = NoMatchOutcomes(right=right, refused=rejected, unknown_refused=refuse(unknown)).shares()
+    out = {"raw_recall@1": _ci(shares["top1"], idx["known"]),
+           "answered_right": _ci(shares["answered_right"], idx["known"]),
+           "false_reject_of_correct": _ci(shares["false_reject_of_correct"], idx["known"]),
+           "unknown_rejected": _ci(shares["reject_recall"], idx["unknown"])}
     for name, vecs in negatives.items():
-        out[f"{name}_rejected"] = stats.share(refuse(vecs), idx[name]).to_json() if len(vecs) else None
+        out[f"{name}_rejected"] = _refused(refuse(vecs), idx[name])
     return out
 
 
@@ -216,11 +228,12 @@ def _skimage_images() -> tuple[list[np.ndarray], str | None]:
 
 def _write_rows(path: Path, rows: list[Query]) -> Path:
     """image,id CSV (paths relative to its folder) for rows read from another CSV."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "id"])
-        for r in rows:
-            w.writerow([os.path.relpath(r.image, path.parent), r.id])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["image", "id"])
+    for r in rows:
+        w.writerow([os.path.relpath(r.image, path.parent), r.id])
+    atomic_write_text(path, text.getvalue())
     return path
 
 
@@ -383,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         _stamp(out, "export", export_settings)
         if trains:
             _stamp(out, "teacher", teacher_settings)
-            (out / "cache" / "teacher_training.json").write_text(json.dumps(
+            atomic_write_text(out / "cache" / "teacher_training.json", json.dumps(
                 Searcher.from_bundle(bundle).manifest.teacher.get("finetune"), indent=2))
-        (out / "cache" / "export_seconds.txt").write_text(str(export_seconds))
+        atomic_write_text(out / "cache" / "export_seconds.txt", str(export_seconds))
     elif (out / "cache" / "export_seconds.txt").is_file():
         export_seconds = float((out / "cache" / "export_seconds.txt").read_text())
 
@@ -455,9 +468,10 @@ def main(argv: list[str] | None = None) -> int:
         models_table["student (ONNX fp32)"]["mb"] = round(s_fp32_path.stat().st_size / 1e6, 2)
     s_hits, t_hits = ranks["student (ONNX int8, the bundle)"] < 1, ranks["teacher (PyTorch fp32)"] < 1
     answered = np.asarray([bool(student.search_vector(v, k=1)[0]) for v in s_val])
-    bundle_row = {"raw_recall@1": stats.share(s_hits, val_idx).to_json(),
-                  "answered_right": stats.share(s_hits & answered, val_idx).to_json(),
-                  "false_reject_of_correct": stats.share(~answered, val_idx, within=s_hits).to_json(),
+    shares = NoMatchOutcomes(right=s_hits, refused=~answered).shares()
+    bundle_row = {"raw_recall@1": _ci(shares["top1"], val_idx),
+                  "answered_right": _ci(shares["answered_right"], val_idx),
+                  "false_reject_of_correct": _ci(shares["false_reject_of_correct"], val_idx),
                   "student_over_teacher_recall@1": stats.ratio(s_hits, t_hits, val_idx).to_json(3)}
 
     # --- 4: who embeds the catalog; catalog self-retrieval -----------------
@@ -526,10 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     kiosk_val = kiosk_named(val_images)
     kiosk = {"answered_right": stats.share(np.asarray([bool(h) and h[0].id == pid for h, pid in
                                                       zip(kiosk_val, val_ids)]), val_idx).to_json(),
-             "val_negatives_rejected": stats.share(np.asarray([not h for h in kiosk_named(val_neg_images)]),
-                                                   idx["val_negatives"]).to_json() if val_neg_images else None,
-             "skimage_rejected": stats.share(np.asarray([not h for h in kiosk_named(sk_images)]),
-                                             idx["skimage"]).to_json() if sk_images else None,
+             "val_negatives_rejected": _refused([not h for h in kiosk_named(val_neg_images)], idx["val_negatives"]),
+             "skimage_rejected": _refused([not h for h in kiosk_named(sk_images)], idx["skimage"]),
              "retries": list(pipe.retries)}
 
     # --- 6: k in-store photos per product added to the catalog -------------

@@ -7,10 +7,13 @@ image paths point back into it (the dataset is never copied).
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+
+from edge_search.files import atomic_write_text
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "grocery-store"
 
@@ -31,16 +34,17 @@ def write_catalog(data: Path, out_dir: Path, classes: list[str] | None = None) -
     data, out_dir = Path(data).resolve(), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "catalog.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "image", "name", "description", "category"])
-        for c in read_classes(data):
-            if classes is not None and c["id"] not in classes:
-                continue
-            desc_path = data / c["description"]
-            desc = desc_path.read_text(encoding="utf-8", errors="replace").strip() if desc_path.is_file() else ""
-            image = os.path.relpath(data / c["iconic"], out_dir)
-            w.writerow([c["id"], image, c["id"].replace("-", " "), desc, c["coarse"]])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["id", "image", "name", "description", "category"])
+    for c in read_classes(data):
+        if classes is not None and c["id"] not in classes:
+            continue
+        desc_path = data / c["description"]
+        desc = desc_path.read_text(encoding="utf-8", errors="replace").strip() if desc_path.is_file() else ""
+        image = os.path.relpath(data / c["iconic"], out_dir)
+        w.writerow([c["id"], image, c["id"].replace("-", " "), desc, c["coarse"]])
+    atomic_write_text(path, text.getvalue())
     return path
 
 
@@ -50,9 +54,10 @@ def write_queries(data: Path, out_dir: Path, split: str, classes: list[str] | No
     out_dir.mkdir(parents=True, exist_ok=True)
     names = {c["class_id"]: c["id"] for c in read_classes(data)}
     path = out_dir / f"{split}.csv"
-    with open(data / f"{split}.txt", encoding="utf-8") as src, open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "id"])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["image", "id"])
+    with open(data / f"{split}.txt", encoding="utf-8") as src:
         for line in src:
             parts = [p.strip() for p in line.split(",")]
             if len(parts) < 2 or not parts[0]:
@@ -60,6 +65,7 @@ def write_queries(data: Path, out_dir: Path, split: str, classes: list[str] | No
             pid = names[int(parts[1])]
             if classes is None or pid in classes:
                 w.writerow([os.path.relpath(data / parts[0], out_dir), pid])
+    atomic_write_text(path, text.getvalue())
     return path
 
 

@@ -24,7 +24,7 @@ def _targets(row: dict) -> str:
     neg, unk, frr = row.get("val_negatives_rejected"), row.get("unknown_rejected"), row["false_reject_of_correct"]
     parts = [f"non-product photos rejected {fmt(neg)} (target ≥ 90 %: {'met' if neg and neg['value'] >= 0.9 else 'not met'})",
              f"unknown products rejected {fmt(unk)} (target ≥ 50 %: {'met' if unk and unk['value'] >= 0.5 else 'not met'})",
-             f"correctly named photos rejected {fmt(frr)} (target ≤ 5 %: {'met' if frr['value'] <= 0.05 else 'not met'})"]
+             f"correctly named photos rejected {fmt(frr)} (target ≤ 5 %: {'met' if frr and frr['value'] <= 0.05 else 'not met'})"]
     return "; ".join(parts)
 
 

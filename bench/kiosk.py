@@ -56,6 +56,7 @@ from edge_search.core.index import VectorIndex, unit
 from edge_search.core.products import Product, ProductTable
 from edge_search_export.sample_catalog import PRODUCTS, draw_product
 from edge_search.core.search import Searcher
+from edge_search.files import atomic_write_text
 from edge_search.kiosk.tui.app import _small
 from edge_search.kiosk.tui.render import HalfBlocks, hit_lines
 
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({largest['frame_to_results_ms']['p95']:.2f} ms)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import string
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -37,6 +34,7 @@ if str(REPO) not in sys.path:
 
 from bench.grocery_data import DEFAULT_DATA, dev_split  # noqa: E402
 from edge_search.errors import EdgeSearchError  # noqa: E402
+from edge_search.files import staged_directory  # noqa: E402
 
 SPLITS = ("train", "dev", "val")
 SIDE = 224  # written size: larger than any benchmark model's input
@@ -180,9 +178,8 @@ def build_negatives(data_root: Path, out_dir: Path, *, split: str, count: int, s
     counts = [int(round(share * count)) for _, share in KINDS]
     counts[-1] = count - sum(counts[:-1])
     kinds = [k for (k, _), n in zip(KINDS, counts) for _ in range(n)]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    # staged beside out_dir and renamed into place whole (out_dir is absent or empty, checked above)
+    with staged_directory(out_dir, force=True) as tmp:
         for i, kind in enumerate(kinds):
             if kind == "texture":
                 name = str(rng.choice(TEXTURES))
@@ -195,12 +192,6 @@ def build_negatives(data_root: Path, out_dir: Path, *, split: str, count: int, s
             if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]):
                 raise NegativesError(f"{path}: cannot write")
         (tmp / STAMP).write_text(json.dumps(want, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sorted(out_dir.glob("*.jpg"))
 
 

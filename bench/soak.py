@@ -34,6 +34,7 @@ from edge_search.kiosk.frames import Capture, SourceError, SourceSpec
 from edge_search.kiosk.loop import FrameSeen, Lookup, KioskLoop, run_kiosk
 from edge_search_export.sample_catalog import PRODUCTS, draw_product
 from edge_search.core.search import Searcher
+from edge_search.files import atomic_write_text
 
 
 def rss_mb() -> float:
@@ -180,7 +181,7 @@ def main() -> int:
     report["command"] = " ".join(["python", "bench/soak.py", *sys.argv[1:]])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0 if all(report["pass"].values()) else 1
 

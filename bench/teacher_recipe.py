@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 from bench.grocery_data import DEFAULT_DATA, dev_split, read_classes  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
-from edge_search.files import atomic_write_bytes  # noqa: E402
+from edge_search.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.preprocess import preprocess_batch  # noqa: E402
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed:
         result = speed(args.teacher, args.student, args.rounds, args.threads, args.teacher_side, args.student_side)
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "speed.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(Path(args.out) / "speed.json", json.dumps(result, indent=2) + "\n")
         print(json.dumps(result))
         return 0
     overrides = {}
@@ -237,14 +237,14 @@ def main(argv: list[str] | None = None) -> int:
               "loadavg_end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,
               "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"] + (argv or sys.argv[1:])),
               "finetune": report.to_json()}
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
     if args.save:
         buf = io.BytesIO()
         torch.save({"state_dict": teacher.model.state_dict()}, buf)
         atomic_write_bytes(out / "teacher.pt", buf.getvalue())
-        (out / "teacher.json").write_text(json.dumps({k: result[k] for k in (
+        atomic_write_text(out / "teacher.json", json.dumps({k: result[k] for k in (
             "teacher", "command", "settings", "seed", "negatives_train", "dev", "train_seconds", "loadavg_start",
-            "loadavg_end", "threads")}, indent=2) + "\n", encoding="utf-8")
+            "loadavg_end", "threads")}, indent=2) + "\n")
     print(json.dumps({"dev": result["dev"], "train_seconds": result["train_seconds"]}))
     return 0
 

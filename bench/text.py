@@ -26,6 +26,7 @@ import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
 from edge_search.core.search import Searcher  # noqa: E402
+from edge_search.files import atomic_write_text  # noqa: E402
 
 # what a shopper types at a kiosk: one to four words
 SHORT_PHRASES = ("oat milk", "red apple", "green apple", "organic", "smaller pack", "bananas", "orange juice",
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"text -> product, {name}: recall@1 {r['recall@1']:.3f}, @5 {r['recall@5']:.3f} ({r['queries']} queries)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
     return 0
 
 

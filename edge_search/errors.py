@@ -30,12 +30,31 @@ class BundleError(EdgeSearchError):
     """A bundle is missing files, fails verification, or has an unknown schema."""
 
 
+class ManifestError(BundleError):
+    """A manifest field is missing, of the wrong type or out of range; the message names the field."""
+
+    def __init__(self, where: str, detail: str):
+        self.where, self.detail = where, detail  # detail: the field and its problem, without the file
+        super().__init__(f"{where}: {detail}")
+
+
 class QueryError(EdgeSearchError):
-    """A query setting is out of range (k below 1, a min_score that is NaN or +inf)."""
+    """A query setting is out of range (k below 1, a min_score that is NaN or +inf, alpha outside 0..1).
+
+    `setting` is its name in the Python API ("k", "min_score", "alpha"); the
+    CLI shows its own flag instead (`named`)."""
+
+    def __init__(self, setting: str, problem: str):
+        self.setting, self.problem = setting, problem
+        super().__init__(f"{setting} {problem}")
+
+    def named(self, name: str) -> "QueryError":
+        """The same problem, told with another name for the setting (a CLI flag)."""
+        return QueryError(name, self.problem)
 
 
 class TextQueryError(EdgeSearchError):
-    """A query by words cannot be answered (empty words, a bundle without a text model, a bad --alpha)."""
+    """A query by words cannot be answered (empty words, a bundle without a text model)."""
 
 
 class FilterError(EdgeSearchError):

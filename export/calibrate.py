@@ -30,7 +30,8 @@ import numpy as np
 
 from edge_search.errors import ExportError
 from edge_search.core.manifest import NoMatchRule
-from edge_search.core.search import Searcher
+from edge_search.core.search import RANK_ALL, Searcher
+from edge_search.evaluation.no_match import NoMatchOutcomes
 
 from .config import NoMatchSettings
 
@@ -65,7 +66,7 @@ def calibration_scores(searcher: Searcher, vectors: np.ndarray, truth: np.ndarra
     out = {f: np.full(len(vectors), -1 if f.endswith("top") else -np.inf) for f in
            ("top", "s1", "s2", "alt_top", "alt_s1", "alt_s2")}
     for i, v in enumerate(vectors):
-        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=3, min_score=-np.inf)[0]]
+        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=3, min_score=RANK_ALL)[0]]
         others = [r for r in ranked if r[0] != truth[i]]
         for prefix, rows in (("", ranked), ("alt_", others)):
             if rows:
@@ -123,7 +124,7 @@ def negative_scores(searcher: Searcher, negatives: np.ndarray) -> NegativeScores
     position = {p.id: i for i, p in enumerate(searcher.products.products)}
     top, s1, s2 = np.full(len(negatives), -1), np.full(len(negatives), -np.inf), np.full(len(negatives), -np.inf)
     for i, v in enumerate(negatives):
-        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=2, min_score=-np.inf)[0]]
+        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=2, min_score=RANK_ALL)[0]]
         if ranked:
             top[i], s1[i] = ranked[0]
         if len(ranked) > 1:
@@ -149,18 +150,15 @@ def _rejects(top, s1, s2, neg, fit: Fitted) -> np.ndarray:
 
 
 def _figures(sc: CalibrationScores, fit: Fitted, ng: NegativeScores | None) -> dict:
-    correct = sc.top == sc.truth
-    known_rej = _rejects(sc.top, sc.s1, sc.s2, sc.neg, fit)
-    unknown_rej = _rejects(sc.alt_top, sc.alt_s1, sc.alt_s2, sc.neg, fit)
-    accepted = ~known_rej
-    out = {"queries": int(len(sc.truth)), "top1": round(float(correct.mean()), 4),
-           "reject_recall": round(float(unknown_rej.mean()), 4),
-           "false_reject_of_correct": round(float(known_rej[correct].mean()) if correct.any() else 0.0, 4),
-           "false_reject_all": round(float(known_rej.mean()), 4),
-           "precision_of_answers": round(float(correct[accepted].mean()) if accepted.any() else 1.0, 4)}
+    outcomes = NoMatchOutcomes(
+        right=sc.top == sc.truth, refused=_rejects(sc.top, sc.s1, sc.s2, sc.neg, fit),
+        unknown_refused=_rejects(sc.alt_top, sc.alt_s1, sc.alt_s2, sc.neg, fit),
+        negatives_refused=_rejects(ng.top, ng.s1, ng.s2, ng.neg, fit) if ng is not None else ())
+    f = outcomes.figures()
+    out = {"queries": int(len(sc.truth)), **{k: f[k] for k in ("top1", "reject_recall", "false_reject_of_correct",
+                                                                "false_reject_all", "precision_of_answers")}}
     if ng is not None and len(ng.top):
-        out["negative_reject"] = round(float(_rejects(ng.top, ng.s1, ng.s2, ng.neg, fit).mean()), 4)
-        out["negatives"] = int(len(ng.top))
+        out["negative_reject"], out["negatives"] = f["negative_reject"], int(len(ng.top))
     return out
 
 
@@ -267,7 +265,8 @@ def calibrate_no_match(searcher: Searcher, vectors: np.ndarray, truth: np.ndarra
             fit = _fit(sc.take(np.flatnonzero(fold != k)), ng.take(np.flatnonzero(nfold != k)) if ng else None,
                        len(products), settings, name)
             f = _figures(sc.take(np.flatnonzero(fold == k)), fit, ng.take(np.flatnonzero(nfold == k)) if ng else None)
-            cv.append(_objective(f) - f["false_reject_of_correct"])
+            # a half with no correctly named photo has none to reject wrongly
+            cv.append(_objective(f) - (f["false_reject_of_correct"] or 0.0))
         fit = _fit(sc, ng, len(products), settings, name)
         rules[name] = {"cross_validation": round(float(np.mean(cv)), 4), **_figures(sc, fit, ng)}
     chosen = max(names, key=lambda n: (rules[n]["cross_validation"], -names.index(n)))

@@ -38,7 +38,7 @@ from edge_search.core.manifest import (MANIFEST_NAME, SCHEMA_VERSION, IndexInfo,
                                        PreprocessCfg, TextInfo)
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import Product, ProductTable, product_words
-from edge_search.core.search import Searcher
+from edge_search.core.search import RANK_ALL, Searcher
 from edge_search.core.signing import sign_bundle
 from edge_search.errors import ExportError, GateError, ImageError
 from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write_bytes, atomic_write_text,
@@ -316,7 +316,7 @@ def self_retrieval(searcher: Searcher, table: ProductTable, stream: Stream) -> t
     def named(vecs: np.ndarray, src: np.ndarray) -> float:
         right = []
         for v, i in zip(vecs, src):
-            hits = searcher.search_vector(v, k=1, min_score=-2.0)[0]
+            hits = searcher.search_vector(v, k=1, min_score=RANK_ALL)[0]
             right.append(bool(hits) and hits[0].id == table.products[truth[i]].id)
         return float(np.mean(right)) if right else 1.0
 

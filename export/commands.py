@@ -27,6 +27,18 @@ NO_MATCH_RULES = ("flat", "floor+margin", "product-floors+margin", "negatives",
                   "floor+margin+negatives", "product-floors+margin+negatives")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" where X says something: not to required options, switches, empty
+    lists or None (their help says what happens), nor to help that states its own default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if "default" in text or action.required or d is None or d is False or d == [] or d is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 def need_export_extra(command: str) -> None:
     """One line, before anything runs, when the [export] extra is missing (never a ModuleNotFoundError)."""
     missing = [m for m in EXPORT_MODULES if importlib.util.find_spec(m) is None]
@@ -96,24 +108,38 @@ def run_export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_LEGEND = ("ok = named it, wrong = named another product, "
+               "no match = refused (the bundle's no-match rule); top-1 counts only ok")
+
+
+def demo_lines(report) -> list[str]:
+    """The demo's report as printed: notes, a legend, one marked line per photo, top-1."""
+    lines = []
+    if report.random_teacher:
+        lines += [f"note: {report.fallback_reason}",
+                  "note: ran with --pretrained random instead: this is a PIPELINE CHECK, not a quality result."]
+    lines += [f"bundle: {report.bundle} (exported in {report.export_seconds:.0f} s)",
+              f"each photo shows one catalog product: {DEMO_LEGEND}"]
+    for path, want, result in report.queries:
+        top = result.hits[0] if result.hits else None
+        mark = "no match" if top is None else "ok" if top.id == want else "wrong"
+        got = f"{top.id} ({top.score:.3f})" if top else "-"
+        lines.append(f"  {mark:<9}{Path(path).name:<24} -> {got:<28} embed {result.timings_ms['embed']:.1f} ms, "
+                     f"search {result.timings_ms['search']:.2f} ms")
+    lines.append(f"top-1 on {len(report.queries)} photos: {report.top1:.0%}"
+                 + (" (random teacher: expect little)" if report.random_teacher else ""))
+    if report.queries:
+        lines.append(f"try: edge-search search --bundle {report.bundle} {report.queries[0][0]}")
+    return lines
+
+
 def run_demo_command(args: argparse.Namespace) -> int:
     need_export_extra("demo")
     from .demo import run_demo
 
     report = run_demo(Path(args.workdir), progress=not args.quiet, epochs=args.epochs)
-    if report.random_teacher:
-        say(f"note: {report.fallback_reason}")
-        say("note: ran with --pretrained random instead: this is a PIPELINE CHECK, not a quality result.")
-    say(f"bundle: {report.bundle} (exported in {report.export_seconds:.0f} s)")
-    for path, want, result in report.queries:
-        top = result.hits[0] if result.hits else None
-        mark = "ok " if top and top.id == want else "-- "
-        got = f"{top.id} ({top.score:.3f})" if top else "no match"
-        say(f"  {mark}{Path(path).name:<24} -> {got:<28} embed {result.timings_ms['embed']:.1f} ms, "
-            f"search {result.timings_ms['search']:.2f} ms")
-    say(f"top-1 on {len(report.queries)} photos: {report.top1:.0%}"
-        + (" (random teacher: expect little)" if report.random_teacher else ""))
-    say(f"try: edge-search search --bundle {report.bundle} {report.queries[0][0]}")
+    for line in demo_lines(report):
+        say(line)
     return 0
 
 
@@ -121,7 +147,7 @@ def add_export_parser(sub) -> None:
     d = {f.name: f.default for f in fields(ExportConfig) if not callable(getattr(f, "default_factory", None))}
     ft = {f.name: f.default for f in fields(FinetuneSettings)}
     e = sub.add_parser("export", help="build a bundle from a catalog (needs the [export] extra)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     e.add_argument("--catalog", required=True, help="catalog .csv/.jsonl or folder DIR/<id>/*.jpg")
     e.add_argument("--out", required=True, help="bundle directory to create")
     e.add_argument("--teacher", default=d["teacher"], help="open_clip model name or config .json")
@@ -157,9 +183,9 @@ def add_export_parser(sub) -> None:
                    help="override a fidelity gate's threshold (recorded in the manifest)")
     e.add_argument("--finetune-labeled", default=None, metavar="LABELS.csv",
                    help="image,id photos to adapt the teacher to first (contrastive, against catalog image + text)")
-    e.add_argument("--finetune-epochs", type=int, default=None, help=f"fine-tuning epochs (default {ft['epochs']})")
+    e.add_argument("--finetune-epochs", type=int, default=None, help=f"fine-tuning epochs (default: {ft['epochs']})")
     e.add_argument("--finetune-batch", type=int, default=None,
-                   help=f"fine-tuning photos per step (default {ft['batch_size']})")
+                   help=f"fine-tuning photos per step (default: {ft['batch_size']})")
     e.add_argument("--save-models", default=None, metavar="DIR",
                    help="also keep the fine-tuned teacher (teacher.pt) and the fp32 student ONNX here")
     e.add_argument("--with-text", action="store_true",
@@ -184,7 +210,7 @@ def add_demo_parser(sub) -> None:
     from .demo import DEMO_EPOCHS, DEMO_WORKDIR
 
     d = sub.add_parser("demo", help="make a sample catalog, export it and search it (needs the [export] extra)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     d.add_argument("--workdir", default=DEMO_WORKDIR, help="where the sample catalog, bundle and photos go")
     d.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="distillation epochs")
     d.add_argument("--quiet", action="store_true", help="no progress bars")

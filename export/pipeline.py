@@ -102,14 +102,6 @@ def index_view_blocks(enc, images: list[np.ndarray], pp, seed: int) -> np.ndarra
     return vecs.reshape(len(images), INDEX_VIEWS, -1).transpose(1, 0, 2).reshape(len(images) * INDEX_VIEWS, -1)
 
 
-def _product_scores(scores: np.ndarray, key_product: np.ndarray, products: int) -> np.ndarray:
-    """Image scores -> each product's best image score."""
-    out = np.full((len(scores), products), -np.inf, dtype=np.float32)
-    for key, pos in enumerate(key_product):
-        out[:, pos] = np.maximum(out[:, pos], scores[:, key])
-    return out
-
-
 def _prototypes(vectors: np.ndarray, key_product: np.ndarray, products: int) -> np.ndarray:
     """Each product's mean image embedding, unit length."""
     out = np.zeros((products, vectors.shape[1]), np.float32)
@@ -266,7 +258,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                       + gate_photos)
             a = _embed(fp32_enc, held_q, student_pp)
             cat32 = _embed(fp32_enc, images, student_pp)
-            by_product = _product_scores(a @ cat32.T, key_product, len(table))
+            by_product = table.best_scores(a @ cat32.T)
             top2 = np.sort(by_product, 1)[:, -2:] if len(table) > 1 else np.ones((len(a), 2))
             # Agreement counts where fp32 itself has decided: a query whose top two products lie
             # within INT8_TIE_MARGIN flips on rounding noise (int8 kept cosine ~0.998 on the grocery

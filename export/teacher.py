@@ -28,6 +28,8 @@ from .licences import licence_for
 
 log = logging.getLogger("edge_search.export")
 RANDOM = "random"
+# offline, the one way to try the whole pipeline: said wherever weights cannot be had
+OFFLINE_RANDOM_HINT = "or --pretrained random to check the pipeline with untrained weights (not a search model)"
 
 
 @dataclass
@@ -123,7 +125,7 @@ def _resolve_tag(name: str, tag: str, force_pp: dict) -> tuple[str, dict]:
                 return cached, {**{k: cfg[k] for k in pp_keys if k in cfg}, **force_pp}
     raise WeightsUnavailable(
         f"cannot download pretrained weights '{tag}' for {name} (no network) and they are not cached: "
-        f"pass a local checkpoint with --pretrained /path/to/open_clip_model.safetensors"
+        f"pass a local checkpoint with --pretrained /path/to/open_clip_model.safetensors, {OFFLINE_RANDOM_HINT}"
     )
 
 
@@ -163,7 +165,7 @@ def load_teacher(teacher: str, pretrained: str | None) -> Teacher:
         if "download" in text.lower() or "connect" in text.lower():
             raise WeightsUnavailable(
                 f"could not download pretrained weights '{pretrained}' for {name} (offline?): "
-                f"pass a local checkpoint with --pretrained /path/to/open_clip_model.safetensors"
+                f"pass a local checkpoint with --pretrained /path/to/open_clip_model.safetensors, {OFFLINE_RANDOM_HINT}"
             ) from None
         if "not a known tag" in text:
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"

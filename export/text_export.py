@@ -233,14 +233,6 @@ TEXT_FILE, TOKENIZER_FILE, TEXT_INDEX_FILE = "text.onnx", "tokenizer.json", "tex
 PRODUCT_TEXT_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0, 1, 11))
 
 
-def product_scores(scores: np.ndarray, products: ProductTable) -> np.ndarray:
-    """Query x image-key scores -> query x product scores (each product's best image)."""
-    out = np.empty((len(scores), len(products)), dtype=np.float32)
-    for pos, p in enumerate(products.products):
-        out[:, pos] = scores[:, list(p.keys)].max(1)
-    return out
-
-
 def recall(scores: np.ndarray, truth: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict:
     """Recall@k of product-level scores; a tie with the true product counts against it."""
     if len(scores) == 0:
@@ -315,7 +307,7 @@ def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str
     q = {name: enc.embed(texts) for name, (texts, _) in sets.items()}
     truth = {name: t for name, (_, t) in sets.items()}
     fidelity["text_to_image"] = {
-        by: {name: recall(product_scores(q[name] @ vecs.T, products), truth[name]) for name in sets}
+        by: {name: recall(products.best_scores(q[name] @ vecs.T), truth[name]) for name in sets}
         for by, vecs in catalogs.items()}
     fidelity["text_to_image"]["queries"] = {name: len(t) for name, (t, _) in sets.items()}
 
@@ -324,7 +316,7 @@ def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str
 
     text_vecs = enc.embed([product_text(p.name, p.description) for p in products.products])
     VectorIndex.build(text_vecs, dtype="f32", exact=True).save(stage / TEXT_INDEX_FILE)
-    image = {name: product_scores(q[name] @ catalogs[index_name].T, products) for name in sets}
+    image = {name: products.best_scores(q[name] @ catalogs[index_name].T) for name in sets}
     text = {name: q[name] @ text_vecs.T for name in sets}
     w, curve = choose_product_text_weight(image, text, truth)
     fidelity["product_text_weight"] = {"chosen": w, "curve": curve, "catalog": index_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -43,6 +44,7 @@ def test_eval_json_figures(tiny_bundle, queries, sample_catalog):
     assert out["unknown_ids"] == ["line 15: not-in-catalog"] and "broken.jpg" in out["unreadable"][0]
     assert set(out["latency_ms"]) == {"embed_p50", "embed_p95", "search_p50", "search_p95"}
     assert sum(c["queries"] for c in out["per_category"].values()) == 13
+    assert out["caveat"] is None  # a trained teacher: the figures stand on their own
 
 
 def test_eval_report_folder(tiny_bundle, queries, tmp_path):
@@ -61,3 +63,23 @@ def test_eval_bad_queries_file(tiny_bundle, tmp_path):
     assert proc.returncode == 2 and "header must have columns image,id" in proc.stderr
     proc = run_cli("eval", "--bundle", tiny_bundle, "--queries", tmp_path / "none.csv", check=False)
     assert proc.returncode == 2 and "none.csv: no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_of_a_random_weight_bundle_says_so_first(tiny_bundle, queries, tmp_path):
+    """The figures of a bundle whose teacher has random weights mean nothing about search quality:
+    eval says so before them, in its text, its JSON and its report (as export, demo and inspect do)."""
+    from edge_search.evaluation.evaluate import RANDOM_TEACHER_CAVEAT
+
+    bundle = tmp_path / "random"
+    shutil.copytree(tiny_bundle, bundle)
+    m = read_manifest(bundle)
+    m["teacher"]["random_weights"] = True
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    report = tmp_path / "report"
+    lines = run_cli("eval", "--bundle", bundle, "--queries", queries, "--report", report).stdout.splitlines()
+    assert lines[1] == f"  note: {RANDOM_TEACHER_CAVEAT}" and lines[2].startswith("  recall@1 ")
+    assert "RANDOM weights" in RANDOM_TEACHER_CAVEAT and "pipeline check" in RANDOM_TEACHER_CAVEAT
+    md = (report / "report.md").read_text().splitlines()
+    assert md[2] == f"> **Caveat:** {RANDOM_TEACHER_CAVEAT}." and md.index("| metric | value |") > 2
+    out = json.loads(run_cli("eval", "--bundle", bundle, "--queries", queries, "--json").stdout)
+    assert out["caveat"] == RANDOM_TEACHER_CAVEAT

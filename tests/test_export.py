@@ -129,6 +129,21 @@ def test_pretrained_problems_are_one_line(tmp_path, sample_catalog):
     assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
 
 
+def test_offline_without_cached_weights_names_both_ways_on(monkeypatch):
+    """No network and nothing cached: the message offers a local checkpoint and --pretrained random."""
+    import huggingface_hub
+
+    from edge_search.errors import WeightsUnavailable
+    from edge_search_export import teacher
+
+    monkeypatch.setattr(teacher, "_online", lambda *a, **k: False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    with pytest.raises(WeightsUnavailable) as e:
+        teacher._resolve_tag("ViT-B-32", "laion2b_s34b_b79k", {})
+    assert "--pretrained /path/to/open_clip_model.safetensors" in str(e.value)
+    assert "or --pretrained random to check the pipeline" in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
 def test_random_teacher_must_be_asked_for_and_is_recorded(tmp_path, sample_catalog):
     out = tmp_path / "random"
     proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER,

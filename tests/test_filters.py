@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_search.errors import FilterError, TextQueryError
+from edge_search.errors import FilterError, QueryError, TextQueryError
 from edge_search.core.filters import Filter, parse_condition
 from edge_search.core.index import VectorIndex
 from edge_search.core.manifest import PreprocessCfg
 from edge_search.core.products import Product, ProductTable
-from edge_search.core.search import Searcher
+from edge_search.core.search import RANK_ALL, Searcher
 
 
 def _products(n: int = 40) -> list[Product]:
@@ -145,11 +145,13 @@ def test_fused_query_is_a_normalized_weighted_sum():
     words = np.random.default_rng(1).standard_normal(16).astype(np.float32)
     s.text_encoder = _Fixed(words)
     img = np.zeros((8, 8, 3), np.uint8)
-    photo = [h.id for h in s.search_image(img, k=5, min_score=-2).hits]
+    photo = [h.id for h in s.search_image(img, k=5, min_score=RANK_ALL).hits]
     assert [h.id for h in s.search_image(img, k=5, text="organic", alpha=1.0).hits] == photo
-    only_words = [h.id for h in s.search_vector(words / np.linalg.norm(words), k=5, min_score=-2)[0]]
+    only_words = [h.id for h in s.search_vector(words / np.linalg.norm(words), k=5, min_score=RANK_ALL)[0]]
     assert [h.id for h in s.search_image(img, k=5, text="organic", alpha=0.0).hits] == only_words
     z = s.fuse(q, words, 0.7)
     assert np.isclose(np.linalg.norm(z), 1) and np.allclose(z, (0.7 * q + 0.3 * words) / np.linalg.norm(0.7 * q + 0.3 * words))
-    with pytest.raises(TextQueryError, match="--alpha must be between 0 and 1"):
+    with pytest.raises(QueryError, match="^alpha must be between 0 and 1, got 1.5$"):  # the setting, not a flag
         s.search_image(img, text="organic", alpha=1.5)
+    with pytest.raises(QueryError, match="^alpha must be between 0 and 1"):
+        s.fuse(q, words, -0.1)

@@ -525,7 +525,7 @@ def test_search_inspect_eval_and_verify_escape_catalog_text(capsys, evil_bundle,
     code, out, err = run_main(capsys, "search", "--bundle", b, thumb, "-k", "3", "--min-score", "-1")
     assert code == 0
     _clean_output(out)
-    assert out.count("\n") == 2 + 3  # the query, three hits, the timings: no forged lines
+    assert out.count("\n") == 3 + 3  # the query, the header, three hits, the timings: no forged lines
     code, out, _ = run_main(capsys, "inspect", b)
     assert code == 0
     _clean_output(out)
@@ -596,7 +596,9 @@ def test_inspect_shows_malformed_records_in_their_place(capsys, tiny_bundle, tmp
         fidelity={"int8_vs_fp32": "fine", "index": {"candidates": [1, 2]}}, student={"distillation": [1]}))
     code, out, err = run_main(capsys, "inspect", b)
     assert code == 0, err
-    assert "fidelity    (malformed in the manifest)" in out and "student     (malformed in the manifest)" in out
+    assert "fidelity    (malformed in the manifest: fidelity.index.candidates[0] must be a JSON object, got a " \
+           "number)" in out
+    assert "student     (malformed in the manifest: student.distillation must be a JSON object, got a list)" in out
     assert "checksums" in out
 
 

@@ -116,3 +116,14 @@ def test_corrupt_graph_is_a_bundle_error_not_a_crash(tmp_path):
     assert "do not fill" in check_index_file(truncated, n, "f32")
     assert "manifest says 31" in check_index_file(path, n + 1, "f32")  # not the manifest's count
     assert "dimensions" in check_index_file(path, n, "f16")  # an f32 file where the manifest says f16
+
+
+def test_best_image_per_product():
+    from edge_search.core.products import Product, ProductTable
+
+    table = ProductTable.from_products([Product("a", "a", (0, 3)), Product("b", "b", ()), Product("c", "c", (1, 2))], 4)
+    scores = np.array([[0.1, 0.5, 0.2, 0.7], [0.9, 0.0, 0.3, 0.2]])
+    expected = np.array([[0.7, -np.inf, 0.5], [0.9, -np.inf, 0.3]], np.float32)
+    np.testing.assert_array_equal(table.best_scores(scores), expected)
+    # more columns than keys (another encoder's block of the catalog): only the table's keys count
+    np.testing.assert_array_equal(table.best_scores(np.hstack([scores, np.ones((2, 4))])), expected)

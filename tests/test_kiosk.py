@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from conftest import export_args, read_manifest, run_cli
 from edge_search.errors import EdgeSearchError
 from edge_search.kiosk.frames import Frame, SourceError, SourceStatus
 from edge_search.kiosk.loop import BundleInfo, FrameSaver, FrameSeen, Lookup, KioskLoop, RateMeter, open_or_fail, run_kiosk
+from edge_search.kiosk.session import RunTally, Session
 from edge_search_export.sample_catalog import draw_product
 from edge_search.core.search import SearchResult
 from kiosk_fakes import FakeSearcher, FakeSource
@@ -43,7 +45,9 @@ def test_lookup_json_has_the_search_json_results_shape():
     lk = KioskLoop(searcher, k=2).lookup(frame(7, draw_product(0)))
     d = json.loads(json.dumps(lk.to_json()))
     assert set(d) >= {"frame", "timestamp", "results", "no_match", "variant", "timings_ms"}
-    assert d["frame"] == 7 and d["timestamp"] == "2023-11-14T22:13:20.233Z"
+    assert d["frame"] == 7 and d["timestamp"] == "2023-11-14T22:13:20.233Z" and d["source"] is None
+    named = KioskLoop(searcher, k=2).lookup(Frame(index=3, image=draw_product(0), source="shelf/oat.jpg"))
+    assert named.to_json()["source"] == "shelf/oat.jpg"
     assert d["results"] == [h.to_json() for h in lk.result.hits]
     assert set(d["results"][0]) == {"id", "name", "score", "price", "category"}
     assert d["no_match"] is False and d["variant"] == "original"
@@ -96,8 +100,11 @@ def test_k_reset_and_pause_from_another_thread_take_effect_between_frames():
     assert [v.reason for v, _ in out] == ["moving", "moving", "steady"] and out[-1][1].k == 4
     pipe.paused = True
     assert pipe.offer(frame(9, draw_product(3))) == (None, None)
-    with pytest.raises(EdgeSearchError, match="k must be (between 1 and 20|a whole number of at least 1)"):
+    with pytest.raises(EdgeSearchError, match="^k must be a whole number of at least 1, got 0$"):
         pipe.k = 0
+    with pytest.raises(EdgeSearchError, match=r"^k must be at most 20 \(the most shown at once\), got 21$"):
+        pipe.k = 21
+    assert pipe.k == 4
 
 
 def test_run_kiosk_yields_status_frames_and_lookups_in_order_and_saves_searched_frames(tmp_path):
@@ -143,6 +150,53 @@ def test_rate_meter_and_bundle_info():
     rates = [meter.tick(i / 15) for i in range(40)]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(15.0)
     assert BundleInfo.of(FakeSearcher()) == BundleInfo("(in memory)", 0, "")
+
+
+def test_run_tally_counts_frames_searches_and_answers_for_the_closing_line():
+    t = [100.0]
+    tally = RunTally(clock=lambda: t[0])
+    src = FakeSource()
+    src.push(draw_product(0), 4)  # oat milk: searched once steady, answered
+    src.push(draw_product(9), 4)  # not in the fake catalog: searched, no match after every retry
+    for event in run_kiosk(src, KioskLoop(FakeSearcher(min_score=0.9), k=1), max_frames=8):
+        tally.add(event)
+    t[0] = 103.25
+    assert tally.text == "8 frames, 2 searched, 1 answered, 1 no match, 3.2 s"
+    assert RunTally(clock=lambda: 0.0).text == "0 frames, 0 searched, 0 answered, 0 no match, 0.0 s"
+
+
+def test_both_run_paths_are_wired_by_open_session(monkeypatch, capsys):
+    import edge_search.kiosk.session as session_module
+    import edge_search.kiosk.tui as tui
+    from edge_search.cli import main
+
+    opened, shown = [], []
+
+    def fake_open_session(bundle, **kw):
+        opened.append((bundle, kw))
+        src = FakeSource()
+        src.push(draw_product(1), 3)
+        src.set("ended", "end of video fake.mp4")
+        return Session(source=src, loop=KioskLoop(None, k=kw["k"]), loader=FakeSearcher)
+
+    class FakeApp:
+        fatal = None
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(session_module, "open_session", fake_open_session)
+    monkeypatch.setattr(tui, "build_app", lambda session, **kw: shown.append((session, kw)) or FakeApp())
+    args = ["run", "--bundle", "b", "--source", "fake.mp4", "-k", "2", "--filter", "category=Fruit"]
+    assert main(args + ["--no-tui"]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["results"][0]["id"] for line in out.splitlines()] == ["red-apple"]
+    assert re.fullmatch(r"edge-search: 3 frames, 1 searched, 1 answered, 0 no match, \d+\.\d s\n", err), err
+    assert main(args + ["--max-frames", "9"]) == 0
+    common = {"source": "fake.mp4", "k": 2, "min_score": None, "filter": ["category=Fruit"], "save_frames": None,
+              "trusted_key": None}
+    assert opened == [("b", {**common, "realtime": False}), ("b", {**common, "realtime": True})]
+    assert len(shown) == 1 and shown[0][1] == {"max_frames": 9} and shown[0][0].loop.k == 2
 
 
 def test_frame_saver_refuses_a_folder_it_cannot_make_or_write(tmp_path):
@@ -203,8 +257,11 @@ def test_headless_run_names_the_products_shown_in_a_video(tmp_path, student_bund
     for d in lines:
         assert len(d["results"]) <= 3 and not d["no_match"] and d["variant"] == "original"
         assert d["timestamp"].endswith("Z") and {"embed", "search", "total"} <= set(d["timings_ms"])
+        assert d["source"] == str(video)
     assert set(tmp_path.iterdir()) == before, "frames were written without --save-frames"
-    assert proc.stderr == ""
+    # stderr: only the closing line
+    assert re.fullmatch(rf"edge-search: {len(SHOWN) * HELD} frames, {len(SHOWN)} searched, {len(SHOWN)} answered, "
+                        r"0 no match, \d+\.\d s\n", proc.stderr), proc.stderr
 
 
 @pytest.mark.export
@@ -217,7 +274,29 @@ def test_headless_folder_max_frames_and_save_frames(tmp_path, student_bundle, sa
     names = sorted(p.name for p in folder.iterdir())[:5]
     assert [d["frame"] for d in lines] == [0, 1, 2, 3, 4]
     assert [d["results"][0]["id"] for d in lines] == [n.removesuffix(".jpg") for n in names]
+    assert [d["source"] for d in lines] == [str(folder / n) for n in names]  # which image each line is about
     assert len(list(saved.glob("*.jpg"))) == 5 and not list(saved.glob("*.part"))
+
+
+@pytest.mark.export
+def test_open_session_reads_the_bundle_once_and_checks_the_filter_against_its_products(
+        tmp_path, student_bundle, sample_catalog, monkeypatch):
+    from edge_search.core.bundle import Bundle
+    from edge_search.errors import FilterError
+    from edge_search.kiosk.session import open_session
+
+    opens = []
+    real_open = Bundle.open.__func__
+    monkeypatch.setattr(Bundle, "open", classmethod(lambda cls, *a, **kw: opens.append(a) or real_open(cls, *a, **kw)))
+    folder = sample_catalog.parent / "images"
+    session = open_session(student_bundle, source=folder, k=2, filter=["category=Fruit"], realtime=False)
+    assert session.loop.searcher is None and session.loop.k == 2 and str(session.loop.filter) == "category=Fruit"
+    assert session.source.description == f"folder {folder}" and session.saver is None
+    searcher = session.load()
+    assert session.loop.searcher is searcher and session.load() is searcher and len(opens) == 1
+    bad = open_session(student_bundle, source=folder, filter=["colour=red"])  # well formed: refused once loaded
+    with pytest.raises(FilterError, match="unknown field 'colour'"):
+        bad.load()
 
 
 def one_line_error(proc, *needles: str) -> None:

@@ -283,3 +283,44 @@ def test_a_negatives_rule_without_negatives_is_refused():
 
     with pytest.raises(ExportError, match="needs 4"):
         calibrate_no_match(s, vecs, truth, NoMatchSettings(rule="negatives"), source="t")
+
+
+# --- the no-match figures: one definition (edge_search.evaluation.no_match) for export, eval and bench ----
+
+def test_no_match_figures_on_a_hand_made_table():
+    from edge_search.evaluation.no_match import NoMatchOutcomes
+
+    # 4 in-catalog photos (the third ranked wrong), 3 photos of unknown products, 2 scenes with no product
+    f = NoMatchOutcomes(right=[True, True, False, True], refused=[False, True, False, True],
+                        unknown_refused=[True, False, True], negatives_refused=[True, True]).figures()
+    assert f == {"top1": 0.75, "answered_right": 0.25, "false_reject_all": 0.5,
+                 "false_reject_of_correct": 0.6667,  # photos 2 and 4 of the 3 ranked right
+                 "precision_of_answers": 0.5,  # of the 2 answered (photos 1 and 3), photo 1 is right
+                 "reject_recall": 0.6667, "negative_reject": 1.0}
+
+
+def test_a_figure_with_nothing_to_measure_is_none_not_zero_or_one():
+    from edge_search.evaluation.no_match import NoMatchOutcomes
+
+    f = NoMatchOutcomes(right=[False, False], refused=[True, True]).figures()
+    assert f["top1"] == 0.0 and f["false_reject_all"] == 1.0
+    # no photo ranked right, none answered, no unknowns, no scenes: undefined, whichever way a default would lean
+    assert f["false_reject_of_correct"] is None and f["precision_of_answers"] is None
+    assert f["reject_recall"] is None and f["negative_reject"] is None
+    with pytest.raises(ValueError, match="same photos"):
+        NoMatchOutcomes(right=[True], refused=[True, False])
+
+
+def test_the_calibration_measures_a_rule_with_the_shared_figures():
+    from edge_search_export.calibrate import CalibrationScores, Fitted, _figures
+
+    # 3 products; photo 3 (truth 2) is ranked wrong (top 1); the rule: floor 0.6, margin 0.1
+    sc = CalibrationScores(truth=np.array([0, 1, 2, 0]), top=np.array([0, 1, 1, 0]),
+                           s1=np.array([0.9, 0.5, 0.8, 0.7]), s2=np.array([0.3, 0.45, 0.2, 0.65]),
+                           alt_top=np.array([1, 0, 1, 2]), alt_s1=np.array([0.3, 0.45, 0.8, 0.6]),
+                           alt_s2=np.array([0.1, 0.1, 0.2, 0.1]), neg=np.full(4, -np.inf))
+    fit = Fitted(floors=np.full(3, 0.6), margin=0.1, negative_margin=-np.inf, flat=0.6)
+    # refused: photo 2 (0.5 under the floor), photo 4 (0.05 margin); unknowns 1 and 2 (under the floor)
+    assert _figures(sc, fit, None) == {"queries": 4, "top1": 0.75, "reject_recall": 0.5,
+                                       "false_reject_of_correct": 0.6667, "false_reject_all": 0.5,
+                                       "precision_of_answers": 0.5}

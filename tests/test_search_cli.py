@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -33,6 +34,44 @@ def test_plain_output_and_min_score(tiny_bundle, sample_catalog):
     assert "no match (best score" in none
     res = json.loads(run_cli("search", "--bundle", tiny_bundle, img, "--min-score", "1.5", "--json").stdout)
     assert res["results"] == [] and res["no_match"] is True
+
+
+def test_text_output_has_a_header_and_stays_aligned_past_rank_nine(tiny_bundle, sample_catalog):
+    img = sample_catalog.parent / "images" / "honey.jpg"
+    args = ("search", "--bundle", tiny_bundle, img, "-k", "15", "--min-score", "-1")
+    hits = json.loads(run_cli(*args, "--json").stdout)["results"]
+    out = run_cli(*args).stdout.splitlines()
+    assert len(hits) == 12 and out[0] == str(img)  # the sample catalog's twelve products, all ranked
+    header, rows = out[1], out[2:14]
+    assert header.split() == ["#", "score", "id", "name", "price"]
+    assert [r.split()[0] for r in rows] == [f"{i}." for i in range(1, 13)]
+    # every column starts (or, for numbers, ends) where its header does, at rank 1 as at rank 10
+    for row, h in zip(rows, hits):
+        assert row[header.index("id"):].startswith(h["id"] + " ") and row[header.index("name"):].startswith(h["name"])
+        assert row.endswith(f"{h['price']:.2f}") and len(row) == len(header)
+        assert re.fullmatch(r" *-?\d\.\d{3}", row[len(f"  {len(hits)}."):header.index("score") + 5])
+    assert out[14] == "  12 of 15: the bundle has only 12 products" and out[15].startswith("  embed ")
+
+
+def test_search_says_the_rest_fell_below_the_bundles_rule(bundle_copy, sample_catalog):
+    from edge_search.core.search import RANK_ALL, Searcher
+
+    img = sample_catalog.parent / "images" / "honey.jpg"
+    # a random-weight model scores every product near 1: the exact scores, and the widest gap among the top four
+    scores = [h.score for h in Searcher.from_bundle(bundle_copy).search_image(img, k=5, min_score=RANK_ALL).hits]
+    kept = max((1, 2, 3), key=lambda i: scores[i - 1] - scores[i])  # products above that gap
+    assert scores[kept - 1] - scores[kept] > 5e-6, scores
+    rule = (scores[kept - 1] + scores[kept]) / 2
+    m = read_manifest(bundle_copy)
+    m["search"] = {"min_score": rule}  # the bundle's rule: a flat floor inside that gap
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    out = run_cli("search", "--bundle", bundle_copy, img, "-k", "5").stdout.splitlines()
+    assert len(out) == 2 + kept + 2 and [r.split()[0] for r in out[2:2 + kept]] == [f"{i}." for i in range(1, kept + 1)]
+    assert out[2 + kept] == f"  {kept} of 5: the rest scored below the bundle's rule ({rule:.3f})"
+    flat = run_cli("search", "--bundle", bundle_copy, img, "-k", "5", "--min-score", repr(rule)).stdout.splitlines()
+    assert flat[2 + kept] == f"  {kept} of 5: the rest scored below --min-score {rule:g}"
+    line = json.loads(run_cli("search", "--bundle", bundle_copy, img, "-k", "5", "--json").stdout)
+    assert len(line["results"]) == kept and line["no_match"] is False
 
 
 def test_python_api(tiny_bundle, sample_catalog):
@@ -101,3 +140,18 @@ def test_missing_bundle_and_truncated_index(bundle_copy, tmp_path, sample_catalo
     one_line_error(run_cli("search", "--bundle", tmp_path / "nothing", img, check=False), "not a bundle directory")
     (bundle_copy / "manifest.json").write_text("{ not json")
     one_line_error(run_cli("search", "--bundle", bundle_copy, img, check=False), "manifest.json", "not valid JSON")
+
+
+def test_inspect_names_a_malformed_teacher_field_in_its_place(bundle_copy, sample_catalog, tmp_path):
+    m = read_manifest(bundle_copy)
+    m["teacher"]["random_weights"] = "yes"
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    proc = run_cli("inspect", bundle_copy)
+    assert [ln for ln in proc.stdout.splitlines() if ln.startswith("teacher")] == [
+        'teacher     (malformed in the manifest: teacher.random_weights must be true or false, got "yes")']
+    assert "student     " in proc.stdout and "checksums   " in proc.stdout  # the rest still shows
+    # eval reads the record (random weights get a caveat): one line naming the file and the field
+    queries = tmp_path / "q.csv"
+    queries.write_text(f"image,id\n{sample_catalog.parent / 'images' / 'honey.jpg'},honey\n")
+    one_line_error(run_cli("eval", "--bundle", bundle_copy, "--queries", queries, check=False),
+                   f"{bundle_copy / 'manifest.json'}: teacher.random_weights must be true or false")

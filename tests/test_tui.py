@@ -20,7 +20,9 @@ from rich.console import Console
 
 import edge_search  # noqa: F401  (onnxruntime before usearch)
 from edge_search.errors import BundleError
-from edge_search.kiosk.loop import BundleInfo
+from edge_search.kiosk.frames import Frame
+from edge_search.kiosk.loop import BundleInfo, KioskLoop
+from edge_search.kiosk.session import Session
 from edge_search_export.sample_catalog import draw_product
 from edge_search.kiosk.tui import build_app
 from edge_search.kiosk.tui.widgets import DetailsScreen, Preview, ResultRow
@@ -31,13 +33,13 @@ INFO = BundleInfo(name="fake-bundle", product_count=4, created="2026-01-01T00:00
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
-def make(searcher=None, source=None, **kwargs):
+def make(searcher=None, source=None, *, loader=None, k=3, min_score=None, filter=None, watcher=None, **app):
+    """The app over a session of fakes: a ready searcher, or a `loader` that opens one in a worker."""
     source = source or FakeSource()
     searcher = searcher or FakeSearcher()
-    kwargs.setdefault("k", 3)
-    if "loader" not in kwargs:
-        kwargs["searcher"] = searcher
-    return build_app(source=source, info=INFO, **kwargs), source, searcher
+    loop = KioskLoop(None if loader else searcher, k=k, min_score=min_score, filter=filter)
+    session = Session(source=source, loop=loop, loader=loader, watcher=watcher)
+    return build_app(session, info=INFO, **app), source, searcher
 
 
 def drive(app, scenario) -> None:
@@ -275,7 +277,7 @@ def test_a_bundle_opened_in_the_background_then_searches():
     app, source, _ = make(loader=lambda: searcher)
 
     async def scenario(pilot):
-        await until(pilot, lambda: app.kiosk_loop is not None, "the bundle to open")
+        await until(pilot, lambda: app.kiosk_loop.searcher is searcher, "the bundle to open")
         source.push(draw_product(1), 8)  # the preview-only worker may take a frame or two as it stops
         await until(pilot, lambda: shown_ids(app)[:1] == ["red-apple"], "results")
         assert "fake-bundle · 4 products" in widget_text(app, "#status")
@@ -334,11 +336,58 @@ def test_max_frames_ends_the_app_by_itself():
     drive(app, scenario)
 
 
-def test_factory_refuses_both_or_neither_searcher():
+def test_a_session_has_a_ready_searcher_or_a_loader_never_both_or_neither():
     with pytest.raises(ValueError):
-        build_app(source=FakeSource())
+        Session(source=FakeSource(), loop=KioskLoop(None))
     with pytest.raises(ValueError):
-        build_app(source=FakeSource(), searcher=FakeSearcher(), loader=FakeSearcher)
+        Session(source=FakeSource(), loop=KioskLoop(FakeSearcher()), loader=FakeSearcher)
+
+
+def test_k_filter_and_pause_live_in_the_kiosk_loop_and_the_screen_reads_them():
+    app, source, searcher = make()
+    loop = app.kiosk_loop
+    source.push(draw_product(2), 4)
+
+    async def scenario(pilot):
+        await until(pilot, lambda: len(rows(app)) == 3, "three results")
+        # nothing on the app holds a copy of the loop's settings
+        assert not {"k", "filter", "frozen", "paused", "min_score", "searcher"} & set(vars(app))
+        await pilot.press("plus")  # the key sets the loop's k ...
+        assert loop.k == 4 and app.k == 4
+        await until(pilot, lambda: len(rows(app)) == 4, "four results")
+        assert widget_text(app, "#status").endswith("k 4") and searcher.calls[-1] == 4
+        loop.k = 6  # ... and a k set on the loop is what the screen shows and searches with next
+        await pilot.press("minus")
+        assert loop.k == 5
+        await until(pilot, lambda: widget_text(app, "#status").endswith("k 5"), "k 5 on the status line")
+        await pilot.press("slash", *"category=Fruit", "enter")
+        assert str(loop.filter) == "category=Fruit" and app.filter is loop.filter
+        await until(pilot, lambda: "filter category=Fruit (c clears)" in widget_text(app, "#status"), "the filter")
+        await pilot.press("c")
+        assert loop.filter is None
+        await pilot.press("space")
+        assert loop.paused and app.frozen and "FROZEN" in widget_text(app, "#status")
+        await pilot.press("r")
+        assert not loop.paused and not app.frozen
+
+    drive(app, scenario)
+
+
+def test_a_folder_says_seconds_per_image_and_a_camera_fps():
+    from edge_search.kiosk.tui.render import rate_text
+
+    assert rate_text(0.5, still=True) == "2.0 s per image" and rate_text(0.0, still=True) == "– s per image"
+    assert rate_text(30.0) == "30.0 fps" and rate_text(12.5, still=False) == "12.5 fps"
+    app, source, _ = make()
+    for i in range(4):  # a folder's photos, one every 2 s
+        source.frames.append(Frame(index=i, image=draw_product(i), captured=2.0 * i, wall=1.7e9 + 2 * i, still=True))
+
+    async def scenario(pilot):
+        await until(pilot, lambda: not source.frames and "frame 3" in screen_text(app), "the fourth photo")
+        status = widget_text(app, "#status")
+        assert status.startswith("2.0 s per image · ") and "fps" not in status
+
+    drive(app, scenario)
 
 
 # --- words: `/` opens a box; typing searches by text; with a frozen frame, photo + words ----------

@@ -28,6 +28,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), ensure_ascii=False))
         return 0
     say(f"{report.queries} queries against {searcher.manifest.name if searcher.manifest else args.bundle}")
+    if report.caveat:
+        say(f"  note: {report.caveat}")
     say("  " + "  ".join(f"recall@{k} {v:.3f}" for k, v in report.recall.items()))
     rule = "calibrated rule" if report.calibrated else f"threshold {report.min_score:.3f}"
     say(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} of in-catalog photos ({rule})")

@@ -1,21 +1,81 @@
-"""`edge-search inspect`: a bundle's summary, from its manifest, and its checksums verified."""
+"""`edge-search inspect`: a bundle's summary, from its manifest's typed records, and its checksums verified."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from edge_search.cli.output import say
+from edge_search.errors import ManifestError
+
+if TYPE_CHECKING:
+    from edge_search.core.manifest import FidelityRecord, StudentRecord, TeacherRecord
 
 
-def _record_lines(label: str, build) -> None:
-    """Lines drawn from the manifest's free-form records (teacher, student, fidelity): a record of the
-    wrong shape is reported as such, in its place, instead of crashing the whole summary."""
+def _or(value, unknown: str = "?") -> str:
+    return unknown if value is None else str(value)
+
+
+def _section(label: str, build) -> None:
+    """Lines drawn from one of the manifest's records (teacher, student, fidelity): a malformed record
+    is named, field and problem, in its place; the rest of the summary still shows."""
     try:
         lines = build()
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-        lines = [f"{label:<12}(malformed in the manifest)"]
+    except ManifestError as e:
+        lines = [f"{label:<12}(malformed in the manifest: {e.detail})"]
     for line in lines:
         say(line)
+
+
+def _teacher(t: TeacherRecord) -> list[str]:
+    random_note = "  ** RANDOM WEIGHTS: pipeline check only **" if t.random_weights else ""
+    return [f"teacher     {_or(t.model)} / {_or(t.pretrained)}  licence: {_or(t.licence, 'not recorded')}{random_note}"]
+
+
+def _student(s: StudentRecord | None) -> list[str]:
+    if s is None:
+        return ["student     none (the teacher's own image tower)"]
+    return [f"student     {_or(s.arch)} at {_or(s.image_size)} px, {_or(s.params)} params, "
+            f"{_or(s.epochs)} epochs on {_or(s.views)} views ({_or(s.loss)})"]
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "?" if v is None else f"{v:.{digits}f}"
+
+
+def _fidelity(f: FidelityRecord) -> list[str]:
+    lines = []
+    if f.int8_vs_fp32 is not None:
+        q = f.int8_vs_fp32
+        lines.append(f"fidelity    int8 vs fp32: mean cosine {_num(q.mean_cosine, 4)}, "
+                     f"top-1 agreement {_num(q.top1_agreement, 3)}")
+    if f.onnx_vs_torch is not None:
+        lines.append(f"            onnx vs torch: min cosine {_num(f.onnx_vs_torch.min_cosine, 6)}")
+    if f.catalog_encoder is not None:
+        ce = f.catalog_encoder
+        figures = ", ".join(f"{k} {_num(v, 3)}" for k, v in ce.top1.items())
+        on = "held-out photo" if ce.decided_by == "held_out_photo_top1" else "augmented-photo"
+        lines.append(f"            {on} top-1 by catalog encoder: {figures} (chose {_or(ce.chosen)})")
+    if f.index_agreement:
+        lines.append("            index vs exact f32: " + ", ".join(
+            f"{label} {_num(v, 4)}" for label, v in f.index_agreement))
+    return lines
+
+
+def _text(bundle) -> list[str]:
+    m = bundle.manifest
+    if m.text is None:
+        return ["text        none (exported without --with-text: photo search only)"]
+    f = m.fidelity_record()
+    q8 = f.text_int8_vs_fp32
+    gate = f", int8 vs fp32 mean cosine {_num(q8.mean_cosine, 4)} (min {_num(q8.min_cosine, 4)})" if q8 else ""
+    lines = [f"text        {m.text.file} {m.text.precision}, {bundle.path(m.text.file).stat().st_size / 1e6:.2f} MB, "
+             f"{m.text.tokenizer} ({m.text.context_length} tokens){gate}"]
+    names = f.text_names_recall.get(m.index.catalog_encoder)
+    if names:
+        lines.append(f"            names -> products: recall@1 {_num(names[0], 3)}, @5 {_num(names[1], 3)}; "
+                     f"product-text weight {m.text.product_text_weight}, photo+words alpha {m.text.fusion_alpha}")
+    return lines
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -24,70 +84,23 @@ def run_inspect(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle, verify=False)
     m = bundle.manifest
     checked = bundle.verify()
-    t, s, fid = m.teacher, m.student, m.fidelity
     say(f"bundle      {bundle.root}  ({m.name}, created {m.created}, schema {m.schema_version})")
-
-    def teacher():
-        random_note = "  ** RANDOM WEIGHTS: pipeline check only **" if t.get("random_weights") else ""
-        return [f"teacher     {t.get('model')} / {t.get('pretrained')}  licence: {t.get('licence')}{random_note}"]
-
-    def student():
-        if not s:
-            return ["student     none (the teacher's own image tower)"]
-        d = s.get("distillation") or {}
-        return [f"student     {s.get('arch')} at {s.get('image_size')} px, {s.get('params')} params, "
-                f"{d.get('epochs')} epochs on {d.get('views')} views ({d.get('loss')})"]
-
-    _record_lines("teacher", teacher)
-    _record_lines("student", student)
+    _section("teacher", lambda: _teacher(m.teacher_record()))
+    _section("student", lambda: _student(m.student_record()))
     size = bundle.path(m.model.file).stat().st_size
     say(f"model       {m.model.file}  {m.model.precision}, {size / 1e6:.2f} MB, "
-         f"'{m.model.input}' -> '{m.model.output}' ({m.model.embed_dim}-d), opset {m.model.opset}")
+        f"'{m.model.input}' -> '{m.model.output}' ({m.model.embed_dim}-d), opset {m.model.opset}")
     p = m.preprocess
     say(f"preprocess  {p.size[0]}x{p.size[1]} {p.resize_mode}, {p.interpolation} (OpenCV {p.cv2_interpolation}), "
-         f"mean {tuple(round(x, 4) for x in p.mean)}, std {tuple(round(x, 4) for x in p.std)}")
+        f"mean {tuple(round(x, 4) for x in p.mean)}, std {tuple(round(x, 4) for x in p.std)}")
     ix = m.index
     ix_size = bundle.path(ix.file).stat().st_size + (bundle.path(ix.rescore_file).stat().st_size if ix.rescore_file else 0)
     say(f"index       {ix.file}  {ix.count} vectors, {ix.dtype}"
-         f"{' + f16 rescoring' if ix.rescore_file else ''}, {ix.metric}, {'exact' if ix.exact else 'HNSW'} search, "
-         f"{ix_size / max(1, ix.count):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
+        f"{' + f16 rescoring' if ix.rescore_file else ''}, {ix.metric}, {'exact' if ix.exact else 'HNSW'} search, "
+        f"{ix_size / max(1, ix.count):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
     say(f"products    {m.product_count}  (min score {m.min_score:.3f})")
-
-    def fidelity():
-        lines = []
-        if "int8_vs_fp32" in fid:
-            q = fid["int8_vs_fp32"]
-            lines.append(f"fidelity    int8 vs fp32: mean cosine {q['mean_cosine']:.4f}, "
-                         f"top-1 agreement {q['top1_agreement']:.3f}")
-        if "onnx_vs_torch" in fid:
-            lines.append(f"            onnx vs torch: min cosine {fid['onnx_vs_torch']['min_cosine']:.6f}")
-        if "catalog_encoder" in fid:
-            ce = fid["catalog_encoder"]
-            measure = ce.get("decided_by", "augmented_query_top1")
-            figures = ", ".join(f"{k} {v[measure]:.3f}" for k, v in ce.items() if isinstance(v, dict))
-            on = "held-out photo" if measure == "held_out_photo_top1" else "augmented-photo"
-            lines.append(f"            {on} top-1 by catalog encoder: {figures} (chose {ce.get('chosen')})")
-        if "index" in fid:
-            lines.append("            index vs exact f32: " + ", ".join(
-                f"{c['label']} {c['top1_agreement_vs_exact_f32']:.4f}" for c in fid["index"]["candidates"]))
-        return lines
-
-    def text():
-        if m.text is None:
-            return ["text        none (exported without --with-text: photo search only)"]
-        tf = fid.get("text", {})
-        q8 = tf.get("int8_vs_fp32")
-        gate = f", int8 vs fp32 mean cosine {q8['mean_cosine']:.4f} (min {q8['min_cosine']:.4f})" if q8 else ""
-        lines = [f"text        {m.text.file} {m.text.precision}, {bundle.path(m.text.file).stat().st_size / 1e6:.2f} MB, "
-                 f"{m.text.tokenizer} ({m.text.context_length} tokens){gate}"]
-        t2i = tf.get("text_to_image", {}).get(m.index.catalog_encoder, {}).get("names")
-        if t2i:
-            lines.append(f"            names -> products: recall@1 {t2i['recall@1']:.3f}, @5 {t2i['recall@5']:.3f}; "
-                         f"product-text weight {m.text.product_text_weight}, photo+words alpha {m.text.fusion_alpha}")
-        return lines
-
-    _record_lines("fidelity", fidelity)
-    _record_lines("text", text)
+    _section("fidelity", lambda: _fidelity(m.fidelity_record()))
+    _section("text", lambda: _text(bundle))
     say(f"checksums   {len(checked)} files verified")
     return 0
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from edge_search.display import printable
+from edge_search.errors import QueryError
 
 PROG = "edge-search"
 
@@ -33,6 +36,19 @@ def setup_logging() -> None:
     handler.setFormatter(_PrintableFormatter(f"{PROG}: %(levelname)s: %(message)s"))
     ours.handlers[:] = [handler]
     ours.propagate = False
+
+
+# the core names a query setting as its Python API does; the user typed the flag
+QUERY_FLAGS = {"k": "-k", "min_score": "--min-score", "alpha": "--alpha"}
+
+
+@contextmanager
+def flags_named() -> Iterator[None]:
+    """A query setting the core refuses is told with the flag that set it."""
+    try:
+        yield
+    except QueryError as e:
+        raise e.named(QUERY_FLAGS.get(e.setting, e.setting)) from None
 
 
 def fmt_price(price: float | None) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from edge_search.cli.output import add_trusted_key, fmt_price, say, trusted_key
+from edge_search.cli.output import add_trusted_key, flags_named, fmt_price, say, trusted_key
+from edge_search.core.query import DEFAULT_K, QueryParams
 from edge_search.display import printable
 from edge_search.errors import EdgeSearchError
 
@@ -23,15 +24,43 @@ def _refusal(searcher, result, min_score: float | None) -> str:
     return f"best score {result.best_score:.3f} is below {'its floor' if cal else f'{threshold:.3f}'}"
 
 
+def _shortfall(searcher, result, k: int, min_score: float | None) -> str | None:
+    """Words for why fewer than k products are listed, or None when k are."""
+    from edge_search.core.search import Short
+
+    n, short = len(result.hits), result.short
+    if short is None:
+        return None
+    if short is Short.NO_MATCH:
+        return f"no match ({_refusal(searcher, result, min_score)})"
+    if short is Short.FILTER:
+        return "no product passes the filter" if not n else f"{n} of {k}: no other product passes the filter"
+    if short is Short.BELOW:
+        rule = f"--min-score {min_score:g}" if min_score is not None else f"the bundle's rule ({searcher.min_score:.3f})"
+        return f"{n} of {k}: the rest scored below {rule}"
+    return f"{n} of {k}: the bundle has only {n} products"
+
+
+def _table(hits) -> list[str]:
+    """The hits as aligned columns under a header, whatever the widths of ranks, ids and names."""
+    head = ("#", "score", "id", "name", "price")
+    rows = [(str(rank), f"{h.score:.3f}", printable(h.id), printable(h.name) + (" (exact)" if h.exact else ""),
+             fmt_price(h.price)) for rank, h in enumerate(hits, 1)]
+    w = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+    return [f"  {r[0]:>{w[0]}}{' ' if r is head else '.'} {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]:<{w[3]}}  "
+            f"{r[4]:>{w[4]}}".rstrip() for r in [head, *rows]]
+
+
 def run_search(args: argparse.Namespace) -> int:
     from edge_search.core.filters import Filter
-    from edge_search.core.search import QueryParams, Searcher
+    from edge_search.core.search import Searcher
 
     if not args.images and args.text is None:
         raise EdgeSearchError("search needs IMAGE(s), --text WORDS, or both")
     if args.alpha is not None and not (args.images and args.text is not None):
         raise EdgeSearchError("--alpha weighs a photo against words: give IMAGE(s) and --text")
-    QueryParams(k=args.k, min_score=args.min_score)  # a bad -k fails before the bundle is loaded
+    with flags_named():  # a bad -k, --min-score or --alpha fails before the bundle is loaded
+        QueryParams(k=args.k, min_score=args.min_score, alpha=args.alpha)
     searcher = Searcher.from_bundle(args.bundle, trusted_key=trusted_key(args))
     flt = Filter.parse(args.filter, searcher.products) if args.filter else None
     queries = args.images or [None]
@@ -56,14 +85,12 @@ def run_search(args: argparse.Namespace) -> int:
         say(label if image is None or args.text is None else f"{image} + {args.text!r}")
         if flt:
             say(f"  filter: {flt}")
-        if result.no_match:
-            if not result.hits and result.best_score == float("-inf"):
-                say("  no product passes the filter")
-            else:
-                say(f"  no match ({_refusal(searcher, result, args.min_score)})")
-        for rank, h in enumerate(result.hits, 1):
-            mark = " (exact)" if h.exact else ""
-            say(f"  {rank}. {h.score:6.3f}  {printable(h.id):<24} {printable(h.name) + mark:<32} {fmt_price(h.price):>8}")
+        if result.hits:
+            for row in _table(result.hits):
+                say(row)
+        why = _shortfall(searcher, result, args.k, args.min_score)
+        if why:
+            say(f"  {why}")
         t = result.timings_ms
         say(f"  embed {t['embed']:.1f} ms, search {t['search']:.2f} ms")
     return 0
@@ -79,7 +106,7 @@ def add_parsers(sub) -> None:
                    help="photo + words: weight of the photo, 0..1 (default: the bundle's, 0.9 when exported now)")
     s.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help="keep products where EXPR holds: category=Fruit, price<2.5 (=, !=, <, <=, >, >=; repeatable)")
-    s.add_argument("-k", type=int, default=5, help="products to return (default 5)")
+    s.add_argument("-k", type=int, default=DEFAULT_K, help=f"products to return (default {DEFAULT_K})")
     s.add_argument("--min-score", type=float, default=None, help="below this score: no match (default: the bundle's)")
     s.add_argument("--json", action="store_true", help="one JSON object per line per query")
     add_trusted_key(s)

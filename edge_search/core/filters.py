@@ -84,15 +84,18 @@ class Filter:
     @classmethod
     def parse(cls, exprs: list[str] | tuple[str, ...], products: ProductTable | list[Product] | None = None) -> "Filter":
         """Parse several expressions (all must hold); with `products`, unknown fields are refused."""
-        conditions = tuple(parse_condition(e) for e in exprs)
-        if products is not None:
-            known = set(FIELDS) | {k for p in getattr(products, "products", products) for k in p.meta}
-            for c in conditions:
-                if c.field not in known:
-                    extra = sorted(known - set(FIELDS))
-                    raise FilterError(f"--filter '{c}': unknown field '{c.field}' (fields: {', '.join(FIELDS)}"
-                                      + (f"; catalog columns: {', '.join(extra[:10])}" if extra else "") + ")")
-        return cls(conditions)
+        flt = cls(tuple(parse_condition(e) for e in exprs))
+        return flt if products is None else flt.check_fields(products)
+
+    def check_fields(self, products: ProductTable | list[Product]) -> "Filter":
+        """This filter, once every field it names is one the products have; else a FilterError."""
+        known = set(FIELDS) | {k for p in getattr(products, "products", products) for k in p.meta}
+        for c in self.conditions:
+            if c.field not in known:
+                extra = sorted(known - set(FIELDS))
+                raise FilterError(f"--filter '{c}': unknown field '{c.field}' (fields: {', '.join(FIELDS)}"
+                                  + (f"; catalog columns: {', '.join(extra[:10])}" if extra else "") + ")")
+        return self
 
     def __bool__(self) -> bool:
         return bool(self.conditions)

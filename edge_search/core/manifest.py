@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_search.errors import BundleError
+from edge_search.errors import BundleError, ManifestError
 from edge_search.files import MAX_MANIFEST_BYTES, read_regular
 
 SCHEMA_VERSION = 1
@@ -194,6 +194,176 @@ class TextInfo:
                 raise ValueError(f"text {name} must be in [0, 1], got {v}")
 
 
+# --- the records of how the bundle was made, typed where something reads them ----------------------
+# `teacher`, `student` and `fidelity` are free-form JSON objects (the export may add keys at will); the
+# parts `inspect` and `eval` show are read through these dataclasses, each field checked for its type
+# when present and None when absent (older bundles lack some). Search never reads them, so a malformed
+# record is reported where it is shown and does not stop a bundle from answering.
+
+
+class _Record:
+    """Typed reads from one record; every error names the field by its dotted path."""
+
+    def __init__(self, data: Any, path: str, where: str):
+        if not isinstance(data, dict):
+            raise ManifestError(where, f"{path} must be a JSON object, got {_kind(data)}")
+        self.data, self.path, self.where = data, path, where
+
+    def _bad(self, key: str, want: str) -> ManifestError:
+        return ManifestError(self.where, f"{self.path}.{key} must be {want}, got {_shown(self.data[key])}")
+
+    def text(self, key: str) -> str | None:
+        v = self.data.get(key)
+        if v is not None and not isinstance(v, str):
+            raise self._bad(key, "text")
+        return v
+
+    def flag(self, key: str) -> bool | None:
+        v = self.data.get(key)
+        if v is not None and not isinstance(v, bool):
+            raise self._bad(key, "true or false")
+        return v
+
+    def whole(self, key: str) -> int | None:
+        v = self.data.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise self._bad(key, "a whole number")
+        return v
+
+    def number(self, key: str) -> float | None:
+        v = self.data.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self._bad(key, "a finite number")
+        return float(v)
+
+    def record(self, key: str) -> "_Record | None":
+        v = self.data.get(key)
+        return None if v is None else _Record(v, f"{self.path}.{key}", self.where)
+
+    def records(self, key: str) -> "list[_Record]":
+        v = self.data.get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise self._bad(key, "a list")
+        return [_Record(x, f"{self.path}.{key}[{i}]", self.where) for i, x in enumerate(v)]
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}.get(
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def _shown(v: Any) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass(frozen=True)
+class TeacherRecord:
+    """Manifest `teacher`, the parts shown: the model, its weights and their licence."""
+
+    model: str | None = None
+    pretrained: str | None = None  # a tag, a checkpoint file name, or "random"
+    licence: str | None = None
+    random_weights: bool = False  # true: an untrained teacher, the bundle is a pipeline check only
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> "TeacherRecord":
+        r = _Record(data or {}, "teacher", where)
+        return cls(model=r.text("model"), pretrained=r.text("pretrained"), licence=r.text("licence"),
+                   random_weights=bool(r.flag("random_weights")))
+
+
+@dataclass(frozen=True)
+class StudentRecord:
+    """Manifest `student`, the parts shown (the record is null when the teacher's own tower ships)."""
+
+    arch: str | None = None
+    image_size: int | None = None
+    params: int | None = None
+    epochs: int | None = None  # of distillation
+    views: int | None = None
+    loss: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> "StudentRecord | None":
+        if data is None:
+            return None
+        r = _Record(data, "student", where)
+        d = r.record("distillation")
+        return cls(arch=r.text("arch"), image_size=r.whole("image_size"), params=r.whole("params"),
+                   epochs=d.whole("epochs") if d else None, views=d.whole("views") if d else None,
+                   loss=d.text("loss") if d else None)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A shipped model against its reference (int8 vs fp32, ONNX vs PyTorch) on the export's gate inputs."""
+
+    mean_cosine: float | None = None
+    min_cosine: float | None = None
+    top1_agreement: float | None = None
+
+    @classmethod
+    def parse(cls, r: "_Record | None") -> "Agreement | None":
+        if r is None:
+            return None
+        return cls(mean_cosine=r.number("mean_cosine"), min_cosine=r.number("min_cosine"),
+                   top1_agreement=r.number("top1_agreement"))
+
+
+@dataclass(frozen=True)
+class CatalogEncoderChoice:
+    """Manifest `fidelity.catalog_encoder`: who embeds the catalog, and each option's figure."""
+
+    decided_by: str  # the figure the choice used (older bundles: augmented_query_top1)
+    top1: dict[str, float | None]  # option -> its `decided_by` figure
+    chosen: str | None = None
+
+
+@dataclass(frozen=True)
+class FidelityRecord:
+    """Manifest `fidelity`, the parts shown; the rest (gates, calibration report, ...) stays free-form."""
+
+    int8_vs_fp32: Agreement | None = None
+    onnx_vs_torch: Agreement | None = None
+    catalog_encoder: CatalogEncoderChoice | None = None
+    index_agreement: tuple[tuple[str, float | None], ...] = ()  # storage candidate -> top-1 vs exact f32
+    text_int8_vs_fp32: Agreement | None = None
+    # catalog encoder -> (recall@1, recall@5) of product names as word queries
+    text_names_recall: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> "FidelityRecord":
+        r = _Record(data or {}, "fidelity", where)
+        choice = None
+        ce = r.record("catalog_encoder")
+        if ce is not None:
+            decided_by = ce.text("decided_by") or "augmented_query_top1"
+            options = {k: _Record(v, f"{ce.path}.{k}", where) for k, v in ce.data.items() if isinstance(v, dict)}
+            choice = CatalogEncoderChoice(decided_by=decided_by, chosen=ce.text("chosen"),
+                                          top1={k: o.number(decided_by) for k, o in options.items()})
+        index = r.record("index")
+        candidates = tuple((c.text("label") or "?", c.number("top1_agreement_vs_exact_f32"))
+                           for c in (index.records("candidates") if index else []))
+        text = r.record("text")
+        names = {}
+        t2i = text.record("text_to_image") if text else None
+        for by in ([k for k in t2i.data if k != "queries"] if t2i else []):
+            got = t2i.record(by)
+            n = got.record("names") if got else None
+            if n is not None:
+                names[by] = (n.number("recall@1"), n.number("recall@5"))
+        return cls(int8_vs_fp32=Agreement.parse(r.record("int8_vs_fp32")),
+                   onnx_vs_torch=Agreement.parse(r.record("onnx_vs_torch")), catalog_encoder=choice,
+                   index_agreement=candidates,
+                   text_int8_vs_fp32=Agreement.parse(text.record("int8_vs_fp32") if text else None),
+                   text_names_recall=names)
+
+
 @dataclass(frozen=True)
 class Manifest:
     schema_version: int
@@ -215,6 +385,16 @@ class Manifest:
     # how this bundle came to be: its base bundle and what changed (a --base catalog build), and the
     # checksums of the unshipped build/ files a later catalog build reads; None in older bundles
     lineage: dict[str, Any] | None = None
+
+    # the typed records (see TeacherRecord); `where` names the manifest file in an error
+    def teacher_record(self, where: str = MANIFEST_NAME) -> TeacherRecord:
+        return TeacherRecord.parse(self.teacher, where)
+
+    def student_record(self, where: str = MANIFEST_NAME) -> StudentRecord | None:
+        return StudentRecord.parse(self.student, where)
+
+    def fidelity_record(self, where: str = MANIFEST_NAME) -> FidelityRecord:
+        return FidelityRecord.parse(self.fidelity, where)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -245,23 +425,23 @@ def _json_default(o: Any) -> Any:
 
 def _need(d: dict, key: str, kind: type | tuple, where: str) -> Any:
     if not isinstance(d, dict) or key not in d:
-        raise BundleError(f"{where}: missing key '{key}'")
+        raise ManifestError(where, f"missing key '{key}'")
     value = d[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise BundleError(f"{where}: key '{key}' has the wrong type ({type(value).__name__})")
+        raise ManifestError(where, f"key '{key}' has the wrong type ({type(value).__name__})")
     return value
 
 
 def parse_manifest(data: Any, where: str) -> Manifest:
-    """Validate a decoded manifest; every problem is a one-line BundleError."""
+    """Validate a decoded manifest; every problem is a one-line ManifestError naming the field."""
     if not isinstance(data, dict):
-        raise BundleError(f"{where}: manifest is not a JSON object")
+        raise ManifestError(where, "manifest is not a JSON object")
     version = _need(data, "schema_version", int, where)
     if version != SCHEMA_VERSION:
-        raise BundleError(
-            f"{where}: unknown schema_version {version} (this edge-search reads version {SCHEMA_VERSION})"
+        raise ManifestError(
+            where, f"unknown schema_version {version} (this edge-search reads version {SCHEMA_VERSION})"
         )
     pp = _need(data, "preprocess", dict, where)
     model = _need(data, "model", dict, where)
@@ -290,7 +470,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         )
         rescore = index.get("rescore_file")
         if rescore is not None and not isinstance(rescore, str):
-            raise BundleError(f"{where} index: key 'rescore_file' has the wrong type")
+            raise ManifestError(where + " index", "key 'rescore_file' has the wrong type")
         index_info = IndexInfo(
             file=_need(index, "file", str, where + " index"),
             dtype=_need(index, "dtype", str, where + " index"),
@@ -301,23 +481,23 @@ def parse_manifest(data: Any, where: str) -> Manifest:
             catalog_encoder=_need(index, "catalog_encoder", str, where + " index"),
         )
     except (TypeError, ValueError) as e:
-        raise BundleError(f"{where}: {e}") from None
+        raise ManifestError(where, f"{e}") from None
     min_score = _need(search, "min_score", float, where + " search")
     if not math.isfinite(min_score):
-        raise BundleError(f"{where}: search min_score is not a finite number")
+        raise ManifestError(where, "search min_score is not a finite number")
     calibration = _parse_calibration(search["calibration"], where) if "calibration" in search else None
     text = _parse_text(data["text"], where) if data.get("text") is not None else None
     for name, entry in files.items():
         digest = _need(entry, "sha256", str, f"{where} files[{name}]")
         size = _need(entry, "bytes", int, f"{where} files[{name}]")
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or size < 0:
-            raise BundleError(f"{where}: files[{name}] needs a 64-digit hex sha256 and a byte count of 0 or more")
+            raise ManifestError(where, f"files[{name}] needs a 64-digit hex sha256 and a byte count of 0 or more")
     if _need(products, "count", int, where + " products") < 0:
-        raise BundleError(f"{where}: products count must not be negative")
+        raise ManifestError(where, "products count must not be negative")
     records = {key: data.get(key) for key in ("producer", "teacher", "student", "fidelity", "lineage")}
     for key, value in records.items():  # free-form records, but shown by inspect: objects or nothing
         if value is not None and not isinstance(value, dict):
-            raise BundleError(f"{where}: key '{key}' must be a JSON object, got {type(value).__name__}")
+            raise ManifestError(where, f"key '{key}' must be a JSON object, got {type(value).__name__}")
     return Manifest(
         schema_version=version,
         name=_need(data, "name", str, where),
@@ -343,7 +523,7 @@ def _parse_text(t: Any, where: str) -> TextInfo:
     where = where + " text"
     index = t.get("index") if isinstance(t, dict) else None
     if index is not None and not isinstance(index, str):
-        raise BundleError(f"{where}: key 'index' has the wrong type")
+        raise ManifestError(where, "key 'index' has the wrong type")
     try:
         return TextInfo(file=_need(t, "file", str, where), input=_need(t, "input", str, where),
                         output=_need(t, "output", str, where), precision=_need(t, "precision", str, where),
@@ -353,7 +533,7 @@ def _parse_text(t: Any, where: str) -> TextInfo:
                         fusion_alpha=_need(t, "fusion_alpha", float, where),
                         trim_padding=bool(t.get("trim_padding", False)))
     except ValueError as e:
-        raise BundleError(f"{where}: {e}") from None
+        raise ManifestError(where, f"{e}") from None
 
 
 _CALIBRATION_OPTIONAL = {"negatives", "negative_margin", "rule"}
@@ -365,14 +545,14 @@ def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
     does not know could change a decision it would silently skip."""
     where = where + " search.calibration"
     if not isinstance(cal, dict):
-        raise BundleError(f"{where}: must be a JSON object")
+        raise ManifestError(where, "must be a JSON object")
     unknown = sorted(set(cal) - _CALIBRATION_KEYS)
     if unknown:
-        raise BundleError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        raise ManifestError(where, f"unknown key(s) {', '.join(unknown)}")
     floors = _need(cal, "product_min_score", dict, where)
     for pid, v in floors.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise BundleError(f"{where}: product_min_score['{pid}'] is not a number")
+            raise ManifestError(where, f"product_min_score['{pid}'] is not a number")
     try:
         return NoMatchRule(min_margin=_need(cal, "min_margin", float, where),
                            product_min_score={k: float(v) for k, v in floors.items()},
@@ -383,7 +563,7 @@ def _parse_calibration(cal: Any, where: str) -> NoMatchRule:
                            if "negative_margin" in cal else None,
                            rule=_need(cal, "rule", str, where) if "rule" in cal else None)
     except ValueError as e:
-        raise BundleError(f"{where}: {e}") from None
+        raise ManifestError(where, f"{e}") from None
 
 
 def read_manifest_bytes(bundle_dir: Path) -> bytes:

@@ -66,6 +66,19 @@ class ProductTable:
             raise ValueError(f"{int((lookup < 0).sum())} index keys belong to no product")
         return cls(products=tuple(products), key_to_product=lookup)
 
+    def best_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Query x image-key scores -> query x product scores, each product's best image (as search
+        ranks them); -inf for a product without images. Columns beyond the table's keys are ignored."""
+        scores = np.asarray(scores, dtype=np.float32)
+        order = np.argsort(self.key_to_product, kind="stable")  # keys grouped by product
+        counts = np.bincount(self.key_to_product, minlength=len(self))
+        starts = (np.cumsum(counts) - counts).astype(np.intp)
+        out = np.full((len(scores), len(self)), -np.inf, dtype=np.float32)
+        has = counts > 0
+        if has.any():
+            out[:, has] = np.maximum.reduceat(scores[:, order], starts[has], axis=1)
+        return out
+
     @classmethod
     def load(cls, path: Path, key_count: int) -> "ProductTable":
         products = []

@@ -5,14 +5,17 @@ can hand it fakes), plus a text encoder and a product-text index when the
 bundle has them; `Searcher.from_bundle` wires the real ones from a bundle.
 Filters (`filters.Filter`) are applied inside the search by over-fetching:
 k*4 products, then k*16, ... up to the whole catalog, until k pass.
+The query settings (k, min_score, alpha, filter) have their defaults and
+their one check in `query`; a result says why it holds fewer than k
+products (`SearchResult.short`).
 Must not import torch, open_clip or onnx.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,41 +25,24 @@ from edge_search.core.bundle import Bundle
 from edge_search.core.encoder import DEFAULT_THREADS, Encoder, OnnxEncoder
 from edge_search.core.images import load_image
 from edge_search.core.index import VectorIndex, unit
-from edge_search.errors import BundleError, QueryError, TextQueryError
+from edge_search.errors import BundleError, TextQueryError
 from edge_search.core.filters import Filter
 from edge_search.core.manifest import DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, NoMatchRule, PreprocessCfg, TextInfo
 from edge_search.core.preprocess import preprocess
 from edge_search.core.products import Product, ProductTable
+from edge_search.core.query import DEFAULT_K, RANK_ALL, QueryParams
 from edge_search.core.text import TextEncoder
 
 FETCH_GROWTH = 4  # over-fetching under a filter: k*4 products, then k*16, ... up to the catalog
 
 
-@dataclass(frozen=True)
-class QueryParams:
-    """How many products a query returns and the score below which it is "no match".
+class Short(str, Enum):
+    """Why a result holds fewer than k products (or none)."""
 
-    Validated here, once, for every caller (search, eval, the kiosk, export):
-    `k` is a whole number of at least 1; `min_score` is None (the bundle's
-    rule), a finite number (scores are cosines: above 1 nothing is answered),
-    or -inf (rank everything, answer always). NaN and +inf are refused: NaN
-    fails every comparison, so it would turn "no match" off or on for every
-    query without a word."""
-
-    k: int = 5
-    min_score: float | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise QueryError(f"-k must be a whole number of at least 1, got {self.k!r}")
-        if self.min_score is not None:
-            try:
-                v = float(self.min_score)
-            except (TypeError, ValueError):
-                v = math.nan
-            if math.isnan(v) or v == math.inf:
-                raise QueryError(f"--min-score must be a finite number (or -inf: answer every query), "
-                                 f"got {self.min_score!r}")
+    FILTER = "filter"  # no more products pass the filter (none at all: the result is empty)
+    NO_MATCH = "no_match"  # the best product fell below the bundle's rule (or min_score): empty
+    BELOW = "below"  # the first products passed; the rest scored below the rule's floor (or min_score)
+    CATALOG = "catalog"  # the catalog has fewer products than k
 
 
 @dataclass(frozen=True)
@@ -84,6 +70,7 @@ class SearchResult:
     best_score: float  # the top product's score, even when it fell below min_score
     margin: float = float("inf")  # best_score minus the second product's score (inf with one product)
     negative_score: float = float("-inf")  # the nearest no-product scene's score (bundles with negatives)
+    short: Short | None = None  # why fewer than k products came back; None when k did
 
     @property
     def no_match(self) -> bool:
@@ -126,9 +113,17 @@ class Searcher:
             self._exact[p.id.strip().casefold()] = pos  # an id wins over another product's name
 
     @classmethod
-    def from_bundle(cls, path: str | Path, *, verify: bool = True, threads: int = DEFAULT_THREADS,
+    def from_bundle(cls, path: str | Path | Bundle, *, verify: bool = True, threads: int = DEFAULT_THREADS,
                     trusted_key: str | Path | None = None) -> "Searcher":
-        bundle = Bundle.open(path, verify=verify, trusted_key=trusted_key)
+        """A searcher for a bundle folder, or for a `Bundle` already opened (its manifest read
+        and its signature checked by `Bundle.open`: `trusted_key` is then not read again);
+        `verify` checks every file's checksum first."""
+        if isinstance(path, Bundle):
+            bundle = path
+            if verify:
+                bundle.verify()
+        else:
+            bundle = Bundle.open(path, verify=verify, trusted_key=trusted_key)
         m = bundle.manifest
         encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
                               output_name=m.model.output, threads=threads)
@@ -187,7 +182,7 @@ class Searcher:
 
     def answers(self, result: SearchResult) -> bool:
         """Whether the bundle's own rule would answer a result that was searched
-        with an explicit cut-off (evaluation searches with -inf to rank everything)."""
+        with an explicit cut-off (evaluation searches with RANK_ALL to rank everything)."""
         if not result.hits:
             return False
         return self.accepts(self._position[result.hits[0].id], result.best_score, result.margin,
@@ -250,9 +245,9 @@ class Searcher:
                 return ranked[:want]
             n *= FETCH_GROWTH
 
-    def _search(self, vector: np.ndarray, k: int, min_score: float | None, allow: Filter | None = None,
-                *, words: bool = False, calibrated: bool = True,
-                exact: int | None = None) -> tuple[list[SearchHit], float, float, float]:
+    def _search(self, vector: np.ndarray, q: QueryParams, *, words: bool = False, calibrated: bool = True,
+                exact: int | None = None) -> tuple[list[SearchHit], float, float, float, Short | None]:
+        k, min_score, allow = q.k, q.min_score, q.filter
         # two products at least: the margin needs the runner-up
         want = max(k, 2)
         rank = self._rank_words if words else self._rank
@@ -265,30 +260,34 @@ class Searcher:
         else:
             exact = None
         negative = self.negative_score(vector) if calibrated else float("-inf")
+        # fewer than `want` ranked: every product that passes the filter (or the whole catalog) is in
+        exhausted = Short.FILTER if allow else Short.CATALOG
         if not ranked:
-            return [], float("-inf"), float("inf"), negative
+            return [], float("-inf"), float("inf"), negative, exhausted
         best = ranked[0][1]
         margin = best - ranked[1][1] if len(ranked) > 1 else float("inf")
         if not calibrated and min_score is None:
-            min_score = float("-inf")  # the rule was fitted on photos: words are answered, ranked
+            min_score = RANK_ALL  # the rule was fitted on photos: words are answered, ranked
         if exact is None and not self.accepts(ranked[0][0], best, margin, min_score, negative):
-            return [], best, margin, negative
+            return [], best, margin, negative, Short.NO_MATCH
         threshold = self.min_score if min_score is None else min_score
-        hits = []
+        hits, short = [], None
         for rank_no, (pos, score) in enumerate(ranked[:k]):
             if rank_no > 0 and score < threshold and pos != exact:
-                break  # scores are sorted: nothing further can pass
+                short = Short.BELOW  # scores are sorted: nothing further can pass
+                break
             p = self.products.products[pos]
             hits.append(SearchHit(id=p.id, name=p.name, score=score, price=p.price, category=p.category, product=p,
                                   exact=pos == exact))
-        return hits, best, margin, negative
+        if short is None and len(hits) < k:
+            short = exhausted
+        return hits, best, margin, negative, short
 
-    def search_vector(self, vector: np.ndarray, k: int = 5, min_score: float | None = None,
+    def search_vector(self, vector: np.ndarray, k: int = DEFAULT_K, min_score: float | None = None,
                       filter: Filter | None = None) -> tuple[list[SearchHit], float]:
         """Best products for one embedding; several images of a product count once.
         Empty when the query is answered "no match" (see `accepts`)."""
-        QueryParams(k, min_score)
-        hits, best, _, _ = self._search(vector, k, min_score, filter)
+        hits, best, _, _, _ = self._search(vector, QueryParams(k, min_score, filter=filter))
         return hits, best
 
     def _need_text(self) -> TextEncoder:
@@ -297,44 +296,44 @@ class Searcher:
             raise TextQueryError(f"{name} has no text model; export it with --with-text")
         return self.text_encoder
 
-    def search_text(self, text: str, k: int = 5, min_score: float | None = None,
+    def search_text(self, text: str, k: int = DEFAULT_K, min_score: float | None = None,
                     filter: Filter | None = None, exact_lookup: bool = True) -> SearchResult:
         """Products for words. The calibrated "no match" rule was fitted on photos, so words are
         always answered (ranked) unless `min_score` is given; an exact id or name comes first
         (`exact_lookup=False` ranks by the embeddings alone, as benchmarks measure them)."""
-        QueryParams(k, min_score)
+        q = QueryParams(k, min_score, filter=filter)
         encoder = self._need_text()
         t0 = time.perf_counter()
         if not text or not text.strip():
             raise TextQueryError("the text query is empty")
         vector = encoder.embed([text])[0]
         t1 = time.perf_counter()
-        hits, best, margin, _ = self._search(vector, k, min_score, filter, words=True, calibrated=False,
-                                             exact=self._exact.get(text.strip().casefold()) if exact_lookup else None)
+        hits, best, margin, _, short = self._search(
+            vector, q, words=True, calibrated=False,
+            exact=self._exact.get(text.strip().casefold()) if exact_lookup else None)
         t2 = time.perf_counter()
         return SearchResult(hits=hits, timings_ms={"embed": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3},
-                            best_score=best, margin=margin)
+                            best_score=best, margin=margin, short=short)
 
     def fuse(self, image_vector: np.ndarray, text_vector: np.ndarray, alpha: float | None = None) -> np.ndarray:
         """normalize(alpha * image + (1 - alpha) * text); alpha defaults to the bundle's."""
+        return self._fuse(image_vector, text_vector, QueryParams(alpha=alpha).alpha)
+
+    def _fuse(self, image_vector: np.ndarray, text_vector: np.ndarray, alpha: float | None) -> np.ndarray:
         if alpha is None:
             alpha = self.text_info.fusion_alpha if self.text_info else DEFAULT_FUSION_ALPHA
-        if not 0 <= alpha <= 1:
-            raise TextQueryError(f"--alpha must be between 0 and 1, got {alpha}")
         z = alpha * image_vector + (1 - alpha) * text_vector
         return z / max(float(np.linalg.norm(z)), 1e-12)
 
-    def search_image(self, image: np.ndarray | str | Path, k: int = 5, min_score: float | None = None,
+    def search_image(self, image: np.ndarray | str | Path, k: int = DEFAULT_K, min_score: float | None = None,
                      filter: Filter | None = None, text: str | None = None, alpha: float | None = None) -> SearchResult:
         """Products for a photo; with `text`, for the photo steered by words (see `fuse`)."""
-        QueryParams(k, min_score)
+        q = QueryParams(k, min_score, alpha, filter)
         timings: dict[str, float] = {}
         if text is not None:
             self._need_text()
             if not text.strip():
                 raise TextQueryError("the text query is empty")
-            if alpha is not None and not 0 <= alpha <= 1:
-                raise TextQueryError(f"--alpha must be between 0 and 1, got {alpha}")
         t0 = time.perf_counter()
         if not isinstance(image, np.ndarray):
             image = load_image(image)
@@ -344,12 +343,13 @@ class Searcher:
         t2 = time.perf_counter()
         vector = self.encoder.embed(batch)[0]
         if text is not None:
-            vector = self.fuse(vector, self.text_encoder.embed([text])[0], alpha)
+            vector = self._fuse(vector, self.text_encoder.embed([text])[0], q.alpha)
         t3 = time.perf_counter()
-        hits, best, margin, negative = self._search(vector, k, min_score, filter, calibrated=text is None)
+        hits, best, margin, negative, short = self._search(vector, q, calibrated=text is None)
         t4 = time.perf_counter()
         timings.update(preprocess=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3, search=(t4 - t3) * 1e3)
-        return SearchResult(hits=hits, timings_ms=timings, best_score=best, margin=margin, negative_score=negative)
+        return SearchResult(hits=hits, timings_ms=timings, best_score=best, margin=margin, negative_score=negative,
+                            short=short)
 
 
 def _load_negatives(path: Path, dim: int) -> np.ndarray:

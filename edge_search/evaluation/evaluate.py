@@ -19,9 +19,13 @@ import numpy as np
 
 from edge_search.errors import EdgeSearchError, ImageError
 from edge_search.files import MAX_TABLE_BYTES, open_regular_text
-from edge_search.core.search import Searcher
+from edge_search.core.manifest import MANIFEST_NAME
+from edge_search.core.search import RANK_ALL, Searcher
+from edge_search.evaluation.no_match import NoMatchOutcomes
 
 RANKS = (1, 2, 3, 4, 5, 10)
+RANDOM_TEACHER_CAVEAT = ("the bundle's teacher has RANDOM weights (exported with --pretrained random): "
+                         "these figures are a pipeline check, not a quality result")
 
 
 class QueriesError(EdgeSearchError):
@@ -82,6 +86,7 @@ class EvalReport:
     false_reject_of_correct: float | None = None
     # photos of products the bundle lacks (their ids are in unknown_ids) that were refused
     reject_recall: float | None = None
+    caveat: str | None = None  # said before any figure: e.g. a random-weight teacher's figures mean nothing
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -91,6 +96,14 @@ class EvalReport:
         return d
 
 
+def _caveat(searcher: Searcher) -> str | None:
+    m = searcher.manifest
+    if m is None:
+        return None
+    where = str(searcher.root / MANIFEST_NAME) if searcher.root is not None else MANIFEST_NAME
+    return RANDOM_TEACHER_CAVEAT if m.teacher_record(where).random_weights else None
+
+
 def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[[int], None] | None = None) -> EvalReport:
     """Search every query photo with the bundle's own "no match" rule.
     Unreadable photos are listed, not counted; photos whose id the bundle
@@ -98,14 +111,14 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
     known = {p.id: p for p in searcher.products.products}
     kmax = min(max(RANKS), len(known))
     ranks, embed_ms, search_ms, categories, confused = [], [], [], [], Counter()
-    no_match, refused_right, unknown_refused = 0, [], []
+    refused, unknown_refused = [], []
     unknown, unreadable = [], []
     for n, q in enumerate(queries, 1):
         if on_progress:
             on_progress(n)
         try:
             # ranked with no cut-off; the rule is applied after, so a refused photo still has a rank
-            result = searcher.search_image(q.image, k=kmax, min_score=float("-inf"))
+            result = searcher.search_image(q.image, k=kmax, min_score=RANK_ALL)
         except ImageError as e:
             unreadable.append(str(e))
             continue
@@ -120,9 +133,7 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
         categories.append(known[q.id].category or "(none)")
         if rank != 1 and ids:
             confused[(q.id, ids[0])] += 1
-        no_match += not answered
-        if rank == 1:
-            refused_right.append(not answered)
+        refused.append(not answered)
         embed_ms.append(result.timings_ms["preprocess"] + result.timings_ms["embed"])
         search_ms.append(result.timings_ms["search"])
     if not ranks:
@@ -132,12 +143,13 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
     for cat in sorted(set(categories)):
         sel = np.array([c == cat for c in categories])
         per_cat[cat] = {"queries": int(sel.sum()), "recall@1": round(float((r[sel] == 1).mean()), 4)}
+    no_match = NoMatchOutcomes(right=r == 1, refused=refused, unknown_refused=unknown_refused).shares()
     pct = lambda xs, p: round(float(np.percentile(xs, p)), 3)  # noqa: E731
     return EvalReport(
         queries=len(ranks),
         recall={k: float((r <= k).mean()) for k in RANKS if k <= kmax},
         mrr=float(np.mean([1.0 / x if x is not None else 0.0 for x in ranks])),
-        no_match_share=no_match / len(ranks),
+        no_match_share=no_match["false_reject_all"].value,
         min_score=searcher.min_score,
         per_category=per_cat,
         confused=[{"true": a, "predicted": b, "count": c} for (a, b), c in confused.most_common(10)],
@@ -145,6 +157,7 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
                     "search_p50": pct(search_ms, 50), "search_p95": pct(search_ms, 95)},
         unknown_ids=unknown, unreadable=unreadable,
         calibrated=searcher.calibration is not None,
-        false_reject_of_correct=float(np.mean(refused_right)) if refused_right else None,
-        reject_recall=float(np.mean(unknown_refused)) if unknown_refused else None,
+        false_reject_of_correct=no_match["false_reject_of_correct"].value,
+        reject_recall=no_match["reject_recall"].value,
+        caveat=_caveat(searcher),
     )

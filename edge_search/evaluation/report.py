@@ -76,8 +76,11 @@ def write_report(report: EvalReport, out: Path, title: str) -> list[Path]:
     worst = sorted(report.per_category.items(), key=lambda kv: kv[1]["recall@1"])[:12]
     bars("recall@1 of the worst categories", [k for k, _ in worst], [v["recall@1"] for _, v in worst],
          out / "worst_categories.png")
-    lines = [f"# {printable(title)}", "", f"{report.queries} queries; no-match threshold {report.min_score:.3f}.", "",
-             "| metric | value |", "|---|---|"]
+    lines = [f"# {printable(title)}", ""]
+    if report.caveat:
+        lines += [f"> **Caveat:** {report.caveat}.", ""]
+    lines += [f"{report.queries} queries; no-match threshold {report.min_score:.3f}.", "",
+              "| metric | value |", "|---|---|"]
     lines += [f"| recall@{k} | {v:.4f} |" for k, v in report.recall.items()]
     lines += [f"| MRR | {report.mrr:.4f} |", f"| answered no match (in-catalog photos) | {report.no_match_share:.4f} |"]
     if report.false_reject_of_correct is not None:

@@ -45,6 +45,7 @@ class Frame:
     captured: float = 0.0  # time.monotonic() when read
     wall: float = 0.0  # time.time() when read, for timestamps people read
     still: bool = False  # a photo from a folder: complete on its own, nothing to wait for
+    source: str = ""  # where it came from: the image file of a folder, the video file, "camera 0", the URL
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,8 @@ class Capture:
         if retry_s <= 0 or folder_interval_s < 0:
             raise ValueError("retry_s must be positive and folder_interval_s not negative")
         self.spec, self.description = spec, spec.description
+        # what each frame says it came from (a folder's frames name their own image)
+        self._origin = spec.description if spec.kind == "camera" else str(spec.target)
         self.lossy = spec.live or realtime
         self.paced = realtime and not spec.live  # cameras pace themselves
         self.retry_s, self.folder_interval_s = retry_s, folder_interval_s
@@ -329,10 +332,11 @@ class Capture:
                         self._set("ended", f"end of {self.description}")
                         self._pause(3600.0)
                     continue
+                name = self._origin
                 if isinstance(reader, FolderReader):
-                    index = reader.index
+                    index, name = reader.index, str(reader.paths[reader.index])
                 self._publish(Frame(index=index, image=image, captured=time.monotonic(), wall=time.time(),
-                                    still=self.spec.kind == "folder"))
+                                    still=self.spec.kind == "folder", source=name))
                 index += 1
                 if self._wake.is_set():  # restart() while playing: start over
                     self._wake.clear()

@@ -27,9 +27,9 @@ from edge_search.core.filters import Filter
 from edge_search.kiosk.frames import Frame, FrameSource, SourceError, SourceStatus, wait_until_open
 from edge_search.kiosk.quality import QualityCheck, QualityConfig, Verdict
 from edge_search.core.images import encode_jpeg
-from edge_search.core.search import QueryParams, SearchResult
+from edge_search.core.search import DEFAULT_K, QueryParams, SearchResult
 
-MAX_K = 20
+MAX_K = 20  # the most products the kiosk shows (on screen, or per JSON line)
 
 
 class KioskSearcher(Protocol):
@@ -37,7 +37,7 @@ class KioskSearcher(Protocol):
 
     min_score: float
 
-    def search_image(self, image: np.ndarray, k: int = 5, min_score: float | None = None) -> SearchResult: ...
+    def search_image(self, image: np.ndarray, k: int = DEFAULT_K, min_score: float | None = None) -> SearchResult: ...
 
     # the TUI's words box (`/`) also calls search_text(words, k=, filter=) and
     # search_image(image, k=, text=, filter=); a searcher without them says so on screen
@@ -77,6 +77,7 @@ class Lookup:
         stamp = dt.datetime.fromtimestamp(self.frame.wall, dt.timezone.utc)
         return {
             "frame": self.frame.index,
+            "source": self.frame.source or None,  # the image of a folder, the video file, the camera
             "timestamp": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "results": [h.to_json() for h in self.result.hits],
             "no_match": self.result.no_match,
@@ -119,26 +120,44 @@ class RateMeter:
 class KioskLoop:
     """QualityCheck and search for one stream of frames, called from one thread.
 
+    The one owner of the kiosk's settings: k, the filter, pause and the
+    epoch live here; the screen reads and sets them, never keeps a copy.
     Other threads (the UI) change k, pause, or ask for a reset; those take
     effect between frames. Every change that makes a search in flight
     out of date bumps `epoch`, so its result can be recognised and dropped.
+    `searcher` may be None while the bundle opens (`attach` gives it later);
+    until then frames are only seen.
     """
 
-    def __init__(self, searcher: KioskSearcher, *, k: int = 5, min_score: float | None = None,
-                 quality: QualityConfig | None = None, retries: tuple[str, ...] = DEFAULT_RETRIES):
+    def __init__(self, searcher: KioskSearcher | None, *, k: int = DEFAULT_K, min_score: float | None = None,
+                 quality: QualityConfig | None = None, retries: tuple[str, ...] = DEFAULT_RETRIES,
+                 filter: Filter | None = None):
         unknown = [r for r in retries if r not in ENHANCEMENTS]
         if unknown:
             raise ValueError(f"unknown enhancements {unknown}; known: {sorted(ENHANCEMENTS)}")
-        self.searcher = searcher
-        self._explicit_min_score = QueryParams(min_score=min_score).min_score
-        self.min_score = searcher.min_score if min_score is None else float(min_score)
+        params = QueryParams(k=k, min_score=min_score, filter=filter or None, max_k=MAX_K)
+        self._explicit_min_score = params.min_score
+        self._k = params.k
+        self._filter = params.filter
+        self.searcher: KioskSearcher | None = None
+        self.min_score = 0.0 if min_score is None else float(min_score)
         self.quality = QualityCheck(quality)
         self.retries = retries
-        self._k = check_k(k)
-        self._filter: Filter | None = None
         self.epoch = 0
         self.paused = False
         self._reset_wanted = False
+        if searcher is not None:
+            self.attach(searcher)
+
+    def attach(self, searcher: KioskSearcher) -> None:
+        """Search with `searcher` from now on (the first one, once the bundle has opened);
+        a filter naming a field its products lack is refused (FilterError)."""
+        products = getattr(searcher, "products", None)
+        if self._filter and products is not None:
+            self._filter.check_fields(products)
+        self.searcher = searcher
+        if self._explicit_min_score is None:
+            self.min_score = searcher.min_score
 
     @property
     def filter(self) -> Filter | None:
@@ -147,7 +166,7 @@ class KioskLoop:
     @filter.setter
     def filter(self, value: Filter | None) -> None:
         """Catalog filter for every search (TUI `/` or `run --filter`); searches in flight are dropped."""
-        self._filter = value or None
+        self._filter = QueryParams(filter=value or None).filter
         self.epoch += 1
 
     @property
@@ -156,7 +175,7 @@ class KioskLoop:
 
     @k.setter
     def k(self, value: int) -> None:
-        self._k = check_k(value)
+        self._k = QueryParams(k=value, max_k=MAX_K).k
         self.epoch += 1
 
     def swap(self, searcher: KioskSearcher) -> None:
@@ -176,7 +195,7 @@ class KioskLoop:
         if self._reset_wanted:
             self._reset_wanted = False
             self.quality.reset()
-        if self.paused:
+        if self.paused or self.searcher is None:
             return None, None
         t0 = time.perf_counter()
         verdict = self.quality.check(frame.image, still=frame.still)
@@ -216,14 +235,6 @@ class KioskLoop:
         for stage in ("preprocess", "embed", "search"):
             totals[stage] += result.timings_ms.get(stage, 0.0)
         return result
-
-
-def check_k(k: int) -> int:
-    """The kiosk shows at most MAX_K products (on screen, or per JSON line); the rest of k's rules are the searcher's."""
-    QueryParams(k=k)
-    if not 1 <= int(k) <= MAX_K:
-        raise EdgeSearchError(f"-k must be between 1 and {MAX_K} in the kiosk, got {k}")
-    return int(k)
 
 
 class FrameSaver:
@@ -339,8 +350,8 @@ def run_kiosk(source: FrameSource, kiosk_loop: KioskLoop | None, *, max_frames: 
 
     Yields a SourceStatus whenever the source's status changes, a FrameSeen
     for every frame taken, and a Lookup after it when the frame was searched.
-    With no kiosk loop (the bundle is still loading, or failed) frames are
-    only seen. Ends after `max_frames` frames, when `stop()` is true, or at
+    With no kiosk loop, or one without a searcher yet (the bundle is still
+    loading, or failed), frames are only seen. Ends after `max_frames` frames, when `stop()` is true, or at
     the end of a file when `stop_at_end`. With a `watcher`, a new bundle that
     has finished loading replaces the kiosk loop's searcher between two frames
     (BundleSwapped); one that failed to load is reported and the old one kept.
@@ -349,7 +360,7 @@ def run_kiosk(source: FrameSource, kiosk_loop: KioskLoop | None, *, max_frames: 
     seen = 0
     last: SourceStatus | None = None
     while not stop() and (max_frames is None or seen < max_frames):
-        if watcher is not None and kiosk_loop is not None:
+        if watcher is not None and kiosk_loop is not None and kiosk_loop.searcher is not None:
             change = watcher.poll()
             if isinstance(change, BundleSwapped):
                 kiosk_loop.swap(change.searcher)

@@ -129,7 +129,7 @@ def self_test(bundle_dir: Path, *, threads: int = 1):
     products cannot all pass; shuffled vectors put each product's own score in the crowd.
     Returns (searcher, description)."""
     from edge_search.core.images import load_image
-    from edge_search.core.search import Searcher
+    from edge_search.core.search import RANK_ALL, Searcher
 
     searcher = Searcher.from_bundle(bundle_dir, verify=False, threads=threads)
     products = searcher.products.products
@@ -145,7 +145,7 @@ def self_test(bundle_dir: Path, *, threads: int = 1):
             image = load_image(bundle.path(product.thumbnail))
         except ImageError as e:
             raise InstallError(f"self-test: {e}") from None
-        result = searcher.search_image(image, k=len(products), min_score=-2.0)
+        result = searcher.search_image(image, k=len(products), min_score=RANK_ALL)
         scores = np.array([h.score for h in result.hits])
         ids = [h.id for h in result.hits]
         if not np.isfinite(scores).all() or product.id not in ids:

@@ -4,7 +4,9 @@ Threads: the capture thread (frames.Capture) reads the camera; one Textual
 thread worker runs the kiosk loop (quality, search, thumbnails) and posts
 messages; only the message handlers below touch widgets. Results whose
 epoch is older than the kiosk loop's (k changed, reset) or that arrive while
-the view is frozen are dropped. All state comes in through `build_app`.
+the view is frozen are dropped. All state comes in through `build_app`, as a
+`session.Session`; k, the filter and the pause are the kiosk loop's: the
+screen reads and sets them there, and keeps no copy.
 
 `/` opens a box for words (and filters such as `category=Fruit price<2.5`):
 Enter searches by the words, or, when a photo is frozen on screen, by the
@@ -16,7 +18,6 @@ Must not import torch, open_clip or onnx.
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -33,13 +34,12 @@ from edge_search.display import printable
 from edge_search.kiosk.enhance import ORIGINAL, PHOTO_AND_WORDS, WORDS, describe
 from edge_search.errors import EdgeSearchError
 from edge_search.core.filters import Filter, split_query
-from edge_search.kiosk.frames import FrameSource, SourceStatus
-from edge_search.kiosk.quality import QualityConfig
-from edge_search.kiosk.loop import (MAX_K, BundleInfo, BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSaver, FrameSeen,
-                     KioskSearcher, Lookup, KioskLoop, run_kiosk)
+from edge_search.kiosk.frames import SourceStatus
+from edge_search.kiosk.loop import MAX_K, BundleInfo, BundleSwapFailed, BundleSwapped, FrameSeen, KioskSearcher, Lookup, run_kiosk
+from edge_search.kiosk.session import Session
 from edge_search.kiosk.tui.messages import (BundleChanged, Fault, Finished, FrameReady, LookupReady, SearcherFailed, SearcherReady,
                        SourceChanged, WordsFailed, WordsReady)
-from edge_search.kiosk.tui.render import status_text
+from edge_search.kiosk.tui.render import rate_text, status_text
 from edge_search.kiosk.tui.thumbs import ThumbCache
 from edge_search.kiosk.tui.widgets import DetailsScreen, Preview, ResultRow, Results
 
@@ -90,36 +90,48 @@ class KioskApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, *, source: FrameSource, searcher: KioskSearcher | None = None,
-                 loader: Callable[[], KioskSearcher] | None = None, info: BundleInfo | None = None,
-                 k: int = 5, min_score: float | None = None, quality: QualityConfig | None = None,
-                 saver: FrameSaver | None = None, max_frames: int | None = None, preview_fps: float = 12.0,
-                 filter: Filter | None = None, watcher: BundleWatcher | None = None):
+    def __init__(self, session: Session, *, info: BundleInfo | None = None, max_frames: int | None = None,
+                 preview_fps: float = 12.0):
         super().__init__()
-        if (searcher is None) == (loader is None):
-            raise ValueError("give exactly one of searcher (ready) or loader (opened in a worker)")
-        if not 1 <= k <= MAX_K or preview_fps <= 0:
-            raise ValueError(f"k must be 1..{MAX_K} and preview_fps positive")
-        self.source, self.loader, self.saver = source, loader, saver
-        self.k, self.min_score, self.quality_cfg = k, min_score, quality
+        if preview_fps <= 0:
+            raise ValueError("preview_fps must be positive")
+        self.session = session
+        self.kiosk_loop = session.loop  # owns k, the filter, the pause and the epoch
+        self.source, self.saver, self.watcher = session.source, session.saver, session.watcher
         self.max_frames, self.preview_fps = max_frames, preview_fps
-        self.searcher = searcher
+        searcher = self.kiosk_loop.searcher
         self.info = info if info is not None or searcher is None else BundleInfo.of(searcher)
-        self.kiosk_loop: KioskLoop | None = None
         self.thumbs = ThumbCache(getattr(searcher, "root", None))
-        self.frozen = False
         self.shown: Lookup | None = None
         self.fps = 0.0
+        self.still = False  # the frames are a folder's photos: the rate is told in seconds per image
         self.source_status: SourceStatus | None = None
         self.fatal: str | None = None  # the bundle could not be opened: the kiosk cannot search
         self.fault: str | None = None  # the last error inside the frame loop, until a search succeeds
         self.frames_taken = 0
-        self.filter = filter or None  # applies to photo and word searches; shown on the status line
         self.words: str | None = None  # the typed query whose results are on screen
         self.words_image: np.ndarray | None = None  # the frozen photo fused with them, if any
         self.words_epoch = 0  # bumped by every words search, reset and unfreeze: older answers are dropped
-        self.watcher = watcher  # a new active bundle is swapped in between frames
         self.bundle_warning: str | None = None  # a new bundle failed to load; the old one is in use
+
+    # the kiosk loop's settings, read where they live
+    @property
+    def searcher(self) -> KioskSearcher | None:
+        return self.kiosk_loop.searcher
+
+    @property
+    def k(self) -> int:
+        return self.kiosk_loop.k
+
+    @property
+    def filter(self) -> Filter | None:
+        """Applies to photo and word searches; shown on the status line."""
+        return self.kiosk_loop.filter
+
+    @property
+    def frozen(self) -> bool:
+        """The view is held: the kiosk loop searches nothing while nobody can see it."""
+        return self.kiosk_loop.paused
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -142,10 +154,10 @@ class KioskApp(App[None]):
         self.query_one("#right").border_title = "Products"
         self.source.start()
         if self.searcher is not None:
-            await self._use_searcher(self.searcher)
+            await self._use_searcher()
         else:
             await self._panel(Text("Opening the bundle…", style="italic"), "loading")
-            self._run_frames()  # preview while the bundle opens
+            self._run_frames(search=False)  # preview while the bundle opens
             self._load()
         self._update_status()
 
@@ -156,7 +168,7 @@ class KioskApp(App[None]):
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def _load(self) -> None:
         try:
-            searcher = self.loader()
+            searcher = self.session.load()  # verifies, loads, and checks the filter's fields against the products
         except EdgeSearchError as e:
             self.post_message(SearcherFailed(str(e)))
             return
@@ -166,9 +178,12 @@ class KioskApp(App[None]):
         self.post_message(SearcherReady(searcher, BundleInfo.of(searcher)))
 
     @work(thread=True, exclusive=True, group="frames", exit_on_error=False)
-    def _run_frames(self) -> None:
+    def _run_frames(self, search: bool = True) -> None:
         worker = get_current_worker()
-        kiosk_loop, thumbs = self.kiosk_loop, self.thumbs
+        # the preview-only worker never searches, even once the bundle has opened (in another
+        # thread): the worker started after it does, so only one thread ever calls the loop
+        kiosk_loop = self.kiosk_loop if search else None
+        thumbs = self.thumbs
         interval = 1.0 / self.preview_fps
         next_preview = float("-inf")
         while not worker.is_cancelled:
@@ -184,7 +199,7 @@ class KioskApp(App[None]):
                         if searched or event.frame.captured >= next_preview:
                             next_preview = event.frame.captured + interval
                             self.post_message(FrameReady(_small(event.frame.image), event.frame.index,
-                                                         event.verdict, event.fps))
+                                                         event.verdict, event.fps, event.frame.still))
                     elif isinstance(event, Lookup):
                         self.post_message(LookupReady(event, [thumbs.get(h.product.thumbnail)
                                                               for h in event.result.hits]))
@@ -207,7 +222,7 @@ class KioskApp(App[None]):
     def _research(self, lookup: Lookup) -> None:
         """Search the shown frame again (k changed): the answer comes with the new epoch."""
         kiosk_loop = self.kiosk_loop
-        if kiosk_loop is None:
+        if kiosk_loop.searcher is None:
             return
         try:
             fresh = kiosk_loop.lookup(lookup.frame)
@@ -237,23 +252,17 @@ class KioskApp(App[None]):
                                      [self.thumbs.get(h.product.thumbnail) for h in result.hits], epoch))
 
     # -- message handlers: the only code that touches widgets ---------------------
-    async def _use_searcher(self, searcher: KioskSearcher) -> None:
-        self.searcher = searcher
+    async def _use_searcher(self) -> None:
+        """The kiosk loop has its searcher: search from now on."""
         if self.info is None:
-            self.info = BundleInfo.of(searcher)
-        self.thumbs = ThumbCache(getattr(searcher, "root", None))
-        try:
-            self.kiosk_loop = KioskLoop(searcher, k=self.k, min_score=self.min_score, quality=self.quality_cfg)
-            self.kiosk_loop.filter = self.filter
-        except (EdgeSearchError, ValueError) as e:
-            await self.on_searcher_failed(SearcherFailed(str(e)))
-            return
+            self.info = BundleInfo.of(self.searcher)
+        self.thumbs = ThumbCache(getattr(self.searcher, "root", None))
         await self._show_waiting()
-        self._run_frames()  # exclusive: replaces the preview-only worker
+        self._run_frames(search=True)  # exclusive: replaces the preview-only worker
 
     async def on_searcher_ready(self, message: SearcherReady) -> None:
         self.info = self.info or message.info  # facts given to build_app win over the manifest's
-        await self._use_searcher(message.searcher)
+        await self._use_searcher()
         self._update_status()
 
     async def on_searcher_failed(self, message: SearcherFailed) -> None:
@@ -281,7 +290,7 @@ class KioskApp(App[None]):
             preview = self.query_one(Preview)
         except NoMatches:  # the screen is gone: the capture thread's last frames arrive while the app quits
             return
-        self.fps = message.fps
+        self.fps, self.still = message.fps, message.still
         preview.show(message.image)
         quality = Text(f"frame {message.index}")
         if message.verdict is not None:
@@ -291,7 +300,7 @@ class KioskApp(App[None]):
 
     async def on_lookup_ready(self, message: LookupReady) -> None:
         lookup = message.lookup
-        if self.kiosk_loop is None or lookup.epoch != self.kiosk_loop.epoch:
+        if lookup.epoch != self.kiosk_loop.epoch:
             return  # stale: k changed or the view was reset while it ran
         if (self.frozen and not message.refresh) or self._torn_down():
             return
@@ -359,9 +368,7 @@ class KioskApp(App[None]):
     def on_bundle_changed(self, message: BundleChanged) -> None:
         if message.ok:
             self.info, self.bundle_warning = message.info, None
-            if self.kiosk_loop is not None:
-                self.searcher = self.kiosk_loop.searcher
-                self.thumbs = ThumbCache(getattr(self.searcher, "root", None))
+            self.thumbs = ThumbCache(getattr(self.searcher, "root", None))
         else:
             self.bundle_warning = message.text
         self._update_banner()
@@ -401,12 +408,10 @@ class KioskApp(App[None]):
             self._set_filter(None)
 
     def _set_filter(self, flt: Filter | None) -> None:
-        self.filter = flt or None
-        if self.kiosk_loop is not None:
-            self.kiosk_loop.filter = self.filter  # bumps the epoch: photo searches in flight are dropped
+        self.kiosk_loop.filter = flt  # bumps the epoch: photo searches in flight are dropped
         if self.words is not None:
             self._search_again()  # the words on screen, searched again under the new filter
-        elif self.shown is not None and self.kiosk_loop is not None:
+        elif self.shown is not None:
             self._research(self.shown)
         self._update_status()
 
@@ -428,21 +433,17 @@ class KioskApp(App[None]):
         if self.frozen:  # back to the camera: typed results are dropped
             self.words = None
             self.words_epoch += 1
-        self.frozen = not self.frozen
-        if self.kiosk_loop is not None:
-            self.kiosk_loop.paused = self.frozen  # no searches while nobody can see them
+        self.kiosk_loop.paused = not self.kiosk_loop.paused  # no searches while nobody can see them
         self.query_one("#preview").border_title = (
             f"Camera · {printable(self.source.description)}" + (" · FROZEN" if self.frozen else ""))
         self._update_status()
 
     async def action_reset(self) -> None:
-        self.frozen = False
         self.shown = None
         self.words = None
         self.words_epoch += 1
-        if self.kiosk_loop is not None:
-            self.kiosk_loop.paused = False
-            self.kiosk_loop.request_reset()
+        self.kiosk_loop.paused = False
+        self.kiosk_loop.request_reset()
         if self.source_status is not None and self.source_status.state != "live":
             self.source.restart()
         self.query_one("#preview").border_title = f"Camera · {printable(self.source.description)}"
@@ -460,12 +461,10 @@ class KioskApp(App[None]):
         k = min(MAX_K, max(1, k))
         if k == self.k:
             return
-        self.k = k
-        if self.kiosk_loop is not None:
-            self.kiosk_loop.k = k  # bumps the epoch: searches in flight with the old k are dropped
+        self.kiosk_loop.k = k  # bumps the epoch: searches in flight with the old k are dropped
         if self.words is not None:
             self._search_again()
-        elif self.kiosk_loop is not None and self.shown is not None:
+        elif self.searcher is not None and self.shown is not None:
             self._research(self.shown)
         self._update_status()
 
@@ -498,7 +497,7 @@ class KioskApp(App[None]):
 
     def _update_status(self) -> None:
         t = self.shown.timings_ms if self.shown else {}
-        parts = [f"{self.fps:.1f} fps",
+        parts = [rate_text(self.fps, self.still),
                  f"embed {t['embed']:.1f} ms" if "embed" in t else "embed – ms",
                  f"search {t['search']:.2f} ms" if "search" in t else "search – ms"]
         if self.info is not None:
@@ -510,18 +509,13 @@ class KioskApp(App[None]):
         self.query_one("#status", Static).update(status_text(parts, frozen=self.frozen))
 
 
-def build_app(*, source: FrameSource, searcher: KioskSearcher | None = None,
-              loader: Callable[[], KioskSearcher] | None = None, info: BundleInfo | None = None,
-              k: int = 5, min_score: float | None = None, quality: QualityConfig | None = None,
-              saver: FrameSaver | None = None, max_frames: int | None = None,
-              preview_fps: float = 12.0, filter: Filter | None = None,
-              watcher: BundleWatcher | None = None) -> KioskApp:
-    """The one way to make the kiosk app, for the CLI and for tests.
+def build_app(session: Session, *, info: BundleInfo | None = None, max_frames: int | None = None,
+              preview_fps: float = 12.0) -> KioskApp:
+    """The one way to make the kiosk app, for the CLI (`session.open_session`) and for
+    tests (a `Session` of fakes).
 
-    Give a ready `searcher` (tests, fakes) or a `loader` that opens the
-    bundle in a worker, so a bundle that fails verification is shown on
+    A session whose loop has no searcher yet opens the bundle in a worker
+    (`Session.load`), so a bundle that fails verification is shown on
     screen instead of ending the program.
     """
-    return KioskApp(source=source, searcher=searcher, loader=loader, info=info, k=k, min_score=min_score,
-                    quality=quality, saver=saver, max_frames=max_frames, preview_fps=preview_fps, filter=filter,
-                    watcher=watcher)
+    return KioskApp(session, info=info, max_frames=max_frames, preview_fps=preview_fps)

@@ -16,11 +16,12 @@ from edge_search.core.search import SearchResult
 
 
 class FrameReady(Message):
-    """A downscaled frame for the preview, with the quality check's verdict on it."""
+    """A downscaled frame for the preview, with the quality check's verdict on it;
+    `still` marks a folder's photo (its rate is read in seconds per image)."""
 
-    def __init__(self, image: np.ndarray, index: int, verdict: Verdict | None, fps: float):
+    def __init__(self, image: np.ndarray, index: int, verdict: Verdict | None, fps: float, still: bool = False):
         super().__init__()
-        self.image, self.index, self.verdict, self.fps = image, index, verdict, fps
+        self.image, self.index, self.verdict, self.fps, self.still = image, index, verdict, fps, still
 
 
 class LookupReady(Message):

@@ -131,3 +131,11 @@ def status_text(parts: Iterable[str], frozen: bool = False) -> Text:
         t.append("  ")
     t.append(" · ".join(printable(p) for p in parts if p))
     return t
+
+
+def rate_text(fps: float, still: bool = False) -> str:
+    """How fast frames come, as a person reads it: frames per second for cameras and
+    video, seconds per image for a folder's slide show (2 s per image, not "0.5 fps")."""
+    if not still:
+        return f"{fps:.1f} fps"
+    return f"{1 / fps:.1f} s per image" if fps > 0 else "– s per image"
