@@ -43,12 +43,13 @@ def _shortfall(searcher, result, k: int, min_score: float | None) -> str | None:
 
 def _table(hits) -> list[str]:
     """The hits as aligned columns under a header, whatever the widths of ranks, ids and names."""
-    head = ("#", "score", "id", "name", "price")
+    head = ("#", "score", "id", "name", "price", "where")
     rows = [(str(rank), f"{h.score:.3f}", printable(h.id), printable(h.name) + (" (exact)" if h.exact else ""),
-             fmt_price(h.price)) for rank, h in enumerate(hits, 1)]
-    w = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
-    return [f"  {r[0]:>{w[0]}}{' ' if r is head else '.'} {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]:<{w[3]}}  "
-            f"{r[4]:>{w[4]}}".rstrip() for r in [head, *rows]]
+             fmt_price(h.price), printable(h.where)) for rank, h in enumerate(hits, 1)]
+    w = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
+    where = any(r[5] for r in rows)  # a column only for bundles that say where products are
+    return [(f"  {r[0]:>{w[0]}}{' ' if r is head else '.'} {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]:<{w[3]}}  "
+             f"{r[4]:>{w[4]}}" + (f"  {r[5]}" if where else "")).rstrip() for r in [head, *rows]]
 
 
 def run_search(args: argparse.Namespace) -> int:

@@ -55,9 +55,30 @@ class SearchHit:
     product: Product = field(repr=False, compare=False)
     exact: bool = False  # the query was this product's id or name
 
+    @property
+    def aisle(self) -> str | None:
+        """Where the product is in this store (a per-store bundle's `aisle`, or a catalog column of that name)."""
+        value = self.product.meta.get("aisle")
+        return None if value is None else str(value)
+
+    @property
+    def in_stock(self) -> bool | None:
+        value = self.product.meta.get("in_stock")
+        return value if isinstance(value, bool) else None
+
+    @property
+    def where(self) -> str:
+        """Where it is, in words: the aisle and, when the store says so, that it is out of stock."""
+        parts = ([f"aisle {self.aisle}"] if self.aisle else []) + (["out of stock"] if self.in_stock is False else [])
+        return ", ".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         d = {"id": self.id, "name": self.name, "score": round(self.score, 4),
              "price": self.price, "category": self.category}
+        if self.aisle is not None:
+            d["aisle"] = self.aisle
+        if self.in_stock is not None:
+            d["in_stock"] = self.in_stock
         if self.exact:
             d["exact"] = True
         return d

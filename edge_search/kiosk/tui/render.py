@@ -112,12 +112,12 @@ def price_text(price: float | None) -> str:
 
 
 def hit_lines(rank: int, name: str, price: float | None, category: str | None, score: float,
-              min_score: float, width: int = 12) -> Text:
-    """The three text lines of one result: name, price and category, score bar."""
+              min_score: float, width: int = 12, where: str = "") -> Text:
+    """The three text lines of one result: name, price, category and where it is, score bar."""
     t = Text(f"{rank}. ", style="bold")
     t.append(printable(name), style="bold")
     t.append("\n")
-    details = [x for x in (price_text(price), printable(category or "")) if x]
+    details = [x for x in (price_text(price), printable(category or ""), printable(where)) if x]
     t.append(" · ".join(details) if details else "—", style="italic")
     t.append("\n")
     t.append_text(score_bar(score, min_score, width))

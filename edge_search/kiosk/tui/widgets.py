@@ -69,7 +69,8 @@ class ResultRow(Widget):
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         h = self.hit
         grid.add_row(_thumb(self.thumb, THUMB_COLS, THUMB_ROWS),
-                     hit_lines(self.rank, h.name, h.price, h.category, h.score, self.min_score))
+                     hit_lines(self.rank, h.name, h.price, h.category, h.score, self.min_score,
+                               where=h.where))
         return grid
 
     def on_click(self, event: events.Click) -> None:
