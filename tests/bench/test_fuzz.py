@@ -286,7 +286,6 @@ def _open_and_search(path):
     return s.search_image(_photo(), k=3)
 
 
-@pytest.mark.export
 @FUZZ
 @given(data=st.data())
 def test_fuzzed_manifests(fuzz_bundle, tiny_bundle, data):
@@ -320,7 +319,6 @@ def test_fuzzed_manifests(fuzz_bundle, tiny_bundle, data):
     (fuzz_bundle / "manifest.json").write_text(json.dumps(original, indent=2))
 
 
-@pytest.mark.export
 @FUZZ
 @given(kind=st.sampled_from(["truncate", "garbage", "flip", "other-dim"]), where=st.floats(0, 1),
        n=st.integers(1, 64))
@@ -385,7 +383,6 @@ def packed_bundle(tiny_bundle, tmp_path_factory):
     return d
 
 
-@pytest.mark.export
 @FUZZ
 @given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6),
        gz=st.booleans())
@@ -544,7 +541,7 @@ def test_fuzzed_escapes_in_every_text_field(pid, name, category, description, me
     import tempfile
     from pathlib import Path
 
-    from edge_search import cli
+    from edge_search.cli.output import say
     from edge_search.evaluation.report import write_report
     from edge_search.evaluation.evaluate import EvalReport
     from edge_search.core.products import Product
@@ -562,7 +559,7 @@ def test_fuzzed_escapes_in_every_text_field(pid, name, category, description, me
     out = _io.StringIO()
     with contextlib.redirect_stdout(out):
         for line in (f"  1.  0.800  {pid:<24} {name:<32}", f"bundle {bundle} ({category})", f"  worst: {category}"):
-            cli._say(line)
+            say(line)
     texts.append(out.getvalue())
     report = EvalReport(queries=1, recall={1: 1.0}, mrr=1.0, no_match_share=0.0, min_score=0.5,
                         per_category={category: {"queries": 1, "recall@1": 1.0}},
@@ -624,7 +621,6 @@ def _bomb_archive(tiny_bundle, kind: str, size: int, gz: bool) -> bytes:
     return __import__("gzip").compress(raw, 1) if gz else raw
 
 
-@pytest.mark.export
 @FUZZ
 @given(kind=st.sampled_from(["pax", "pax-global", "longname", "longlink", "sparse", "declared-huge",
                              "member-zeros", "member-claims"]),

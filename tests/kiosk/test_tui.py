@@ -532,7 +532,6 @@ def catalog_video(path: Path, images: Path, held: int = 40) -> Path:
     return path
 
 
-@pytest.mark.export
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_run_shows_the_kiosk_on_a_terminal_and_quits_after_max_frames(tmp_path, tiny_bundle, sample_catalog):
     from conftest import read_manifest
@@ -548,7 +547,6 @@ def test_run_shows_the_kiosk_on_a_terminal_and_quits_after_max_frames(tmp_path, 
     assert "Traceback" not in screen
 
 
-@pytest.mark.export
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_run_shows_a_bundle_that_fails_verification_then_exits_with_one_line(tmp_path, tiny_bundle, sample_catalog):
     import shutil
@@ -610,7 +608,9 @@ def test_result_rows_show_the_bundle_thumbnails(tmp_path):
 def test_the_tui_package_ships_in_a_normal_install():
     import tomllib
 
-    config = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    from conftest import REPO
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
     packages = config["tool"]["setuptools"].get("packages")
     if not isinstance(packages, list):
         pytest.skip("packages are found automatically")
