@@ -8,8 +8,6 @@ import os
 import shutil
 import time
 
-import pytest
-
 import edge_search  # noqa: F401  (onnxruntime before usearch)
 from edge_search.errors import BundleError
 from edge_search.kiosk.loop import BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSeen, Lookup, KioskLoop, run_kiosk
