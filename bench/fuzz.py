@@ -1,4 +1,4 @@
-"""A longer run of the fuzzing suite (tests/test_fuzz.py), reporting how many cases ran.
+"""A longer run of the fuzzing suite (tests/bench/test_fuzz.py), reporting how many cases ran.
 
     .venv/bin/python bench/fuzz.py --examples 300 --out bench-out/fuzz.json
 
@@ -37,7 +37,7 @@ def main() -> int:
         env = {**os.environ, "EDGE_SEARCH_FUZZ_EXAMPLES": str(args.examples), "EDGE_SEARCH_FUZZ_COUNTS": str(counts)}
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               str(REPO / "tests" / "test_fuzz.py")], cwd=REPO, env=env,
+                               str(REPO / "tests" / "bench" / "test_fuzz.py")], cwd=REPO, env=env,
                               capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         report = json.loads(counts.read_text()) if counts.exists() else {"cases": {}, "total": 0}

@@ -16,7 +16,7 @@ repairs mojibake ("cafÃ©" -> "café") and rarer Unicode oddities, and
 `html.unescape` knows every entity. The normalizer below covers what product
 text usually holds (NFC, curly quotes, Latin ligatures, full-width ASCII,
 the common HTML entities, whitespace, lowercase); the parity test in
-tests/test_text.py lists the cases checked.
+tests/export/test_text.py lists the cases checked.
 
 Export stage only (torch, open_clip, onnx).
 """

@@ -1,11 +1,21 @@
-"""Shared fixtures: tiny open_clip teachers with random weights saved to a
-checkpoint file, the synthetic sample catalog, and bundles exported through
-the real CLI. Fixed seeds, tmp paths, never the network."""
+"""Shared fixtures: the committed tiny bundle the runtime tests search
+(tests/data/tiny-bundle, made by tests/make_tiny_bundle.py), tiny open_clip
+teachers with random weights saved to a checkpoint file, the synthetic sample
+catalog, and bundles exported through the real CLI for the export tests.
+Fixed seeds, tmp paths, never the network.
+
+The folders mirror the packages (core, kiosk, shipping, evaluation, cli,
+export, bench). Where the [export] extra is not installed (tests/run.sh's
+.venv-runtime), tests/export is not collected and the tests marked `export`
+elsewhere are deselected: everything else runs without torch.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +23,12 @@ from pathlib import Path
 import pytest
 
 import edge_search  # noqa: F401  (onnxruntime before anything imports usearch)
+from make_tiny_bundle import COMMITTED, TINY_TEACHER, make_checkpoint  # noqa: F401  (shared with the tests)
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_TEACHER = REPO / "models" / "teachers" / "tiny-vit-test.json"
+EXPORT_DIR = Path(__file__).resolve().parent / "export"
+EXPORT_INSTALLED = all(importlib.util.find_spec(m) is not None for m in ("torch", "open_clip"))
+collect_ignore = [] if EXPORT_INSTALLED else ["export"]
 GROCERY = Path(os.environ.get("EDGE_SEARCH_GROCERY", REPO.parent / "shared" / "datasets" / "grocery-store"))
 # Small, fast student settings for the tiny teacher's 64 px input. A random-
 # weight teacher maps every image to nearly the same vector (mean pairwise
@@ -25,6 +38,18 @@ GROCERY = Path(os.environ.get("EDGE_SEARCH_GROCERY", REPO.parent / "shared" / "d
 # not name rotated crops). Gate enforcement itself is tested in test_export.py.
 TINY_STUDENT = ["--student", "mobilenetv3_small_050", "--epochs", "2", "--views-per-image", "4",
                 "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_views_top1=0"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/export is an export test; without the extra, export tests are deselected."""
+    for item in items:
+        if EXPORT_DIR in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.export)
+    if not EXPORT_INSTALLED:
+        deselected = [item for item in items if item.get_closest_marker("export")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker("export")]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -57,16 +82,12 @@ def run_cli(*args: str, check: bool = True, timeout: int = 600, env: dict | None
     return proc
 
 
-def make_checkpoint(config: Path, out: Path, seed: int = 0) -> Path:
-    """Random weights for an open_clip config, saved the way a user's checkpoint is."""
-    import open_clip
-    import torch
-
-    open_clip.add_model_config(config)
-    torch.manual_seed(seed)
-    model = open_clip.create_model(config.stem)
-    torch.save({"state_dict": model.state_dict()}, out)
-    return out
+def one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for f in fragments:
+        assert f in err, err
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +109,16 @@ def export_args(catalog: Path, out: Path, checkpoint: Path, *extra: str) -> list
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory, sample_catalog, tiny_checkpoint) -> Path:
-    """A complete bundle of the sample catalog, exported through the CLI."""
+def tiny_bundle(tmp_path_factory) -> Path:
+    """The committed bundle of the sample catalog (no torch needed), copied so that no test can change it."""
+    out = tmp_path_factory.mktemp("bundles") / COMMITTED.name
+    shutil.copytree(COMMITTED, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(tmp_path_factory, sample_catalog, tiny_checkpoint) -> Path:
+    """A bundle of the sample catalog with a distilled student, exported through the CLI."""
     out = tmp_path_factory.mktemp("bundles") / "sample"
     run_cli(*export_args(sample_catalog, out, tiny_checkpoint))
     return out

@@ -15,7 +15,6 @@ from conftest import run_cli
 RUNTIME_PY = os.environ.get("EDGE_SEARCH_RUNTIME_PYTHON")
 
 
-@pytest.mark.export
 @pytest.mark.skipif(not RUNTIME_PY, reason="set EDGE_SEARCH_RUNTIME_PYTHON to a runtime-only venv's python "
                                            "(tests/run.sh does)")
 def test_search_runs_without_export_dependencies(tiny_bundle, sample_catalog):
@@ -31,7 +30,6 @@ def test_search_runs_without_export_dependencies(tiny_bundle, sample_catalog):
     assert proc.returncode == 2 and "pip install 'edge-search[export]'" in proc.stderr
 
 
-@pytest.mark.export
 @pytest.mark.skipif(not RUNTIME_PY, reason="set EDGE_SEARCH_RUNTIME_PYTHON to a runtime-only venv's python "
                                            "(tests/run.sh does)")
 def test_a_device_signs_verifies_and_installs_without_export_dependencies(tiny_bundle, sample_catalog, tmp_path):

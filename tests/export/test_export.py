@@ -14,8 +14,8 @@ from conftest import TINY_TEACHER, export_args, read_manifest, run_cli
 pytestmark = pytest.mark.export
 
 
-def test_bundle_contents_and_manifest(tiny_bundle, tiny_checkpoint):
-    m = read_manifest(tiny_bundle)
+def test_bundle_contents_and_manifest(exported_bundle, tiny_checkpoint):
+    m = read_manifest(exported_bundle)
     assert m["schema_version"] == 1
     assert m["teacher"]["model"] == "tiny-vit-test" and m["teacher"]["pretrained"] == tiny_checkpoint.name
     assert m["teacher"]["random_weights"] is False  # loaded from a file: the real path
@@ -44,19 +44,19 @@ def test_bundle_contents_and_manifest(tiny_bundle, tiny_checkpoint):
                                    "teacher+student+views": 48}[enc["chosen"]]
     assert fid["catalog_self_top1"]["value"] >= 0.95 and fid["catalog_self_top1"]["catalog_encoder"] == enc["chosen"]
     assert fid["gates"]["enforced"] is True and all(g["passed"] for g in fid["gates"]["results"])
-    assert not list(tiny_bundle.parent.glob(".sample.partial-*"))  # no staging left behind
+    assert not list(exported_bundle.parent.glob(".sample.partial-*"))  # no staging left behind
 
 
-def test_inspect_verifies_every_checksum(tiny_bundle):
-    out = run_cli("inspect", tiny_bundle).stdout
-    n = len(read_manifest(tiny_bundle)["files"])
+def test_inspect_verifies_every_checksum(exported_bundle):
+    out = run_cli("inspect", exported_bundle).stdout
+    n = len(read_manifest(exported_bundle)["files"])
     assert f"{n} files verified" in out and "tiny-vit-test" in out and "int8" in out
 
 
-def test_export_is_deterministic_for_a_seed(tmp_path, sample_catalog, tiny_checkpoint, tiny_bundle):
+def test_export_is_deterministic_for_a_seed(tmp_path, sample_catalog, tiny_checkpoint, exported_bundle):
     again = tmp_path / "again"
     run_cli(*export_args(sample_catalog, again, tiny_checkpoint))
-    a, b = read_manifest(tiny_bundle)["files"], read_manifest(again)["files"]
+    a, b = read_manifest(exported_bundle)["files"], read_manifest(again)["files"]
     assert a["model.onnx"]["sha256"] == b["model.onnx"]["sha256"]
     assert a["index.usearch"]["sha256"] == b["index.usearch"]["sha256"]
 

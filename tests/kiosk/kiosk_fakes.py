@@ -86,6 +86,7 @@ class FakeSource:
         self._status = SourceStatus("live", "fake camera")
         self.n = 0
         self.started = self.stopped = self.restarts = 0
+        self._asked_when_empty = False  # the last call found nothing: every frame taken was dealt with
 
     def push(self, image: np.ndarray, times: int = 1) -> None:
         for _ in range(times):
@@ -111,7 +112,15 @@ class FakeSource:
 
     def next_frame(self, timeout: float) -> Frame | None:
         try:
-            return self.frames.popleft()
+            frame = self.frames.popleft()
         except IndexError:
+            self._asked_when_empty = True
             time.sleep(min(timeout, 0.005))
             return None
+        self._asked_when_empty = False
+        return frame
+
+    def drained(self) -> bool:
+        """True once the loop has asked for another frame after taking every one pushed: it has
+        checked, searched and reported them all (run_kiosk asks only when done with the last)."""
+        return not self.frames and self._asked_when_empty

@@ -8,8 +8,6 @@ import os
 import shutil
 import time
 
-import pytest
-
 import edge_search  # noqa: F401  (onnxruntime before usearch)
 from edge_search.errors import BundleError
 from edge_search.kiosk.loop import BundleSwapFailed, BundleSwapped, BundleWatcher, FrameSeen, Lookup, KioskLoop, run_kiosk
@@ -103,7 +101,6 @@ def test_watcher_is_cheap_between_checks(tmp_path):
     assert w.poll() is None and len(calls) == 1  # unchanged: not loaded again
 
 
-@pytest.mark.export
 def test_real_bundles_switch_on_install(tiny_bundle, tmp_path, sample_catalog):
     from edge_search.core.images import load_image
     from edge_search.core.search import Searcher

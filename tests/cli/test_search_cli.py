@@ -8,10 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import read_manifest, run_cli
-
-pytestmark = pytest.mark.export  # needs a bundle, which needs the export
-
+from conftest import one_line_error, read_manifest, run_cli
 
 def test_catalog_images_find_themselves(tiny_bundle, sample_catalog):
     imgs = sorted((sample_catalog.parent / "images").glob("*.jpg"))
@@ -81,14 +78,6 @@ def test_python_api(tiny_bundle, sample_catalog):
     searcher = Searcher.from_bundle(tiny_bundle)
     result = searcher.search_image(load_image(sample_catalog.parent / "images" / "oat-milk.jpg"), k=2)
     assert result.hits[0].id == "oat-milk" and result.hits[0].price == 1.89 and len(result.hits) == 2
-
-
-def one_line_error(proc, *fragments):
-    assert proc.returncode == 2, proc.stdout
-    err = proc.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for f in fragments:
-        assert f in err, err
 
 
 def test_bad_images(tiny_bundle, tmp_path):

@@ -157,13 +157,11 @@ def _raw_header(name, kind, size):
     return info.tobuf(format=tarfile.GNU_FORMAT)  # GNU: base-256 sizes past 8 GiB
 
 
-@pytest.mark.export
 def test_pack_puts_manifest_and_signature_first(signed_pack):
     names = _members(signed_pack / "signed.tar")
     assert names[:2] == ["manifest.json", "manifest.sig"] and len(names) > 2
 
 
-@pytest.mark.export
 def test_untrusted_archive_is_refused_from_its_first_two_members(signed_pack, tmp_path):
     """An archive signed by another key, followed by garbage: refused by the signature, so nothing after
     the first two members was read (reading on would fail as 'malformed') and no file was written."""
@@ -189,7 +187,6 @@ def test_untrusted_archive_is_refused_from_its_first_two_members(signed_pack, tm
     assert (into / "current" / "manifest.sig").is_file()
 
 
-@pytest.mark.export
 def test_with_a_key_an_archive_must_begin_with_manifest_and_signature(signed_pack, tmp_path):
     import tarfile
 
@@ -222,7 +219,6 @@ def test_extended_headers_cannot_make_us_allocate(tmp_path, kind):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: never near 1 GiB
 
 
-@pytest.mark.export
 def test_declared_sizes_that_cannot_fit_are_refused_before_writing(tiny_bundle, tmp_path):
     import io
     import tarfile
@@ -255,7 +251,6 @@ def test_empty_key_settings_refuse(capsys, monkeypatch, tmp_path):
     assert not (tmp_path / "k").exists()
 
 
-@pytest.mark.export
 @pytest.mark.parametrize("default", ["dangling link", "folder", "loop"])
 def test_an_unusable_default_key_refuses_unsigned_bundles(capsys, monkeypatch, tmp_path, tiny_bundle, default):
     from edge_search.core.signing import config_dir
@@ -435,7 +430,6 @@ def test_eval_report_on_a_full_disk_or_behind_a_file_is_one_line(capsys, tmp_pat
     assert list((tmp_path / "report").iterdir()) == []
 
 
-@pytest.mark.export
 @pytest.mark.parametrize("case", ["current is a folder", "current is a loop", "previous is a file",
                                   ".lock is a folder"])
 def test_install_folder_oddities_are_one_line(capsys, tiny_bundle, tmp_path, case):
@@ -518,7 +512,6 @@ def _clean_output(text):
     assert "\\x1b" in text, text[:400]
 
 
-@pytest.mark.export
 def test_search_inspect_eval_and_verify_escape_catalog_text(capsys, evil_bundle, tmp_path):
     b, rows = evil_bundle
     thumb = b / rows[0]["thumbnail"]
@@ -569,7 +562,6 @@ def _edited(tiny_bundle, tmp_path, edit, name="m"):
     return b
 
 
-@pytest.mark.export
 @pytest.mark.parametrize("edit, fragment", [
     (lambda m: m["preprocess"].update(size=[32, 32]), "the model takes 3x64x64 input"),
     (lambda m: m["preprocess"].update(size=[100_000, 100_000]), "two sides of 8 to 1024 pixels"),
@@ -590,7 +582,6 @@ def test_manifest_values_that_do_not_fit_their_use_are_one_line(capsys, tiny_bun
     one_line(*run_main(capsys, "search", "--bundle", b, img)[::2], fragment)
 
 
-@pytest.mark.export
 def test_inspect_shows_malformed_records_in_their_place(capsys, tiny_bundle, tmp_path):
     b = _edited(tiny_bundle, tmp_path, lambda m: m.update(
         fidelity={"int8_vs_fp32": "fine", "index": {"candidates": [1, 2]}}, student={"distillation": [1]}))
@@ -602,7 +593,6 @@ def test_inspect_shows_malformed_records_in_their_place(capsys, tiny_bundle, tmp
     assert "checksums" in out
 
 
-@pytest.mark.export
 @pytest.mark.parametrize("garbage", ["random vectors", "vectors of the next product"])
 def test_install_self_test_refuses_a_bundle_that_answers_garbage(tiny_bundle, tmp_path, garbage):
     from edge_search.errors import InstallError

@@ -286,7 +286,6 @@ def _open_and_search(path):
     return s.search_image(_photo(), k=3)
 
 
-@pytest.mark.export
 @FUZZ
 @given(data=st.data())
 def test_fuzzed_manifests(fuzz_bundle, tiny_bundle, data):
@@ -320,7 +319,6 @@ def test_fuzzed_manifests(fuzz_bundle, tiny_bundle, data):
     (fuzz_bundle / "manifest.json").write_text(json.dumps(original, indent=2))
 
 
-@pytest.mark.export
 @FUZZ
 @given(kind=st.sampled_from(["truncate", "garbage", "flip", "other-dim"]), where=st.floats(0, 1),
        n=st.integers(1, 64))
@@ -386,7 +384,6 @@ def packed_bundle(tiny_bundle, tmp_path_factory):
     return d
 
 
-@pytest.mark.export
 @FUZZ
 @given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6),
        gz=st.booleans())
@@ -625,7 +622,6 @@ def _bomb_archive(tiny_bundle, kind: str, size: int, gz: bool) -> bytes:
     return __import__("gzip").compress(raw, 1) if gz else raw
 
 
-@pytest.mark.export
 @FUZZ
 @given(kind=st.sampled_from(["pax", "pax-global", "longname", "longlink", "sparse", "declared-huge",
                              "member-zeros", "member-claims"]),

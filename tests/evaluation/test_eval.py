@@ -9,9 +9,6 @@ import pytest
 
 from conftest import read_manifest, run_cli
 
-pytestmark = pytest.mark.export
-
-
 @pytest.fixture
 def queries(tmp_path, sample_catalog):
     imgs = sample_catalog.parent / "images"

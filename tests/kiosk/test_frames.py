@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -53,6 +54,20 @@ def drain(source, n: int, timeout: float = 5.0) -> list:
     return frames
 
 
+def wait_for(cond, what: str, timeout: float = 10.0) -> None:
+    """Wait for a condition, not for a time: the deadline only bounds a failure."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def opened(reader: ListReader) -> tuple[list[ListReader], Callable]:
+    """An opener handing out `reader`, and the list of the readers it handed out."""
+    readers: list[ListReader] = []
+    return readers, lambda spec: readers.append(reader) or reader
+
+
 def wait_state(source, state: str, timeout: float = 5.0) -> SourceStatus:
     deadline = time.monotonic() + timeout
     while source.status().state != state and time.monotonic() < deadline:
@@ -91,10 +106,13 @@ def test_special_sources_are_named_for_what_they_are(tmp_path):
 
 
 def test_lossless_file_hands_over_every_frame_in_order_then_ends():
-    src = Capture(FILE, realtime=False, opener=lambda spec: ListReader(range(50)))
+    readers, opener = opened(ListReader(range(50)))
+    src = Capture(FILE, realtime=False, opener=opener)
     src.start()
     try:
-        time.sleep(0.05)  # a slow consumer: the producer must wait, not drop
+        # a slow consumer: the producer has read a second frame while the first waits in the slot;
+        # it must wait for the slot, not drop
+        wait_for(lambda: readers and readers[0].pos >= 2, "the producer to wait for the consumer")
         frames = drain(src, 50)
         assert [f.index for f in frames] == list(range(50))
         assert [int(f.image[0, 0, 0]) for f in frames] == list(range(50))
@@ -117,10 +135,12 @@ def test_restart_replays_a_file_from_the_start():
 
 
 def test_live_source_keeps_only_the_newest_frame():
-    src = Capture(CAMERA, opener=lambda spec: ListReader(range(100_000), delay=0.002))
+    readers, opener = opened(ListReader(range(100_000), delay=0.002))
+    src = Capture(CAMERA, opener=opener)
     src.start()
     try:
-        time.sleep(0.5)  # a consumer far slower than the camera
+        # a consumer far slower than the camera: 40 frames captured before it asks
+        wait_for(lambda: readers and readers[0].pos > 40, "the camera to deliver 40 frames")
         first = src.next_frame(1.0)
         second = src.next_frame(1.0)
         assert first is not None and second is not None
@@ -202,9 +222,10 @@ def test_realtime_file_is_paced_to_its_frame_rate():
 
 
 def test_stop_returns_promptly_while_waiting_for_a_slow_reader():
-    src = Capture(FILE, realtime=False, opener=lambda spec: ListReader(range(100)))
+    readers, opener = opened(ListReader(range(100)))
+    src = Capture(FILE, realtime=False, opener=opener)
     src.start()
-    time.sleep(0.05)
+    wait_for(lambda: readers and readers[0].pos >= 2, "the producer to wait for the reader")
     t0 = time.monotonic()
     src.stop()
     assert time.monotonic() - t0 < 2

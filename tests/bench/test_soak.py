@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-
 from conftest import REPO
-
-pytestmark = pytest.mark.export  # needs a bundle, which needs the export
 
 
 def test_short_soak(tiny_bundle):

@@ -8,11 +8,7 @@ import stat
 
 import pytest
 
-from conftest import run_cli
-from test_search_cli import one_line_error
-
-pytestmark = pytest.mark.export  # needs a bundle, which needs the export
-
+from conftest import one_line_error, run_cli
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
