@@ -54,7 +54,9 @@ log = logging.getLogger("edge_search.export")
 
 BUILD_DIR = "build"  # beside the shipped files, never listed in the manifest's files: pack never ships it
 RECORD_FILE = f"{BUILD_DIR}/record.json"  # what a catalog build needs from the model build
-CALIBRATION_FILE = f"{BUILD_DIR}/calibration.npz"  # held-out photo and no-product scene vectors
+# held-out photo vectors and their product ids, no-product scene vectors (.npy and JSON: byte-reproducible)
+CALIBRATION_FILE, CALIBRATION_IDS, NEGATIVES_BUILD = (f"{BUILD_DIR}/calibration.npy", f"{BUILD_DIR}/calibration.json",
+                                                      f"{BUILD_DIR}/negatives.npy")
 IMAGES_FILE = f"{BUILD_DIR}/images.jsonl"  # catalog row -> product id and image sha256
 RECORD_VERSION = 1
 BATCH = 32
@@ -337,12 +339,12 @@ def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: P
         json.dumps({"id": table.products[position[i]].id, "sha256": s}) + "\n" for i, s in enumerate(shas)))
     if models.calibration is not None:
         c = models.calibration
-        buf = io.BytesIO()
-        arrays = {"vectors": c.vectors.astype(np.float32), "product_ids": np.asarray(c.product_ids, dtype=str)}
-        if c.negatives is not None:
-            arrays["negatives"] = c.negatives.astype(np.float32)
-        np.savez(buf, **arrays)
-        atomic_write_bytes(stage / CALIBRATION_FILE, buf.getvalue())
+        for name, array in ((CALIBRATION_FILE, c.vectors), (NEGATIVES_BUILD, c.negatives)):
+            if array is not None:
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(array, np.float32), allow_pickle=False)
+                atomic_write_bytes(stage / name, buf.getvalue())
+        atomic_write_text(stage / CALIBRATION_IDS, json.dumps(list(c.product_ids)) + "\n")
     return {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted((stage / BUILD_DIR).iterdir())}
 
 
@@ -464,12 +466,16 @@ def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
         raise ExportError(f"{where}: build record version {record.get('version')}, this edge-search reads "
                           f"{RECORD_VERSION}")
     calibration = None
-    if CALIBRATION_FILE in build:
-        with np.load(bundle.root / CALIBRATION_FILE, allow_pickle=False) as z:
-            calibration = Calibration(vectors=z["vectors"], product_ids=tuple(str(x) for x in z["product_ids"]),
-                                      source=record.get("calibration_source") or "held-out photos",
-                                      negatives=z["negatives"] if "negatives" in z.files else None,
-                                      negatives_source=record.get("negatives_source") or "")
+    if CALIBRATION_FILE in build and CALIBRATION_IDS in build:
+        ids = json.loads(read_regular(bundle.root / CALIBRATION_IDS, limit=MAX_MANIFEST_BYTES, what="build record",
+                                      error=ExportError))
+        vectors = np.load(bundle.root / CALIBRATION_FILE, allow_pickle=False)
+        if not isinstance(ids, list) or len(ids) != len(vectors):
+            raise ExportError(f"{where}: {CALIBRATION_IDS} does not match {CALIBRATION_FILE}")
+        negatives = np.load(bundle.root / NEGATIVES_BUILD, allow_pickle=False) if NEGATIVES_BUILD in build else None
+        calibration = Calibration(vectors=vectors, product_ids=tuple(str(x) for x in ids),
+                                  source=record.get("calibration_source") or "held-out photos",
+                                  negatives=negatives, negatives_source=record.get("negatives_source") or "")
     fid = {k: m.fidelity[k] for k in ("preprocess_interpolation", "onnx_vs_torch", "int8_vs_fp32", "quantization")
            if k in m.fidelity}
     models = ModelSet(folder=bundle.root, model_info=m.model, preprocess=m.preprocess,
