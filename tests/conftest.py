@@ -13,6 +13,7 @@ elsewhere are deselected: everything else runs without torch.
 from __future__ import annotations
 
 import importlib.util
+import csv
 import json
 import os
 import shutil
@@ -122,6 +123,19 @@ def exported_bundle(tmp_path_factory, sample_catalog, tiny_checkpoint) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "sample"
     run_cli(*export_args(sample_catalog, out, tiny_checkpoint))
     return out
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
 
 
 def read_manifest(bundle: Path) -> dict:

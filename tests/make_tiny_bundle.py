@@ -72,7 +72,7 @@ def build(out: Path) -> Path:
         checkpoint = make_checkpoint(work / TINY_TEACHER.name, work / "tiny-vit-test.pt")
         cmd = [sys.executable, "-m", "edge_search", "export", "--catalog", "catalog/catalog.csv",
                "--out", str(out), "--name", NAME, "--teacher", TINY_TEACHER.name, "--pretrained", checkpoint.name,
-               *EXPORT_ARGS]
+               "--embedding-cache", str(work / "cache"), *EXPORT_ARGS]  # an empty cache: the same record every time
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"edge-search export failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

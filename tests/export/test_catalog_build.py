@@ -3,7 +3,6 @@ embedding cache has not seen, and records its base and what changed."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -11,22 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_TEACHER, export_args, make_checkpoint, read_manifest, run_cli
+from conftest import TINY_TEACHER, csv_rows as rows, export_args, make_checkpoint, read_manifest, run_cli, \
+    write_csv as write
 
 pytestmark = pytest.mark.export
 
-
-def rows(catalog: Path) -> list[dict]:
-    with open(catalog, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write(catalog: Path, data: list[dict]) -> Path:
-    with open(catalog, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(data[0]))
-        w.writeheader()
-        w.writerows(data)
-    return catalog
 
 
 def base_args(catalog: Path, out: Path, base: Path, checkpoint: Path, *extra: str) -> list:

@@ -3,28 +3,18 @@ prices and aisles; the models and the embeddings are computed once for the chain
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import export_args, read_manifest, run_cli
+from conftest import csv_rows as catalog_rows, export_args, read_manifest, run_cli, write_csv
 
 pytestmark = pytest.mark.export
 
 
-def catalog_rows(catalog: Path) -> list[dict]:
-    with open(catalog, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def write_stores(path: Path, rows: list[tuple]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["store", "id", "price", "aisle", "in_stock"])
-        w.writerows(rows)
-    return path
+    return write_csv(path, [dict(zip(("store", "id", "price", "aisle", "in_stock"), r)) for r in rows])
 
 
 def products(bundle: Path) -> dict[str, dict]:
