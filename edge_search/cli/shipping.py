@@ -45,8 +45,10 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_pack(args: argparse.Namespace) -> int:
     from edge_search.shipping.pack import pack
 
-    out = pack(Path(args.bundle), Path(args.out), trusted_key=trusted_key(args))
-    say(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    out = pack(Path(args.bundle), Path(args.out), trusted_key=trusted_key(args),
+               base=Path(args.base) if args.base else None)
+    kind = f"a delta on {args.base}" if args.base else "the whole bundle"
+    say(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {kind})")
     return 0
 
 
@@ -61,6 +63,8 @@ def run_install(args: argparse.Namespace) -> int:
     signed = f"signature checked against {key}" if key else "no trusted key configured: signature not checked"
     say(f"installed {report.name} -> {Path(args.into) / 'current'} ({signed}; self-test: {report.self_test}; "
           f"{report.seconds:.1f} s)")
+    if report.from_base:
+        say(f"a delta: {report.from_base} unchanged file(s) taken from the previous bundle, every file verified")
     if report.previous:
         say(f"previous: {report.previous} (edge-search rollback --into {args.into})")
     return 0
@@ -93,6 +97,9 @@ def add_parsers(sub) -> None:
     pk = sub.add_parser("pack", help="write a bundle as one file for shipping (.tar, or .tar.gz)")
     pk.add_argument("bundle")
     pk.add_argument("--out", required=True, metavar="FILE")
+    pk.add_argument("--base", default=None, metavar="BUNDLE",
+                    help="write a delta: only what a device holding BUNDLE (the bundle this one was built on with "
+                         "export --base) lacks")
     add_trusted_key(pk)
     pk.set_defaults(func=run_pack)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,10 +28,10 @@ from typing import Iterator
 import numpy as np
 
 from edge_search.core.bundle import Bundle
-from edge_search.core.manifest import MANIFEST_NAME, Manifest
+from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_bytes
 from edge_search.errors import EdgeSearchError, ImageError, InstallError
 from edge_search.files import fsync_dir, fsync_tree, publish_modes
-from edge_search.shipping.unpack import copy_bundle_dir, unpack_archive
+from edge_search.shipping.unpack import DELTA_BASE, copy_bundle_dir, unpack_archive
 
 CURRENT, PREVIOUS, BUNDLES = "current", "previous", "bundles"
 SELF_TEST_TOP = 3  # each self-test product must be among this many results
@@ -46,6 +47,7 @@ class InstallReport:
     self_test: str  # what the self-test queried and found
     seconds: float
     already_current: bool = False
+    from_base: int = 0  # a delta: files taken from the base bundle `current` held
 
 
 @contextlib.contextmanager
@@ -194,10 +196,12 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
             _target(into / link)
         stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=into))
         try:
+            from_base = 0
             if src.is_dir():
                 copy_bundle_dir(src, stage, Path(trusted_key) if trusted_key is not None else None)
             else:
                 unpack_archive(src, stage, Path(trusted_key) if trusted_key is not None else None)
+            from_base = _fill_from_base(stage, into, src)  # 0 unless a delta
             try:
                 bundle = Bundle.open(stage, verify=True, trusted_key=trusted_key)
                 _, tested = self_test(stage)
@@ -233,7 +237,39 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
         fsync_dir(into)
         _prune(into)
         return InstallReport(name=name, path=dest, previous=old, self_test=tested,
-                             seconds=time.perf_counter() - t0)
+                             seconds=time.perf_counter() - t0, from_base=from_base)
+
+
+def _fill_from_base(stage: Path, into: Path, src: Path) -> int:
+    """A delta (`pack --base`) carries only what changed and names its base in delta-base.json: the rest is
+    copied from DIR/current, which must be that very bundle (by manifest sha256). Returns the files taken
+    from it; every byte is then verified against the new (signed) manifest like any install."""
+    note_path = stage / DELTA_BASE
+    note = None
+    if note_path.is_file():
+        try:
+            note = json.loads(note_path.read_bytes())
+            base_name, base_sha = str(note["name"]), str(note["manifest_sha256"])
+        except (ValueError, KeyError, TypeError):
+            raise InstallError(f"{src}: refused: {DELTA_BASE} is malformed") from None
+        note_path.unlink()
+    manifest = manifest_from_bytes((stage / MANIFEST_NAME).read_bytes(), str(src))
+    missing = [n for n in manifest.files if not (stage / n).is_file()]
+    if note is None:
+        if missing:
+            raise InstallError(f"{src}: refused: {len(missing)} file(s) missing from the archive, e.g. {missing[0]}")
+        return 0
+    current = _target(into / CURRENT)
+    have = current is not None and (current / MANIFEST_NAME).is_file() and \
+        hashlib.sha256((current / MANIFEST_NAME).read_bytes()).hexdigest() == base_sha
+    if not have:
+        now = current.name if current is not None else "nothing"
+        raise InstallError(f"{src}: a delta on {base_name} ({base_sha[:12]}…); {into / CURRENT} is {now}: "
+                           f"install {base_name} first (or the full bundle)")
+    for name in missing:
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(current / name, stage / name)
+    return len(missing)
 
 
 def _whole(bundle_dir: Path) -> bool:

@@ -22,6 +22,9 @@ from edge_search.files import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, open_regu
 MAX_MEMBERS = 200_000
 MAX_EXTENDED_HEADER_BYTES = 64 << 10  # a PAX/GNU long-name header carries a path and a few numbers
 MAX_ARCHIVE_BYTES = 64 << 30
+# a delta (`pack --base`) names the bundle it applies to here: not signed, and not needed to be, since it only
+# decides whether a device may try (what the install ends with is verified against the signed manifest)
+DELTA_BASE, MAX_DELTA_BASE_BYTES = "delta-base.json", 4096
 
 
 def _member_name(name: str, where: str) -> str:
@@ -83,7 +86,7 @@ class _CappedTarInfo(tarfile.TarInfo):
 
 def _limits(manifest: Manifest, where: str) -> dict[str, int]:
     """The largest size each member may have: the manifest's own declaration."""
-    limits = {MANIFEST_NAME: MAX_MANIFEST_BYTES, SIGNATURE_NAME: MAX_SIGNATURE_BYTES}
+    limits = {MANIFEST_NAME: MAX_MANIFEST_BYTES, SIGNATURE_NAME: MAX_SIGNATURE_BYTES, DELTA_BASE: MAX_DELTA_BASE_BYTES}
     for name, entry in manifest.files.items():
         limits[_member_name(name, f"{where}:{MANIFEST_NAME} files")] = entry["bytes"]
     return limits

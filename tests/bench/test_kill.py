@@ -113,3 +113,30 @@ def test_killed_installs_leave_current_on_a_whole_bundle(tiny_bundle, tmp_path):
     print(f"install: {kills} kills in {INSTALLS} runs, current switched {switched} times, "
           f"one install {took:.1f} s")
     assert kills >= INSTALLS // 2 and switched >= INSTALLS // 5
+
+
+def test_killed_delta_installs_leave_the_base_or_the_new_bundle(tiny_bundle, sample_catalog, tmp_path):
+    from conftest import csv_rows, write_csv
+
+    rows = csv_rows(sample_catalog)
+    rows[0]["price"] = "0.01"
+    catalog = write_csv(tmp_path / "b2.csv", [{**r, "image": str(sample_catalog.parent / r["image"])} for r in rows])
+    b2 = tmp_path / "b2"
+    run_cli("export", "--catalog", catalog, "--out", b2, "--base", tiny_bundle, "--name", "b2", "--quiet",
+            "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_views_top1=0")
+    run_cli("pack", b2, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    into = tmp_path / "kiosk"
+    run_cli("install", tiny_bundle, "--into", into)
+    t0 = time.perf_counter()
+    run_cli("install", tmp_path / "delta.tar", "--into", into)
+    took = time.perf_counter() - t0
+    names = {json.loads((tiny_bundle / "manifest.json").read_text())["name"], "b2"}
+    rng = random.Random(11)
+    kills = 0
+    for _ in range(max(6, INSTALLS // 3)):
+        if _whole(into / "current").endswith("/b2"):
+            run_cli("rollback", "--into", into)  # back on the base: the delta applies again
+        kills += _kill_after(_start("install", tmp_path / "delta.tar", "--into", into), took * rng.uniform(0.3, 1.05))
+        current = _whole(into / "current")
+        assert current is not None and current.split("/")[-1] in names
+    assert kills >= 3

@@ -1,0 +1,116 @@
+"""Delta updates: `pack B2 --base B` ships only what a device holding B lacks; `install` fills the rest from
+`current` when it is exactly B, verifies B2 whole, switches atomically, and `rollback` goes back to B.
+The committed tiny bundle is B (its catalog is embedded by its ONNX model): no torch anywhere here."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import csv_rows, one_line_error, read_manifest, run_cli, write_csv
+
+
+def build_on(base: Path, catalog: Path, out: Path, change) -> Path:
+    rows = csv_rows(catalog)
+    change(rows)
+    changed = write_csv(out.parent / f"{out.name}.csv", [{**r, "image": str(catalog.parent / r["image"])} for r in rows])
+    run_cli("export", "--catalog", changed, "--out", out, "--base", base, "--quiet",
+            "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_views_top1=0")
+    return out
+
+
+def files_of(bundle: Path) -> dict[str, str]:
+    m = read_manifest(bundle)
+    return {name: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name in [*m["files"], "manifest.json"]}
+
+
+@pytest.fixture(scope="module")
+def repriced(tiny_bundle, sample_catalog, tmp_path_factory) -> Path:
+    def reprice(rows):
+        rows[0]["price"] = "0.01"
+
+    return build_on(tiny_bundle, sample_catalog, tmp_path_factory.mktemp("b2") / "repriced", reprice)
+
+
+def test_a_price_change_ships_the_product_table_only(tiny_bundle, repriced, tmp_path):
+    run_cli("pack", tiny_bundle, "--out", tmp_path / "full.tar")
+    proc = run_cli("pack", repriced, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    assert "a delta on" in proc.stdout
+    with tarfile.open(tmp_path / "delta.tar") as tar:
+        assert tar.getnames() == ["manifest.json", "delta-base.json", "products.jsonl"]
+    assert (tmp_path / "delta.tar").stat().st_size < 0.2 * (tmp_path / "full.tar").stat().st_size
+
+
+def test_delta_install_is_exactly_b2_and_rolls_back_to_b(tiny_bundle, repriced, tmp_path):
+    into = tmp_path / "kiosk"
+    run_cli("pack", tiny_bundle, "--out", tmp_path / "full.tar")
+    run_cli("pack", repriced, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    run_cli("install", tmp_path / "full.tar", "--into", into)
+    proc = run_cli("install", tmp_path / "delta.tar", "--into", into)
+    assert "unchanged file(s) taken from the previous bundle" in proc.stdout
+    assert files_of(into / "current") == files_of(repriced)
+    assert files_of(into / "previous") == files_of(tiny_bundle)
+    run_cli("rollback", "--into", into)
+    assert files_of(into / "current") == files_of(tiny_bundle)
+
+
+def test_a_delta_needs_its_base_on_the_device(tiny_bundle, repriced, tmp_path):
+    run_cli("pack", repriced, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    empty = tmp_path / "empty"
+    one_line_error(run_cli("install", tmp_path / "delta.tar", "--into", empty, check=False),
+                   "a delta on tiny-bundle", "install tiny-bundle first")
+    assert not (empty / "current").exists()
+    # a device on another bundle: refused, and its current bundle stays
+    other = tmp_path / "other"
+    run_cli("install", repriced, "--into", other)
+    before = os.readlink(other / "current")
+    one_line_error(run_cli("install", tmp_path / "delta.tar", "--into", other, check=False), "a delta on tiny-bundle")
+    assert os.readlink(other / "current") == before
+
+
+def test_a_new_product_ships_its_vectors_and_thumbnail(tiny_bundle, sample_catalog, tmp_path):
+    from edge_search.core.images import encode_jpeg, load_image
+
+    photo = tmp_path / "new.jpg"
+    photo.write_bytes(encode_jpeg(load_image(sample_catalog.parent / csv_rows(sample_catalog)[1]["image"])[::-1].copy()))
+
+    def add(rows):
+        rows.append({**rows[1], "id": "upside-down", "name": "Upside Down", "image": str(photo)})
+
+    b2 = build_on(tiny_bundle, sample_catalog, tmp_path / "added", add)
+    m = read_manifest(b2)
+    assert m["lineage"]["changes"]["added"] == ["upside-down"]
+    assert m["fidelity"]["catalog"]["embedded"]["student"] == 1  # only the new image
+    run_cli("pack", b2, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    with tarfile.open(tmp_path / "delta.tar") as tar:
+        names = tar.getnames()
+    thumbs = [n for n in names if n.startswith("thumbs/")]
+    assert "index.usearch" in names and "products.jsonl" in names and len(thumbs) == 1  # the new product's only
+    into = tmp_path / "kiosk"
+    run_cli("install", tiny_bundle, "--into", into)
+    run_cli("install", tmp_path / "delta.tar", "--into", into)
+    assert files_of(into / "current") == files_of(b2)
+
+
+def test_a_signed_delta_is_checked_against_the_trusted_key(tiny_bundle, repriced, tmp_path):
+    import shutil
+
+    signed = tmp_path / "signed"
+    shutil.copytree(repriced, signed)
+    run_cli("keygen", "--out", tmp_path / "keys")
+    run_cli("sign", signed, "--key", tmp_path / "keys" / "edge-search.key.pem")
+    run_cli("pack", signed, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    with tarfile.open(tmp_path / "delta.tar") as tar:
+        assert tar.getnames()[:3] == ["manifest.json", "manifest.sig", "delta-base.json"]
+    into = tmp_path / "kiosk"
+    run_cli("install", tiny_bundle, "--into", into)
+    run_cli("install", tmp_path / "delta.tar", "--into", into, "--trusted-key", tmp_path / "keys" / "edge-search.pub.pem")
+    assert files_of(into / "current") == files_of(signed)
+    run_cli("keygen", "--out", tmp_path / "other", "--name", "other")
+    run_cli("rollback", "--into", into)
+    one_line_error(run_cli("install", tmp_path / "delta.tar", "--into", into, "--trusted-key",
+                           tmp_path / "other" / "other.pub.pem", check=False), "signature")
