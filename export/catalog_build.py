@@ -19,6 +19,7 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import platform
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from edge_search.core.manifest import (MANIFEST_NAME, SCHEMA_VERSION, IndexInfo,
                                        PreprocessCfg, TextInfo)
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import Product, ProductTable, product_words
-from edge_search.core.search import RANK_ALL, Searcher
+from edge_search.core.search import Searcher
 from edge_search.core.signing import sign_bundle
 from edge_search.errors import ExportError, GateError, ImageError
 from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write_bytes, atomic_write_text,
@@ -154,7 +155,8 @@ class Stream:
     shas: list[str] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     embedded: dict[str, int] = field(default_factory=dict)  # images actually run through each encoder
-    thumbs: dict[str, bytes] = field(default_factory=dict)  # image sha -> thumbnail JPEG
+    thumbs: dict[str, bytes | Path] = field(default_factory=dict)  # image sha -> thumbnail JPEG, or a base's file
+    new_rows: list[int] = field(default_factory=list)  # rows whose image the shipped model embedded now
 
 
 def _read(row: CatalogRow) -> bytes:
@@ -178,7 +180,7 @@ def _batches(rows: tuple[CatalogRow, ...], size: int) -> Iterator[tuple[int, tup
 
 def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache, threads: int,
                    teacher_embed: Callable[[list[np.ndarray]], np.ndarray] | None,
-                   base_thumbs: dict[str, bytes] | None = None, progress: bool = True) -> Stream:
+                   base_thumbs: dict[str, Path] | None = None, progress: bool = True) -> Stream:
     """Every catalog image's vectors under each encoder the catalog encoder and the gates need:
     "student" (the shipped model), "mild" (the shipped model on mild views, the gates),
     "teacher" and "views" (index blocks) where the catalog encoder uses them.
@@ -197,7 +199,7 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
             "teacher": (encoder_key(models.teacher_sha256 or "", models.teacher_preprocess or pp), ""), "views": (enc_sha, f"index:{INDEX_VIEWS}:{MILD_VIEW_STRENGTH}")}
     out = Stream(embedded={n: 0 for n in needs})
     per = {n: [] for n in needs}
-    for _, rows in _progress(list(_batches(catalog.rows, BATCH)), "embedding catalog", progress):
+    for start, rows in _progress(list(_batches(catalog.rows, BATCH)), "embedding catalog", progress):
         data = [_read(r) for r in rows]
         shas = [sha256_bytes(d) for d in data]
         out.shas += shas
@@ -218,12 +220,14 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
                 cache.put(enc_key, fresh, view)
                 have.update(fresh)
                 out.embedded[name] += len(missing)
+                if name == "student":
+                    out.new_rows += [start + i for i in missing]
             per[name].append(np.stack([have[s] for s in shas]))
         for i, s in enumerate(shas):
             if s in out.thumbs:
                 continue
             if base_thumbs is not None and s in base_thumbs:
-                out.thumbs[s] = base_thumbs[s]
+                out.thumbs[s] = base_thumbs[s]  # the base's file: linked, never decoded or encoded again
             else:
                 out.thumbs[s] = encode_jpeg(thumbnail(image(i)))
     out.vectors = {n: np.concatenate(v) if v else np.zeros((0, models.model_info.embed_dim), np.float32)
@@ -309,20 +313,36 @@ class GateBook:
                     gate, measured, threshold)
 
 
-def self_retrieval(searcher: Searcher, table: ProductTable, stream: Stream) -> tuple[float, float]:
-    """Share of the catalog's own images, and of mild views of them, the shipped model names right."""
+MAX_GATE_IMAGES = 2000  # the self-retrieval gates search the whole index per query: a larger catalog is sampled
+
+
+def gate_rows(count: int, seed: int, first: list[int] = ()) -> np.ndarray:
+    """The catalog rows the self-retrieval gates query: all of them up to MAX_GATE_IMAGES, else `first`
+    (e.g. the images a catalog build embedded for the first time) and a seeded sample of the rest."""
+    if count <= MAX_GATE_IMAGES:
+        return np.arange(count)
+    must = np.asarray(sorted(set(first)), dtype=np.int64)[:MAX_GATE_IMAGES]
+    rest = np.setdiff1d(np.arange(count), must)
+    pick = np.random.default_rng([seed, 31]).choice(rest, MAX_GATE_IMAGES - len(must), replace=False)
+    return np.sort(np.concatenate([must, pick]))
+
+
+def self_retrieval(searcher: Searcher, table: ProductTable, stream: Stream, rows: np.ndarray) -> tuple[float, float]:
+    """Share of the catalog's own images (those in `rows`), and of mild views of them, the shipped model
+    names right: the top key of the index the runtime searches, as its product (the best image decides)."""
     truth = table.key_to_product[:len(stream.shas)]
-    student = stream.vectors["student"]
-    mild = stream.vectors["mild"].reshape(len(student) * MILD_VIEWS, -1)
+    student = stream.vectors["student"][rows]
+    mild = stream.vectors["mild"][rows].reshape(len(rows) * MILD_VIEWS, -1)
+    key_product = searcher.products.key_to_product
 
     def named(vecs: np.ndarray, src: np.ndarray) -> float:
-        right = []
-        for v, i in zip(vecs, src):
-            hits = searcher.search_vector(v, k=1, min_score=RANK_ALL)[0]
-            right.append(bool(hits) and hits[0].id == table.products[truth[i]].id)
-        return float(np.mean(right)) if right else 1.0
+        if not len(vecs):
+            return 1.0
+        keys = np.concatenate([searcher.index.search(vecs[i:i + 1024], 1)[0][:, 0] for i in range(0, len(vecs), 1024)])
+        found = np.where(keys >= 0, key_product[np.maximum(keys, 0)], -1)
+        return float(np.mean(found == truth[src]))
 
-    return named(student, np.arange(len(student))), named(mild, np.repeat(np.arange(len(student)), MILD_VIEWS))
+    return named(student, rows), named(mild, np.repeat(rows, MILD_VIEWS))
 
 
 def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: ProductTable, shas: list[str]) -> dict:
@@ -368,16 +388,25 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     for p in index_table.products:
         target = stage / p.thumbnail
         if not target.exists():
-            target.write_bytes(stream.thumbs[stream.shas[p.keys[0]]])
+            thumb = stream.thumbs[stream.shas[p.keys[0]]]
+            if isinstance(thumb, Path):
+                try:  # bundles are never changed once written: the base's file can be shared
+                    os.link(thumb, target)
+                    continue
+                except OSError:  # another file system: copy
+                    thumb = thumb.read_bytes()
+            target.write_bytes(thumb)
     (stage / "products.jsonl").write_text(index_table.dumps(), encoding="utf-8")
 
     enc = models.encoder(settings.threads)
     searcher = Searcher(encoder=enc, index=index, products=index_table, preprocess_cfg=models.preprocess)
-    self_top1, mild_top1 = self_retrieval(searcher, table, stream)
-    fidelity["catalog_self_top1"] = {"value": round(self_top1, 5), "images": len(catalog.rows),
+    rows = gate_rows(len(catalog.rows), models.seed, stream.new_rows)
+    self_top1, mild_top1 = self_retrieval(searcher, table, stream, rows)
+    fidelity["catalog_self_top1"] = {"value": round(self_top1, 5), "images": int(len(rows)),
+                                     "catalog_images": len(catalog.rows),
                                      "threshold": settings.gates.catalog_self_top1,
                                      "catalog_encoder": models.catalog_encoder, "mild_views": round(mild_top1, 5),
-                                     "mild_view_count": len(catalog.rows) * MILD_VIEWS,
+                                     "mild_view_count": int(len(rows)) * MILD_VIEWS,
                                      "mild_views_threshold": settings.gates.catalog_views_top1}
     gates.check("catalog self-retrieval top-1", self_top1, settings.gates.catalog_self_top1)
     gates.check("catalog mild views top-1", mild_top1, settings.gates.catalog_views_top1)
@@ -444,7 +473,7 @@ class Base:
     manifest_sha256: str
     images: list[dict]  # build/images.jsonl rows: id, sha256
     products: dict[str, Product]
-    thumbs: dict[str, bytes]  # image sha -> thumbnail bytes, for images whose thumbnail the base holds
+    thumbs: dict[str, Path]  # image sha -> the base's thumbnail file, for images it holds
 
 
 def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
@@ -490,7 +519,7 @@ def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
     thumbs = {}
     for p in table.products:
         if p.thumbnail and p.keys and p.keys[0] < len(images):
-            thumbs[images[p.keys[0]]["sha256"]] = bundle.path(p.thumbnail).read_bytes()
+            thumbs[images[p.keys[0]]["sha256"]] = bundle.path(p.thumbnail)
     manifest_sha = sha256_file(bundle.root / MANIFEST_NAME)
     return Base(bundle=bundle, models=models, manifest_sha256=manifest_sha, images=images,
                 products={p.id: p for p in table.products}, thumbs=thumbs)
