@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_search.errors import ExportError
+from edge_search.files import check_output
 
 CACHE_ENV = "EDGE_SEARCH_CACHE_DIR"
 CACHE_FILE = "embeddings.sqlite"
@@ -40,7 +41,9 @@ class EmbeddingCache:
     (e.g. "mild:1:0.3", a seeded augmentation of the image) or "" for the image itself."""
 
     def __init__(self, folder: str | Path):
-        self.path = Path(folder) / CACHE_FILE
+        # a symlink, FIFO or device where the cache folder or file should be is refused, never opened
+        check_output(folder, folder=True, flag="--embedding-cache", error=ExportError)
+        self.path = check_output(Path(folder) / CACHE_FILE, flag="--embedding-cache", error=ExportError)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30)

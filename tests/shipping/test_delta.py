@@ -114,3 +114,13 @@ def test_a_signed_delta_is_checked_against_the_trusted_key(tiny_bundle, repriced
     run_cli("rollback", "--into", into)
     one_line_error(run_cli("install", tmp_path / "delta.tar", "--into", into, "--trusted-key",
                            tmp_path / "other" / "other.pub.pem", check=False), "signature")
+
+
+def test_an_embedding_cache_that_is_not_a_file_is_refused(tiny_bundle, sample_catalog, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.mkfifo(cache / "embeddings.sqlite")
+    out = tmp_path / "b2"
+    one_line_error(run_cli("export", "--catalog", sample_catalog, "--out", out, "--base", tiny_bundle,
+                           "--embedding-cache", cache, "--quiet", check=False), "--embedding-cache", "is a FIFO")
+    assert not out.exists()
