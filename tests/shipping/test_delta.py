@@ -29,37 +29,44 @@ def files_of(bundle: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def repriced(tiny_bundle, sample_catalog, tmp_path_factory) -> Path:
+def base(tiny_bundle, sample_catalog, tmp_path_factory) -> Path:
+    """B: the sample catalog as this environment encodes its images (JPEG bytes differ between OpenCV
+    builds), built on the committed bundle's models; named like it."""
+    return build_on(tiny_bundle, sample_catalog, tmp_path_factory.mktemp("b1") / "tiny-bundle", lambda rows: None)
+
+
+@pytest.fixture(scope="module")
+def repriced(base, sample_catalog, tmp_path_factory) -> Path:
     def reprice(rows):
         rows[0]["price"] = "0.01"
 
-    return build_on(tiny_bundle, sample_catalog, tmp_path_factory.mktemp("b2") / "repriced", reprice)
+    return build_on(base, sample_catalog, tmp_path_factory.mktemp("b2") / "repriced", reprice)
 
 
-def test_a_price_change_ships_the_product_table_only(tiny_bundle, repriced, tmp_path):
-    run_cli("pack", tiny_bundle, "--out", tmp_path / "full.tar")
-    proc = run_cli("pack", repriced, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+def test_a_price_change_ships_the_product_table_only(base, repriced, tmp_path):
+    run_cli("pack", base, "--out", tmp_path / "full.tar")
+    proc = run_cli("pack", repriced, "--base", base, "--out", tmp_path / "delta.tar")
     assert "a delta on" in proc.stdout
     with tarfile.open(tmp_path / "delta.tar") as tar:
         assert tar.getnames() == ["manifest.json", "delta-base.json", "products.jsonl"]
     assert (tmp_path / "delta.tar").stat().st_size < 0.2 * (tmp_path / "full.tar").stat().st_size
 
 
-def test_delta_install_is_exactly_b2_and_rolls_back_to_b(tiny_bundle, repriced, tmp_path):
+def test_delta_install_is_exactly_b2_and_rolls_back_to_b(base, repriced, tmp_path):
     into = tmp_path / "kiosk"
-    run_cli("pack", tiny_bundle, "--out", tmp_path / "full.tar")
-    run_cli("pack", repriced, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    run_cli("pack", base, "--out", tmp_path / "full.tar")
+    run_cli("pack", repriced, "--base", base, "--out", tmp_path / "delta.tar")
     run_cli("install", tmp_path / "full.tar", "--into", into)
     proc = run_cli("install", tmp_path / "delta.tar", "--into", into)
     assert "unchanged file(s) taken from the previous bundle" in proc.stdout
     assert files_of(into / "current") == files_of(repriced)
-    assert files_of(into / "previous") == files_of(tiny_bundle)
+    assert files_of(into / "previous") == files_of(base)
     run_cli("rollback", "--into", into)
-    assert files_of(into / "current") == files_of(tiny_bundle)
+    assert files_of(into / "current") == files_of(base)
 
 
-def test_a_delta_needs_its_base_on_the_device(tiny_bundle, repriced, tmp_path):
-    run_cli("pack", repriced, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+def test_a_delta_needs_its_base_on_the_device(base, repriced, tmp_path):
+    run_cli("pack", repriced, "--base", base, "--out", tmp_path / "delta.tar")
     empty = tmp_path / "empty"
     one_line_error(run_cli("install", tmp_path / "delta.tar", "--into", empty, check=False),
                    "a delta on tiny-bundle", "install tiny-bundle first")
@@ -72,7 +79,7 @@ def test_a_delta_needs_its_base_on_the_device(tiny_bundle, repriced, tmp_path):
     assert os.readlink(other / "current") == before
 
 
-def test_a_new_product_ships_its_vectors_and_thumbnail(tiny_bundle, sample_catalog, tmp_path):
+def test_a_new_product_ships_its_vectors_and_thumbnail(base, sample_catalog, tmp_path):
     from edge_search.core.images import encode_jpeg, load_image
 
     photo = tmp_path / "new.jpg"
@@ -81,33 +88,33 @@ def test_a_new_product_ships_its_vectors_and_thumbnail(tiny_bundle, sample_catal
     def add(rows):
         rows.append({**rows[1], "id": "upside-down", "name": "Upside Down", "image": str(photo)})
 
-    b2 = build_on(tiny_bundle, sample_catalog, tmp_path / "added", add)
+    b2 = build_on(base, sample_catalog, tmp_path / "added", add)
     m = read_manifest(b2)
     assert m["lineage"]["changes"]["added"] == ["upside-down"]
     assert m["fidelity"]["catalog"]["embedded"]["student"] == 1  # only the new image
-    run_cli("pack", b2, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    run_cli("pack", b2, "--base", base, "--out", tmp_path / "delta.tar")
     with tarfile.open(tmp_path / "delta.tar") as tar:
         names = tar.getnames()
     thumbs = [n for n in names if n.startswith("thumbs/")]
     assert "index.usearch" in names and "products.jsonl" in names and len(thumbs) == 1  # the new product's only
     into = tmp_path / "kiosk"
-    run_cli("install", tiny_bundle, "--into", into)
+    run_cli("install", base, "--into", into)
     run_cli("install", tmp_path / "delta.tar", "--into", into)
     assert files_of(into / "current") == files_of(b2)
 
 
-def test_a_signed_delta_is_checked_against_the_trusted_key(tiny_bundle, repriced, tmp_path):
+def test_a_signed_delta_is_checked_against_the_trusted_key(base, repriced, tmp_path):
     import shutil
 
     signed = tmp_path / "signed"
     shutil.copytree(repriced, signed)
     run_cli("keygen", "--out", tmp_path / "keys")
     run_cli("sign", signed, "--key", tmp_path / "keys" / "edge-search.key.pem")
-    run_cli("pack", signed, "--base", tiny_bundle, "--out", tmp_path / "delta.tar")
+    run_cli("pack", signed, "--base", base, "--out", tmp_path / "delta.tar")
     with tarfile.open(tmp_path / "delta.tar") as tar:
         assert tar.getnames()[:3] == ["manifest.json", "manifest.sig", "delta-base.json"]
     into = tmp_path / "kiosk"
-    run_cli("install", tiny_bundle, "--into", into)
+    run_cli("install", base, "--into", into)
     run_cli("install", tmp_path / "delta.tar", "--into", into, "--trusted-key", tmp_path / "keys" / "edge-search.pub.pem")
     assert files_of(into / "current") == files_of(signed)
     run_cli("keygen", "--out", tmp_path / "other", "--name", "other")
@@ -116,11 +123,11 @@ def test_a_signed_delta_is_checked_against_the_trusted_key(tiny_bundle, repriced
                            tmp_path / "other" / "other.pub.pem", check=False), "signature")
 
 
-def test_an_embedding_cache_that_is_not_a_file_is_refused(tiny_bundle, sample_catalog, tmp_path):
+def test_an_embedding_cache_that_is_not_a_file_is_refused(base, sample_catalog, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     os.mkfifo(cache / "embeddings.sqlite")
     out = tmp_path / "b2"
-    one_line_error(run_cli("export", "--catalog", sample_catalog, "--out", out, "--base", tiny_bundle,
+    one_line_error(run_cli("export", "--catalog", sample_catalog, "--out", out, "--base", base,
                            "--embedding-cache", cache, "--quiet", check=False), "--embedding-cache", "is a FIFO")
     assert not out.exists()
