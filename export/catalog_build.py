@@ -272,6 +272,11 @@ def product_table(catalog: Catalog, shas: list[str]) -> ProductTable:
     return ProductTable.from_products(products, len(catalog.rows))
 
 
+def vectors_per_image(encoder: str) -> int:
+    """How many index vectors each catalog image gets under a catalog encoder."""
+    return {"teacher": 1, "student": 1, "teacher+student": 2, "teacher+student+views": 2 + INDEX_VIEWS}[encoder]
+
+
 def index_vectors(stream: Stream, encoder: str) -> tuple[np.ndarray, int]:
     """The index's vectors for a catalog encoder, in blocks of one vector per catalog image."""
     v = stream.vectors
@@ -283,7 +288,7 @@ def index_vectors(stream: Stream, encoder: str) -> tuple[np.ndarray, int]:
         parts = [v["teacher"], v["student"], views_]
     else:
         parts = blocks[encoder]
-    return np.concatenate(parts), len(parts) + (INDEX_VIEWS - 1 if encoder == "teacher+student+views" else 0)
+    return np.concatenate(parts), vectors_per_image(encoder)
 
 
 def blocked_table(table: ProductTable, blocks: int, images: int) -> ProductTable:
@@ -432,7 +437,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
 
     text_info = None
     if text_step is not None:
-        text_info, fidelity["text"] = text_step(stage, table, stream, gates)
+        text_info, fidelity["text"] = text_step(stage, table, stream, gates, (vectors, index_table))
         fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
 
     build_files = write_build_record(stage, models, catalog, table, stream.shas)
@@ -559,7 +564,7 @@ def text_from_base(base: Base, threads: int):
 
     info = base.models.text
 
-    def step(stage: Path, table: ProductTable, stream: Stream, gates: GateBook):
+    def step(stage: Path, table: ProductTable, stream: Stream, gates: GateBook, shipped):
         for name in (info.file, info.tokenizer):
             (stage / name).write_bytes(base.bundle.path(name).read_bytes())
         enc = TextEncoder(stage / info.file, stage / info.tokenizer, input_name=info.input, output_name=info.output,

@@ -378,7 +378,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             return choice.dtype, choice.exact, choice.rescore, choice.report
 
         # words -> the same space: the teacher's text tower, its tokenizer, product text
-        def text_from_teacher(stage_: Path, text_table: ProductTable, stream_, gates_):
+        def text_from_teacher(stage_: Path, text_table: ProductTable, stream_, gates_, shipped):
                 teacher_vecs = stream_.vectors.get("teacher")
                 if teacher_vecs is None:
                     teacher_vecs = teacher.encode(preprocess_batch(images, teacher_pp))
@@ -386,7 +386,7 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
                 return export_text(teacher, stage_, text_table, {"teacher": teacher_vecs, "student": student_vecs},
                                    "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
                                    quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates_.check,
-                                   gates=cfg.gates)
+                                   gates=cfg.gates, shipped=(chosen_enc, *shipped))
 
         text_step = text_from_teacher if cfg.with_text else None
         settings = CatalogSettings(out=out, name=cfg.name or out.name, gates=cfg.gates, no_match=cfg.no_match,

@@ -267,11 +267,14 @@ def choose_product_text_weight(image_scores: dict[str, np.ndarray], text_scores:
 
 
 def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str, np.ndarray], index_name: str,
-                *, quantize: bool, threads: int, check: Callable[[str, float, float], None], gates) -> tuple:
+                *, quantize: bool, threads: int, check: Callable[[str, float, float], None], gates,
+                shipped: tuple[str, np.ndarray, ProductTable] | None = None) -> tuple:
     """Write text.onnx, tokenizer.json and text_index.usearch into `stage`.
 
     `catalogs` holds image-key vectors of the catalog by who embedded them
-    ("teacher", "student"); `index_name` names the one in the bundle's index.
+    ("teacher", "student"); `index_name` names the one the product-text weight
+    is chosen against. `shipped` is the bundle's own index (its catalog encoder,
+    vectors, key table), measured too when it mixes encoders ("teacher+student").
     Returns (TextInfo, fidelity figures)."""
     from edge_search.core.index import VectorIndex
     from edge_search.core.manifest import DEFAULT_FUSION_ALPHA, TextInfo
@@ -309,6 +312,9 @@ def export_text(teacher, stage: Path, products: ProductTable, catalogs: dict[str
     fidelity["text_to_image"] = {
         by: {name: recall(products.best_scores(q[name] @ vecs.T), truth[name]) for name in sets}
         for by, vecs in catalogs.items()}
+    if shipped is not None and shipped[0] not in catalogs:
+        by, vecs, table = shipped
+        fidelity["text_to_image"][by] = {name: recall(table.best_scores(q[name] @ vecs.T), truth[name]) for name in sets}
     fidelity["text_to_image"]["queries"] = {name: len(t) for name, (t, _) in sets.items()}
 
     # each product's own words, indexed: one vector per product, key = its position

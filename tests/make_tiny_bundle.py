@@ -13,9 +13,15 @@ apart by chance, so two fidelity gates are relaxed as in tests/conftest.py.
 The export runs in a scratch folder with relative paths, so the manifest names
 no machine path; `created` is then set to a fixed time (the export stamps the
 clock). tests/export/test_tiny_bundle.py regenerates the bundle and checks it
-equals the committed one file by file; the only manifest fields it does not
-compare are in VOLATILE (the producing versions, measured timings and the one
-choice made from them, exact search or HNSW).
+against the committed one file by file: byte for byte where no floating point
+is involved (products, thumbnails, the image list), and value by value within
+float rounding where it is (the int8 model's scales, the index vectors, the
+calibration vectors, the manifest's figures), because the last bit of a float
+sum depends on the CPU the export ran on (two AVX2 machines differed, with the
+same versions). The only manifest fields it skips are in VOLATILE (the producing
+versions, measured timings and the one choice made from them, exact search or
+HNSW). The test environments pin every version (tests/constraints.txt), so a
+new release of OpenCV or numpy cannot change the bytes under the tests.
 """
 
 from __future__ import annotations
@@ -93,11 +99,87 @@ def comparable(manifest: dict) -> dict:
     return m
 
 
+# Files made by floating-point arithmetic whose last bit may differ from one CPU to another:
+# compared by value (FLOAT_FILES), not by bytes, and so are their checksums wherever they appear.
+FLOAT_FILES = {"model.onnx", "index.usearch", "build/calibration.npy"}
+RTOL = 1e-4  # a float's rounding, compounded through a few layers: far below any change that matters
+
+
 def digests(bundle: Path) -> dict[str, str]:
-    """sha256 of every file but manifest.json, by path relative to the bundle."""
-    return {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != "manifest.json"
-            and p.relative_to(bundle).as_posix() not in TIMED_FILES}
+    """sha256 of every file but manifest.json, by path relative to the bundle; FLOAT_FILES by name only."""
+    out = {}
+    for p in sorted(bundle.rglob("*")):
+        rel = p.relative_to(bundle).as_posix()
+        if p.is_file() and p.name != "manifest.json" and rel not in TIMED_FILES:
+            out[rel] = "compared by value" if rel in FLOAT_FILES else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _close(a, b, where: str) -> list[str]:
+    """Where two arrays differ by more than rounding: integers by at most one step (an int8 weight or
+    vector rounds the other way when its float scale moves by one ulp), floats within RTOL."""
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return [f"{where}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"]
+    if a.dtype.kind in "iub":
+        worst = int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max(initial=0))
+        return [] if worst <= 1 else [f"{where}: integers differ by {worst}"]
+    ok = np.allclose(a, b, rtol=RTOL, atol=RTOL * float(np.abs(b).max(initial=0)))
+    return [] if ok else [f"{where}: max difference {float(np.abs(a - b).max()):.3g}"]
+
+
+def float_file_differences(fresh: Path, committed: Path) -> list[str]:
+    """FLOAT_FILES compared by value: the model's graph exactly and its initializers within rounding,
+    the index's vectors, the calibration vectors."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    problems = []
+    a, b = (onnx.load(str(x / "model.onnx")) for x in (fresh, committed))
+    if [n.SerializeToString() for n in a.graph.node] != [n.SerializeToString() for n in b.graph.node]:
+        problems.append("model.onnx: the graph differs")
+    ia, ib = ({t.name: numpy_helper.to_array(t) for t in m.graph.initializer} for m in (a, b))
+    if set(ia) != set(ib):
+        problems.append(f"model.onnx: initializers {sorted(set(ia) ^ set(ib))[:5]} differ")
+    for name in sorted(set(ia) & set(ib)):
+        problems += _close(ia[name], ib[name], f"model.onnx {name}")
+    from usearch.index import Index
+
+    va, vb = (Index.restore(str(x / "index.usearch")) for x in (fresh, committed))
+    if len(va) != len(vb) or va.dtype != vb.dtype:
+        problems.append(f"index.usearch: {len(va)} {va.dtype} vs {len(vb)} {vb.dtype}")
+    else:
+        keys = np.arange(len(vb), dtype=np.uint64)
+        problems += _close(np.asarray(va.get(keys)), np.asarray(vb.get(keys)), "index.usearch vectors")
+    problems += _close(np.load(fresh / "build/calibration.npy"), np.load(committed / "build/calibration.npy"),
+                       "build/calibration.npy")
+    return problems
+
+
+def manifest_differences(ours, theirs, where: str = "manifest") -> list[str]:
+    """Like ==, but floats within RTOL and sha256 strings skipped (the files themselves are compared)."""
+    import math
+
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        if set(ours) != set(theirs):
+            return [f"{where}: keys {sorted(set(ours) ^ set(theirs))}"]
+        return [d for k in ours for d in manifest_differences(ours[k], theirs[k], f"{where}.{k}")]
+    if isinstance(ours, list) and isinstance(theirs, list):
+        if len(ours) != len(theirs):
+            return [f"{where}: {len(ours)} vs {len(theirs)} items"]
+        return [d for i, (x, y) in enumerate(zip(ours, theirs)) for d in manifest_differences(x, y, f"{where}[{i}]")]
+    if isinstance(ours, float) or isinstance(theirs, float):
+        if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and \
+                math.isclose(ours, theirs, rel_tol=RTOL, abs_tol=1e-6):
+            return []
+        return [f"{where}: {ours!r} vs {theirs!r}"]
+    if isinstance(ours, str) and isinstance(theirs, str) and len(ours) == len(theirs) == 64 and \
+            all(c in "0123456789abcdef" for c in ours + theirs):
+        return []
+    return [] if ours == theirs else [f"{where}: {ours!r} vs {theirs!r}"]
 
 
 def main() -> None:

@@ -15,15 +15,17 @@ case "$(uname -m)" in
   *)      TORCH="torch==2.9.1 torchvision==0.24.1" ;;
 esac
 
+PIN="-c tests/constraints.txt"  # the versions the tests were written against (see that file)
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q $TORCH
-.venv/bin/python -m pip install -q -e '.[export,test]'
+.venv/bin/python -m pip install -q $PIN -e '.[export,test]'
 
 [ -x .venv-runtime/bin/python ] || "$PY" -m venv .venv-runtime
 .venv-runtime/bin/python -m pip install -q --upgrade pip
 .venv-runtime/bin/python -m pip install -q --force-reinstall --no-deps .
-.venv-runtime/bin/python -m pip install -q . pytest hypothesis pillow
+.venv-runtime/bin/python -m pip install -q $PIN . pytest hypothesis pillow
 
 export EDGE_SEARCH_RUNTIME_PYTHON="$PWD/.venv-runtime/bin/python"
 # Both halves run; exit 5 ("no test selected", e.g. -k naming tests of one half) is fine while the other ran some.

@@ -57,7 +57,8 @@ def test_manifest_text_section(text_bundle):
     q = fid["int8_vs_fp32"]
     assert q["mean_cosine"] >= 0.98 and q["min_cosine"] >= 0.95 and q["phrases"] >= 30
     assert fid["onnx_vs_torch"]["min_cosine"] >= 0.999
-    assert set(fid["text_to_image"]) == {"teacher", "student", "queries"}
+    # each encoder's catalog, and the shipped index itself where it mixes them (e.g. "teacher+student")
+    assert set(fid["text_to_image"]) == {"teacher", "student", "queries", m["index"]["catalog_encoder"]}
     # the export's figure for the catalog the bundle ships, recomputed through the runtime alone:
     # the bundle's text tower on each product name, its index vectors, best image per product
     import numpy as np
@@ -98,7 +99,9 @@ def test_text_tower_matches_the_torch_teacher(text_bundle, tiny_checkpoint):
     ref = torch_text_embed(teacher.model, enc.tokenize(phrases))
     got = enc.embed(phrases)
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-4)
-    assert (ref * got).sum(1).min() >= 0.98  # int8 on rows cut after the end token, against torch fp32 at 16
+    # int8 on rows cut after the end token, against torch fp32 at 16: the export's own bar (Gates.
+    # text_int8_min_cosine); a random tiny tower's worst phrase lands at 0.975-0.99 by CPU
+    assert (ref * got).sum(1).min() >= 0.95 and (ref * got).sum(1).mean() >= 0.98
     assert (got * full.embed(phrases)).sum(1).min() >= 0.999  # cutting the padding changes nothing
     one = np.stack([enc.embed([p])[0] for p in phrases[:3]])
     assert (one * got[:3]).sum(1).min() >= 0.999  # a phrase alone (shortest rows) = the same phrase in a batch

@@ -1,8 +1,10 @@
 """The committed tests/data/tiny-bundle is what tests/make_tiny_bundle.py makes:
-regenerated here, every file is byte for byte the same (model.onnx after int8
-quantization, the index, products, thumbnails) and so is the manifest, but for
-the fields make_tiny_bundle.VOLATILE names (the producing versions, wall-clock
-timings, and exact search vs HNSW, which the export chooses by timing them).
+regenerated here, products, thumbnails and the image list are byte for byte the
+same; the int8 model, the index and the calibration vectors equal it value by
+value within float rounding (the last bit of a sum depends on the CPU); so does
+the manifest, but for the fields make_tiny_bundle.VOLATILE names (the producing
+versions, wall-clock timings, and exact search vs HNSW, which the export
+chooses by timing them).
 A failure after a change to the export or to a pinned version means the
 runtime tests search a stale bundle: regenerate it with
 `python tests/make_tiny_bundle.py` and commit the result."""
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 
 from edge_search.core.bundle import Bundle
-from make_tiny_bundle import COMMITTED, build, comparable, digests
+from make_tiny_bundle import COMMITTED, build, comparable, digests, float_file_differences, manifest_differences
 
 REGENERATE = "tests/data/tiny-bundle is stale: run `python tests/make_tiny_bundle.py` and commit it"
 
@@ -20,8 +22,9 @@ REGENERATE = "tests/data/tiny-bundle is stale: run `python tests/make_tiny_bundl
 def test_committed_bundle_is_what_the_script_makes(tmp_path):
     fresh = build(tmp_path / "tiny-bundle")
     assert digests(fresh) == digests(COMMITTED), REGENERATE
+    assert not float_file_differences(fresh, COMMITTED), REGENERATE
     ours, theirs = (json.loads((b / "manifest.json").read_text()) for b in (fresh, COMMITTED))
-    assert comparable(ours) == comparable(theirs), REGENERATE
+    assert not manifest_differences(comparable(ours), comparable(theirs)), REGENERATE
     assert set(theirs["producer"]) == set(ours["producer"])  # only the versions may differ
 
 
@@ -30,3 +33,25 @@ def test_committed_bundle_is_small_and_opens():
     assert size < 400_000, f"{size} bytes: the committed bundle must stay a few hundred KB"
     bundle = Bundle.open(COMMITTED)
     assert bundle.manifest.product_count == 12 and bundle.manifest.name == "tiny-bundle"
+
+
+def test_the_comparison_forgives_rounding_and_nothing_more(tmp_path):
+    import shutil
+
+    import numpy as np
+
+    copy = tmp_path / "copy"
+    shutil.copytree(COMMITTED, copy)
+    assert not float_file_differences(copy, COMMITTED)
+    cal = np.load(COMMITTED / "build/calibration.npy")
+    np.save(copy / "build/calibration.npy", np.nextafter(cal, np.inf))  # one ulp: a CPU's rounding
+    assert not float_file_differences(copy, COMMITTED)
+    np.save(copy / "build/calibration.npy", cal * 1.01)  # a real change
+    assert float_file_differences(copy, COMMITTED) == ["build/calibration.npy: max difference " +
+                                                       f"{float(np.abs(cal * 1.01 - cal).max()):.3g}"]
+    m = json.loads((COMMITTED / "manifest.json").read_text())
+    fid = m["fidelity"]["int8_vs_fp32"]
+    key = next(k for k, v in fid.items() if isinstance(v, float) and v > 0.1)
+    assert not manifest_differences({**m, "fidelity": {**m["fidelity"], "int8_vs_fp32": {**fid, key: fid[key] * (1 + 1e-6)}}}, m)
+    assert manifest_differences({**m, "fidelity": {**m["fidelity"], "int8_vs_fp32": {**fid, key: fid[key] * 0.99}}}, m)
+    assert manifest_differences({**m, "name": "other"}, m) == ["manifest.name: 'other' vs 'tiny-bundle'"]
