@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import platform
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,6 +43,7 @@ from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import Product, ProductTable, product_words
 from edge_search.core.search import Searcher
 from edge_search.core.signing import sign_bundle
+from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo, is_thumbnail_name, thumbnail_name
 from edge_search.errors import ExportError, GateError, ImageError
 from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write_bytes, atomic_write_text,
                                read_regular, sha256_file)
@@ -155,7 +158,9 @@ class Stream:
     shas: list[str] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     embedded: dict[str, int] = field(default_factory=dict)  # images actually run through each encoder
-    thumbs: dict[str, bytes | Path] = field(default_factory=dict)  # image sha -> thumbnail JPEG, or a base's file
+    # image sha -> its thumbnail's file (in the build's thumbnail folder, or the base's) and bundle name
+    thumbs: dict[str, Path] = field(default_factory=dict)
+    thumb_names: dict[str, str] = field(default_factory=dict)
     new_rows: list[int] = field(default_factory=list)  # rows whose image the shipped model embedded now
 
 
@@ -180,11 +185,13 @@ def _batches(rows: tuple[CatalogRow, ...], size: int) -> Iterator[tuple[int, tup
 
 def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache, threads: int,
                    teacher_embed: Callable[[list[np.ndarray]], np.ndarray] | None,
-                   base_thumbs: dict[str, Path] | None = None, progress: bool = True) -> Stream:
+                   thumbs_dir: Path, base_thumbs: dict[str, Path] | None = None, progress: bool = True) -> Stream:
     """Every catalog image's vectors under each encoder the catalog encoder and the gates need:
     "student" (the shipped model), "mild" (the shipped model on mild views, the gates),
     "teacher" and "views" (index blocks) where the catalog encoder uses them.
-    Only what the cache lacks is decoded and embedded."""
+    Only what the cache lacks is decoded and embedded. Thumbnails are written into `thumbs_dir`
+    (named by their bytes) as they are made, so no more than a batch of images is ever in memory;
+    those the base has are its files, never decoded or encoded again."""
     enc = models.encoder(threads)
     enc_sha = encoder_key(models.encoder_sha256, models.preprocess)
     needs = ["student", "mild"]
@@ -227,9 +234,17 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
             if s in out.thumbs:
                 continue
             if base_thumbs is not None and s in base_thumbs:
-                out.thumbs[s] = base_thumbs[s]  # the base's file: linked, never decoded or encoded again
+                path = base_thumbs[s]
+                name = f"{THUMBS_FOLDER}/{path.name}"
+                if not is_thumbnail_name(name):  # a base from before thumbnails were named by their bytes
+                    name = thumbnail_name(path.read_bytes())
             else:
-                out.thumbs[s] = encode_jpeg(thumbnail(image(i)))
+                data_ = encode_jpeg(thumbnail(image(i)))
+                name = thumbnail_name(data_)
+                path = thumbs_dir / Path(name).name
+                if not path.exists():
+                    atomic_write_bytes(path, data_)
+            out.thumbs[s], out.thumb_names[s] = path, name
     out.vectors = {n: np.concatenate(v) if v else np.zeros((0, models.model_info.embed_dim), np.float32)
                    for n, v in per.items()}
     return out
@@ -251,13 +266,9 @@ def _embed_missing(name: str, images: list[np.ndarray], shas: list[str], enc: On
     return {s: np.asarray(v, np.float32) for s, v in zip(shas, vecs)}
 
 
-def thumb_name(image_sha: str) -> str:
-    # named by content: an unchanged image keeps its thumbnail file (and its bytes) across builds
-    return f"thumbs/{image_sha[:20]}.jpg"
-
-
-def product_table(catalog: Catalog, shas: list[str]) -> ProductTable:
-    """Products in catalog order; index key i is catalog row i, whatever order a product's rows come in."""
+def product_table(catalog: Catalog, shas: list[str], thumb_names: dict[str, str] | None = None) -> ProductTable:
+    """Products in catalog order; index key i is catalog row i, whatever order a product's rows come in.
+    Each product's thumbnail is its first image's (by image sha in `thumb_names`; none without)."""
     position = {id(r): i for i, r in enumerate(catalog.rows)}
     products = []
     for pid, rows in catalog.grouped():
@@ -268,7 +279,8 @@ def product_table(catalog: Catalog, shas: list[str]) -> ProductTable:
         keys = tuple(position[id(r)] for r in rows)
         products.append(Product(id=pid, name=pick("name") or pid, keys=keys, price=pick("price"),
                                 category=pick("category"), description=pick("description"),
-                                thumbnail=thumb_name(shas[keys[0]]), meta=meta))
+                                thumbnail=thumb_names[shas[keys[0]]] if thumb_names is not None else None,
+                                meta=meta))
     return ProductTable.from_products(products, len(catalog.rows))
 
 
@@ -377,7 +389,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
                   index_choice: Callable[[np.ndarray, ProductTable], tuple[str, bool, bool, dict]] | None,
                   gates: GateBook, fidelity: dict, text_step=None, lineage: dict | None = None) -> Manifest:
     """Index, products, thumbnails, gates, no-match rule, manifest and signature, written into `stage`."""
-    table = product_table(catalog, stream.shas)
+    table = product_table(catalog, stream.shas, stream.thumb_names)
     vectors, blocks = index_vectors(stream, models.catalog_encoder)
     index_table = blocked_table(table, blocks, len(catalog.rows))
     if index_choice is not None:
@@ -389,18 +401,21 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     index = VectorIndex.build(vectors, dtype=dtype, exact=exact, rescore=rescore)
     rescore_name = "vectors.f16.npy" if rescore else None
     index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
-    (stage / "thumbs").mkdir(exist_ok=True)
+    (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
+    thumb_sizes = {}
     for p in index_table.products:
         target = stage / p.thumbnail
-        if not target.exists():
-            thumb = stream.thumbs[stream.shas[p.keys[0]]]
-            if isinstance(thumb, Path):
-                try:  # bundles are never changed once written: the base's file can be shared
-                    os.link(thumb, target)
-                    continue
+        if p.thumbnail not in thumb_sizes:
+            if not target.exists():  # (the build may have made it right here)
+                source = stream.thumbs[stream.shas[p.keys[0]]]
+                try:  # bundles are never changed once written: the base's (or the build's) file can be shared
+                    os.link(source, target)
                 except OSError:  # another file system: copy
-                    thumb = thumb.read_bytes()
-            target.write_bytes(thumb)
+                    shutil.copyfile(source, target)
+            thumb_sizes[p.thumbnail] = target.stat().st_size
+    for f in (stage / THUMBS_FOLDER).iterdir():  # a product's other images' thumbnails: not shown, not shipped
+        if f"{THUMBS_FOLDER}/{f.name}" not in thumb_sizes:
+            f.unlink()
     (stage / "products.jsonl").write_text(index_table.dumps(), encoding="utf-8")
 
     enc = models.encoder(settings.threads)
@@ -444,7 +459,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     files = {}
     for f in sorted(p for p in stage.rglob("*") if p.is_file()):
         rel = f.relative_to(stage).as_posix()
-        if rel.split("/")[0] != BUILD_DIR:
+        if rel.split("/")[0] not in (BUILD_DIR, THUMBS_FOLDER):  # thumbnails: counted, named by their bytes
             files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     lineage = {**(lineage or {}), "build_files": build_files}
     manifest = Manifest(
@@ -461,7 +476,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         fidelity={**models.fidelity, **fidelity, "seed": models.seed,
                   "catalog": {"source": str(catalog.source), "images": len(catalog.rows), "products": len(table),
                               "skipped": list(catalog.skipped), "embedded": dict(stream.embedded)}},
-        lineage=lineage,
+        lineage=lineage, thumbnails=ThumbnailsInfo.of(thumb_sizes.values()),
     )
     atomic_write_text(stage / MANIFEST_NAME, manifest.to_json())
     if settings.sign_key is not None:  # signed inside the stage: the published bundle is signed from its first moment
@@ -619,7 +634,8 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
             jobs = [(stage, catalog, cfg.name or out.name)]
         else:
             jobs = [(stage / store, store_catalog(catalog, items), store) for store, items in stores.items()]
-        manifest, embedded = build_on_base(cfg, base, jobs, cache, progress=progress)
+        with tempfile.TemporaryDirectory(prefix=".thumbs-", dir=stage.parent) as thumbs_dir:
+            manifest, embedded = build_on_base(cfg, base, jobs, cache, thumbs_dir=Path(thumbs_dir), progress=progress)
     return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped, seconds=time.perf_counter() - t0,
                          embedded=embedded, stores=tuple(stores) if stores is not None else ())
 
@@ -628,9 +644,10 @@ CHAIN = "_chain"  # --stores without --base: the chain-wide bundle (store ids ne
 
 
 def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cache: EmbeddingCache, *,
-                  progress: bool) -> tuple[Manifest, dict[str, int]]:
+                  thumbs_dir: Path, progress: bool) -> tuple[Manifest, dict[str, int]]:
     """Catalog builds on the base's models, each into its (staged) folder; -> the last manifest and the
-    images embedded in all (each image at most once: the cache serves the next store)."""
+    images embedded in all (each image at most once: the cache serves the next store, and a thumbnail
+    made for one store is linked into the next from `thumbs_dir`)."""
     teacher_embed = None
     if base.models.catalog_encoder.startswith("teacher"):
         from .commands import need_export_extra
@@ -647,10 +664,10 @@ def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cach
         (folder / base.models.model_info.file).write_bytes(base.models.model_path.read_bytes())
         models = replace(base.models, folder=folder)
         stream = stream_catalog(cat, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
-                                base_thumbs=base.thumbs, progress=progress)
+                                thumbs_dir=thumbs_dir, base_thumbs=base.thumbs, progress=progress)
         for k, v in stream.embedded.items():
             embedded[k] = embedded.get(k, 0) + v
-        table = product_table(cat, stream.shas)
+        table = product_table(cat, stream.shas, stream.thumb_names)
         lineage = {"base": {"name": base.bundle.manifest.name, "manifest_sha256": base.manifest_sha256},
                    "changes": catalog_changes(base, table, stream.shas)}
         if len(jobs) > 1 or name != (cfg.name or Path(cfg.out).name):

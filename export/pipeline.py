@@ -26,6 +26,7 @@ from edge_search.core.manifest import ModelInfo
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import ProductTable
 from edge_search.core.signing import check_private_key
+from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER
 from edge_search.errors import ExportError, ImageError
 from edge_search.files import atomic_write_bytes, check_new_folder, staged_directory
 
@@ -313,8 +314,9 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             teacher_sha256=teacher_sha, teacher_preprocess=teacher_pp if cfg.student else None, seed=cfg.seed)
         teacher_embed = (lambda imgs: teacher.encode(preprocess_batch(imgs, teacher_pp))) if cfg.student else None
         with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
+            (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
             stream = stream_catalog(catalog, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
-                                    progress=progress)
+                                    thumbs_dir=stage / THUMBS_FOLDER, progress=progress)
         queries = _embed(enc, query_imgs, student_pp)
         student_vecs = stream.vectors["student"]
         mild_vecs = stream.vectors["mild"].reshape(len(images) * MILD_VIEWS, -1)

@@ -38,7 +38,7 @@ def run_verify(args: argparse.Namespace) -> int:
                          "or ~/.config/edge-search/trusted.pub.pem)")
     bundle = Bundle.open(args.bundle, verify=True, trusted_key=key)
     say(f"ok: {bundle.root} ({bundle.manifest.name}): signature by {key} valid, "
-          f"{len(bundle.manifest.files)} files match their checksums")
+          f"{len(bundle.file_names())} files match their checksums")
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from edge_search.errors import BundleError
 from edge_search.files import sha256_file
 from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_bytes, read_manifest_bytes
+from edge_search.core.thumbnails import named, verify_thumbnails
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,24 @@ class Bundle:
             raise BundleError(f"{self.root / 'manifest.json'}: file name '{name}' points outside the bundle")
         return self.root / p
 
+    def thumbnail_names(self) -> list[str]:
+        """The thumbnail files the product table names, when the manifest counts them (a
+        `thumbnails` section) rather than listing each in `files`; [] otherwise."""
+        if self.manifest.thumbnails is None:
+            return []
+        from edge_search.core.products import ProductTable
+
+        table_path = self.path(self.manifest.products_file)
+        table = ProductTable.load(table_path, self.manifest.index.count)
+        return named((p.thumbnail for p in table.products), str(table_path))
+
+    def file_names(self) -> list[str]:
+        """Every file of the bundle but the manifest and its signature: `files`, then the thumbnails."""
+        return [*self.manifest.files, *self.thumbnail_names()]
+
     def verify(self) -> list[str]:
-        """Check every file's size and sha256; returns the names checked."""
+        """Check every file's size and sha256 (the product table's before the thumbnails it names);
+        returns the names checked."""
         checked = []
         for name, entry in self.manifest.files.items():
             p = self.path(name)
@@ -67,4 +84,8 @@ class Bundle:
             if digest != entry["sha256"]:
                 raise BundleError(f"{p}: checksum mismatch (sha256 {digest[:12]}…, manifest {entry['sha256'][:12]}…)")
             checked.append(name)
+        if self.manifest.thumbnails is not None:
+            names = self.thumbnail_names()
+            verify_thumbnails(self.root, self.manifest.thumbnails, names, str(self.root / MANIFEST_NAME))
+            checked += names
         return checked

@@ -16,6 +16,7 @@ from typing import Any
 
 from edge_search.errors import BundleError, ManifestError
 from edge_search.files import MAX_MANIFEST_BYTES, read_regular
+from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -385,6 +386,9 @@ class Manifest:
     # how this bundle came to be: its base bundle and what changed (a --base catalog build), and the
     # checksums of the unshipped build/ files a later catalog build reads; None in older bundles
     lineage: dict[str, Any] | None = None
+    # thumbnails named by their sha256, counted here and named by the product table (core/thumbnails.py);
+    # None in bundles that list each thumbnail in `files`
+    thumbnails: ThumbnailsInfo | None = None
 
     # the typed records (see TeacherRecord); `where` names the manifest file in an error
     def teacher_record(self, where: str = MANIFEST_NAME) -> TeacherRecord:
@@ -409,6 +413,10 @@ class Manifest:
             del d["text"]
         if d["lineage"] is None:
             del d["lineage"]
+        if self.thumbnails is None:
+            del d["thumbnails"]
+        else:
+            d["thumbnails"] = self.thumbnails.to_dict()
         return d
 
     def to_json(self) -> str:
@@ -516,7 +524,20 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         calibration=calibration,
         text=text,
         lineage=data.get("lineage"),
+        thumbnails=_parse_thumbnails(data["thumbnails"], where) if "thumbnails" in data else None,
     )
+
+
+def _parse_thumbnails(t: Any, where: str) -> ThumbnailsInfo:
+    where = where + " thumbnails"
+    if not isinstance(t, dict):
+        raise ManifestError(where, "must be a JSON object")
+    if t.get("folder") != THUMBS_FOLDER or t.get("naming") != "sha256":
+        raise ManifestError(where, f"this edge-search reads thumbnails in '{THUMBS_FOLDER}' named by sha256 only")
+    sizes = {k: _need(t, k, int, where) for k in ("count", "bytes", "max_bytes")}
+    if min(sizes.values()) < 0 or sizes["max_bytes"] > sizes["bytes"] or sizes["bytes"] > sizes["count"] * sizes["max_bytes"]:
+        raise ManifestError(where, "count, bytes and max_bytes must be 0 or more and agree with each other")
+    return ThumbnailsInfo(**sizes)
 
 
 def _parse_text(t: Any, where: str) -> TextInfo:

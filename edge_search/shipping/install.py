@@ -269,7 +269,14 @@ def _fill_from_base(stage: Path, into: Path, src: Path) -> int:
     for name in missing:
         (stage / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(current / name, stage / name)
-    return len(missing)
+    # thumbnails are named by their bytes and by the product table, which is complete only now; one the
+    # base lacks too is left missing, for the verify below to name
+    thumbs = [n for n in Bundle(root=stage, manifest=manifest).thumbnail_names()
+              if not (stage / n).is_file() and (current / n).is_file()]
+    for name in thumbs:
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(current / name, stage / name)
+    return len(missing) + len(thumbs)
 
 
 def _whole(bundle_dir: Path) -> bool:

@@ -23,10 +23,12 @@ from edge_search.shipping.unpack import DELTA_BASE
 
 
 def delta_names(bundle: Bundle, base: Bundle) -> list[str]:
-    """The files a device holding `base` lacks to arrive at `bundle`: new names, and names whose bytes differ."""
+    """The files a device holding `base` lacks to arrive at `bundle`: new names, and names whose bytes
+    differ; a thumbnail's name is its checksum, so only the names the base lacks."""
     old = base.manifest.files
-    return sorted(n for n, entry in bundle.manifest.files.items()
-                  if n not in old or old[n]["sha256"] != entry["sha256"])
+    changed = [n for n, entry in bundle.manifest.files.items() if n not in old or old[n]["sha256"] != entry["sha256"]]
+    have = set(base.thumbnail_names())
+    return sorted(changed + [n for n in bundle.thumbnail_names() if n not in have])
 
 
 def pack(bundle_dir: str | Path, out_file: str | Path, *, trusted_key: str | Path | None = None,
@@ -46,7 +48,7 @@ def pack(bundle_dir: str | Path, out_file: str | Path, *, trusted_key: str | Pat
         note = json.dumps({"name": base_bundle.manifest.name,
                            "manifest_sha256": sha256_file(base_bundle.root / MANIFEST_NAME)}).encode()
     else:
-        names += sorted(bundle.manifest.files)
+        names += sorted(bundle.file_names())
     mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
     ensure_folder(out.parent, "--out", InstallError)
     with atomic_output(out, error=InstallError) as f:

@@ -15,7 +15,9 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_bytes, read_manifest_bytes
+from edge_search.core.bundle import Bundle
 from edge_search.core.signing import SIGNATURE_NAME
+from edge_search.core.thumbnails import is_thumbnail_name
 from edge_search.errors import BundleError, InstallError
 from edge_search.files import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, open_regular
 
@@ -84,36 +86,49 @@ class _CappedTarInfo(tarfile.TarInfo):
         return super()._proc_member(tar)
 
 
-def _limits(manifest: Manifest, where: str) -> dict[str, int]:
-    """The largest size each member may have: the manifest's own declaration."""
-    limits = {MANIFEST_NAME: MAX_MANIFEST_BYTES, SIGNATURE_NAME: MAX_SIGNATURE_BYTES, DELTA_BASE: MAX_DELTA_BASE_BYTES}
-    for name, entry in manifest.files.items():
-        limits[_member_name(name, f"{where}:{MANIFEST_NAME} files")] = entry["bytes"]
-    return limits
+class _Limits:
+    """The largest size each member may have: the manifest's own declaration. Thumbnails (named by
+    their sha256, counted rather than listed) may be any `thumbs/<sha256>.jpg` up to the declared
+    largest size, and no more of them than the declared count."""
+
+    def __init__(self, manifest: Manifest, where: str):
+        self.where, self.thumbs, self.thumbs_seen = where, manifest.thumbnails, 0
+        self.sizes = {MANIFEST_NAME: MAX_MANIFEST_BYTES, SIGNATURE_NAME: MAX_SIGNATURE_BYTES,
+                      DELTA_BASE: MAX_DELTA_BASE_BYTES}
+        for name, entry in manifest.files.items():
+            self.sizes[_member_name(name, f"{where}:{MANIFEST_NAME} files")] = entry["bytes"]
+
+    def total(self) -> int:
+        return sum(self.sizes.values()) + (self.thumbs.bytes if self.thumbs is not None else 0)
+
+    def check(self, m: tarfile.TarInfo, name: str) -> int:
+        """The member's size limit, or InstallError when it may not be in the bundle at all."""
+        where = self.where
+        if not m.isreg():
+            raise InstallError(f"{where}: member '{name}' is {_kind(m)}; bundles hold regular files only")
+        if name in self.sizes:
+            limit = self.sizes[name]
+        elif self.thumbs is not None and is_thumbnail_name(name):
+            self.thumbs_seen += 1
+            if self.thumbs_seen > self.thumbs.count:
+                raise InstallError(f"{where}: more thumbnails than the {self.thumbs.count} the manifest counts")
+            limit = self.thumbs.max_bytes
+        else:
+            raise InstallError(f"{where}: member '{name}' is not listed in the manifest")
+        if m.size > limit:
+            raise InstallError(f"{where}: member '{name}' is {m.size} bytes, the manifest declares {limit}")
+        return limit
 
 
-def _check_member(m: tarfile.TarInfo, name: str, limits: dict[str, int], where: str) -> None:
-    if m.isdir():
-        return
-    if not m.isreg():
-        raise InstallError(f"{where}: member '{name}' is {_kind(m)}; bundles hold regular files only")
-    if name not in limits:
-        raise InstallError(f"{where}: member '{name}' is not listed in the manifest")
-    if m.size > limits[name]:
-        raise InstallError(f"{where}: member '{name}' is {m.size} bytes, the manifest declares {limits[name]}")
-
-
-def _check_space(stage: Path, limits: dict[str, int], where: str) -> None:
+def _check_space(stage: Path, limits: _Limits, where: str) -> None:
     """Refuse an archive whose declared files cannot fit, before writing them."""
-    need = sum(limits.values())
+    need = limits.total()
     free = shutil.disk_usage(stage).free
     if need > free:
         raise InstallError(f"{where}: the bundle declares {need} bytes, {stage.parent} has {free} free")
 
 
 def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str, stage: Path, limit: int, where: str) -> None:
-    if m.isdir():
-        return
     dst = stage / name
     dst.parent.mkdir(parents=True, exist_ok=True)
     src = tar.extractfile(m)
@@ -181,7 +196,7 @@ def _unpack_signed(tar: tarfile.TarFile, stage: Path, where: str, trusted_key: P
     sig = _read_small(tar, second, SIGNATURE_NAME, MAX_SIGNATURE_BYTES, where)
     verify_signature_bytes(data, sig, trusted_key, f"{where}:{SIGNATURE_NAME}")
     # trusted from here on: the manifest's sizes bound every member
-    limits = _limits(manifest_from_bytes(data, f"{where}:{MANIFEST_NAME}"), where)
+    limits = _Limits(manifest_from_bytes(data, f"{where}:{MANIFEST_NAME}"), where)
     _check_space(stage, limits, where)
     (stage / MANIFEST_NAME).write_bytes(data)
     (stage / SIGNATURE_NAME).write_bytes(sig)
@@ -193,20 +208,20 @@ def _unpack_signed(tar: tarfile.TarFile, stage: Path, where: str, trusted_key: P
         if name in seen:
             raise InstallError(f"{where}: member '{name}' appears twice")
         seen.add(name)
-        _check_member(m, name, limits, where)
-        _extract(tar, m, name, stage, limits.get(name, 0), where)
+        if not m.isdir():
+            _extract(tar, m, name, stage, limits.check(m, name), where)
 
 
 def _unpack_unsigned(tar: tarfile.TarFile, stage: Path, where: str) -> None:
     """No key configured: every header is checked against the manifest before a byte is written."""
     members = _read_headers(tar, where)
     data = _read_small(tar, members.get(MANIFEST_NAME), MANIFEST_NAME, MAX_MANIFEST_BYTES, where)
-    limits = _limits(manifest_from_bytes(data, f"{where}:{MANIFEST_NAME}"), where)
-    for name, m in members.items():
-        _check_member(m, name, limits, where)
+    limits = _Limits(manifest_from_bytes(data, f"{where}:{MANIFEST_NAME}"), where)
+    allowed = {name: limits.check(m, name) for name, m in members.items() if not m.isdir()}
     _check_space(stage, limits, where)
     for name, m in members.items():
-        _extract(tar, m, name, stage, limits.get(name, 0), where)
+        if name in allowed:
+            _extract(tar, m, name, stage, allowed[name], where)
 
 
 def _read_headers(tar: tarfile.TarFile, where: str) -> dict[str, tarfile.TarInfo]:
@@ -240,7 +255,9 @@ def copy_bundle_dir(src: Path, stage: Path, trusted_key: Path | None = None) -> 
         verify_signature(src, data, trusted_key)
     manifest = manifest_from_bytes(data, str(src / MANIFEST_NAME))
     names = [SIGNATURE_NAME] if (src / SIGNATURE_NAME).is_file() else []
-    for name in [*names, *manifest.files]:
+    # the thumbnails' names come from the product table, checked (with every byte) by the install's verify
+    thumbs = Bundle(root=src, manifest=manifest).thumbnail_names()
+    for name in [*names, *manifest.files, *thumbs]:
         rel = _member_name(name, str(src / MANIFEST_NAME))
         p = src / rel
         if p.is_symlink() or not p.is_file():

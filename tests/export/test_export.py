@@ -3,6 +3,7 @@ weights are saved to a checkpoint file and loaded back through --pretrained."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -27,7 +28,12 @@ def test_bundle_contents_and_manifest(exported_bundle, tiny_checkpoint):
     assert m["products"]["count"] == 12
     files = set(m["files"])
     assert {"model.onnx", "index.usearch", "products.jsonl"} <= files
-    assert sum(f.startswith("thumbs/") for f in files) == 12
+    # thumbnails are counted, not listed: each product's is named by its own bytes' sha256
+    assert not any(f.startswith("thumbs/") for f in files)
+    thumbs = sorted((exported_bundle / "thumbs").iterdir())
+    assert len(thumbs) == m["thumbnails"]["count"] == 12
+    assert m["thumbnails"]["bytes"] == sum(t.stat().st_size for t in thumbs)
+    assert all(t.name == hashlib.sha256(t.read_bytes()).hexdigest() + ".jpg" for t in thumbs)
     fid = m["fidelity"]
     assert fid["onnx_vs_torch"]["min_cosine"] > 0.999
     assert {c["label"] for c in fid["index"]["candidates"]} == {"i8", "i8+f16-rescore", "f16", "f32"}
@@ -49,7 +55,8 @@ def test_bundle_contents_and_manifest(exported_bundle, tiny_checkpoint):
 
 def test_inspect_verifies_every_checksum(exported_bundle):
     out = run_cli("inspect", exported_bundle).stdout
-    n = len(read_manifest(exported_bundle)["files"])
+    m = read_manifest(exported_bundle)
+    n = len(m["files"]) + m["thumbnails"]["count"]  # the listed files and the thumbnails, each checked
     assert f"{n} files verified" in out and "tiny-vit-test" in out and "int8" in out
 
 

@@ -132,10 +132,18 @@ def _tar(path, members, gz=False):
 
 
 def _bundle_members(bundle):
+    """manifest.json, the files it lists, then the thumbnails the product table names."""
     out = [({"name": "manifest.json"}, (bundle / "manifest.json").read_bytes())]
     for name in json.loads((bundle / "manifest.json").read_text())["files"]:
         out.append(({"name": name}, (bundle / name).read_bytes()))
+    for name in _thumbnails(bundle):
+        out.append(({"name": name}, (bundle / name).read_bytes()))
     return out
+
+
+def _thumbnails(bundle):
+    rows = [json.loads(line) for line in (bundle / "products.jsonl").read_text().splitlines()]
+    return sorted({r["thumbnail"] for r in rows})
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -147,6 +155,10 @@ def _bundle_members(bundle):
     ("fifo", "FIFO"),
     ("oversize", "the manifest declares"),
     ("unlisted", "not listed in the manifest"),
+    ("thumb-not-sha", "not listed in the manifest"),
+    ("thumb-extra", "more thumbnails than the 12 the manifest counts"),
+    ("thumb-oversize", "the manifest declares"),
+    ("thumb-bytes", "checksum mismatch"),
     ("duplicate", "appears twice"),
     ("no-manifest", "no manifest.json"),
     ("garbage", "not a packed bundle"),
@@ -180,6 +192,16 @@ def test_unsafe_or_malformed_archives_are_refused_before_anything_is_written(tin
         _tar(evil, good[:1] + [({"name": name}, data + b"\0" * 4096)] + good[2:])
     elif case == "unlisted":
         _tar(evil, good + [({"name": "run-me.sh"}, b"#!/bin/sh\n")])
+    elif case == "thumb-not-sha":
+        _tar(evil, good + [({"name": "thumbs/run-me.jpg"}, b"x")])
+    elif case == "thumb-extra":  # a well-named thumbnail no product shows, beyond the count
+        data = b"\xff\xd8 not a product"
+        _tar(evil, good + [({"name": f"thumbs/{hashlib.sha256(data).hexdigest()}.jpg"}, data)])
+    elif case in ("thumb-oversize", "thumb-bytes"):
+        name = _thumbnails(tiny_bundle)[0]
+        data = (tiny_bundle / name).read_bytes()
+        data = data + b"\0" * 100_000 if case == "thumb-oversize" else bytes(reversed(data))  # same size, other bytes
+        _tar(evil, [m for m in good if m[0]["name"] != name] + [({"name": name}, data)])
     elif case == "duplicate":
         _tar(evil, good + [good[1]])
     elif case == "no-manifest":
