@@ -83,6 +83,18 @@ def run(*args, env=None) -> dict:
             "stdout": proc.stdout.strip().splitlines()}
 
 
+def members(archive: Path) -> dict[str, int]:
+    """Bytes of each member of a pack (thumbnails together), largest first: what a device downloads."""
+    import tarfile
+
+    out: dict[str, int] = {}
+    with tarfile.open(archive) as tar:
+        for m in tar.getmembers():
+            key = "thumbs/*" if m.name.startswith("thumbs/") else m.name
+            out[key] = out.get(key, 0) + m.size
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--products", type=int, default=10_000)
@@ -124,7 +136,10 @@ def main() -> None:
     figures["changes"] = {k: len(v) for k, v in b2["lineage"]["changes"].items()}
     figures["bytes"] = {"full_pack": full, "delta_pack": delta, "price_only_delta_pack": price,
                         "index": (work / "B2" / "index.usearch").stat().st_size,
-                        "products_jsonl": (work / "B2" / "products.jsonl").stat().st_size}
+                        "products_jsonl": (work / "B2" / "products.jsonl").stat().st_size,
+                        "manifest": (work / "B2" / "manifest.json").stat().st_size,
+                        "delta_members": members(work / "delta.tar"),
+                        "price_only_members": members(work / "price.tar")}
     figures["ratios"] = {"update_time_ratio": round(figures["update"]["seconds"] / figures["scratch"]["seconds"], 4),
                          "delta_bytes_ratio": round(delta / full, 4),
                          "price_only_delta_bytes_ratio": round(price / full, 4)}
@@ -139,8 +154,8 @@ def main() -> None:
     print(f"full pack {full / 1e6:.1f} MB; delta {delta / 1e6:.2f} MB ({figures['ratios']['delta_bytes_ratio']:.1%}, "
           f"target <= 3 %); price-only delta {price / 1e6:.2f} MB "
           f"({figures['ratios']['price_only_delta_bytes_ratio']:.1%}, target <= 1 %)")
-    print(f"  of which index {figures['bytes']['index'] / 1e6:.1f} MB, products.jsonl "
-          f"{figures['bytes']['products_jsonl'] / 1e6:.1f} MB (each shipped whole when it changes)")
+    for label, key in (("delta", "delta_members"), ("price-only delta", "price_only_members")):
+        print(f"  {label}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in figures["bytes"][key].items()))
     print(f"peak child RSS {figures['update']['peak_rss_mb_so_far']} MB; load average "
           f"{figures['load_average_start']:.1f} -> {figures['load_average_end']:.1f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,16 +8,17 @@ Must not import torch, open_clip or onnx.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Container, Iterable
 
 from edge_search.display import has_control, printable
 from edge_search.errors import CatalogError, ImageError
-from edge_search.files import MAX_TABLE_BYTES, open_regular_text
-from edge_search.core.images import load_image
+from edge_search.files import MAX_IMAGE_BYTES, MAX_TABLE_BYTES, open_regular_text, read_regular
+from edge_search.core.images import decode_image, load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 KNOWN_COLUMNS = ("id", "image", "name", "description", "price", "category")
@@ -56,7 +57,18 @@ def _clean(value: Any) -> str | None:
     return text or None
 
 
-def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[str], where: str) -> CatalogRow | None:
+def _check_image(path: Path, decoded: Container[str]) -> None:
+    """The image decodes (ImageError if not); one whose sha256 is in `decoded` is known to, unread by OpenCV."""
+    if not decoded:
+        load_image(path)
+        return
+    data = read_regular(path, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
+    if hashlib.sha256(data).hexdigest() not in decoded:
+        decode_image(data, str(path))
+
+
+def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[str], where: str,
+                     decoded: Container[str] = frozenset()) -> CatalogRow | None:
     pid, image = _clean(rec.get("id")), _clean(rec.get("image"))
     bad = []
     if pid is None:
@@ -78,7 +90,7 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
     if image is not None:
         path = (base / image) if not Path(image).is_absolute() else Path(image)
         try:
-            load_image(path)
+            _check_image(path, decoded)
         except ImageError as e:
             bad.append(f"image {image}: {str(e).split(': ', 1)[-1]}")
     if bad:
@@ -156,9 +168,12 @@ def _rows_from_folder(root: Path) -> tuple[list[CatalogRow], list[str]]:
     return rows, problems
 
 
-def read_catalog(path: str | Path, *, skip_bad: bool = False) -> Catalog:
+def read_catalog(path: str | Path, *, skip_bad: bool = False, decoded: Container[str] = frozenset()) -> Catalog:
     """Read and validate a catalog; raises CatalogError listing every bad row
-    unless `skip_bad`, in which case the bad rows are listed in `skipped`."""
+    unless `skip_bad`, in which case the bad rows are listed in `skipped`.
+    Every image must decode; `decoded` holds the sha256 of images known to (a base
+    bundle's: the same bytes decoded when it was built), which are not decoded
+    again: in a nightly catalog build that decoding was most of the time."""
     path = Path(path)
     if not path.exists():
         raise CatalogError(f"{path}: no such catalog file or folder")
@@ -176,7 +191,7 @@ def read_catalog(path: str | Path, *, skip_bad: bool = False) -> Catalog:
                 if "__error__" in rec:
                     problems.append(f"{path} line {line}: {rec['__error__']}")
                     continue
-                row = _row_from_record(rec, line, path.parent, problems, str(path))
+                row = _row_from_record(rec, line, path.parent, problems, str(path), decoded)
                 if row is not None:
                     rows.append(row)
         except UnicodeDecodeError:

@@ -30,7 +30,8 @@ import numpy as np
 from edge_search.core.bundle import Bundle
 from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_bytes
 from edge_search.errors import EdgeSearchError, ImageError, InstallError
-from edge_search.files import fsync_dir, fsync_tree, publish_modes
+from edge_search.files import MAX_TABLE_BYTES, fsync_dir, fsync_tree, publish_modes, read_regular
+from edge_search.shipping.line_delta import PREFIX as LINE_DELTA, apply_patch
 from edge_search.shipping.unpack import DELTA_BASE, copy_bundle_dir, unpack_archive
 
 CURRENT, PREVIOUS, BUNDLES = "current", "previous", "bundles"
@@ -255,7 +256,10 @@ def _fill_from_base(stage: Path, into: Path, src: Path) -> int:
         note_path.unlink()
     manifest = manifest_from_bytes((stage / MANIFEST_NAME).read_bytes(), str(src))
     missing = [n for n in manifest.files if not (stage / n).is_file()]
+    patches = stage / LINE_DELTA.rstrip("/")
     if note is None:
+        if patches.exists():
+            raise InstallError(f"{src}: refused: line deltas ({LINE_DELTA}...) in an archive that names no base")
         if missing:
             raise InstallError(f"{src}: refused: {len(missing)} file(s) missing from the archive, e.g. {missing[0]}")
         return 0
@@ -268,7 +272,15 @@ def _fill_from_base(stage: Path, into: Path, src: Path) -> int:
                            f"install {base_name} first (or the full bundle)")
     for name in missing:
         (stage / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(current / name, stage / name)
+        patch = stage / (LINE_DELTA + name)
+        if patch.is_file():  # the base's file, with the lines that changed
+            limit = manifest.files[name]["bytes"]
+            data = apply_patch(read_regular(current / name, limit=MAX_TABLE_BYTES, what="base file", error=InstallError),
+                               patch.read_bytes(), limit, f"{src}:{LINE_DELTA}{name}")
+            (stage / name).write_bytes(data)
+        else:
+            shutil.copyfile(current / name, stage / name)
+    shutil.rmtree(patches, ignore_errors=True)  # used, or beside a file that came whole: not part of the bundle
     # thumbnails are named by their bytes and by the product table, which is complete only now; one the
     # base lacks too is left missing, for the verify below to name
     thumbs = [n for n in Bundle(root=stage, manifest=manifest).thumbnail_names()

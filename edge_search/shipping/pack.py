@@ -2,9 +2,11 @@
 
 manifest.json is the first member and manifest.sig (when signed) the second, so
 an installer checks the signature before it reads any other header. With a
-base, a delta: only the files that differ from the base bundle, and a small
-`delta-base.json` naming it; `install` takes the rest from the device's
-`current`, which must be that base (by manifest sha256).
+base, a delta: only the files that differ from the base bundle (a changed
+product table as a line delta, `delta/products.jsonl`, when that is smaller),
+the thumbnails the base lacks, and a small `delta-base.json` naming it;
+`install` takes the rest from the device's `current`, which must be that base
+(by manifest sha256).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from edge_search.core.manifest import MANIFEST_NAME
 from edge_search.core.signing import SIGNATURE_NAME
 from edge_search.errors import InstallError
 from edge_search.files import atomic_output, check_output, ensure_folder, sha256_file
+from edge_search.shipping.line_delta import PREFIX as LINE_DELTA, SUFFIXES as LINE_SUFFIXES, make_patch
 from edge_search.shipping.unpack import DELTA_BASE
 
 
@@ -29,6 +32,19 @@ def delta_names(bundle: Bundle, base: Bundle) -> list[str]:
     changed = [n for n, entry in bundle.manifest.files.items() if n not in old or old[n]["sha256"] != entry["sha256"]]
     have = set(base.thumbnail_names())
     return sorted(changed + [n for n in bundle.thumbnail_names() if n not in have])
+
+
+def line_deltas(bundle: Bundle, base: Bundle, names: list[str]) -> dict[str, bytes]:
+    """For the changed files made of lines that the base also has: a line delta, where it is under
+    half the file (a repricing ships the changed product lines, not the table)."""
+    out = {}
+    for name in names:
+        if name.endswith(LINE_SUFFIXES) and name in base.manifest.files and name in bundle.manifest.files:
+            new = (bundle.root / name).read_bytes()
+            patch = make_patch((base.root / name).read_bytes(), new)
+            if len(patch) < len(new) // 2:
+                out[name] = patch
+    return out
 
 
 def pack(bundle_dir: str | Path, out_file: str | Path, *, trusted_key: str | Path | None = None,
@@ -42,9 +58,11 @@ def pack(bundle_dir: str | Path, out_file: str | Path, *, trusted_key: str | Pat
     out = check_output(out_file, flag="--out", error=InstallError)
     names = [MANIFEST_NAME] + ([SIGNATURE_NAME] if (bundle.root / SIGNATURE_NAME).is_file() else [])
     note = None
+    patches: dict[str, bytes] = {}
     if base is not None:
         base_bundle = Bundle.open(base, verify=True)
         names += delta_names(bundle, base_bundle)
+        patches = line_deltas(bundle, base_bundle, names)
         note = json.dumps({"name": base_bundle.manifest.name,
                            "manifest_sha256": sha256_file(base_bundle.root / MANIFEST_NAME)}).encode()
     else:
@@ -59,6 +77,11 @@ def pack(bundle_dir: str | Path, out_file: str | Path, *, trusted_key: str | Pat
                     info.size, info.mode = len(note), 0o644
                     tar.addfile(info, io.BytesIO(note))
                     note = None
+                if name in patches:
+                    info = tarfile.TarInfo(LINE_DELTA + name)
+                    info.size, info.mode = len(patches[name]), 0o644
+                    tar.addfile(info, io.BytesIO(patches[name]))
+                    continue
                 info = tar.gettarinfo(str(bundle.root / name), arcname=name)
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""

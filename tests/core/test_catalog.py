@@ -86,3 +86,20 @@ def test_unreadable_catalogs(tmp_path):
     (tmp_path / "c.jsonl").write_text("{not json}\n")
     with pytest.raises(CatalogError, match="line 1: not valid JSON"):
         read_catalog(tmp_path / "c.jsonl")
+
+
+def test_images_a_base_decoded_are_not_decoded_again(tmp_path):
+    """`decoded` holds the sha256 of bytes known to decode (a base bundle's images): those are only read."""
+    import hashlib
+
+    good = jpg(tmp_path / "good.jpg")
+    fake = tmp_path / "fake.jpg"
+    fake.write_bytes(b"not an image, but bytes a base decoded before (as far as this reader knows)")
+    (tmp_path / "c.csv").write_text("id,image\na,good.jpg\nb,fake.jpg\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match="line 3: image fake.jpg: not a readable image"):
+        read_catalog(tmp_path / "c.csv")
+    known = {hashlib.sha256(fake.read_bytes()).hexdigest()}
+    assert [r.id for r in read_catalog(tmp_path / "c.csv", decoded=known).rows] == ["a", "b"]
+    good.write_bytes(b"changed since")  # not in `decoded`: decoded, and refused
+    with pytest.raises(CatalogError, match="line 2: image good.jpg"):
+        read_catalog(tmp_path / "c.csv", decoded=known)

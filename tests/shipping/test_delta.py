@@ -24,8 +24,9 @@ def build_on(base: Path, catalog: Path, out: Path, change) -> Path:
 
 
 def files_of(bundle: Path) -> dict[str, str]:
-    m = read_manifest(bundle)
-    return {name: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name in [*m["files"], "manifest.json"]}
+    """sha256 of every file a device holds of the bundle (all but the unshipped build/ record)."""
+    return {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in bundle.rglob("*") if p.is_file() and p.relative_to(bundle).parts[0] != "build"}
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +44,17 @@ def repriced(base, sample_catalog, tmp_path_factory) -> Path:
     return build_on(base, sample_catalog, tmp_path_factory.mktemp("b2") / "repriced", reprice)
 
 
-def test_a_price_change_ships_the_product_table_only(base, repriced, tmp_path):
+def test_a_price_change_ships_the_changed_product_line_only(base, repriced, tmp_path):
     run_cli("pack", base, "--out", tmp_path / "full.tar")
     proc = run_cli("pack", repriced, "--base", base, "--out", tmp_path / "delta.tar")
     assert "a delta on" in proc.stdout
     with tarfile.open(tmp_path / "delta.tar") as tar:
-        assert tar.getnames() == ["manifest.json", "delta-base.json", "products.jsonl"]
+        assert tar.getnames() == ["manifest.json", "delta-base.json", "delta/products.jsonl"]
+        patch = tar.extractfile("delta/products.jsonl").read()
+    # one product's line written out, the 11 others copied from the base's table in two runs
+    new = (repriced / "products.jsonl").read_bytes().splitlines(keepends=True)
+    assert patch == b"L %d\n" % len(new[0]) + new[0] + b"C 1 11\n"
+    assert b'"price": 0.01' in new[0]
     assert (tmp_path / "delta.tar").stat().st_size < 0.2 * (tmp_path / "full.tar").stat().st_size
 
 
@@ -96,7 +102,7 @@ def test_a_new_product_ships_its_vectors_and_thumbnail(base, sample_catalog, tmp
     with tarfile.open(tmp_path / "delta.tar") as tar:
         names = tar.getnames()
     thumbs = [n for n in names if n.startswith("thumbs/")]
-    assert "index.usearch" in names and "products.jsonl" in names and len(thumbs) == 1  # the new product's only
+    assert "index.usearch" in names and "delta/products.jsonl" in names and len(thumbs) == 1  # the new product's only
     into = tmp_path / "kiosk"
     run_cli("install", base, "--into", into)
     run_cli("install", tmp_path / "delta.tar", "--into", into)
