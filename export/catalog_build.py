@@ -207,13 +207,18 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
     out = Stream(embedded={n: 0 for n in needs})
     per = {n: [] for n in needs}
     for start, rows in _progress(list(_batches(catalog.rows, BATCH)), "embedding catalog", progress):
-        data = [_read(r) for r in rows]
-        shas = [sha256_bytes(d) for d in data]
+        # an image read when the catalog was (its sha256 taken then) is read again only if it must be decoded
+        data: list[bytes | None] = [None if r.sha256 else _read(r) for r in rows]
+        shas = [r.sha256 or sha256_bytes(d) for r, d in zip(rows, data)]
         out.shas += shas
         decoded: dict[str, np.ndarray] = {}
 
         def image(i: int) -> np.ndarray:
             if shas[i] not in decoded:
+                if data[i] is None:
+                    data[i] = _read(rows[i])
+                    if sha256_bytes(data[i]) != shas[i]:
+                        raise ExportError(f"{rows[i].image}: changed while the catalog was being built")
                 decoded[shas[i]] = decode_image(data[i], str(rows[i].image))
             return decoded[shas[i]]
 

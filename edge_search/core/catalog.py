@@ -34,6 +34,7 @@ class CatalogRow:
     price: float | None = None
     category: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None  # of the image's bytes, where reading the catalog took it (see read_catalog)
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,17 @@ def _clean(value: Any) -> str | None:
     return text or None
 
 
-def _check_image(path: Path, decoded: Container[str]) -> None:
-    """The image decodes (ImageError if not); one whose sha256 is in `decoded` is known to, unread by OpenCV."""
+def _check_image(path: Path, decoded: Container[str]) -> str | None:
+    """The image decodes (ImageError if not); one whose sha256 is in `decoded` is known to, unread by
+    OpenCV. Returns the sha256 when it took one."""
     if not decoded:
         load_image(path)
-        return
+        return None
     data = read_regular(path, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
-    if hashlib.sha256(data).hexdigest() not in decoded:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest not in decoded:
         decode_image(data, str(path))
+    return digest
 
 
 def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[str], where: str,
@@ -90,7 +94,7 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
     if image is not None:
         path = (base / image) if not Path(image).is_absolute() else Path(image)
         try:
-            _check_image(path, decoded)
+            digest = _check_image(path, decoded)
         except ImageError as e:
             bad.append(f"image {image}: {str(e).split(': ', 1)[-1]}")
     if bad:
@@ -99,7 +103,7 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
     meta = {k: v for k, v in rec.items() if k not in KNOWN_COLUMNS and _clean(v) is not None}
     return CatalogRow(line=line, id=pid, image=path, name=_clean(rec.get("name")),
                       description=_clean(rec.get("description")), price=price,
-                      category=_clean(rec.get("category")), meta=meta)
+                      category=_clean(rec.get("category")), meta=meta, sha256=digest)
 
 
 _PRODUCT_FIELDS = ("name", "price", "category", "description")
@@ -173,7 +177,8 @@ def read_catalog(path: str | Path, *, skip_bad: bool = False, decoded: Container
     unless `skip_bad`, in which case the bad rows are listed in `skipped`.
     Every image must decode; `decoded` holds the sha256 of images known to (a base
     bundle's: the same bytes decoded when it was built), which are not decoded
-    again: in a nightly catalog build that decoding was most of the time."""
+    again: in a nightly catalog build that decoding was most of the time. With
+    `decoded`, each row keeps its image's sha256, so a build need not read it again."""
     path = Path(path)
     if not path.exists():
         raise CatalogError(f"{path}: no such catalog file or folder")

@@ -137,3 +137,22 @@ def test_an_embedding_cache_that_is_not_a_file_is_refused(base, sample_catalog, 
     one_line_error(run_cli("export", "--catalog", sample_catalog, "--out", out, "--base", base,
                            "--embedding-cache", cache, "--quiet", check=False), "--embedding-cache", "is a FIFO")
     assert not out.exists()
+
+
+def test_an_image_that_changes_while_the_catalog_builds_is_refused(tiny_bundle, sample_catalog, tmp_path):
+    """A --base build takes each image's sha256 when it reads the catalog; an image it must embed is read
+    again, and bytes that differ from that sha256 stop the build (no vectors of one file under another's)."""
+    from dataclasses import replace
+
+    from edge_search.core.catalog import read_catalog
+    from edge_search.errors import ExportError
+    from edge_search_export.catalog_build import load_base, stream_catalog
+    from edge_search_export.embed_cache import EmbeddingCache
+
+    base = load_base(tiny_bundle)
+    catalog = read_catalog(sample_catalog, decoded={"0" * 64})
+    assert all(r.sha256 for r in catalog.rows)
+    changed = replace(catalog, rows=(replace(catalog.rows[0], sha256="f" * 64), *catalog.rows[1:]))
+    with EmbeddingCache(tmp_path / "cache") as cache, pytest.raises(ExportError, match="changed while the catalog"):
+        stream_catalog(changed, base.models, cache=cache, threads=1, teacher_embed=None, thumbs_dir=tmp_path,
+                       progress=False)
