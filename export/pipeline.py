@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from edge_search.core.catalog import IMAGE_SUFFIXES, read_catalog
 from edge_search.core.encoder import OnnxEncoder
 from edge_search.core.images import load_image
-from edge_search.core.manifest import ModelInfo
+from edge_search.core.manifest import ModelInfo, PreprocessCfg
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import ProductTable
 from edge_search.core.signing import check_private_key
@@ -31,7 +32,8 @@ from edge_search.errors import ExportError, ImageError
 from edge_search.files import atomic_write_bytes, check_new_folder, staged_directory
 
 from .catalog_build import (INDEX_VIEWS, MILD_VIEW_STRENGTH, MILD_VIEWS, Calibration, CatalogSettings,
-                            ExportSummary, GateBook, ModelSet, finish_bundle, index_vectors, product_table, stream_catalog)
+                            ExportSummary, GateBook, ModelSet, Stream, finish_bundle, index_vectors, product_table,
+                            stream_catalog)
 from .config import ExportConfig
 from .distill import LabelTerm, build_view_bank, distill
 from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
@@ -139,19 +141,42 @@ class _FromScratch(logging.Filter):
         return "RANDOM weights" not in record.getMessage()
 
 
-def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
-    t_start = time.perf_counter()
-    out = Path(cfg.out)
-    if out.exists() and not cfg.force:
-        raise ExportError(f"{out}: already exists (pass --force to replace it)")
-    check_new_folder(out, "--out", ExportError)  # an --out that cannot be written fails before the training
-    if cfg.sign_key is not None:
-        check_private_key(cfg.sign_key)  # a wrong key fails now, not after the training
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad)
-    for line in catalog.skipped:
-        log.warning("skipped %s", line)
+@dataclass
+class TeacherStep:
+    """The teacher, adapted to the catalog where labeled photos were given, and what it was adapted with."""
+    teacher: Any
+    table: ProductTable  # products and key -> product (key i = catalog image i)
+    images: list[np.ndarray]  # the catalog's images, decoded
+    negatives: list[np.ndarray]  # the --negatives scenes
+    held: HeldOut | None  # labeled photos kept back from training: the calibration set
+    labeled: Any
+    gates: GateBook
+    preprocess: PreprocessCfg  # the teacher's, with the interpolation chosen for it
+    fidelity: dict  # what the steps measured, filled in as they go
+
+
+@dataclass
+class StudentStep:
+    """The image tower that ships (a distilled student, or the teacher's own), not yet exported."""
+    module: Any  # torch module: image -> unit embedding
+    preprocess: PreprocessCfg
+    info: dict | None  # the manifest's `student` record; None when the teacher's tower ships
+    calib_photos: list[np.ndarray]  # photos for the int8 calibration
+    gate_photos: list[np.ndarray]  # photos for the int8 gates
+
+
+@dataclass
+class ModelStep:
+    """The shipped ONNX model in the stage (int8 when asked), gated, and the export-time queries."""
+    encoder: OnnxEncoder
+    quantization: dict | None
+    query_images: list[np.ndarray]  # augmented catalog views
+    query_src: np.ndarray  # the catalog image each came from
+
+
+def teacher_step(cfg: ExportConfig, catalog, progress: bool) -> TeacherStep:
+    """Load the teacher; fine-tune it on --finetune-labeled photos (keeping some back); choose its
+    preprocessing interpolation."""
     trains = bool(cfg.finetune_labeled) and cfg.finetune.epochs > 0
     kept_teacher = Path(cfg.save_models, "teacher.pt").resolve() if cfg.save_models and trains else None
     if kept_teacher and cfg.pretrained and kept_teacher == Path(cfg.pretrained).resolve():
@@ -187,214 +212,256 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
             torch.save({"state_dict": teacher.model.state_dict()}, buf)
             atomic_write_bytes(Path(cfg.save_models) / "teacher.pt", buf.getvalue())
     gates = GateBook(cfg.gates.enforce and not teacher.provenance["random_weights"])
-
     teacher_pp, interp_report = choose_interpolation(images, teacher.preprocess)
-    fidelity: dict = {"preprocess_interpolation": interp_report}
+    return TeacherStep(teacher=teacher, table=table, images=images, negatives=negative_images, held=held,
+                       labeled=labeled, gates=gates, preprocess=teacher_pp,
+                       fidelity={"preprocess_interpolation": interp_report})
 
-    student_info = None
-    if cfg.student:
-        side = cfg.image_size or teacher_pp.size[0]
-        student_pp = replace(teacher_pp, size=(side, side))
-        student = build_student(cfg.student, teacher.embed_dim, side, pretrained=cfg.student_pretrained)
-        # held-out photos stay unseen by the student too: they are the calibration set
-        unseen = {p.resolve() for p in held.paths} if held else set()
-        product_of = {p.resolve(): int(pos) for p, pos in zip(labeled.paths, labeled.products)} if labeled else {}
-        # labeled photos are distilled on too, whether or not a --distill-images folder holds them
-        extra_paths = list(dict.fromkeys([*(p.resolve() for p in _distill_paths(cfg.distill_images)), *product_of]))
-        extra: list[np.ndarray] = []
-        extra_labels: list[int] = []
-        for p in tqdm([p for p in extra_paths if p not in unseen], desc="reading distill images", unit="img",
-                      disable=not progress or not extra_paths):
-            try:
-                extra.append(load_image(p))
-                extra_labels.append(product_of.get(p, -1))
-            except ImageError as e:
-                log.warning("distill image skipped: %s", e)
-        extra_views = max(2, cfg.views_per_image // 4)
-        pick = np.random.default_rng([cfg.seed, 5]).permutation(len(extra))
-        calib_photos = [extra[i] for i in sorted(pick[:128])]
-        gate_photos = [extra[i] for i in sorted(pick[128:256])]
-        bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
-                               [extra_views] * len(extra), student_pp, cfg.seed, progress,
-                               labels=list(key_product) + extra_labels, negatives=negative_images)
-        teacher_catalog = teacher.encode(preprocess_batch(images, teacher_pp),
-                                         progress="teacher embeds catalog" if progress else None)
-        report = distill(student, bank, student_pp, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                         learning_rate=cfg.learning_rate, relational_weight=cfg.relational_weight,
-                         seed=cfg.seed, progress=progress,
-                         label_term=LabelTerm(_prototypes(teacher_catalog, key_product, len(table)),
-                                              teacher.logit_scale, cfg.label_weight))
-        module = Embedder(student).eval()
-        student_info = {"arch": cfg.student, "pretrained": "imagenet (timm)" if cfg.student_pretrained else None,
-                        "image_size": side, "distill_images": len(extra),
-                        "views_per_image": cfg.views_per_image, "seed": cfg.seed,
-                        "params": int(sum(p.numel() for p in student.parameters())),
-                        "distillation": report.to_json()}
-    else:
-        student_pp = teacher_pp
-        calib_photos, gate_photos = [], []
-        module = Embedder(teacher.visual).eval()
 
-    with staged_directory(out, force=cfg.force) as stage:
-        fp32_path = stage / ("model.onnx" if cfg.quantize == "none" else ".model.fp32.onnx")
-        export_onnx(module, student_pp.size, fp32_path)
-        hold = sorted(set(range(0, len(images), 5)))  # every 5th image: held back from calibration
-        calib_idx = [i for i in range(len(images)) if i not in set(hold)] or hold
-        sample = preprocess_batch([images[i] for i in hold[:32]], student_pp)
-        if cfg.save_models:  # before any gate: a failed gate is diagnosed on what it measured
-            Path(cfg.save_models).mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(cfg.save_models) / "student.fp32.onnx", fp32_path.read_bytes())
-        fidelity["onnx_vs_torch"] = parity(module, fp32_path, sample, cfg.threads)
-        gates.check("onnx-vs-torch min cosine", fidelity["onnx_vs_torch"]["min_cosine"], cfg.gates.onnx_min_cosine)
-        query_imgs, query_src = _query_views(images, cfg.seed)
-        fp32_enc = OnnxEncoder(fp32_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
-        model_path = fp32_path
-        quant_info = None
-        if cfg.quantize == "int8":
-            model_path = stage / "model.onnx"
-            calib_views = [v for i in calib_idx for v in views(images[i], 3, seed=cfg.seed + 17 + i)]
-            # photos the student was distilled on cover activations studio shots never reach
-            calib = preprocess_batch(calib_views[:256 - len(calib_photos)] + calib_photos, student_pp)
-            held_q = ([q for q, s in zip(query_imgs, query_src) if s in set(hold)] + [images[i] for i in hold]
-                      + gate_photos)
-            a = _embed(fp32_enc, held_q, student_pp)
-            cat32 = _embed(fp32_enc, images, student_pp)
-            by_product = table.best_scores(a @ cat32.T)
-            top2 = np.sort(by_product, 1)[:, -2:] if len(table) > 1 else np.ones((len(a), 2))
-            # Agreement counts where fp32 itself has decided: a query whose top two products lie
-            # within INT8_TIE_MARGIN flips on rounding noise (int8 kept cosine ~0.998 on the grocery
-            # student, yet near-ties flipped 12 % of all top-1s), and the no-match rule refuses such
-            # queries anyway. Undecided queries are counted in the raw figure, recorded beside it.
-            decided = (top2[:, 1] - top2[:, 0]) >= INT8_TIE_MARGIN
-            def measure(path: Path) -> dict:
-                b = _embed(OnnxEncoder(path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads),
-                           held_q, student_pp)
-                cos = (a * b).sum(1)
-                same = key_product[np.argmax(a @ cat32.T, 1)] == key_product[np.argmax(b @ cat32.T, 1)]
-                agree = float(same[decided].mean()) if decided.any() else float(same.mean())
-                return {"mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
-                        "top1_agreement": round(agree, 5), "decided_queries": int(decided.sum()),
-                        "top1_agreement_all": round(float(same.mean()), 5)}
+def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool) -> StudentStep:
+    """Distill a student from the teacher's image tower (--student), or ship the teacher's own."""
+    if not cfg.student:
+        return StudentStep(module=Embedder(t.teacher.visual).eval(), preprocess=t.preprocess, info=None,
+                           calib_photos=[], gate_photos=[])
+    teacher, images, key_product = t.teacher, t.images, t.table.key_to_product
+    side = cfg.image_size or t.preprocess.size[0]
+    student_pp = replace(t.preprocess, size=(side, side))
+    student = build_student(cfg.student, teacher.embed_dim, side, pretrained=cfg.student_pretrained)
+    # held-out photos stay unseen by the student too: they are the calibration set
+    unseen = {p.resolve() for p in t.held.paths} if t.held else set()
+    product_of = {p.resolve(): int(pos) for p, pos in zip(t.labeled.paths, t.labeled.products)} if t.labeled else {}
+    # labeled photos are distilled on too, whether or not a --distill-images folder holds them
+    extra_paths = list(dict.fromkeys([*(p.resolve() for p in _distill_paths(cfg.distill_images)), *product_of]))
+    extra: list[np.ndarray] = []
+    extra_labels: list[int] = []
+    for p in tqdm([p for p in extra_paths if p not in unseen], desc="reading distill images", unit="img",
+                  disable=not progress or not extra_paths):
+        try:
+            extra.append(load_image(p))
+            extra_labels.append(product_of.get(p, -1))
+        except ImageError as e:
+            log.warning("distill image skipped: %s", e)
+    extra_views = max(2, cfg.views_per_image // 4)
+    pick = np.random.default_rng([cfg.seed, 5]).permutation(len(extra))
+    bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
+                           [extra_views] * len(extra), student_pp, cfg.seed, progress,
+                           labels=list(key_product) + extra_labels, negatives=t.negatives)
+    teacher_catalog = teacher.encode(preprocess_batch(images, t.preprocess),
+                                     progress="teacher embeds catalog" if progress else None)
+    report = distill(student, bank, student_pp, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                     learning_rate=cfg.learning_rate, relational_weight=cfg.relational_weight,
+                     seed=cfg.seed, progress=progress,
+                     label_term=LabelTerm(_prototypes(teacher_catalog, key_product, len(t.table)),
+                                          teacher.logit_scale, cfg.label_weight))
+    info = {"arch": cfg.student, "pretrained": "imagenet (timm)" if cfg.student_pretrained else None,
+            "image_size": side, "distill_images": len(extra),
+            "views_per_image": cfg.views_per_image, "seed": cfg.seed,
+            "params": int(sum(p.numel() for p in student.parameters())),
+            "distillation": report.to_json()}
+    return StudentStep(module=Embedder(student).eval(), preprocess=student_pp, info=info,
+                       calib_photos=[extra[i] for i in sorted(pick[:128])],
+                       gate_photos=[extra[i] for i in sorted(pick[128:256])])
 
-            # a gate that is not enforced needs no second recipe
-            quant_info, attempts = quantize_until(
-                fp32_path, model_path, calib, measure,
-                lambda f: f["mean_cosine"] >= cfg.gates.int8_mean_cosine
-                and f["top1_agreement"] >= cfg.gates.int8_top1_agreement,
-                RECIPES if gates.enforce else RECIPES[:1])
-            enc = OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
-            quant_info["calibration_photos"] = len(calib_photos)
-            fidelity["int8_vs_fp32"] = {**attempts[-1], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
-                                        "attempts": attempts,
-                                        "thresholds": {"mean_cosine": cfg.gates.int8_mean_cosine,
-                                                       "top1_agreement": cfg.gates.int8_top1_agreement}}
-            gates.check("int8-vs-fp32 mean cosine", attempts[-1]["mean_cosine"], cfg.gates.int8_mean_cosine)
-            gates.check("int8-vs-fp32 top-1 agreement", attempts[-1]["top1_agreement"], cfg.gates.int8_top1_agreement)
-            fp32_path.unlink()
-        else:
-            enc = fp32_enc
 
-        # Catalog vectors: by the device encoder itself, by the teacher whose space
-        # the student was trained into, or both (each catalog image then has its
-        # teacher vector and its own student vector in the index). Every option
-        # must let the shipped model name the catalog's own images and mild views
-        # of them (the catalog self-retrieval gates); among those that do, the one
-        # naming the held-out labeled store photos best wins (augmented catalog
-        # views when there are too few photos). The catalog's vectors go through
-        # the embedding cache, so a later `--base` build embeds only what changed.
-        teacher_sha = teacher.weights_sha256() if cfg.student else None
-        models = ModelSet(
-            folder=stage, model_info=ModelInfo(file="model.onnx", input=INPUT, output=OUTPUT,
-                                               embed_dim=teacher.embed_dim,
-                                               precision="int8" if cfg.quantize == "int8" else "fp32", opset=OPSET),
-            preprocess=student_pp, catalog_encoder="teacher+student+views" if cfg.student else "student",
-            teacher={**teacher.provenance, "preprocess_size": list(teacher_pp.size)}, student=student_info,
-            fidelity={**fidelity, "quantization": quant_info},
-            producer={"torch": torch.__version__, "open_clip": open_clip.__version__, "onnx": onnx.__version__},
-            teacher_sha256=teacher_sha, teacher_preprocess=teacher_pp if cfg.student else None, seed=cfg.seed)
-        teacher_embed = (lambda imgs: teacher.encode(preprocess_batch(imgs, teacher_pp))) if cfg.student else None
-        with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
-            (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
-            stream = stream_catalog(catalog, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
-                                    thumbs_dir=stage / THUMBS_FOLDER, progress=progress)
-        queries = _embed(enc, query_imgs, student_pp)
-        student_vecs = stream.vectors["student"]
-        mild_vecs = stream.vectors["mild"].reshape(len(images) * MILD_VIEWS, -1)
-        mild_src = np.repeat(np.arange(len(images)), MILD_VIEWS)
-        held_vecs = _embed(enc, held.images, student_pp) if held and len(held.images) >= MIN_HELD_OUT else None
-        names = ["student"] + (["teacher", "teacher+student", "teacher+student+views"] if cfg.student else [])
-        options = {name: index_vectors(stream, name)[0] for name in names}
-        keys_of = {name: np.concatenate([key_product] * (len(v) // len(images))) for name, v in options.items()}
-        enc_report = {}
-        for name, vecs in options.items():
-            kp = keys_of[name]
-            top1 = lambda q: kp[np.argmax(q @ vecs.T, 1)]  # noqa: E731
-            enc_report[name] = {"augmented_query_top1": round(float((top1(queries) == key_product[query_src]).mean()), 5),
-                                "catalog_self_top1": round(float((top1(student_vecs) == key_product).mean()), 5),
-                                "catalog_mild_view_top1": round(float((top1(mild_vecs) == key_product[mild_src]).mean()),
-                                                                5)}
-            if held_vecs is not None:
-                enc_report[name]["held_out_photo_top1"] = round(float((top1(held_vecs) == held.products).mean()), 5)
-            enc_report[name]["passes_self_gates"] = bool(
-                enc_report[name]["catalog_self_top1"] >= cfg.gates.catalog_self_top1
-                and enc_report[name]["catalog_mild_view_top1"] >= cfg.gates.catalog_views_top1)
-        decided_by = "held_out_photo_top1" if held_vecs is not None else "augmented_query_top1"
-        # none passing: the one closest to passing, so the gate below fails on the best there is
-        closest = max(options, key=lambda n: min(enc_report[n]["catalog_self_top1"] / max(cfg.gates.catalog_self_top1, 1e-9),
-                                                 enc_report[n]["catalog_mild_view_top1"] / max(cfg.gates.catalog_views_top1, 1e-9)))
-        passing = [n for n in options if enc_report[n]["passes_self_gates"]] or [closest]
-        # ties go to the smaller index, then to the teacher's (its space is the one distilled into)
-        preference = {"teacher": 3, "student": 2, "teacher+student": 1, "teacher+student+views": 0}
-        chosen_enc = cfg.catalog_encoder if cfg.catalog_encoder in options else \
-            max(passing, key=lambda n: (enc_report[n][decided_by], preference[n]))
-        fidelity["catalog_encoder"] = {**enc_report, "chosen": chosen_enc, "decided_by": decided_by,
-                                       "rule": "the best by decided_by among the options passing the catalog "
-                                               "self-retrieval gates",
-                                       "queries": int(len(queries)), "mild_views": int(len(mild_vecs)),
-                                       "held_out_photos": 0 if held_vecs is None else int(len(held_vecs)),
-                                       "forced": cfg.catalog_encoder is not None}
+def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -> ModelStep:
+    """ONNX export (parity-gated against torch), then int8 quantization (gated against fp32, retried with
+    the next recipe when a gate fails): `model.onnx` in the stage."""
+    images, table, key_product, gates = t.images, t.table, t.table.key_to_product, t.gates
+    student_pp = s.preprocess
+    fp32_path = stage / ("model.onnx" if cfg.quantize == "none" else ".model.fp32.onnx")
+    export_onnx(s.module, student_pp.size, fp32_path)
+    hold = sorted(set(range(0, len(images), 5)))  # every 5th image: held back from calibration
+    calib_idx = [i for i in range(len(images)) if i not in set(hold)] or hold
+    sample = preprocess_batch([images[i] for i in hold[:32]], student_pp)
+    if cfg.save_models:  # before any gate: a failed gate is diagnosed on what it measured
+        Path(cfg.save_models).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(cfg.save_models) / "student.fp32.onnx", fp32_path.read_bytes())
+    t.fidelity["onnx_vs_torch"] = parity(s.module, fp32_path, sample, cfg.threads)
+    gates.check("onnx-vs-torch min cosine", t.fidelity["onnx_vs_torch"]["min_cosine"], cfg.gates.onnx_min_cosine)
+    query_imgs, query_src = _query_views(images, cfg.seed)
+    fp32_enc = OnnxEncoder(fp32_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
+    if cfg.quantize != "int8":
+        return ModelStep(encoder=fp32_enc, quantization=None, query_images=query_imgs, query_src=query_src)
+    model_path = stage / "model.onnx"
+    calib_views = [v for i in calib_idx for v in views(images[i], 3, seed=cfg.seed + 17 + i)]
+    # photos the student was distilled on cover activations studio shots never reach
+    calib = preprocess_batch(calib_views[:256 - len(s.calib_photos)] + s.calib_photos, student_pp)
+    held_q = ([q for q, src in zip(query_imgs, query_src) if src in set(hold)] + [images[i] for i in hold]
+              + s.gate_photos)
+    a = _embed(fp32_enc, held_q, student_pp)
+    cat32 = _embed(fp32_enc, images, student_pp)
+    by_product = table.best_scores(a @ cat32.T)
+    top2 = np.sort(by_product, 1)[:, -2:] if len(table) > 1 else np.ones((len(a), 2))
+    # Agreement counts where fp32 itself has decided: a query whose top two products lie
+    # within INT8_TIE_MARGIN flips on rounding noise (int8 kept cosine ~0.998 on the grocery
+    # student, yet near-ties flipped 12 % of all top-1s), and the no-match rule refuses such
+    # queries anyway. Undecided queries are counted in the raw figure, recorded beside it.
+    decided = (top2[:, 1] - top2[:, 0]) >= INT8_TIE_MARGIN
 
-        # "no match": calibrated on photos nobody trained on, else on augmented catalog views,
-        # plus the --negatives scenes (a reserved "no product" class, if the measurement keeps it)
-        ids = [p.id for p in table.products]
+    def measure(path: Path) -> dict:
+        b = _embed(OnnxEncoder(path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads),
+                   held_q, student_pp)
+        cos = (a * b).sum(1)
+        same = key_product[np.argmax(a @ cat32.T, 1)] == key_product[np.argmax(b @ cat32.T, 1)]
+        agree = float(same[decided].mean()) if decided.any() else float(same.mean())
+        return {"mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
+                "top1_agreement": round(agree, 5), "decided_queries": int(decided.sum()),
+                "top1_agreement_all": round(float(same.mean()), 5)}
+
+    # a gate that is not enforced needs no second recipe
+    quant_info, attempts = quantize_until(
+        fp32_path, model_path, calib, measure,
+        lambda f: f["mean_cosine"] >= cfg.gates.int8_mean_cosine
+        and f["top1_agreement"] >= cfg.gates.int8_top1_agreement,
+        RECIPES if gates.enforce else RECIPES[:1])
+    quant_info["calibration_photos"] = len(s.calib_photos)
+    t.fidelity["int8_vs_fp32"] = {**attempts[-1], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
+                                  "attempts": attempts,
+                                  "thresholds": {"mean_cosine": cfg.gates.int8_mean_cosine,
+                                                 "top1_agreement": cfg.gates.int8_top1_agreement}}
+    gates.check("int8-vs-fp32 mean cosine", attempts[-1]["mean_cosine"], cfg.gates.int8_mean_cosine)
+    gates.check("int8-vs-fp32 top-1 agreement", attempts[-1]["top1_agreement"], cfg.gates.int8_top1_agreement)
+    fp32_path.unlink()
+    return ModelStep(encoder=OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads),
+                     quantization=quant_info, query_images=query_imgs, query_src=query_src)
+
+
+def catalog_encoder_step(cfg: ExportConfig, stage: Path, catalog, t: TeacherStep, s: StudentStep, m: ModelStep,
+                         progress: bool) -> tuple[ModelSet, Stream, np.ndarray]:
+    """Embed the catalog (through the embedding cache) under every catalog-encoder option, choose one,
+    and gather the no-match calibration. Returns the model set a catalog build needs, the catalog's
+    vectors, and the export-time query vectors (the index choice measures on them)."""
+    # Catalog vectors: by the device encoder itself, by the teacher whose space
+    # the student was trained into, or both (each catalog image then has its
+    # teacher vector and its own student vector in the index). Every option
+    # must let the shipped model name the catalog's own images and mild views
+    # of them (the catalog self-retrieval gates); among those that do, the one
+    # naming the held-out labeled store photos best wins (augmented catalog
+    # views when there are too few photos). The catalog's vectors go through
+    # the embedding cache, so a later `--base` build embeds only what changed.
+    teacher, images, table, held, enc = t.teacher, t.images, t.table, t.held, m.encoder
+    key_product, student_pp = table.key_to_product, s.preprocess
+    teacher_sha = teacher.weights_sha256() if cfg.student else None
+    models = ModelSet(
+        folder=stage, model_info=ModelInfo(file="model.onnx", input=INPUT, output=OUTPUT,
+                                           embed_dim=teacher.embed_dim,
+                                           precision="int8" if cfg.quantize == "int8" else "fp32", opset=OPSET),
+        preprocess=student_pp, catalog_encoder="teacher+student+views" if cfg.student else "student",
+        teacher={**teacher.provenance, "preprocess_size": list(t.preprocess.size)}, student=s.info,
+        fidelity={**t.fidelity, "quantization": m.quantization},
+        producer={"torch": torch.__version__, "open_clip": open_clip.__version__, "onnx": onnx.__version__},
+        teacher_sha256=teacher_sha, teacher_preprocess=t.preprocess if cfg.student else None, seed=cfg.seed)
+    teacher_embed = (lambda imgs: teacher.encode(preprocess_batch(imgs, t.preprocess))) if cfg.student else None
+    with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
+        (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
+        stream = stream_catalog(catalog, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
+                                thumbs_dir=stage / THUMBS_FOLDER, progress=progress)
+    query_src = m.query_src
+    queries = _embed(enc, m.query_images, student_pp)
+    student_vecs = stream.vectors["student"]
+    mild_vecs = stream.vectors["mild"].reshape(len(images) * MILD_VIEWS, -1)
+    mild_src = np.repeat(np.arange(len(images)), MILD_VIEWS)
+    held_vecs = _embed(enc, held.images, student_pp) if held and len(held.images) >= MIN_HELD_OUT else None
+    names = ["student"] + (["teacher", "teacher+student", "teacher+student+views"] if cfg.student else [])
+    options = {name: index_vectors(stream, name)[0] for name in names}
+    keys_of = {name: np.concatenate([key_product] * (len(v) // len(images))) for name, v in options.items()}
+    enc_report = {}
+    for name, vecs in options.items():
+        kp = keys_of[name]
+        top1 = lambda q: kp[np.argmax(q @ vecs.T, 1)]  # noqa: E731
+        enc_report[name] = {"augmented_query_top1": round(float((top1(queries) == key_product[query_src]).mean()), 5),
+                            "catalog_self_top1": round(float((top1(student_vecs) == key_product).mean()), 5),
+                            "catalog_mild_view_top1": round(float((top1(mild_vecs) == key_product[mild_src]).mean()),
+                                                            5)}
         if held_vecs is not None:
-            cal_vecs, cal_ids = held_vecs, [ids[i] for i in held.products]
-            cal_source = f"{len(held.images)} held-out labeled photos ({Path(cfg.finetune_labeled).name})"
-        else:
-            cal_vecs, cal_ids = queries, [ids[key_product[i]] for i in query_src]
-            cal_source = f"{len(queries)} augmented views of the catalog images"
-        neg_vecs = _embed(enc, negative_images, student_pp) if negative_images else None
-        calibration = Calibration(vectors=cal_vecs, product_ids=tuple(cal_ids), source=cal_source, negatives=neg_vecs,
-                                  negatives_source=f"{len(neg_vecs)} no-product scenes ({Path(cfg.negatives).name})"
-                                  if neg_vecs is not None else "",
-                                  negatives_dir=str(cfg.negatives) if cfg.negatives is not None else None)
-        models = replace(models, catalog_encoder=chosen_enc, calibration=calibration)
+            enc_report[name]["held_out_photo_top1"] = round(float((top1(held_vecs) == held.products).mean()), 5)
+        enc_report[name]["passes_self_gates"] = bool(
+            enc_report[name]["catalog_self_top1"] >= cfg.gates.catalog_self_top1
+            and enc_report[name]["catalog_mild_view_top1"] >= cfg.gates.catalog_views_top1)
+    decided_by = "held_out_photo_top1" if held_vecs is not None else "augmented_query_top1"
+    # none passing: the one closest to passing, so the gate below fails on the best there is
+    closest = max(options, key=lambda n: min(enc_report[n]["catalog_self_top1"] / max(cfg.gates.catalog_self_top1, 1e-9),
+                                             enc_report[n]["catalog_mild_view_top1"] / max(cfg.gates.catalog_views_top1, 1e-9)))
+    passing = [n for n in options if enc_report[n]["passes_self_gates"]] or [closest]
+    # ties go to the smaller index, then to the teacher's (its space is the one distilled into)
+    preference = {"teacher": 3, "student": 2, "teacher+student": 1, "teacher+student+views": 0}
+    chosen_enc = cfg.catalog_encoder if cfg.catalog_encoder in options else \
+        max(passing, key=lambda n: (enc_report[n][decided_by], preference[n]))
+    t.fidelity["catalog_encoder"] = {**enc_report, "chosen": chosen_enc, "decided_by": decided_by,
+                                     "rule": "the best by decided_by among the options passing the catalog "
+                                             "self-retrieval gates",
+                                     "queries": int(len(queries)), "mild_views": int(len(mild_vecs)),
+                                     "held_out_photos": 0 if held_vecs is None else int(len(held_vecs)),
+                                     "forced": cfg.catalog_encoder is not None}
+
+    # "no match": calibrated on photos nobody trained on, else on augmented catalog views,
+    # plus the --negatives scenes (a reserved "no product" class, if the measurement keeps it)
+    ids = [p.id for p in table.products]
+    if held_vecs is not None:
+        cal_vecs, cal_ids = held_vecs, [ids[i] for i in held.products]
+        cal_source = f"{len(held.images)} held-out labeled photos ({Path(cfg.finetune_labeled).name})"
+    else:
+        cal_vecs, cal_ids = queries, [ids[key_product[i]] for i in query_src]
+        cal_source = f"{len(queries)} augmented views of the catalog images"
+    neg_vecs = _embed(enc, t.negatives, student_pp) if t.negatives else None
+    calibration = Calibration(vectors=cal_vecs, product_ids=tuple(cal_ids), source=cal_source, negatives=neg_vecs,
+                              negatives_source=f"{len(neg_vecs)} no-product scenes ({Path(cfg.negatives).name})"
+                              if neg_vecs is not None else "",
+                              negatives_dir=str(cfg.negatives) if cfg.negatives is not None else None)
+    return replace(models, catalog_encoder=chosen_enc, calibration=calibration), stream, queries
+
+
+def text_step(cfg: ExportConfig, t: TeacherStep, chosen_enc: str):
+    """Words -> the same space: the teacher's text tower, its tokenizer, product text (the catalog
+    build calls it with the bundle's product table and vectors)."""
+    def step(stage: Path, text_table: ProductTable, stream: Stream, gates: GateBook, shipped):
+        teacher_vecs = stream.vectors.get("teacher")
+        if teacher_vecs is None:
+            teacher_vecs = t.teacher.encode(preprocess_batch(t.images, t.preprocess))
+        # the product-text weight is chosen against one encoder's catalog: the teacher's for teacher+student
+        return export_text(t.teacher, stage, text_table, {"teacher": teacher_vecs, "student": stream.vectors["student"]},
+                           "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
+                           quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates.check,
+                           gates=cfg.gates, shipped=(chosen_enc, *shipped))
+
+    return step
+
+
+def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
+    """`edge-search export` without --base: the model build (teacher, student, model, catalog encoder),
+    then the catalog build (finish_bundle) into a staged --out."""
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    if out.exists() and not cfg.force:
+        raise ExportError(f"{out}: already exists (pass --force to replace it)")
+    check_new_folder(out, "--out", ExportError)  # an --out that cannot be written fails before the training
+    if cfg.sign_key is not None:
+        check_private_key(cfg.sign_key)  # a wrong key fails now, not after the training
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad)
+    for line in catalog.skipped:
+        log.warning("skipped %s", line)
+    t = teacher_step(cfg, catalog, progress)
+    s = student_step(cfg, t, progress)
+    with staged_directory(out, force=cfg.force) as stage:
+        m = model_step(cfg, stage, t, s)
+        models, stream, queries = catalog_encoder_step(cfg, stage, catalog, t, s, m, progress)
 
         def index_choice(vectors: np.ndarray, index_table: ProductTable):
             choice = choose_index(vectors, index_table.key_to_product, queries,
                                   threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype)
             if choice.report["forced_dtype"] is None:
                 picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
-                gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
-                            cfg.gates.index_top1_agreement)
+                t.gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
+                              cfg.gates.index_top1_agreement)
             return choice.dtype, choice.exact, choice.rescore, choice.report
 
-        # words -> the same space: the teacher's text tower, its tokenizer, product text
-        def text_from_teacher(stage_: Path, text_table: ProductTable, stream_, gates_, shipped):
-                teacher_vecs = stream_.vectors.get("teacher")
-                if teacher_vecs is None:
-                    teacher_vecs = teacher.encode(preprocess_batch(images, teacher_pp))
-                # the product-text weight is chosen against one encoder's catalog: the teacher's for teacher+student
-                return export_text(teacher, stage_, text_table, {"teacher": teacher_vecs, "student": student_vecs},
-                                   "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
-                                   quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates_.check,
-                                   gates=cfg.gates, shipped=(chosen_enc, *shipped))
-
-        text_step = text_from_teacher if cfg.with_text else None
         settings = CatalogSettings(out=out, name=cfg.name or out.name, gates=cfg.gates, no_match=cfg.no_match,
                                    force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key,
                                    index_dtype=cfg.index_dtype)
-        manifest = finish_bundle(stage, settings, models, catalog, stream, index_choice=index_choice, gates=gates,
-                                 fidelity=fidelity, text_step=text_step)
+        manifest = finish_bundle(stage, settings, models, catalog, stream, index_choice=index_choice, gates=t.gates,
+                                 fidelity=t.fidelity,
+                                 text_step=text_step(cfg, t, models.catalog_encoder) if cfg.with_text else None)
     return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped,
                          seconds=time.perf_counter() - t_start, embedded=dict(stream.embedded))
