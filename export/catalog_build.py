@@ -580,6 +580,29 @@ def catalog_changes(base: Base, table: ProductTable, shas: list[str]) -> dict:
     return {"added": added, "removed": removed, "changed_metadata": changed_meta, "changed_images": changed_images}
 
 
+def base_index_choice(base: Base, stream: Stream, threshold: float):
+    """A catalog build's index on a base: the base's storage (dtype, rescore: measured on real queries when
+    its model was built), and its exact-or-HNSW choice while the catalog is within twice the base's size
+    either way; beyond that, decided again by timing both on mild views of this catalog (a base of 12
+    products searched exactly would have 100 000 searched exactly too)."""
+    from .index_choice import choose_search
+
+    index = base.models.index
+    base_count = base.bundle.manifest.index.count
+    report = dict(base.bundle.manifest.fidelity.get("index") or {})
+
+    def choice(vectors: np.ndarray, index_table: ProductTable) -> tuple[str, bool, bool, dict]:
+        if base_count / 2 <= len(vectors) <= 2 * base_count:
+            return index["dtype"], index["exact"], index["rescore"], {**report, "search_from_base": True}
+        mild = stream.vectors["mild"].reshape(-1, vectors.shape[1])
+        pick = np.random.default_rng([base.models.seed, 41]).choice(len(mild), min(500, len(mild)), replace=False)
+        exact, timing = choose_search(vectors, index_table.key_to_product, mild[np.sort(pick)], dtype=index["dtype"],
+                                      rescore=index["rescore"], threshold=threshold)
+        return index["dtype"], exact, index["rescore"], {**report, **timing, "search_from_base": False}
+
+    return choice
+
+
 def text_from_base(base: Base, threads: int):
     """A --base build of a bundle with words: its text tower and tokenizer as they are, the product-text
     index embedded again for this catalog (no torch: the tower is ONNX)."""
@@ -687,7 +710,8 @@ def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cach
         text_step = text_from_base(base, cfg.threads) if base.models.text is not None else None
         fidelity = {k: base.bundle.manifest.fidelity[k] for k in ("catalog_encoder", "index")
                     if k in base.bundle.manifest.fidelity}
-        manifest = finish_bundle(folder, settings, models, cat, stream, index_choice=None,
+        manifest = finish_bundle(folder, settings, models, cat, stream,
+                                 index_choice=base_index_choice(base, stream, cfg.gates.index_top1_agreement),
                                  gates=GateBook(cfg.gates.enforce and not random_teacher), fidelity=fidelity,
                                  text_step=text_step, lineage=lineage)
     return manifest, embedded
