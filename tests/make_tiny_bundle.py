@@ -146,6 +146,7 @@ def float_file_differences(fresh: Path, committed: Path) -> list[str]:
         problems.append(f"model.onnx: initializers {sorted(set(ia) ^ set(ib))[:5]} differ")
     for name in sorted(set(ia) & set(ib)):
         problems += _close(ia[name], ib[name], f"model.onnx {name}")
+    import edge_search  # noqa: F401  (onnxruntime before usearch: the other order crashes)
     from usearch.index import Index
 
     va, vb = (Index.restore(str(x / "index.usearch")) for x in (fresh, committed))

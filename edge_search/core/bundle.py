@@ -6,6 +6,7 @@ Must not import torch, open_clip or onnx.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from edge_search.errors import BundleError
@@ -57,13 +58,18 @@ class Bundle:
     def thumbnail_names(self) -> list[str]:
         """The thumbnail files the product table names, when the manifest counts them (a
         `thumbnails` section) rather than listing each in `files`; [] otherwise."""
+        return list(self._thumbnail_names)
+
+    @cached_property
+    def _thumbnail_names(self) -> tuple[str, ...]:
+        # read once per Bundle: verify, pack and install each ask, and the table grows with the catalog
         if self.manifest.thumbnails is None:
-            return []
+            return ()
         from edge_search.core.products import ProductTable
 
         table_path = self.path(self.manifest.products_file)
         table = ProductTable.load(table_path, self.manifest.index.count)
-        return named((p.thumbnail for p in table.products), str(table_path))
+        return tuple(named((p.thumbnail for p in table.products), str(table_path)))
 
     def file_names(self) -> list[str]:
         """Every file of the bundle but the manifest and its signature: `files`, then the thumbnails."""

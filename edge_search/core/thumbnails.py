@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from edge_search.errors import BundleError
+from edge_search.files import sha256_file
 
 FOLDER = "thumbs"
 _NAME = re.compile(r"thumbs/[0-9a-f]{64}\.jpg")
@@ -78,8 +79,7 @@ def verify_thumbnails(root: Path, info: ThumbnailsInfo, names: list[str], where:
         if size > info.max_bytes:
             raise BundleError(f"{p}: {size} bytes, over the {info.max_bytes} the manifest allows a thumbnail")
         total += size
-        with open(p, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = sha256_file(p)
         if f"{FOLDER}/{digest}.jpg" != n:
             raise BundleError(f"{p}: checksum mismatch (sha256 {digest[:12]}…, its name says {n[7:19]}…)")
     if total != info.bytes:

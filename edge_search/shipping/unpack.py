@@ -18,7 +18,7 @@ from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_byt
 from edge_search.core.bundle import Bundle
 from edge_search.core.signing import SIGNATURE_NAME
 from edge_search.core.thumbnails import is_thumbnail_name
-from edge_search.shipping.line_delta import PREFIX as LINE_DELTA
+from edge_search.shipping.line_delta import PREFIX as LINE_DELTA, SUFFIXES as LINE_SUFFIXES
 from edge_search.errors import BundleError, InstallError
 from edge_search.files import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, open_regular
 
@@ -98,11 +98,13 @@ class _Limits:
                       DELTA_BASE: MAX_DELTA_BASE_BYTES}
         for name, entry in manifest.files.items():
             self.sizes[_member_name(name, f"{where}:{MANIFEST_NAME} files")] = entry["bytes"]
-        self.files = set(manifest.files)
+        # the files a line delta (`delta/<name>`) may build: each patch is bounded by its file's size
+        self.patchable = {n for n in self.sizes if n.endswith(LINE_SUFFIXES)}
 
     def total(self) -> int:
-        # line deltas are bounded by their file's size but come instead of it: twice the files, at most
-        return 2 * sum(self.sizes.values()) + (self.thumbs.bytes if self.thumbs is not None else 0)
+        # a patch and the file it builds lie side by side until the install removes the patches
+        return (sum(self.sizes.values()) + sum(self.sizes[n] for n in self.patchable)
+                + (self.thumbs.bytes if self.thumbs is not None else 0))
 
     def check(self, m: tarfile.TarInfo, name: str) -> int:
         """The member's size limit, or InstallError when it may not be in the bundle at all."""
@@ -111,7 +113,7 @@ class _Limits:
             raise InstallError(f"{where}: member '{name}' is {_kind(m)}; bundles hold regular files only")
         if name in self.sizes:
             limit = self.sizes[name]
-        elif name.startswith(LINE_DELTA) and name[len(LINE_DELTA):] in self.files:
+        elif name.startswith(LINE_DELTA) and name[len(LINE_DELTA):] in self.patchable:
             limit = self.sizes[name[len(LINE_DELTA):]]  # a line delta is never bigger than the file it builds
         elif self.thumbs is not None and is_thumbnail_name(name):
             self.thumbs_seen += 1

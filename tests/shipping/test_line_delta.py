@@ -97,6 +97,7 @@ def test_an_installed_line_delta_is_exactly_the_new_table(tiny_bundle, tmp_path)
     ("grows", "more than the"),
     ("other-lines", "checksum mismatch"),
     ("no-base", "line deltas (delta/...) in an archive that names no base"),
+    ("not-lines", "member 'delta/index.usearch' is not listed in the manifest"),
 ])
 def test_a_bad_line_delta_is_refused_and_current_stays(tiny_bundle, tmp_path, damage, fragment):
     b2 = _repriced(tiny_bundle, tmp_path / "b2")
@@ -110,6 +111,11 @@ def test_a_bad_line_delta_is_refused_and_current_stays(tiny_bundle, tmp_path, da
     # no-base: delta-base.json dropped, a patch in what then claims to be a whole bundle
     evil = _rewrite(tmp_path / "delta.tar", tmp_path / "evil.tar", change,
                     drop={"delta-base.json"} if damage == "no-base" else set())
+    if damage == "not-lines":  # only files made of lines (.jsonl) may come as a line delta
+        with tarfile.open(evil, "a") as tar:
+            info = tarfile.TarInfo("delta/index.usearch")
+            info.size = 7
+            tar.addfile(info, io.BytesIO(b"C 0 1\n\n"))
     assert len((tiny_bundle / "products.jsonl").read_bytes().splitlines()) == 12  # what "C 0 12" copies
     into = tmp_path / "k"
     run_cli("install", tiny_bundle, "--into", into)
