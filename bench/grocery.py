@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     # the export's calibration photos: its held-back share of the fit photos, same seed
     fin = m.teacher.get("finetune") or {}
     labeled = read_labeled(fit_csv, [p.id for p in products])
-    _, held = labeled.split(fin.get("settings", {}).get("holdout", cfg.finetune.holdout), fin.get("seed", cfg.seed))
+    _, held = labeled.split(fin.get("settings", {}).get("holdout", cfg.finetune.holdout))
     cal_vecs = _embed(student.encoder, [load_image(labeled.paths[i]) for i in held], s_pp)
     cal_truth = labeled.products[held]
     full = _searcher(student.encoder, bundle_catalog, products, s_pp)

@@ -32,7 +32,7 @@ import io  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, fields  # noqa: E402
+from dataclasses import asdict, fields, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def speed(teacher_config: str, student_arch: str, rounds: int, threads: int, tea
 
 def main(argv: list[str] | None = None) -> int:
     from edge_search_export.config import FinetuneSettings
-    from edge_search_export.finetune import finetune_teacher, load_photos, product_text
+    from edge_search_export.finetune import finetune_teacher, held_back, load_photos, product_text
     from edge_search_export.teacher import load_teacher
 
     known = {f.name: f for f in fields(FinetuneSettings)}
@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save", action="store_true", help="keep OUT/teacher.pt and OUT/teacher.json")
+    ap.add_argument("--sides", default=None, metavar="S1,S2,...",
+                    help="no training: measure the --init teacher on dev at these input sides (OUT/sides.json)")
     args = ap.parse_args(argv)
 
     import torch
@@ -198,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                                   desc.read_text(encoding="utf-8", errors="replace").strip() if desc.is_file() else ""))
     catalog = [load_image(data / c["iconic"]) for c in classes]
     fit, dev = dev_split(_rows(data, "train.txt", ids), seed=0)
+    # the photos an export on these fit photos keeps back for its no-match calibration are not
+    # trained on here either, so a teacher reused by bench/grocery.py never saw them
+    train_idx, held_idx = held_back([p for p, _ in fit], np.array([position[i] for _, i in fit]),
+                                    FinetuneSettings().holdout)
+    fit = [fit[i] for i in train_idx]
 
     teacher = load_teacher(args.teacher, args.init)
     side = settings.image_size or teacher.preprocess.size[0]
@@ -215,6 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     def catalog_vecs() -> np.ndarray:
         return teacher.encode(preprocess_batch(catalog, teacher.preprocess))
 
+    if args.sides:
+        rows = {}
+        trained_pp = teacher.preprocess
+        for side in (int(x) for x in args.sides.split(",")):
+            teacher.preprocess = replace(trained_pp, size=(side, side))
+            rows[side] = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg)
+            print(json.dumps({"side": side, **rows[side]}), flush=True)
+        teacher.preprocess = trained_pp
+        atomic_write_text(out / "sides.json", json.dumps(
+            {"init": args.init, "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"]
+                                                    + (argv or sys.argv[1:])), "dev": rows}, indent=2) + "\n")
+        return 0
+
     def on_epoch(epoch: int) -> dict:
         if epoch % args.eval_every and epoch not in (1, settings.epochs):  # epoch 1: fail fast
             return {}
@@ -231,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     final = report.history[-1]
     result = {"teacher": args.teacher, "init": args.init, "settings": asdict(settings), "seed": args.seed,
               "negatives_train": len(train_neg), "negatives_dev": len(dev_neg),
-              "fit_photos": len(photos), "dev_photos": len(dev_images),
+              "fit_photos": len(photos), "held_back_for_calibration": len(held_idx),
+              "dev_photos": len(dev_images),
               "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "floor", "correct_"))},
               "train_seconds": round(wall, 1), "loadavg_start": [round(x, 2) for x in load],
               "loadavg_end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,

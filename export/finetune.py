@@ -10,8 +10,9 @@ default so its alignment with language survives; a teacher that starts from
 random weights trains both towers, which is how the offline reference teacher
 is trained from scratch.
 
-A share of each product's photos is held back (`holdout`): never trained on,
-it is what the export calibrates the "no match" decision on.
+A share of each product's photos is held back (`holdout`, the last ones by
+file name): never trained on, it is what the export calibrates the "no match"
+decision on.
 
 Export stage only (torch, open_clip); the runtime never imports this.
 """
@@ -19,6 +20,7 @@ Export stage only (torch, open_clip); the runtime never imports this.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -61,18 +63,33 @@ class LabeledPhotos:
     products: np.ndarray  # position of each photo's product in the product table
     skipped: tuple[str, ...] = ()
 
-    def split(self, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Deterministic per-product split -> (train, held-back) photo indices.
-        A product with a single photo keeps it for training."""
-        rng = np.random.default_rng([seed, 4242])
-        train, held = [], []
-        for pos in np.unique(self.products):
-            idx = np.flatnonzero(self.products == pos)
-            idx = idx[rng.permutation(len(idx))]
-            n = int(round(holdout * len(idx))) if len(idx) > 1 else 0
-            held += idx[:n].tolist()
-            train += idx[n:].tolist()
-        return np.array(sorted(train), dtype=np.int64), np.array(sorted(held), dtype=np.int64)
+    def split(self, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+        """-> (train, held-back) photo indices: see held_back."""
+        return held_back(self.paths, self.products, holdout)
+
+
+def _natural_key(path: Path) -> tuple:
+    """`IMG_9.jpg` before `IMG_10.jpg`: digit runs compare as numbers."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                 for part in re.split(r"(\d+)", str(path)) if part)
+
+
+def held_back(paths, products: np.ndarray, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+    """The photos kept back from training for the no-match calibration -> (train, held-back) indices,
+    sorted. Per product, the last `holdout` share of its photos by file name (numbers in names
+    compare as numbers), at least one; a product with a single photo keeps it for training.
+
+    A block, not a random draw: photos of one product are usually shot in a sequence, so a random
+    holdout sits next to near-duplicates the models trained on, scores as well as they do, and the
+    floor fitted on it refuses far more than its budget of new photos (measured on the grocery
+    benchmark: 17-20 % of correctly named val photos refused at a 5 % budget)."""
+    train, held = [], []
+    for pos in np.unique(products):
+        idx = sorted(np.flatnonzero(products == pos).tolist(), key=lambda i: _natural_key(paths[i]))
+        n = max(1, int(round(holdout * len(idx)))) if len(idx) > 1 and holdout > 0 else 0
+        held += idx[len(idx) - n:]
+        train += idx[:len(idx) - n]
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(held), dtype=np.int64)
 
 
 def read_labeled(path: Path, product_ids: list[str], *, skip_bad: bool = False) -> LabeledPhotos:
@@ -367,7 +384,7 @@ def adapt_teacher(teacher: Teacher, labels: Path, product_ids: list[str], produc
     `negatives`: decoded non-product images (any size; shrunk here like the photos).
     -> (what the manifest records under teacher.finetune, the held-back photos, all labeled photos)."""
     labeled = read_labeled(labels, product_ids, skip_bad=skip_bad)
-    train_idx, held_idx = labeled.split(settings.holdout, seed)
+    train_idx, held_idx = labeled.split(settings.holdout)
     side = settings.image_size or teacher.preprocess.size[0]
     photos, kept, bad = load_photos([labeled.paths[i] for i in train_idx], side, progress, "reading labeled photos")
     held, held_kept, held_bad = load_photos([labeled.paths[i] for i in held_idx], None, progress,

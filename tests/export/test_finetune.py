@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,16 +65,25 @@ def test_labels_file_problems_are_reported_at_once(tmp_path, labeled):
         read_labeled(tmp_path / "header.csv", product_ids())
 
 
-def test_holdout_split_is_per_product_and_deterministic(labeled):
+def test_holdout_is_the_last_block_of_each_products_photos(labeled):
     from edge_search_export.finetune import read_labeled
 
     lab = read_labeled(labeled, product_ids())
-    train, held = lab.split(0.1, seed=3)
+    train, held = lab.split(0.1)
     assert len(set(train) & set(held)) == 0 and len(train) + len(held) == len(lab.paths)
     assert np.bincount(lab.products[held]).tolist() == [2] * 12  # 10 % of 20 photos, every product
-    again_train, again_held = lab.split(0.1, seed=3)
-    assert (held == again_held).all() and (train == again_train).all()
-    assert not (lab.split(0.1, seed=4)[1] == held).all()
+    # photos pid-0 .. pid-19: the last two by number (pid-18, pid-19; not pid-2, pid-3 as text orders them)
+    assert sorted({lab.paths[i].stem.rsplit("-", 1)[1] for i in held}) == ["18", "19"]
+
+
+def test_holdout_orders_numbers_in_names_as_numbers_and_keeps_single_photos():
+    from edge_search_export.finetune import held_back
+
+    paths = [Path("a/IMG_9.jpg"), Path("b/only.jpg"), Path("a/IMG_10.jpg"), Path("a/IMG_2.jpg"), Path("c/x_1.jpg"),
+             Path("c/x_3.jpg")]
+    train, held = held_back(paths, np.array([0, 1, 0, 0, 2, 2]), 0.1)
+    assert held.tolist() == [2, 5] and train.tolist() == [0, 1, 3, 4]  # at least one per product with two or more
+    assert held_back(paths, np.array([0, 1, 0, 0, 2, 2]), 0.0)[1].tolist() == []
 
 
 def train_tiny(labeled, catalog_csv, checkpoint=None, epochs=3, seed=0, negatives=(), **settings):

@@ -1,0 +1,165 @@
+"""The student's distillation recipe, measured on the dev split (issue #12, item 4).
+
+    .venv/bin/python bench/student_recipe.py --teacher-checkpoint bench-out/teacher/r18/teacher.pt \
+        --out bench-out/student/base --epochs 8
+
+Distils a student from a teacher already trained on the fit photos
+(bench/teacher_recipe.py --save) exactly as `edge-search export` does: the
+same teacher and student steps of export/pipeline.py, the catalog plus the
+fit photos as distillation images (--finetune-labeled on the fit photos, so
+the export's calibration photos stay unseen), the train-split negatives.
+Then it measures on the dev photos only (val is never read here):
+  - R@1 photo -> studio image of the teacher, of the student (fp32, PyTorch)
+    against the teacher-embedded catalog and against its own, and the
+    student / teacher ratio, each with a 95 % bootstrap interval (paired);
+  - dev negatives rejected at the score floor that refuses 5 % of the
+    correctly named dev photos, for the teacher and the student;
+  - the distillation's wall time.
+Writes OUT/result.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/grocery.py
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
+import numpy as np  # noqa: E402
+
+from bench import stats  # noqa: E402
+from bench.grocery import REFERENCE_TEACHER, _link_photos, _write_rows  # noqa: E402
+from bench.grocery_data import DEFAULT_DATA, dev_split, write_catalog, write_queries  # noqa: E402
+from bench.negatives import build_negatives  # noqa: E402
+from bench.teacher_recipe import rejection_at_budget  # noqa: E402
+from edge_search.core.catalog import read_catalog  # noqa: E402
+from edge_search.core.images import load_image  # noqa: E402
+from edge_search.core.preprocess import preprocess_batch  # noqa: E402
+from edge_search.evaluation.evaluate import read_queries  # noqa: E402
+from edge_search.files import atomic_write_text  # noqa: E402
+
+
+def _student_vectors(module, images: list[np.ndarray], pp, batch: int = 64) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            out.append(module(torch.from_numpy(preprocess_batch(images[i:i + batch], pp))).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def dev_figures(q_t: np.ndarray, q_s: np.ndarray, cat_t: np.ndarray, cat_s: np.ndarray, products: np.ndarray,
+                neg_t: np.ndarray, neg_s: np.ndarray) -> dict:
+    """Teacher and student on the dev photos (query vectors q_*, catalog vectors cat_*, one per product
+    in `products` order), paired bootstrap intervals."""
+    idx = stats.resamples(len(products), stream=50)
+    neg_idx = stats.resamples(len(neg_t), stream=51)
+    out = {}
+    hits = {}
+    for name, q, cat, neg in (("teacher", q_t, cat_t, neg_t), ("student|teacher catalog", q_s, cat_t, neg_s),
+                              ("student|own catalog", q_s, cat_s, neg_s)):
+        sims = q @ cat.T
+        top1 = sims.argmax(1) == products
+        hits[name] = top1
+        negs = (neg @ cat.T).max(1)
+        floor, _ = rejection_at_budget(sims.max(1)[top1], negs)
+        out[name] = {"dev_r1": stats.share(top1, idx).to_json(),
+                     "neg_rejected_at_5pct": stats.share(negs < floor, neg_idx).to_json(),
+                     "floor": round(floor, 4)}
+    for name in ("student|teacher catalog", "student|own catalog"):
+        out[name]["of_teacher"] = stats.ratio(hits[name], hits["teacher"], idx).to_json()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--teacher", default=str(REFERENCE_TEACHER))
+    ap.add_argument("--teacher-checkpoint", required=True, metavar="PT",
+                    help="the trained teacher (random: untrained, a smoke run of this script)")
+    ap.add_argument("--student", default="mobilenetv3_small_100")
+    ap.add_argument("--image-size", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--learning-rate", type=float, default=2e-3)
+    ap.add_argument("--relational-weight", type=float, default=1.0)
+    ap.add_argument("--label-weight", type=float, default=1.0)
+    ap.add_argument("--negatives", type=int, default=300, help="train-split negatives distilled on (0: none)")
+    ap.add_argument("--dev-negatives", type=int, default=300)
+    ap.add_argument("--negatives-dir", default="bench-out/negatives")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from edge_search_export.config import ExportConfig
+    from edge_search_export.pipeline import student_step, teacher_step
+
+    torch.set_num_threads(args.threads)
+    data, out = Path(args.data).resolve(), Path(args.out)
+    csvs = out / "data"
+    catalog_csv = write_catalog(data, csvs)
+    fit, dev = dev_split(read_queries(write_queries(data, csvs, "train")))
+    fit_csv = _write_rows(csvs / "fit.csv", fit)
+    neg_root = Path(args.negatives_dir)
+    train_neg = neg_root / f"train-{args.negatives}-s{args.seed}" if args.negatives else None
+    if train_neg:
+        build_negatives(data, train_neg, split="train", count=args.negatives, seed=args.seed)
+    dev_neg_paths = build_negatives(data, neg_root / f"dev-{args.dev_negatives}-s{args.seed}", split="dev",
+                                    count=args.dev_negatives, seed=args.seed)
+    cfg = ExportConfig(catalog=catalog_csv, out=out / "unused", teacher=args.teacher,
+                       pretrained=args.teacher_checkpoint if args.teacher_checkpoint == "random"
+                       else str(Path(args.teacher_checkpoint).resolve()), student=args.student,
+                       image_size=args.image_size, distill_images=(_link_photos(fit, csvs / "fit-photos"),),
+                       epochs=args.epochs, views_per_image=args.views_per_image, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, relational_weight=args.relational_weight,
+                       label_weight=args.label_weight, finetune_labeled=fit_csv, seed=args.seed,
+                       threads=args.threads, negatives=train_neg)
+    cfg = replace(cfg, finetune=replace(cfg.finetune, epochs=0))
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    catalog = read_catalog(catalog_csv)
+    t = teacher_step(cfg, catalog, progress=True)
+    s = student_step(cfg, t, progress=True)
+    wall = time.perf_counter() - t0
+    pos = {p.id: i for i, p in enumerate(t.table.products)}
+    dev_images = [load_image(q.image) for q in dev]
+    dev_products = np.array([pos[q.id] for q in dev])
+    negs = [load_image(p) for p in dev_neg_paths]
+    teacher = t.teacher
+    # one catalog image per product here: key i is product i
+    figures = dev_figures(
+        q_t=teacher.encode(preprocess_batch(dev_images, t.preprocess)),
+        q_s=_student_vectors(s.module, dev_images, s.preprocess),
+        cat_t=teacher.encode(preprocess_batch(t.images, t.preprocess)),
+        cat_s=_student_vectors(s.module, t.images, s.preprocess),
+        products=dev_products,
+        neg_t=teacher.encode(preprocess_batch(negs, t.preprocess)),
+        neg_s=_student_vectors(s.module, negs, s.preprocess))
+    result = {"command": " ".join([".venv/bin/python", "bench/student_recipe.py"] + (argv or sys.argv[1:])),
+              "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")},
+              "student": s.info, "dev": figures, "dev_photos": len(dev), "dev_negatives": len(negs),
+              "seconds": round(wall, 1), "bootstrap_seed": stats.SEED,
+              "loadavg_start": [round(x, 2) for x in load], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps({"dev": figures, "seconds": result["seconds"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
