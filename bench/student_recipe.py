@@ -1,14 +1,16 @@
 """The student's distillation recipe, measured on the dev split (issue #12, item 4).
 
     .venv/bin/python bench/student_recipe.py --teacher-checkpoint bench-out/teacher/r18/teacher.pt \
-        --out bench-out/student/base --epochs 8
+        --out bench-out/student/epochs --image-size 128 --epochs 8,16
 
 Distils a student from a teacher already trained on the fit photos
 (bench/teacher_recipe.py --save) exactly as `edge-search export` does: the
 same teacher and student steps of export/pipeline.py, the catalog plus the
 fit photos as distillation images (--finetune-labeled on the fit photos, so
 the export's calibration photos stay unseen), the train-split negatives.
-Then it measures on the dev photos only (val is never read here):
+The teacher's targets are computed once; each --epochs value trains one
+student on them from the same initial weights. Then it measures each on the
+dev photos only (val is never read here):
   - R@1 photo -> studio image of the teacher, of the student (fp32, PyTorch)
     against the teacher-embedded catalog and against its own, and the
     student / teacher ratio, each with a 95 % bootstrap interval (paired);
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the trained teacher (random: untrained, a smoke run of this script)")
     ap.add_argument("--student", default="mobilenetv3_small_100")
     ap.add_argument("--image-size", type=int, default=None)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", default="8", metavar="E1,E2,...",
+                    help="distillation epochs; several: one student each, on one set of teacher targets")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=2e-3)
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edge_search_export.config import ExportConfig
-    from edge_search_export.pipeline import student_step, teacher_step
+    from edge_search_export.pipeline import distill_set, student_step, teacher_step
 
     torch.set_num_threads(args.threads)
     data, out = Path(args.data).resolve(), Path(args.out)
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                        pretrained=args.teacher_checkpoint if args.teacher_checkpoint == "random"
                        else str(Path(args.teacher_checkpoint).resolve()), student=args.student,
                        image_size=args.image_size, distill_images=(_link_photos(fit, csvs / "fit-photos"),),
-                       epochs=args.epochs, views_per_image=args.views_per_image, batch_size=args.batch_size,
+                       views_per_image=args.views_per_image, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, relational_weight=args.relational_weight,
                        label_weight=args.label_weight, finetune_labeled=fit_csv, seed=args.seed,
                        threads=args.threads, negatives=train_neg)
@@ -134,30 +137,35 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     catalog = read_catalog(catalog_csv)
     t = teacher_step(cfg, catalog, progress=True)
-    s = student_step(cfg, t, progress=True)
-    wall = time.perf_counter() - t0
+    shared = distill_set(cfg, t, progress=True)
+    bank_seconds = time.perf_counter() - t0
     pos = {p.id: i for i, p in enumerate(t.table.products)}
     dev_images = [load_image(q.image) for q in dev]
     dev_products = np.array([pos[q.id] for q in dev])
     negs = [load_image(p) for p in dev_neg_paths]
     teacher = t.teacher
     # one catalog image per product here: key i is product i
-    figures = dev_figures(
-        q_t=teacher.encode(preprocess_batch(dev_images, t.preprocess)),
-        q_s=_student_vectors(s.module, dev_images, s.preprocess),
-        cat_t=teacher.encode(preprocess_batch(t.images, t.preprocess)),
-        cat_s=_student_vectors(s.module, t.images, s.preprocess),
-        products=dev_products,
-        neg_t=teacher.encode(preprocess_batch(negs, t.preprocess)),
-        neg_s=_student_vectors(s.module, negs, s.preprocess))
+    q_t = teacher.encode(preprocess_batch(dev_images, t.preprocess))
+    cat_t = teacher.encode(preprocess_batch(t.images, t.preprocess))
+    neg_t = teacher.encode(preprocess_batch(negs, t.preprocess))
+    runs = []
+    for epochs in (int(e) for e in args.epochs.split(",")):
+        torch.manual_seed(args.seed)  # every student starts from the same weights
+        s = student_step(replace(cfg, epochs=epochs), t, True, inputs=shared)
+        figures = dev_figures(q_t=q_t, q_s=_student_vectors(s.module, dev_images, s.preprocess), cat_t=cat_t,
+                              cat_s=_student_vectors(s.module, t.images, s.preprocess), products=dev_products,
+                              neg_t=neg_t, neg_s=_student_vectors(s.module, negs, s.preprocess))
+        runs.append({"epochs": epochs, "student": s.info, "dev": figures})
+        print(json.dumps({"epochs": epochs, "dev": figures,
+                          "distill_seconds": s.info["distillation"]["seconds"]}), flush=True)
     result = {"command": " ".join([".venv/bin/python", "bench/student_recipe.py"] + (argv or sys.argv[1:])),
               "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")},
-              "student": s.info, "dev": figures, "dev_photos": len(dev), "dev_negatives": len(negs),
-              "seconds": round(wall, 1), "bootstrap_seed": stats.SEED,
+              "runs": runs, "dev_photos": len(dev), "dev_negatives": len(negs),
+              "teacher_targets_seconds": round(bank_seconds, 1), "views": int(len(shared.bank.crops)),
+              "seconds": round(time.perf_counter() - t0, 1), "bootstrap_seed": stats.SEED,
               "loadavg_start": [round(x, 2) for x in load], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=str) + "\n")
-    print(json.dumps({"dev": figures, "seconds": result["seconds"]}))
     return 0
 
 

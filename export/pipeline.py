@@ -218,15 +218,21 @@ def teacher_step(cfg: ExportConfig, catalog, progress: bool) -> TeacherStep:
                        fidelity={"preprocess_interpolation": interp_report})
 
 
-def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool) -> StudentStep:
-    """Distill a student from the teacher's image tower (--student), or ship the teacher's own."""
-    if not cfg.student:
-        return StudentStep(module=Embedder(t.teacher.visual).eval(), preprocess=t.preprocess, info=None,
-                           calib_photos=[], gate_photos=[])
+@dataclass
+class DistillSet:
+    """What a student is distilled on: the teacher's targets for augmented views at the student's side,
+    the distill photos (some are kept for the int8 calibration and gates) and the label prototypes.
+    Built once, it can train several students (bench/student_recipe.py compares recipes on one)."""
+    bank: Any  # distill.ViewBank
+    preprocess: PreprocessCfg  # the student's
+    extra: list[np.ndarray]  # the distill photos, decoded
+    prototypes: np.ndarray  # the teacher's unit product prototypes (the label term's)
+
+
+def distill_set(cfg: ExportConfig, t: TeacherStep, progress: bool) -> DistillSet:
     teacher, images, key_product = t.teacher, t.images, t.table.key_to_product
     side = cfg.image_size or t.preprocess.size[0]
     student_pp = replace(t.preprocess, size=(side, side))
-    student = build_student(cfg.student, teacher.embed_dim, side, pretrained=cfg.student_pretrained)
     # held-out photos stay unseen by the student too: they are the calibration set
     unseen = {p.resolve() for p in t.held.paths} if t.held else set()
     product_of = {p.resolve(): int(pos) for p, pos in zip(t.labeled.paths, t.labeled.products)} if t.labeled else {}
@@ -242,25 +248,39 @@ def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool) -> StudentSt
         except ImageError as e:
             log.warning("distill image skipped: %s", e)
     extra_views = max(2, cfg.views_per_image // 4)
-    pick = np.random.default_rng([cfg.seed, 5]).permutation(len(extra))
     bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
                            [extra_views] * len(extra), student_pp, cfg.seed, progress,
                            labels=list(key_product) + extra_labels, negatives=t.negatives)
     teacher_catalog = teacher.encode(preprocess_batch(images, t.preprocess),
                                      progress="teacher embeds catalog" if progress else None)
-    report = distill(student, bank, student_pp, epochs=cfg.epochs, batch_size=cfg.batch_size,
+    return DistillSet(bank=bank, preprocess=student_pp, extra=extra,
+                      prototypes=_prototypes(teacher_catalog, key_product, len(t.table)))
+
+
+def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: DistillSet | None = None) -> StudentStep:
+    """Distill a student from the teacher's image tower (--student), or ship the teacher's own.
+    `inputs`: a distill_set already built for this configuration's side, views and seed."""
+    if not cfg.student:
+        return StudentStep(module=Embedder(t.teacher.visual).eval(), preprocess=t.preprocess, info=None,
+                           calib_photos=[], gate_photos=[])
+    side = cfg.image_size or t.preprocess.size[0]
+    student = build_student(cfg.student, t.teacher.embed_dim, side, pretrained=cfg.student_pretrained)
+    d = inputs or distill_set(cfg, t, progress)
+    if d.preprocess.size != (side, side):
+        raise ExportError(f"internal: a distill set at {d.preprocess.size} for a student at {side} px")
+    pick = np.random.default_rng([cfg.seed, 5]).permutation(len(d.extra))
+    report = distill(student, d.bank, d.preprocess, epochs=cfg.epochs, batch_size=cfg.batch_size,
                      learning_rate=cfg.learning_rate, relational_weight=cfg.relational_weight,
                      seed=cfg.seed, progress=progress,
-                     label_term=LabelTerm(_prototypes(teacher_catalog, key_product, len(t.table)),
-                                          teacher.logit_scale, cfg.label_weight))
+                     label_term=LabelTerm(d.prototypes, t.teacher.logit_scale, cfg.label_weight))
     info = {"arch": cfg.student, "pretrained": "imagenet (timm)" if cfg.student_pretrained else None,
-            "image_size": side, "distill_images": len(extra),
+            "image_size": side, "distill_images": len(d.extra),
             "views_per_image": cfg.views_per_image, "seed": cfg.seed,
             "params": int(sum(p.numel() for p in student.parameters())),
             "distillation": report.to_json()}
-    return StudentStep(module=Embedder(student).eval(), preprocess=student_pp, info=info,
-                       calib_photos=[extra[i] for i in sorted(pick[:128])],
-                       gate_photos=[extra[i] for i in sorted(pick[128:256])])
+    return StudentStep(module=Embedder(student).eval(), preprocess=d.preprocess, info=info,
+                       calib_photos=[d.extra[i] for i in sorted(pick[:128])],
+                       gate_photos=[d.extra[i] for i in sorted(pick[128:256])])
 
 
 def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -> ModelStep:
