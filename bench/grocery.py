@@ -208,6 +208,51 @@ def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unkno
     return out
 
 
+SEPARATORS = ("top-1 score", "margin over the runner-up", "top-1 minus nearest no-product scene")
+
+
+def _scores(searcher: Searcher, vecs: np.ndarray, negatives: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Each query's value of every single-number separator (higher: more like a catalog product), and its
+    top product's id under "top"."""
+    top, s1, s2 = [], [], []
+    for v in vecs:
+        hits = searcher.search_vector(v, k=2, min_score=RANK_ALL)[0]
+        top.append(hits[0].id)
+        s1.append(hits[0].score)
+        s2.append(hits[1].score if len(hits) > 1 else -1.0)
+    s1, s2 = np.asarray(s1), np.asarray(s2)
+    out = {"top": np.asarray(top, object), SEPARATORS[0]: s1, SEPARATORS[1]: s1 - s2}
+    if negatives is not None and len(negatives) and len(vecs):
+        out[SEPARATORS[2]] = s1 - (vecs @ negatives.T).max(1)
+    return out
+
+
+def _separability(searcher: Searcher, known: tuple[np.ndarray, list[str]], unknown: np.ndarray,
+                  no_product: dict[str, np.ndarray], negatives: np.ndarray | None, idx: dict[str, np.ndarray],
+                  budget: float) -> dict:
+    """What the embedding allows, not a shipped rule: for each single-number separator, the cut chosen
+    ON VAL to refuse at most `budget` of the correctly named val photos, and what it then refuses of unknown
+    products and of scenes with no product. Every separator is compared at the same false-reject rate."""
+    k = _scores(searcher, known[0], negatives)
+    right = k["top"] == np.asarray(known[1], object)
+    others = {"unknown": _scores(searcher, unknown, negatives),
+              **{name: _scores(searcher, vecs, negatives) for name, vecs in no_product.items()}}
+    out = {}
+    for sep in SEPARATORS:
+        if sep not in k or not right.any():
+            continue
+        ordered = np.sort(k[sep][right])
+        cut = float(ordered[int(np.floor(budget * len(ordered)))])  # at most the budget falls below it
+        row = {"cut": round(cut, 4),
+               "false_reject_of_correct": stats.share(k[sep] < cut, idx["known"], within=right).to_json()}
+        for name, sc in others.items():
+            vals = sc.get(sep)
+            row[f"{name}_rejected"] = None if vals is None or not len(vals) else \
+                stats.share(vals < cut, idx[name]).to_json()
+        out[sep] = row
+    return out
+
+
 def _skimage_images() -> tuple[list[np.ndarray], str | None]:
     """scikit-image's bundled sample images as RGB uint8 (none, with the reason, when it is not installed)."""
     try:
@@ -528,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
                             "fit_false_reject_of_correct": fit["false_reject_of_correct"],
                             "chosen_by_export": m.calibration is not None and m.calibration.rule == rule_name}
         say(f"no-match rule {rule_name}: done")
+    kept_search = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept)
+    separability = _separability(kept_search, known_set, s_val[unknown], no_product, train_negs,
+                                 idx, m.calibration.max_false_reject
+                                 if m.calibration else 0.05)
 
     # the kiosk's own path on the bundle as shipped: the rule, plus its retries (centre crop,
     # equalized) when the whole frame is refused: each retry is another chance to name a product
@@ -612,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         "models": models_table, "bundle": bundle_row, "kiosk": kiosk, "catalog_embedded_by": catalog_table,
         "no_match": {"left_out": sorted(left_ids), "known_photos": len(known), "unknown_photos": len(unknown),
                      "val_negatives": len(no_product["val_negatives"]), "skimage_images": len(sk_images),
-                     "budget": m.calibration.max_false_reject if m.calibration else None, "rules": rules},
+                     "budget": m.calibration.max_false_reject if m.calibration else None, "rules": rules,
+                     "separability": separability},
         "k_photos": {"rule": rule_kind, "by_k": by_k},
         "words": words, "speed": speed,
         "seconds": round(time.perf_counter() - t_start, 1),

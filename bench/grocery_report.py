@@ -99,6 +99,18 @@ def markdown(r: dict) -> str:
     chosen = next((x for x in nm["rules"].values() if x["chosen_by_export"]), None)
     if chosen:
         lines += ["", f"Targets (the bundle's rule): {_targets(chosen)}."]
+    sep = nm.get("separability")
+    if sep:
+        lines += ["", "### What the embedding allows (`no_match.separability`)", "",
+                  "Not a shipped rule, and the only figures here chosen on val: for each single number a rule "
+                  "could threshold, the cut that refuses exactly the budget of the correctly named val photos "
+                  "(kept products), and what that cut refuses. Every separator at the same false-reject rate; "
+                  "where even this cut misses a target, no rule on that number can meet it in this embedding.", ""]
+        lines += _table(["separator", "refused of correct (val)", "unknown products refused",
+                         "val non-product refused", "sample images refused"],
+                        [[name, fmt(x["false_reject_of_correct"]), fmt(x.get("unknown_rejected")),
+                          fmt(x.get("val_negatives_rejected")), fmt(x.get("skimage_rejected"))]
+                         for name, x in sep.items()])
     k = r["k_photos"]
     lines += ["", "## More pictures per product (`k_photos`)", "",
               f"k in-store fit photos per product (never dev, val or calibration photos) embedded by the bundle's "

@@ -77,6 +77,11 @@ def test_grocery_bench_miniature(tmp_path):
     assert nm["val_negatives"] == 20 and nm["skimage_images"] in (0, 18)  # 18 with the [bench] extra
     assert r["export"]["no_match"]["negatives_given"] if r["export"]["no_match"]["calibrated"] else \
         "20 no-product scenes" in r["export"]["no_match"]["source"]
+    sep = nm["separability"]  # each separator cut on val at the budget: at most 5 % of the correct refused
+    assert set(sep) == {"top-1 score", "margin over the runner-up", "top-1 minus nearest no-product scene"}
+    for row in sep.values():
+        frr = row["false_reject_of_correct"]
+        assert frr["value"] <= 0.05 and frr["n"] >= 1 and row["val_negatives_rejected"]["n"] == 20
     k = r["k_photos"]["by_k"]
     assert {kk: x["photos_added"] for kk, x in k.items()} == {"0": 0, "1": 4, "3": 12, "5": 20}
     assert k["0"]["val_recall@1_all_products"] == cat[r["export"]["index"]["catalog_encoder"]]["val_recall@1"]
@@ -87,7 +92,8 @@ def test_grocery_bench_miniature(tmp_path):
     assert "bench/grocery.py --data" in md and "--classes 4" in md
     for heading in ("## Protocol", "## Models on val", "## The bundle as shipped", "## The kiosk's path",
                     "## Who embeds the catalog",
-                    "## No match, 1 products left out", "## More pictures per product", "## Words"):
+                    "## No match, 1 products left out", "### What the embedding allows",
+                    "## More pictures per product", "## Words"):
         assert heading in md
     # the dataset is read in place: the bench writes CSVs and links, never image copies
     images = list((out / "data").rglob("*.jpg"))
