@@ -79,7 +79,7 @@ from edge_search.core.preprocess import preprocess_batch  # noqa: E402
 from edge_search.core.products import Product, ProductTable  # noqa: E402
 from edge_search.core.search import RANK_ALL, Searcher  # noqa: E402
 
-# the teacher branch's recipe, chosen on the dev split (bench/teacher_recipe.py): ResNet-18 at 128 px
+# the reference teacher, its recipe chosen on the dev split (bench/teacher_recipe.py): ResNet-18, runs at 192 px
 REFERENCE_TEACHER = REPO / "models" / "teachers" / "grocery-resnet.json"
 PHRASINGS = REPO / "bench" / "grocery_phrasings.csv"
 DEFAULT_MD = REPO / "docs" / "benchmarks" / "grocery.md"
