@@ -103,7 +103,7 @@ def markdown(r: dict) -> str:
     if sep:
         lines += ["", "### What the embedding allows (`no_match.separability`)", "",
                   "Not a shipped rule, and the only figures here chosen on val: for each single number a rule "
-                  "could threshold, the cut that refuses exactly the budget of the correctly named val photos "
+                  "could threshold, the cut that refuses at most the budget of the correctly named val photos "
                   "(kept products), and what that cut refuses. Every separator at the same false-reject rate; "
                   "where even this cut misses a target, no rule on that number can meet it in this embedding.", ""]
         lines += _table(["separator", "refused of correct (val)", "unknown products refused",

@@ -84,6 +84,16 @@ def dev_figures(q_t: np.ndarray, q_s: np.ndarray, cat_t: np.ndarray, cat_s: np.n
     return out
 
 
+def _epoch_list(text: str) -> list[int]:
+    try:
+        epochs = [int(e) for e in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if any(e < 1 for e in epochs):
+        raise argparse.ArgumentTypeError(f"epochs must be >= 1, got {text!r}")
+    return epochs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the trained teacher (random: untrained, a smoke run of this script)")
     ap.add_argument("--student", default="mobilenetv3_small_100")
     ap.add_argument("--image-size", type=int, default=None)
-    ap.add_argument("--epochs", default="8", metavar="E1,E2,...",
+    ap.add_argument("--epochs", default=[8], metavar="E1,E2,...", type=_epoch_list,
                     help="distillation epochs; several: one student each, on one set of teacher targets")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     cat_t = teacher.encode(preprocess_batch(t.images, t.preprocess))
     neg_t = teacher.encode(preprocess_batch(negs, t.preprocess))
     runs = []
-    for epochs in (int(e) for e in args.epochs.split(",")):
+    for epochs in args.epochs:
         torch.manual_seed(args.seed)  # every student starts from the same weights
         s = student_step(replace(cfg, epochs=epochs), t, True, inputs=shared)
         figures = dev_figures(q_t=q_t, q_s=_student_vectors(s.module, dev_images, s.preprocess), cat_t=cat_t,

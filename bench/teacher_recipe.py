@@ -209,16 +209,11 @@ def main(argv: list[str] | None = None) -> int:
 
     teacher = load_teacher(args.teacher, args.init)
     side = settings.image_size or teacher.preprocess.size[0]
-    photos, kept, _ = load_photos([p for p, _ in fit], side, False, "")
-    fit_products = np.array([position[fit[i][1]] for i in kept])
     dev_images = [load_image(p) for p, _ in dev]
     dev_products = np.array([position[i] for _, i in dev])
     neg_root = Path(args.negatives_dir)
     dev_neg = [load_image(p) for p in build_negatives(data, neg_root / f"dev-{args.dev_negatives}-s{args.seed}",
                                                       split="dev", count=args.dev_negatives, seed=args.seed)]
-    train_neg = [load_image(p) for p in build_negatives(data, neg_root / f"train-{args.negatives}-s{args.seed}",
-                                                        split="train", count=args.negatives, seed=args.seed)] \
-        if args.negatives else []
 
     def catalog_vecs() -> np.ndarray:
         return teacher.encode(preprocess_batch(catalog, teacher.preprocess))
@@ -226,15 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.sides:
         rows = {}
         trained_pp = teacher.preprocess
-        for side in (int(x) for x in args.sides.split(",")):
-            teacher.preprocess = replace(trained_pp, size=(side, side))
-            rows[side] = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg)
-            print(json.dumps({"side": side, **rows[side]}), flush=True)
+        for test_side in (int(x) for x in args.sides.split(",")):
+            teacher.preprocess = replace(trained_pp, size=(test_side, test_side))
+            rows[test_side] = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg)
+            print(json.dumps({"side": test_side, **rows[test_side]}), flush=True)
         teacher.preprocess = trained_pp
         atomic_write_text(out / "sides.json", json.dumps(
             {"init": args.init, "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"]
                                                     + (argv or sys.argv[1:])), "dev": rows}, indent=2) + "\n")
         return 0
+
+    photos, kept, _ = load_photos([p for p, _ in fit], side, False, "")
+    fit_products = np.array([position[fit[i][1]] for i in kept])
+    train_neg = [load_image(p) for p in build_negatives(data, neg_root / f"train-{args.negatives}-s{args.seed}",
+                                                        split="train", count=args.negatives, seed=args.seed)] \
+        if args.negatives else []
 
     def on_epoch(epoch: int) -> dict:
         if epoch % args.eval_every and epoch not in (1, settings.epochs):  # epoch 1: fail fast

@@ -80,9 +80,8 @@ def held_back(paths, products: np.ndarray, holdout: float) -> tuple[np.ndarray, 
     compare as numbers), at least one; a product with a single photo keeps it for training.
 
     A block, not a random draw: photos of one product are usually shot in a sequence, so a random
-    holdout sits next to near-duplicates the models trained on, scores as well as they do, and the
-    floor fitted on it refuses far more than its budget of new photos (measured on the grocery
-    benchmark: 17-20 % of correctly named val photos refused at a 5 % budget)."""
+    holdout sits next to near-duplicates the models trained on and scores like them, which makes
+    the floor fitted on it stricter on new photos than its budget says."""
     train, held = [], []
     for pos in np.unique(products):
         idx = sorted(np.flatnonzero(products == pos).tolist(), key=lambda i: _natural_key(paths[i]))
