@@ -133,8 +133,15 @@ def atomic_output(path: Path, *, mode: int = 0o644, overwrite: bool = True,
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        # a read of n bytes allocates n up front: a small file (a thumbnail) is read in one call of its size
+        # (+1, to see its end), not into a 1 MiB buffer twice
+        size = os.fstat(f.fileno()).st_size
+        want = min(size + 1, chunk) if size else chunk
+        while block := f.read(want):
             h.update(block)
+            if len(block) < want:
+                break
+            want = chunk
     return h.hexdigest()
 
 

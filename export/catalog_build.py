@@ -36,9 +36,9 @@ from edge_search.core.bundle import Bundle
 from edge_search.core.catalog import Catalog, CatalogRow
 from edge_search.core.encoder import OnnxEncoder
 from edge_search.core.images import decode_image, encode_jpeg, thumbnail
-from edge_search.core.index import VectorIndex
-from edge_search.core.manifest import (MANIFEST_NAME, SCHEMA_VERSION, IndexInfo, Manifest, ModelInfo,
-                                       PreprocessCfg, TextInfo)
+from edge_search.core.index import SegmentedIndex, VectorIndex
+from edge_search.core.manifest import (MANIFEST_NAME, SCHEMA_VERSION, SEGMENTED_SCHEMA_VERSION, IndexDelta, IndexInfo,
+                                       Manifest, ModelInfo, PreprocessCfg, TextInfo)
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import Product, ProductTable, product_words
 from edge_search.core.search import Searcher
@@ -51,6 +51,7 @@ from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write
 from .calibrate import calibrate_no_match
 from .config import Gates, NoMatchSettings
 from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
+from .key_layout import KeyLayout, base_image_keys, fresh_layout, layout_on_base
 from .stores import store_catalog
 from .views import views
 
@@ -61,7 +62,9 @@ RECORD_FILE = f"{BUILD_DIR}/record.json"  # what a catalog build needs from the 
 # held-out photo vectors and their product ids, no-product scene vectors (.npy and JSON: byte-reproducible)
 CALIBRATION_FILE, CALIBRATION_IDS, NEGATIVES_BUILD = (f"{BUILD_DIR}/calibration.npy", f"{BUILD_DIR}/calibration.json",
                                                       f"{BUILD_DIR}/negatives.npy")
-IMAGES_FILE = f"{BUILD_DIR}/images.jsonl"  # catalog row -> product id and image sha256
+IMAGES_FILE = f"{BUILD_DIR}/images.jsonl"  # catalog row -> product id, image sha256 and index keys
+# a segmented index's own files (the base segment keeps its base's name: the same bytes, never shipped twice)
+DELTA_INDEX, DELTA_RESCORE, REMOVED_KEYS = "index-delta.usearch", "index-delta.f16.npy", "index-removed.npy"
 RECORD_VERSION = 1
 BATCH = 32
 # "mild views" of a catalog image for its self-retrieval gate: a shopper holding the very packaging
@@ -308,6 +311,14 @@ def index_vectors(stream: Stream, encoder: str) -> tuple[np.ndarray, int]:
     return np.concatenate(parts), vectors_per_image(encoder)
 
 
+def keyed_table(table: ProductTable, layout: KeyLayout) -> ProductTable:
+    """The shipped product table: `table` (keys = catalog rows) with each image's index keys, block by block."""
+    keys = layout.row_keys
+    return ProductTable.from_products(
+        [replace(p, keys=tuple(int(keys[r, b]) for b in range(keys.shape[1]) for r in p.keys)) for p in table.products],
+        layout.key_space, layout.removed)
+
+
 def blocked_table(table: ProductTable, blocks: int, images: int) -> ProductTable:
     """Image i's vectors have keys i, N + i, 2N + i, ... (one per block)."""
     if blocks == 1:
@@ -367,7 +378,8 @@ def self_retrieval(searcher: Searcher, table: ProductTable, stream: Stream, rows
     return named(student, rows), named(mild, np.repeat(rows, MILD_VIEWS))
 
 
-def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: ProductTable, shas: list[str]) -> dict:
+def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: ProductTable, shas: list[str],
+                       layout: KeyLayout) -> dict:
     """The unshipped build/ folder: what a later `--base` catalog build needs. Returns its checksums."""
     (stage / BUILD_DIR).mkdir(exist_ok=True)
     record = {"version": RECORD_VERSION, "catalog_encoder": models.catalog_encoder,
@@ -378,7 +390,8 @@ def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: P
     atomic_write_text(stage / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     position = table.key_to_product
     atomic_write_text(stage / IMAGES_FILE, "".join(
-        json.dumps({"id": table.products[position[i]].id, "sha256": s}) + "\n" for i, s in enumerate(shas)))
+        json.dumps({"id": table.products[position[i]].id, "sha256": s, "keys": layout.row_keys[i].tolist()}) + "\n"
+        for i, s in enumerate(shas)))
     if models.calibration is not None:
         c = models.calibration
         for name, array in ((CALIBRATION_FILE, c.vectors), (NEGATIVES_BUILD, c.negatives)):
@@ -390,33 +403,74 @@ def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: P
     return {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted((stage / BUILD_DIR).iterdir())}
 
 
+def _link(source: Path, target: Path) -> None:
+    try:  # bundles are never changed once written: the base's (or the build's) file can be shared
+        os.link(source, target)
+    except OSError:  # another file system: copy
+        shutil.copyfile(source, target)
+
+
+def write_index(stage: Path, layout: KeyLayout, vectors: np.ndarray, *, dtype: str, exact: bool, rescore: bool,
+                base: Bundle | None, catalog_encoder: str) -> tuple[VectorIndex | SegmentedIndex, IndexInfo]:
+    """The index files in `stage`, opened for the gates, and their manifest entry. A segmented layout
+    links its base's index file(s) unchanged and writes the delta segment and the removed keys beside them."""
+    if not layout.segmented:
+        index = VectorIndex.build(layout.index_order(vectors)[0], dtype=dtype, exact=exact, rescore=rescore)
+        rescore_name = "vectors.f16.npy" if rescore else None
+        index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
+        return index, IndexInfo(file="index.usearch", dtype=dtype, metric="cos", count=len(vectors), exact=exact,
+                                rescore_file=rescore_name, catalog_encoder=catalog_encoder)
+    info = base.manifest.index
+    for name in (info.file, info.rescore_file):
+        if name:
+            _link(base.path(name), stage / name)
+    base_index = VectorIndex.open(stage / info.file, info, stage / info.rescore_file if info.rescore_file else None)
+    added = layout.index_order(vectors)[1]
+    delta = VectorIndex.build(added, dtype=dtype, exact=exact, rescore=rescore, first_key=layout.base_count)
+    if len(added):
+        delta.save(stage / DELTA_INDEX, stage / DELTA_RESCORE if rescore else None)
+    if len(layout.removed):
+        buf = io.BytesIO()
+        np.save(buf, layout.removed.astype(np.uint64), allow_pickle=False)
+        atomic_write_bytes(stage / REMOVED_KEYS, buf.getvalue())
+    delta_info = IndexDelta(file=DELTA_INDEX if len(added) else None, count=len(added), removed=len(layout.removed),
+                            removed_file=REMOVED_KEYS if len(layout.removed) else None,
+                            rescore_file=DELTA_RESCORE if rescore and len(added) else None)
+    return (SegmentedIndex(base=base_index, delta=delta, removed=layout.removed),
+            replace(info, catalog_encoder=catalog_encoder, delta=delta_info))
+
+
 def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, catalog: Catalog, stream: Stream, *,
                   index_choice: Callable[[np.ndarray, ProductTable], tuple[str, bool, bool, dict]] | None,
-                  gates: GateBook, fidelity: dict, text_step=None, lineage: dict | None = None) -> Manifest:
-    """Index, products, thumbnails, gates, no-match rule, manifest and signature, written into `stage`."""
+                  gates: GateBook, fidelity: dict, text_step=None, lineage: dict | None = None,
+                  layout: KeyLayout | None = None, base: Bundle | None = None) -> Manifest:
+    """Index, products, thumbnails, gates, no-match rule, manifest and signature, written into `stage`.
+    With a segmented `layout` (a build on `base`), the index is the base's file plus a delta segment."""
     table = product_table(catalog, stream.shas, stream.thumb_names)
     vectors, blocks = index_vectors(stream, models.catalog_encoder)
-    index_table = blocked_table(table, blocks, len(catalog.rows))
-    if index_choice is not None:
-        dtype, exact, rescore, report = index_choice(vectors, index_table)
+    layout = layout or fresh_layout(len(catalog.rows), blocks)
+    index_table = keyed_table(table, layout)
+    if layout.segmented:  # the base's storage and search, as its file was built with them
+        base_index = base.manifest.index
+        dtype, exact, rescore = base_index.dtype, base_index.exact, base_index.rescore_file is not None
+        fidelity["index"] = {**(base.manifest.fidelity.get("index") or {}), "search_from_base": True}
+    elif index_choice is not None:
+        dtype, exact, rescore, report = index_choice(vectors, blocked_table(table, blocks, len(catalog.rows)))
         fidelity["index"] = report
     else:
         dtype, exact, rescore = models.index["dtype"], models.index["exact"], models.index["rescore"]
     models = replace(models, index={"dtype": dtype, "exact": exact, "rescore": rescore})
-    index = VectorIndex.build(vectors, dtype=dtype, exact=exact, rescore=rescore)
-    rescore_name = "vectors.f16.npy" if rescore else None
-    index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
+    index, index_info = write_index(stage, layout, vectors, dtype=dtype, exact=exact, rescore=rescore, base=base,
+                                    catalog_encoder=models.catalog_encoder)
+    if layout.reason:
+        fidelity["index"] = {**fidelity.get("index", {}), "rebased": layout.reason}
     (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
     thumb_sizes = {}
-    for p in index_table.products:
+    for p in table.products:  # keys = catalog rows
         target = stage / p.thumbnail
         if p.thumbnail not in thumb_sizes:
             if not target.exists():  # (the build may have made it right here)
-                source = stream.thumbs[stream.shas[p.keys[0]]]
-                try:  # bundles are never changed once written: the base's (or the build's) file can be shared
-                    os.link(source, target)
-                except OSError:  # another file system: copy
-                    shutil.copyfile(source, target)
+                _link(stream.thumbs[stream.shas[p.keys[0]]], target)
             thumb_sizes[p.thumbnail] = target.stat().st_size
     for f in (stage / THUMBS_FOLDER).iterdir():  # a product's other images' thumbnails: not shown, not shipped
         if f"{THUMBS_FOLDER}/{f.name}" not in thumb_sizes:
@@ -457,10 +511,11 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
 
     text_info = None
     if text_step is not None:
-        text_info, fidelity["text"] = text_step(stage, table, stream, gates, (vectors, index_table))
+        text_info, fidelity["text"] = text_step(stage, table, stream, gates,
+                                                (vectors, blocked_table(table, blocks, len(catalog.rows))))
         fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
 
-    build_files = write_build_record(stage, models, catalog, table, stream.shas)
+    build_files = write_build_record(stage, models, catalog, table, stream.shas, layout)
     files = {}
     for f in sorted(p for p in stage.rglob("*") if p.is_file()):
         rel = f.relative_to(stage).as_posix()
@@ -468,11 +523,10 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
             files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     lineage = {**(lineage or {}), "build_files": build_files}
     manifest = Manifest(
-        schema_version=SCHEMA_VERSION, name=settings.name,
+        schema_version=SEGMENTED_SCHEMA_VERSION if layout.segmented else SCHEMA_VERSION, name=settings.name,
         created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         preprocess=models.preprocess, model=models.model_info,
-        index=IndexInfo(file="index.usearch", dtype=dtype, metric="cos", count=len(vectors), exact=exact,
-                        rescore_file=rescore_name, catalog_encoder=models.catalog_encoder),
+        index=index_info,
         products_file="products.jsonl", product_count=len(table), min_score=min_score, calibration=calibration,
         text=text_info, files=files,
         producer={**models.producer, "edge_search": edge_search.__version__, "onnxruntime": onnxruntime.__version__,
@@ -543,11 +597,13 @@ def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
                       teacher_preprocess=_preprocess(record.get("teacher_preprocess")),
                       calibration=calibration, text=m.text, seed=int(record.get("seed", 0)))
     images = [json.loads(line) for line in (bundle.root / IMAGES_FILE).read_text().splitlines() if line.strip()]
-    table = ProductTable.load(bundle.path(m.products_file), m.index.count)
+    table = bundle.product_table()
+    image_of_key = {keys[0]: img["sha256"]
+                    for img, keys in zip(images, base_image_keys(images, vectors_per_image(record["catalog_encoder"])))}
     thumbs = {}
     for p in table.products:
-        if p.thumbnail and p.keys and p.keys[0] < len(images):
-            thumbs[images[p.keys[0]]["sha256"]] = bundle.path(p.thumbnail)
+        if p.thumbnail and p.keys and p.keys[0] in image_of_key:
+            thumbs[image_of_key[p.keys[0]]] = bundle.path(p.thumbnail)
     manifest_sha = sha256_file(bundle.root / MANIFEST_NAME)
     return Base(bundle=bundle, models=models, manifest_sha256=manifest_sha, images=images,
                 products={p.id: p for p in table.products}, thumbs=thumbs)
@@ -635,29 +691,52 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
 
     from edge_search.core.catalog import read_catalog
     from edge_search.core.signing import check_private_key
-    from edge_search.files import check_new_folder, staged_directory
+    from edge_search.files import check_new_folder
 
-    t0 = time.perf_counter()
+    t0, start_ns = time.perf_counter(), time.time_ns()
     out = Path(cfg.out)
     if out.exists() and not cfg.force:
         raise ExportError(f"{out}: already exists (pass --force to replace it)")
     check_new_folder(out, "--out", ExportError)
     if cfg.sign_key is not None:
         check_private_key(cfg.sign_key)
+    if cfg.previous is not None and not Path(cfg.previous).is_dir():
+        raise ExportError(f"{cfg.previous}: --previous is not a folder of store bundles")
     base = load_base(Path(cfg.base)) if cfg.base is not None else None
-    # the base's images decoded when it was built: the same bytes are not decoded again to check them
-    catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad,
-                           decoded={row["sha256"] for row in base.images} if base is not None else frozenset())
-    for line in catalog.skipped:
-        log.warning("skipped %s", line)
-    stores = None
-    if cfg.stores is not None:
-        from .stores import read_stores
+    with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
+        vouched: set[Path] = set()  # files the cache already records as they are: not recorded again
 
-        stores, skipped = read_stores(cfg.stores, catalog, skip_bad=cfg.skip_bad)
-        catalog = replace(catalog, skipped=catalog.skipped + skipped)
-    with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache, \
-            staged_directory(out, force=cfg.force) as stage:
+        def known(path: Path) -> str | None:
+            sha = cache.file_sha(path)
+            if sha is not None:
+                vouched.add(path)
+            return sha
+
+        # the base's images decoded when it was built: the same bytes are not decoded again to check them,
+        # nor read again when the cache vouches for an unchanged file
+        catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad, known=known,
+                               decoded={row["sha256"] for row in base.images} if base is not None else frozenset())
+        for line in catalog.skipped:
+            log.warning("skipped %s", line)
+        stores = None
+        if cfg.stores is not None:
+            from .stores import read_stores
+
+            stores, skipped = read_stores(cfg.stores, catalog, skip_bad=cfg.skip_bad)
+            catalog = replace(catalog, skipped=catalog.skipped + skipped)
+        manifest, embedded = _build_into(cfg, out, base, catalog, stores, cache, progress)
+        cache.remember_files(((r.image, r.sha256) for r in catalog.rows if r.sha256 and r.image not in vouched),
+                             start_ns)
+    return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped, seconds=time.perf_counter() - t0,
+                         embedded=embedded, stores=tuple(stores) if stores is not None else ())
+
+
+def _build_into(cfg, out: Path, base: "Base | None", catalog: Catalog, stores: dict | None, cache: EmbeddingCache,
+                progress: bool) -> tuple[Manifest, dict[str, int]]:
+    """The catalog build(s) into a staged --out, published whole."""
+    from edge_search.files import staged_directory
+
+    with staged_directory(out, force=cfg.force) as stage:
         if base is None:  # --stores without --base: the chain's models, once
             from .pipeline import run_export
 
@@ -668,16 +747,28 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
         else:
             jobs = [(stage / store, store_catalog(catalog, items), store) for store, items in stores.items()]
         with tempfile.TemporaryDirectory(prefix=".thumbs-", dir=stage.parent) as thumbs_dir:
-            manifest, embedded = build_on_base(cfg, base, jobs, cache, thumbs_dir=Path(thumbs_dir), progress=progress)
-    return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped, seconds=time.perf_counter() - t0,
-                         embedded=embedded, stores=tuple(stores) if stores is not None else ())
+            return build_on_base(cfg, base, jobs, cache, thumbs_dir=Path(thumbs_dir), progress=progress,
+                                 stores=stores)
 
 
 CHAIN = "_chain"  # --stores without --base: the chain-wide bundle (store ids never start with "_")
 
 
+def previous_store(previous: Path | None, store: str, base: Base) -> Base | None:
+    """The store's bundle in the previous release (`--previous DIR`: DIR/<store>), when it was built on
+    the same model as `base`: its index keys are kept. None without one (a new store), or with another model."""
+    if previous is None or not (previous / store / MANIFEST_NAME).is_file():
+        return None
+    old = load_base(previous / store)
+    if old.bundle.manifest.files.get(old.models.model_info.file, {}).get("sha256") != \
+            base.bundle.manifest.files.get(base.models.model_info.file, {}).get("sha256"):
+        log.warning("%s: built on another model than --base; this store's index starts afresh", previous / store)
+        return None
+    return old
+
+
 def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cache: EmbeddingCache, *,
-                  thumbs_dir: Path, progress: bool) -> tuple[Manifest, dict[str, int]]:
+                  thumbs_dir: Path, progress: bool, stores: dict | None = None) -> tuple[Manifest, dict[str, int]]:
     """Catalog builds on the base's models, each into its (staged) folder; -> the last manifest and the
     images embedded in all (each image at most once: the cache serves the next store, and a thumbnail
     made for one store is linked into the next from `thumbs_dir`)."""
@@ -710,8 +801,18 @@ def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cach
         text_step = text_from_base(base, cfg.threads) if base.models.text is not None else None
         fidelity = {k: base.bundle.manifest.fidelity[k] for k in ("catalog_encoder", "index")
                     if k in base.bundle.manifest.fidelity}
+        keys_from = base if stores is None else previous_store(cfg.previous, name, base)
+        if keys_from is not None and keys_from is not base:
+            lineage["keys_from"] = {"name": keys_from.bundle.manifest.name, "manifest_sha256": keys_from.manifest_sha256}
+        layout = fresh_layout(len(cat.rows), vectors_per_image(models.catalog_encoder),
+                              f"no bundle of store {name} in --previous" if cfg.previous is not None else "") \
+            if keys_from is None else \
+            layout_on_base([r.id for r in cat.rows], stream.shas, vectors_per_image(models.catalog_encoder),
+                           base_images=keys_from.images, base_count=keys_from.bundle.manifest.index.count,
+                           force_rebase=cfg.rebase)
         manifest = finish_bundle(folder, settings, models, cat, stream,
                                  index_choice=base_index_choice(base, stream, cfg.gates.index_top1_agreement),
                                  gates=GateBook(cfg.gates.enforce and not random_teacher), fidelity=fidelity,
-                                 text_step=text_step, lineage=lineage)
+                                 text_step=text_step, lineage=lineage, layout=layout,
+                                 base=keys_from.bundle if keys_from is not None else None)
     return manifest, embedded

@@ -66,9 +66,10 @@ def run_export_command(args: argparse.Namespace) -> int:
         save_models=Path(args.save_models) if args.save_models else None, with_text=args.with_text,
         sign_key=Path(args.sign_key) if args.sign_key else None,
         negatives=Path(args.negatives) if args.negatives else None,
-        base=Path(args.base) if args.base else None,
+        base=Path(args.base) if args.base else None, rebase=args.rebase,
         embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None,
         stores=Path(args.stores) if args.stores else None,
+        previous=Path(args.previous) if args.previous else None,
     )
     if args.no_match_rule != "auto":
         cfg = replace(cfg, no_match=replace(cfg.no_match, rule=args.no_match_rule))
@@ -195,10 +196,16 @@ def add_export_parser(sub) -> None:
     e.add_argument("--base", default=None, metavar="BUNDLE",
                    help="a catalog build on BUNDLE's models: no fine-tuning, distillation or quantization; only "
                         "images the embedding cache lacks are embedded (default: build the models too)")
+    e.add_argument("--rebase", action="store_true",
+                   help="with --base: build one fresh index segment instead of the base's index plus a delta "
+                        "(devices download the whole index once; done anyway when the delta passes 10%% of it)")
     e.add_argument("--stores", default=None, metavar="STORES.csv",
                    help="store,id[,price,aisle,in_stock] rows: one bundle per store under --out (OUT/STORE/), each "
                         "with only its products and its prices and aisles; models and embeddings computed once "
                         "(without --base the chain's models are built first, into OUT/_chain)")
+    e.add_argument("--previous", default=None, metavar="DIR",
+                   help="with --stores: the previous release's --out; each store bundle keeps the index keys of "
+                        "DIR/STORE, so `pack OUT/STORE --base DIR/STORE` ships only what changed there")
     e.add_argument("--embedding-cache", default=None, metavar="DIR",
                    help="where catalog embeddings are kept between builds (default: $EDGE_SEARCH_CACHE_DIR, else "
                         "$XDG_CACHE_HOME/edge-search)")

@@ -172,12 +172,21 @@ class ExportConfig:
     negatives: Path | None = None
     # a catalog build on this bundle's models (no fine-tuning, distillation or quantization)
     base: Path | None = None
+    # with `base`: a single fresh index segment, every key renumbered, instead of the base's file plus a delta
+    rebase: bool = False
     embedding_cache: Path | None = None  # None: embed_cache.default_cache_dir()
     stores: Path | None = None  # store,id[,price,aisle,in_stock] CSV: one bundle per store under `out`
+    # with `stores`: the previous release's folder; each store bundle keeps the index keys of its bundle
+    # there (OUT/<store>/), so a device's delta is small
+    previous: Path | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:
             raise ExportError("epochs must be >= 0, views per image >= 1, batch size >= 2")
+        if self.rebase and self.base is None:
+            raise ExportError("--rebase re-bases a catalog build on --base BUNDLE: give --base")
+        if self.previous is not None and self.stores is None:
+            raise ExportError("--previous names the last release's store bundles: it goes with --stores")
         if not math.isfinite(self.label_weight) or self.label_weight < 0:
             raise ExportError(f"--distill-label-weight must be >= 0, got {self.label_weight}")
         if self.quantize not in ("int8", "none"):

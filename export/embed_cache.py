@@ -5,6 +5,13 @@ encoder, so a catalog that changes a little is embedded a little. One SQLite
 file (standard library, atomic commits, no server); vectors are float32
 blobs. Safe to delete at any time: it only ever saves work. Must not import
 torch (a catalog build whose encoder is an ONNX file runs without it).
+
+It also remembers each catalog image file's sha256 under its stat (size,
+mtime, ctime, inode, device), as git's index does, so a nightly build need
+not read every unchanged image again to know its bytes. A file is remembered
+only when its ctime is older than the start of the build that hashed it (so
+no write could land between the hashing and the stat); any later write moves
+its ctime past that and the entry no longer matches.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import stat as stat_mod
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -21,6 +30,9 @@ from edge_search.files import check_output
 
 CACHE_ENV = "EDGE_SEARCH_CACHE_DIR"
 CACHE_FILE = "embeddings.sqlite"
+# a file hashed by a build is remembered only if its ctime is this much older than the build's start:
+# file system timestamps come from a coarse clock (a few ms on Linux)
+STAT_MARGIN_NS = 2_000_000_000
 
 
 def default_cache_dir() -> Path:
@@ -50,6 +62,8 @@ class EmbeddingCache:
             self.db.execute("CREATE TABLE IF NOT EXISTS vectors (encoder TEXT NOT NULL, image TEXT NOT NULL, "
                             "view TEXT NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL, "
                             "PRIMARY KEY (encoder, image, view))")
+            self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, stat TEXT NOT NULL, "
+                            "sha256 TEXT NOT NULL)")
             self.db.commit()
         except (OSError, sqlite3.Error) as e:
             raise ExportError(f"{self.path}: cannot open the embedding cache ({e}); "
@@ -78,6 +92,33 @@ class EmbeddingCache:
         except sqlite3.Error as e:
             raise ExportError(f"{self.path}: cannot write the embedding cache ({e})") from None
 
+    def file_sha(self, path: Path) -> str | None:
+        """The sha256 of the bytes of `path` as a build hashed them, when the file's stat is still the one
+        it had then; None otherwise (read it)."""
+        key = _stat_key(path)
+        if key is None:
+            return None
+        row = self.db.execute("SELECT stat, sha256 FROM files WHERE path = ?", (os.path.abspath(path),)).fetchone()
+        return row[1] if row is not None and row[0] == key else None
+
+    def remember_files(self, hashed: Iterable[tuple[Path, str]], build_start_ns: int) -> int:
+        """Remember the sha256 a build took of each file whose ctime is safely older than the build's
+        start (see the module doc); returns how many were."""
+        rows = []
+        for path, sha in hashed:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat_mod.S_ISREG(st.st_mode) and st.st_ctime_ns < build_start_ns - STAT_MARGIN_NS:
+                rows.append((os.path.abspath(path), _stat_key(path, st), sha))
+        try:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", rows)
+        except sqlite3.Error as e:
+            raise ExportError(f"{self.path}: cannot write the embedding cache ({e})") from None
+        return len(rows)
+
     def close(self) -> None:
         self.db.close()
 
@@ -86,3 +127,14 @@ class EmbeddingCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _stat_key(path: Path, st: os.stat_result | None = None) -> str | None:
+    if st is None:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+    if not stat_mod.S_ISREG(st.st_mode):
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"

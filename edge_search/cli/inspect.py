@@ -94,10 +94,13 @@ def run_inspect(args: argparse.Namespace) -> int:
     say(f"preprocess  {p.size[0]}x{p.size[1]} {p.resize_mode}, {p.interpolation} (OpenCV {p.cv2_interpolation}), "
         f"mean {tuple(round(x, 4) for x in p.mean)}, std {tuple(round(x, 4) for x in p.std)}")
     ix = m.index
-    ix_size = bundle.path(ix.file).stat().st_size + (bundle.path(ix.rescore_file).stat().st_size if ix.rescore_file else 0)
-    say(f"index       {ix.file}  {ix.count} vectors, {ix.dtype}"
+    ix_size = sum(bundle.path(name).stat().st_size for name in ix.files())
+    say(f"index       {ix.file}  {ix.live} vectors, {ix.dtype}"
         f"{' + f16 rescoring' if ix.rescore_file else ''}, {ix.metric}, {'exact' if ix.exact else 'HNSW'} search, "
-        f"{ix_size / max(1, ix.count):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
+        f"{ix_size / max(1, ix.key_space):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
+    if ix.delta is not None:
+        say(f"            segmented: {ix.count} in the base's file, {ix.delta.count} added in "
+            f"{ix.delta.file or '(none)'}, {ix.delta.removed} removed")
     say(f"products    {m.product_count}  (min score {m.min_score:.3f})")
     _section("fidelity", lambda: _fidelity(m.fidelity_record()))
     _section("text", lambda: _text(bundle))

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from edge_search.errors import BundleError
 from edge_search.files import sha256_file
 from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_bytes, read_manifest_bytes
@@ -32,9 +34,7 @@ class Bundle:
             verify_signature(root, data, trusted_key)
         manifest = manifest_from_bytes(data, str(root / MANIFEST_NAME))
         bundle = cls(root=root, manifest=manifest)
-        needed = [manifest.model.file, manifest.index.file, manifest.products_file]
-        if manifest.index.rescore_file:
-            needed.append(manifest.index.rescore_file)
+        needed = [manifest.model.file, *manifest.index.files(), manifest.products_file]
         if manifest.calibration is not None and manifest.calibration.negatives:
             needed.append(manifest.calibration.negatives)
         if manifest.text is not None:
@@ -55,6 +55,27 @@ class Bundle:
             raise BundleError(f"{self.root / 'manifest.json'}: file name '{name}' points outside the bundle")
         return self.root / p
 
+    def removed_keys(self) -> np.ndarray:
+        """The index keys a segmented index no longer returns (sorted); empty for one segment."""
+        from edge_search.core.index import load_removed
+
+        d, count = self.manifest.index.delta, self.manifest.index.count
+        if d is None or d.removed_file is None:
+            return np.zeros(0, dtype=np.int64)
+        return load_removed(self.path(d.removed_file), d.removed, count)
+
+    def product_table(self):
+        """The product table, its keys checked against the index's key space and removed keys (read once
+        per Bundle: verify, pack, install and a catalog build on it each ask)."""
+        return self._product_table
+
+    @cached_property
+    def _product_table(self):
+        from edge_search.core.products import ProductTable
+
+        return ProductTable.load(self.path(self.manifest.products_file), self.manifest.index.key_space,
+                                 self.removed_keys())
+
     def thumbnail_names(self) -> list[str]:
         """The thumbnail files the product table names, when the manifest counts them (a
         `thumbnails` section) rather than listing each in `files`; [] otherwise."""
@@ -65,11 +86,8 @@ class Bundle:
         # read once per Bundle: verify, pack and install each ask, and the table grows with the catalog
         if self.manifest.thumbnails is None:
             return ()
-        from edge_search.core.products import ProductTable
-
-        table_path = self.path(self.manifest.products_file)
-        table = ProductTable.load(table_path, self.manifest.index.count)
-        return tuple(named((p.thumbnail for p in table.products), str(table_path)))
+        table = self.product_table()
+        return tuple(named((p.thumbnail for p in table.products), str(self.path(self.manifest.products_file))))
 
     def file_names(self) -> list[str]:
         """Every file of the bundle but the manifest and its signature: `files`, then the thumbnails."""

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Container, Iterable
+from typing import Any, Callable, Container, Iterable
 
 from edge_search.display import has_control, printable
 from edge_search.errors import CatalogError, ImageError
@@ -58,12 +58,20 @@ def _clean(value: Any) -> str | None:
     return text or None
 
 
-def _check_image(path: Path, decoded: Container[str]) -> str | None:
+# where a caller knows a file's sha256 without reading it (the export's stat cache): path -> sha256 or None
+KnownHashes = Callable[[Path], "str | None"]
+
+
+def _check_image(path: Path, decoded: Container[str], known: KnownHashes | None = None) -> str | None:
     """The image decodes (ImageError if not); one whose sha256 is in `decoded` is known to, unread by
-    OpenCV. Returns the sha256 when it took one."""
+    OpenCV, and one whose sha256 `known` gives is not even read. Returns the sha256 when it took one."""
     if not decoded:
         load_image(path)
         return None
+    if known is not None:
+        digest = known(path)
+        if digest is not None and digest in decoded:
+            return digest
     data = read_regular(path, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
     digest = hashlib.sha256(data).hexdigest()
     if digest not in decoded:
@@ -72,7 +80,7 @@ def _check_image(path: Path, decoded: Container[str]) -> str | None:
 
 
 def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[str], where: str,
-                     decoded: Container[str] = frozenset()) -> CatalogRow | None:
+                     decoded: Container[str] = frozenset(), known: KnownHashes | None = None) -> CatalogRow | None:
     pid, image = _clean(rec.get("id")), _clean(rec.get("image"))
     bad = []
     if pid is None:
@@ -94,7 +102,7 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
     if image is not None:
         path = (base / image) if not Path(image).is_absolute() else Path(image)
         try:
-            digest = _check_image(path, decoded)
+            digest = _check_image(path, decoded, known)
         except ImageError as e:
             bad.append(f"image {image}: {str(e).split(': ', 1)[-1]}")
     if bad:
@@ -172,13 +180,16 @@ def _rows_from_folder(root: Path) -> tuple[list[CatalogRow], list[str]]:
     return rows, problems
 
 
-def read_catalog(path: str | Path, *, skip_bad: bool = False, decoded: Container[str] = frozenset()) -> Catalog:
+def read_catalog(path: str | Path, *, skip_bad: bool = False, decoded: Container[str] = frozenset(),
+                 known: KnownHashes | None = None) -> Catalog:
     """Read and validate a catalog; raises CatalogError listing every bad row
     unless `skip_bad`, in which case the bad rows are listed in `skipped`.
     Every image must decode; `decoded` holds the sha256 of images known to (a base
     bundle's: the same bytes decoded when it was built), which are not decoded
     again: in a nightly catalog build that decoding was most of the time. With
-    `decoded`, each row keeps its image's sha256, so a build need not read it again."""
+    `decoded`, each row keeps its image's sha256, so a build need not read it again; `known` gives the
+    sha256 of files whose bytes a caller can vouch for without reading them (they are not read at all
+    when that sha256 is in `decoded`)."""
     path = Path(path)
     if not path.exists():
         raise CatalogError(f"{path}: no such catalog file or folder")
@@ -196,7 +207,7 @@ def read_catalog(path: str | Path, *, skip_bad: bool = False, decoded: Container
                 if "__error__" in rec:
                     problems.append(f"{path} line {line}: {rec['__error__']}")
                     continue
-                row = _row_from_record(rec, line, path.parent, problems, str(path), decoded)
+                row = _row_from_record(rec, line, path.parent, problems, str(path), decoded, known)
                 if row is not None:
                     rows.append(row)
         except UnicodeDecodeError:

@@ -19,6 +19,10 @@ from edge_search.files import MAX_MANIFEST_BYTES, read_regular
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo
 
 SCHEMA_VERSION = 1
+# written only by bundles whose index has a delta segment (IndexInfo.delta): a version-1 reader would
+# search the base segment alone, answering with removed products and never with added ones
+SEGMENTED_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (SCHEMA_VERSION, SEGMENTED_SCHEMA_VERSION)
 MANIFEST_NAME = "manifest.json"
 
 RESIZE_MODES = ("shortest", "longest", "squash")
@@ -95,23 +99,69 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class IndexDelta:
+    """A catalog build's changes to its base's index, kept beside the base's own file (which is
+    shipped once): `file` holds the added images' vectors under keys count .. count + delta.count - 1
+    (dense; None when nothing was added), and `removed_file` the base segment's keys whose images
+    left the catalog (sorted u64)."""
+
+    file: str | None
+    count: int
+    removed: int = 0
+    removed_file: str | None = None
+    rescore_file: str | None = None  # the delta's f16 rescoring vectors, row = key - base count
+
+    def __post_init__(self) -> None:
+        if self.count < 0 or self.removed < 0:
+            raise ValueError(f"index delta counts must not be negative, got {self.count} and {self.removed}")
+        if (self.removed_file is None) != (self.removed == 0):
+            raise ValueError("index delta: 'removed_file' must be given exactly when 'removed' is not 0")
+        if (self.file is None) != (self.count == 0):
+            raise ValueError("index delta: 'file' must be given exactly when 'count' is not 0")
+
+
+@dataclass(frozen=True)
 class IndexInfo:
     file: str
     dtype: str
     metric: str
-    count: int
+    count: int  # vectors in `file` (the base segment); keys 0 .. count - 1
     exact: bool = True
     # i8 candidates rescored with these f16 vectors (same row order as keys)
     rescore_file: str | None = None
     catalog_encoder: str = "student"
+    delta: IndexDelta | None = None  # None: one segment, every key in `file`
 
     def __post_init__(self) -> None:
         if self.count < 0:
             raise ValueError(f"index count must not be negative, got {self.count}")
+        if self.delta is not None:
+            if self.delta.removed > self.count:
+                raise ValueError(f"index delta removes {self.delta.removed} of {self.count} base vectors")
+            if (self.delta.rescore_file is None) != (self.rescore_file is None or self.delta.count == 0):
+                raise ValueError("index delta: 'rescore_file' must be given exactly when the index rescores "
+                                 "and the delta holds vectors")
         if self.dtype not in INDEX_DTYPES:
             raise ValueError(f"index dtype must be one of {INDEX_DTYPES}, got {self.dtype!r}")
         if self.metric != "cos":
             raise ValueError(f"index metric must be 'cos', got {self.metric!r}")
+
+    @property
+    def key_space(self) -> int:
+        """Keys 0 .. key_space - 1: the base segment's, then the delta's."""
+        return self.count + (self.delta.count if self.delta else 0)
+
+    @property
+    def live(self) -> int:
+        """Vectors a search can return: the key space less the removed keys."""
+        return self.key_space - (self.delta.removed if self.delta else 0)
+
+    def files(self) -> list[str]:
+        """Every file the index reads."""
+        names = [self.file] + ([self.rescore_file] if self.rescore_file else [])
+        if self.delta is not None:
+            names += [n for n in (self.delta.file, self.delta.removed_file, self.delta.rescore_file) if n]
+        return names
 
 
 @dataclass(frozen=True)
@@ -411,6 +461,8 @@ class Manifest:
                                           if v is not None or k not in _CALIBRATION_OPTIONAL}
         if d["text"] is None:
             del d["text"]
+        if d["index"]["delta"] is None:  # one segment: the version-1 shape
+            del d["index"]["delta"]
         if d["lineage"] is None:
             del d["lineage"]
         if self.thumbnails is None:
@@ -447,9 +499,10 @@ def parse_manifest(data: Any, where: str) -> Manifest:
     if not isinstance(data, dict):
         raise ManifestError(where, "manifest is not a JSON object")
     version = _need(data, "schema_version", int, where)
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise ManifestError(
-            where, f"unknown schema_version {version} (this edge-search reads version {SCHEMA_VERSION})"
+            where, f"unknown schema_version {version} (this edge-search reads versions "
+                   f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))})"
         )
     pp = _need(data, "preprocess", dict, where)
     model = _need(data, "model", dict, where)
@@ -487,9 +540,13 @@ def parse_manifest(data: Any, where: str) -> Manifest:
             exact=_need(index, "exact", bool, where + " index"),
             rescore_file=rescore,
             catalog_encoder=_need(index, "catalog_encoder", str, where + " index"),
+            delta=_parse_delta(index["delta"], where + " index delta") if "delta" in index else None,
         )
     except (TypeError, ValueError) as e:
         raise ManifestError(where, f"{e}") from None
+    if (index_info.delta is not None) != (version == SEGMENTED_SCHEMA_VERSION):
+        raise ManifestError(where, f"schema_version {version} with{'' if index_info.delta else 'out'} an index "
+                                   f"delta (version {SEGMENTED_SCHEMA_VERSION} is exactly the bundles that have one)")
     min_score = _need(search, "min_score", float, where + " search")
     if not math.isfinite(min_score):
         raise ManifestError(where, "search min_score is not a finite number")
@@ -555,6 +612,23 @@ def _parse_text(t: Any, where: str) -> TextInfo:
                         trim_padding=bool(t.get("trim_padding", False)))
     except ValueError as e:
         raise ManifestError(where, f"{e}") from None
+
+
+def _parse_delta(d: Any, where: str) -> IndexDelta:
+    if not isinstance(d, dict):
+        raise ManifestError(where, "must be a JSON object")
+    unknown = set(d) - {"file", "count", "removed", "removed_file", "rescore_file"}
+    if unknown:
+        raise ManifestError(where, f"unknown key(s) {', '.join(sorted(unknown))}")
+    optional = {}
+    for key in ("file", "removed_file", "rescore_file"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            raise ManifestError(where, f"key '{key}' has the wrong type")
+        optional[key] = d.get(key)
+    removed = d.get("removed", 0)
+    if not isinstance(removed, int) or isinstance(removed, bool):
+        raise ManifestError(where, "key 'removed' has the wrong type")
+    return IndexDelta(count=_need(d, "count", int, where), removed=removed, **optional)
 
 
 _CALIBRATION_OPTIONAL = {"negatives", "negative_margin", "rule"}

@@ -55,23 +55,32 @@ class ProductTable:
         return len(self.products)
 
     @classmethod
-    def from_products(cls, products: list[Product], key_count: int) -> "ProductTable":
+    def from_products(cls, products: list[Product], key_count: int,
+                      removed: np.ndarray | None = None) -> "ProductTable":
+        """Every key but the `removed` ones (a segmented index's tombstones) belongs to one product."""
         lookup = np.full(key_count, -1, dtype=np.int64)
         for pos, p in enumerate(products):
             for key in p.keys:
                 if not 0 <= key < key_count or lookup[key] != -1:
                     raise ValueError(f"product '{p.id}': key {key} out of range or shared")
                 lookup[key] = pos
-        if (lookup < 0).any():
-            raise ValueError(f"{int((lookup < 0).sum())} index keys belong to no product")
+        orphans = lookup < 0
+        if removed is not None and len(removed):
+            if not orphans[removed].all():
+                key = int(removed[~orphans[removed]][0])
+                raise ValueError(f"removed index key {key} still belongs to product '{products[lookup[key]].id}'")
+            orphans[removed] = False
+        if orphans.any():
+            raise ValueError(f"{int(orphans.sum())} index keys belong to no product")
         return cls(products=tuple(products), key_to_product=lookup)
 
     def best_scores(self, scores: np.ndarray) -> np.ndarray:
         """Query x image-key scores -> query x product scores, each product's best image (as search
         ranks them); -inf for a product without images. Columns beyond the table's keys are ignored."""
         scores = np.asarray(scores, dtype=np.float32)
-        order = np.argsort(self.key_to_product, kind="stable")  # keys grouped by product
-        counts = np.bincount(self.key_to_product, minlength=len(self))
+        owned = np.flatnonzero(self.key_to_product >= 0)  # removed keys (a segmented index's) count for none
+        order = owned[np.argsort(self.key_to_product[owned], kind="stable")]  # keys grouped by product
+        counts = np.bincount(self.key_to_product[owned], minlength=len(self))
         starts = (np.cumsum(counts) - counts).astype(np.intp)
         out = np.full((len(scores), len(self)), -np.inf, dtype=np.float32)
         has = counts > 0
@@ -80,7 +89,7 @@ class ProductTable:
         return out
 
     @classmethod
-    def load(cls, path: Path, key_count: int) -> "ProductTable":
+    def load(cls, path: Path, key_count: int, removed: np.ndarray | None = None) -> "ProductTable":
         products = []
         data = read_regular(path, limit=MAX_TABLE_BYTES, what="product table", error=BundleError)
         try:
@@ -101,7 +110,7 @@ class ProductTable:
             except (ValueError, KeyError, TypeError) as e:
                 raise BundleError(f"{path}: line {n} is not a valid product ({type(e).__name__}: {e})") from None
         try:
-            return cls.from_products(products, key_count)
+            return cls.from_products(products, key_count, removed)
         except ValueError as e:
             raise BundleError(f"{path}: {e}") from None
 

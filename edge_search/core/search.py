@@ -24,7 +24,7 @@ import numpy as np
 from edge_search.core.bundle import Bundle
 from edge_search.core.encoder import DEFAULT_THREADS, Encoder, OnnxEncoder
 from edge_search.core.images import load_image
-from edge_search.core.index import VectorIndex, unit
+from edge_search.core.index import AnyIndex, VectorIndex, open_index, unit
 from edge_search.errors import BundleError, TextQueryError
 from edge_search.core.filters import Filter
 from edge_search.core.manifest import DEFAULT_FUSION_ALPHA, IndexInfo, Manifest, NoMatchRule, PreprocessCfg, TextInfo
@@ -99,7 +99,7 @@ class SearchResult:
 
 
 class Searcher:
-    def __init__(self, *, encoder: Encoder, index: VectorIndex, products: ProductTable,
+    def __init__(self, *, encoder: Encoder, index: AnyIndex, products: ProductTable,
                  preprocess_cfg: PreprocessCfg, min_score: float = 0.0, calibration: NoMatchRule | None = None,
                  manifest: Manifest | None = None, root: Path | None = None,
                  text_encoder: TextEncoder | None = None, text_index: VectorIndex | None = None,
@@ -149,12 +149,13 @@ class Searcher:
         encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
                               output_name=m.model.output, threads=threads)
         encoder.check_fits(3, *m.preprocess.size, m.model.embed_dim, str(bundle.root / "manifest.json"))
-        rescore = bundle.path(m.index.rescore_file) if m.index.rescore_file else None
-        index = VectorIndex.open(bundle.path(m.index.file), m.index, rescore)
-        if index.ndim != m.model.embed_dim:
-            raise BundleError(f"{bundle.path(m.index.file)}: index vectors have {index.ndim} dimensions, "
-                              f"the model's embeddings {m.model.embed_dim}")
-        products = ProductTable.load(bundle.path(m.products_file), key_count=m.index.count)
+        index = open_index(m.index, bundle.path)
+        segments = [index] if isinstance(index, VectorIndex) else [index.base, index.delta]
+        for name, segment in zip((m.index.file, m.index.delta and m.index.delta.file), segments):
+            if segment.ndim != m.model.embed_dim and len(segment):
+                raise BundleError(f"{bundle.path(name)}: index vectors have {segment.ndim} dimensions, "
+                                  f"the model's embeddings {m.model.embed_dim}")
+        products = bundle.product_table()
         text_encoder = text_index = None
         if m.text is not None:
             text_encoder = TextEncoder(bundle.path(m.text.file), bundle.path(m.text.tokenizer), input_name=m.text.input,

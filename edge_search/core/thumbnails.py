@@ -14,6 +14,9 @@ Must not import torch, open_clip or onnx.
 
 from __future__ import annotations
 
+import os
+import stat
+
 import hashlib
 import re
 from dataclasses import dataclass
@@ -71,11 +74,16 @@ def verify_thumbnails(root: Path, info: ThumbnailsInfo, names: list[str], where:
     if len(names) != info.count:
         raise BundleError(f"{where}: the product table names {len(names)} thumbnails, the manifest {info.count}")
     total = 0
-    for n in names:
-        p = root / n
-        if p.is_symlink() or not p.is_file():
+    folder = str(root)
+    for n in names:  # one lstat and one read each: a 100 000-product catalog has as many thumbnails
+        p = os.path.join(folder, n)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
             raise BundleError(f"{p}: missing from the bundle")
-        size = p.stat().st_size
+        size = st.st_size
         if size > info.max_bytes:
             raise BundleError(f"{p}: {size} bytes, over the {info.max_bytes} the manifest allows a thumbnail")
         total += size

@@ -112,6 +112,11 @@ def test_tampered_file_is_refused(bundle_copy, sample_catalog):
 
 @pytest.mark.parametrize("edit,fragment", [
     (lambda m: m.update(schema_version=99), "unknown schema_version 99"),
+    # a delta segment is what version 2 announces: readers that predate it refuse it rather than search half
+    (lambda m: m["index"].update(delta={"file": None, "count": 0}), "version 2 is exactly the bundles"),
+    (lambda m: m.update(schema_version=2), "version 2 is exactly the bundles"),
+    (lambda m: (m.update(schema_version=2), m["index"].update(delta={"file": "d.usearch", "count": -1})),
+     "must not be negative"),
     (lambda m: m.pop("index"), "missing key 'index'"),
     (lambda m: m["model"].update(embed_dim="big"), "'embed_dim' has the wrong type"),
     (lambda m: m["files"].update({"../../etc/passwd": {"sha256": "0" * 64, "bytes": 1}}), "points outside the bundle"),

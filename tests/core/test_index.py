@@ -127,3 +127,56 @@ def test_best_image_per_product():
     np.testing.assert_array_equal(table.best_scores(scores), expected)
     # more columns than keys (another encoder's block of the catalog): only the table's keys count
     np.testing.assert_array_equal(table.best_scores(np.hstack([scores, np.ones((2, 4))])), expected)
+
+
+@pytest.mark.parametrize("dtype,rescore,exact", [("f32", False, True), ("f16", False, False), ("i8", True, True)])
+def test_a_segmented_index_ranks_as_one_index_of_its_live_vectors(tmp_path, dtype, rescore, exact):
+    """A base file, a delta segment (keys after the base's) and removed base keys, reopened from disk as a
+    bundle does: the top-k equal one index built on the live vectors alone, keys mapped, scores alike."""
+    from edge_search.core.index import open_index
+    from edge_search.core.manifest import IndexDelta
+
+    vecs = clustered(400, 32, seed=3)
+    base_vecs, added = vecs[:360], vecs[360:]
+    removed = np.sort(np.random.default_rng(4).choice(360, 30, replace=False)).astype(np.int64)
+    VectorIndex.build(base_vecs, dtype=dtype, exact=exact, rescore=rescore).save(
+        tmp_path / "base.usearch", tmp_path / "base.npy" if rescore else None)
+    VectorIndex.build(added, dtype=dtype, exact=exact, rescore=rescore, first_key=360).save(
+        tmp_path / "delta.usearch", tmp_path / "delta.npy" if rescore else None)
+    np.save(tmp_path / "removed.npy", removed.astype(np.uint64))
+    info = IndexInfo(file="base.usearch", dtype=dtype, metric="cos", count=360, exact=exact,
+                     rescore_file="base.npy" if rescore else None,
+                     delta=IndexDelta(file="delta.usearch", count=40, removed=30, removed_file="removed.npy",
+                                      rescore_file="delta.npy" if rescore else None))
+    segmented = open_index(info, lambda name: tmp_path / name)
+    assert len(segmented) == 370 and info.live == 370 and info.key_space == 400
+
+    live_keys = np.setdiff1d(np.arange(400), removed)
+    whole = VectorIndex.build(vecs[live_keys], dtype=dtype, exact=True, rescore=rescore)
+    # queries near removed vectors too: their neighbours must come from what is left
+    queries = vecs[np.r_[removed[:10], 360:370, 0:10]] + 0.02 * np.random.default_rng(5).standard_normal((30, 32)).astype(np.float32)
+    keys, scores = segmented.search(queries, 8)
+    want_keys, want_scores = whole.search(queries, 8)
+    assert not np.isin(keys, removed).any()
+    agree = (keys == live_keys[want_keys]).all(axis=1).mean()
+    assert agree >= (1.0 if exact else 0.9)
+    assert np.allclose(scores[:, 0], want_scores[:, 0], atol=1e-3 if exact else 0.02)
+    # one query at a time (the kiosk's path, merged apart from batches) ranks the same
+    for i in range(len(queries)):
+        one_keys, one_scores = segmented.search(queries[i], 8)
+        assert np.array_equal(one_keys[0], keys[i]) and np.allclose(one_scores[0], scores[i], atol=1e-6)
+    # asking for more than is live pads with -1, never a removed key
+    for batch in (queries[:2], queries[:1]):
+        keys, _ = segmented.search(batch, 400)
+        assert (keys[:, :370] >= 0).all() and (keys[:, 370:] == -1).all()
+        assert not np.isin(keys, removed).any()
+
+
+def test_removed_keys_that_are_not_the_base_segments_are_a_bundle_error(tmp_path):
+    from edge_search.core.index import load_removed
+
+    for bad, problem in ((np.array([3, 2], np.uint64), "sorted"), (np.array([1, 50], np.uint64), "below"),
+                         (np.array([1.5]), "integers"), (np.array([1], np.uint64), "integers")):
+        np.save(tmp_path / "removed.npy", bad)
+        with pytest.raises(BundleError, match=problem):
+            load_removed(tmp_path / "removed.npy", 2 if len(bad) == 2 else 3, 50)

@@ -167,3 +167,39 @@ def test_the_screen_switches_bundles_and_says_when_a_new_one_fails(tmp_path):
         assert "new-bundle" in widget_text(app, "#status") and app.kiosk_loop.searcher.name == "new-bundle"
 
     drive(app, scenario)
+
+
+def test_a_delta_install_is_swapped_in_and_names_the_added_product(tiny_bundle, tmp_path):
+    """A nightly delta (the base's index file kept on the device, a delta segment beside it) reaches a
+    running kiosk through the same hot swap: the next frames search the new catalog."""
+    from bench.update import RELAXED, write_catalog
+    from conftest import run_cli
+    from edge_search.core.images import load_image
+    from edge_search.core.search import Searcher
+
+    env = {"EDGE_SEARCH_CACHE_DIR": str(tmp_path / "cache")}
+    prices = {i: 1.0 for i in range(21)}
+    b, b2 = tmp_path / "B", tmp_path / "B2"
+    run_cli("export", "--catalog", write_catalog(tmp_path / "c1", list(range(20)), prices, tmp_path / "images"),
+            "--out", b, "--base", tiny_bundle, "--quiet", *RELAXED, env=env)
+    run_cli("export", "--catalog", write_catalog(tmp_path / "c2", list(range(21)), prices, tmp_path / "images"),
+            "--out", b2, "--base", b, "--quiet", *RELAXED, env=env)
+    assert json.loads((b2 / "manifest.json").read_text())["index"]["delta"]["count"] == 1
+    run_cli("pack", b2, "--base", b, "--out", tmp_path / "delta.tar")
+    into = tmp_path / "kiosk"
+    run_cli("install", b, "--into", into)
+    watcher = BundleWatcher(into / "current", lambda p: Searcher.from_bundle(p), interval_s=0.0)
+    pipe = KioskLoop(Searcher.from_bundle(into / "current"), k=1)
+    new = load_image(tmp_path / "images" / "000020.jpg")
+    assert pipe.searcher.search_image(new, k=1, min_score=-1).hits[0].id != "p000020"
+    source = FakeSource()
+    events = run_kiosk(source, pipe, watcher=watcher, stop_at_end=False)
+    source.push(new, 2)
+    next(events)
+    run_cli("install", tmp_path / "delta.tar", "--into", into)
+    watcher.poll()
+    watcher.wait()
+    source.push(new, 4)
+    got = [next(events) for _ in range(4)]
+    assert any(isinstance(e, BundleSwapped) and e.info.name == "B2" for e in got)
+    assert pipe.searcher.search_image(new, k=1, min_score=-1).hits[0].id == "p000020"

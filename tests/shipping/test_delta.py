@@ -102,7 +102,12 @@ def test_a_new_product_ships_its_vectors_and_thumbnail(base, sample_catalog, tmp
     with tarfile.open(tmp_path / "delta.tar") as tar:
         names = tar.getnames()
     thumbs = [n for n in names if n.startswith("thumbs/")]
-    assert "index.usearch" in names and "delta/products.jsonl" in names and len(thumbs) == 1  # the new product's only
+    # the base's index file stays on the device: the new image's vector comes as a delta segment
+    assert "index-delta.usearch" in names and "index.usearch" not in names
+    assert "delta/products.jsonl" in names and len(thumbs) == 1  # the new product's only
+    assert m["schema_version"] == 2 and m["index"]["delta"] == {"file": "index-delta.usearch", "count": 1,
+                                                                "removed": 0, "removed_file": None,
+                                                                "rescore_file": None}
     into = tmp_path / "kiosk"
     run_cli("install", base, "--into", into)
     run_cli("install", tmp_path / "delta.tar", "--into", into)
@@ -183,3 +188,155 @@ def test_a_base_chosen_for_a_few_products_does_not_search_many_exactly(tiny_bund
     assert (dtype, rescore) == ("f16", False) and report["search_from_base"] is False
     assert report["queries"] == 500 and report["search"] == ("exact" if exact else "hnsw")
     assert report["exact_search_ms"] > 0 and report["hnsw_search_ms"] > 0
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_bundle, tmp_path_factory):
+    """B on 40 generated products (the update benchmark's images), and B2: 1 product added, 1 removed and
+    1 repriced, built on B as a delta segment and again re-based; all on the committed bundle's models."""
+    from bench.update import RELAXED, write_catalog
+
+    work = tmp_path_factory.mktemp("generated")
+    prices = {i: 1.0 + i for i in range(41)}
+    env = {"EDGE_SEARCH_CACHE_DIR": str(work / "cache")}
+    b = work / "B"
+    run_cli("export", "--catalog", write_catalog(work / "c1", list(range(40)), prices), "--out", b, "--base",
+            tiny_bundle, "--quiet", *RELAXED, env=env)
+    ids = [i for i in range(40) if i != 7] + [40]
+    c2 = write_catalog(work / "c2", ids, {**prices, 3: 0.5})
+    b2, rebased = work / "B2", work / "B2-rebased"
+    run_cli("export", "--catalog", c2, "--out", b2, "--base", b, "--quiet", *RELAXED, env=env)
+    run_cli("export", "--catalog", c2, "--out", rebased, "--base", b, "--rebase", "--quiet", *RELAXED, env=env)
+    return work, b, b2, rebased
+
+
+def search_all(bundle: Path, images: list[Path]) -> list[list[tuple[str, float]]]:
+    import json
+
+    out = []
+    for img in images:
+        hits = json.loads(run_cli("search", "--bundle", bundle, img, "--json", "-k", "5",
+                                  "--min-score", "-1").stdout)["results"]
+        out.append([(h["id"], h["score"]) for h in hits])
+    return out
+
+
+def test_a_delta_segment_answers_as_the_same_catalog_rebased(generated):
+    work, b, b2, rebased = generated
+    m, r = read_manifest(b2), read_manifest(rebased)
+    assert m["index"]["file"] == "index.usearch" and m["index"]["count"] == 40
+    assert m["index"]["delta"]["count"] == 1 and m["index"]["delta"]["removed"] == 1
+    assert (b2 / "index.usearch").read_bytes() == (b / "index.usearch").read_bytes()  # the base's own file
+    assert "delta" not in r["index"] and r["index"]["count"] == 40 and r["schema_version"] == 1
+    assert r["fidelity"]["index"]["rebased"] == "asked (--rebase)"
+    # unchanged products keep their keys, so their product-table lines are the base's, byte for byte
+    old_lines = set((b / "products.jsonl").read_bytes().splitlines())
+    new_lines = (b2 / "products.jsonl").read_bytes().splitlines()
+    assert sum(line not in old_lines for line in new_lines) == 2  # the repriced product and the added one
+    queries = [work / "c2" / "images" / f"{i:06d}.jpg" for i in (0, 3, 20, 39, 40)] + [work / "c1" / "images" / "000007.jpg"]
+    got, want = search_all(b2, queries), search_all(rebased, queries)
+    for g, w in zip(got, want):
+        assert [pid for pid, _ in g] == [pid for pid, _ in w]
+        assert max(abs(a - c) for (_, a), (_, c) in zip(g, w)) <= 1e-3
+    assert all("p000007" not in [pid for pid, _ in g] for g in got)  # the removed product is never named
+    assert got[4][0][0] == "p000040"  # the added one is found by its own image
+
+
+def test_a_delta_segment_ships_small_and_installs_whole(generated, tmp_path):
+    work, b, b2, _ = generated
+    run_cli("pack", b2, "--base", b, "--out", tmp_path / "delta.tar")
+    with tarfile.open(tmp_path / "delta.tar") as tar:
+        names = tar.getnames()
+    assert {"index-delta.usearch", "index-removed.npy", "delta/products.jsonl"} <= set(names)
+    assert "index.usearch" not in names and "model.onnx" not in names
+    into = tmp_path / "kiosk"
+    run_cli("install", b, "--into", into)
+    run_cli("install", tmp_path / "delta.tar", "--into", into)  # verified whole, self-tested, switched
+    assert files_of(into / "current") == files_of(b2)
+    # and B3 on B2 (a delta on a delta): B's file still, the delta segment carried and grown
+    env = {"EDGE_SEARCH_CACHE_DIR": str(work / "cache")}
+    from bench.update import RELAXED, write_catalog
+
+    ids = [i for i in range(40) if i != 7] + [40, 41]
+    b3 = work / "B3"
+    run_cli("export", "--catalog", write_catalog(work / "c3", ids, {i: 1.0 + i for i in range(42)}), "--out", b3,
+            "--base", b2, "--quiet", *RELAXED, env=env)
+    m3 = read_manifest(b3)
+    assert m3["index"]["delta"]["count"] == 2 and m3["index"]["delta"]["removed"] == 1
+    assert (b3 / "index.usearch").read_bytes() == (b / "index.usearch").read_bytes()
+    assert m3["fidelity"]["catalog"]["embedded"]["student"] == 1
+    run_cli("pack", b3, "--base", b2, "--out", tmp_path / "delta3.tar")
+    run_cli("install", tmp_path / "delta3.tar", "--into", into)
+    assert files_of(into / "current") == files_of(b3)
+    hits = search_all(into / "current", [work / "c3" / "images" / "000041.jpg", work / "c3" / "images" / "000040.jpg"])
+    assert hits[0][0][0] == "p000041" and hits[1][0][0] == "p000040"
+
+
+def test_a_delta_past_its_share_of_the_base_is_rebased(generated, tmp_path):
+    work, b, _, _ = generated
+    from bench.update import RELAXED, write_catalog
+
+    out = tmp_path / "big"
+    run_cli("export", "--catalog", write_catalog(work / "c4", list(range(30)), {i: 1.0 for i in range(30)}),
+            "--out", out, "--base", b, "--quiet", *RELAXED, env={"EDGE_SEARCH_CACHE_DIR": str(work / "cache")})
+    m = read_manifest(out)
+    assert "delta" not in m["index"] and m["index"]["count"] == 30
+    assert "passed 10%" in m["fidelity"]["index"]["rebased"]
+
+
+def test_store_bundles_keep_their_previous_keys_with_previous(generated, tmp_path):
+    """Nightly per-store builds on the chain's models: with --previous (last night's --out) each store bundle
+    keeps its own previous bundle's index keys, so a store's delta carries no index file; without it, each
+    store's index starts afresh."""
+    work, b, _, _ = generated
+    env = {"EDGE_SEARCH_CACHE_DIR": str(work / "cache")}
+    from bench.update import RELAXED
+
+    def stores(path, north):
+        return write_csv(path, [{"store": "north", "id": f"p{i:06d}", "price": "", "aisle": "3"} for i in north])
+
+    rel1, rel2, fresh = tmp_path / "rel1", tmp_path / "rel2", tmp_path / "fresh"
+    run_cli("export", "--catalog", work / "c1" / "catalog.csv", "--stores", stores(tmp_path / "s1.csv", range(30)),
+            "--base", b, "--out", rel1, "--quiet", *RELAXED, env=env)
+    north2 = stores(tmp_path / "s2.csv", [i for i in range(30) if i != 7] + [40])
+    for out, extra in ((rel2, ["--previous", rel1]), (fresh, [])):
+        run_cli("export", "--catalog", work / "c2" / "catalog.csv", "--stores", north2, "--base", b, "--out", out,
+                "--quiet", *RELAXED, *extra, env=env)
+    m = read_manifest(rel2 / "north")
+    assert m["index"]["delta"]["count"] == 1 and m["index"]["delta"]["removed"] == 1
+    assert m["lineage"]["keys_from"]["name"] == "north"
+    assert "delta" not in read_manifest(fresh / "north")["index"]
+    run_cli("pack", rel2 / "north", "--base", rel1 / "north", "--out", tmp_path / "north.tar")
+    with tarfile.open(tmp_path / "north.tar") as tar:
+        assert "index.usearch" not in tar.getnames()
+    into = tmp_path / "kiosk"
+    run_cli("install", rel1 / "north", "--into", into)
+    run_cli("install", tmp_path / "north.tar", "--into", into)
+    assert files_of(into / "current") == files_of(rel2 / "north")
+    one_line_error(run_cli("export", "--catalog", work / "c2" / "catalog.csv", "--base", b, "--out", tmp_path / "x",
+                           "--previous", rel1, check=False), "--previous", "--stores")
+
+
+def test_the_cache_vouches_for_a_file_only_while_its_stat_is_unchanged(tmp_path):
+    """A nightly build skips reading an image whose (size, mtime, ctime, inode, device) the cache recorded
+    with its sha256; a file written since, even to the same size, is read again; and a file written too
+    close to the build that hashed it (ctime not safely before the build's start) is never recorded."""
+    import hashlib
+    import time
+
+    from edge_search_export.embed_cache import EmbeddingCache
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"first version")
+    sha = hashlib.sha256(b"first version").hexdigest()
+    with EmbeddingCache(tmp_path / "cache") as cache:
+        assert cache.remember_files([(image, sha)], build_start_ns=time.time_ns()) == 0  # too recent to vouch
+        assert cache.file_sha(image) is None
+        later = time.time_ns() + 10**10  # a build that started well after the file was written
+        assert cache.remember_files([(image, sha)], build_start_ns=later) == 1
+        assert cache.file_sha(image) == sha
+        assert cache.file_sha(tmp_path / "." / "a.jpg") == sha  # one file, however it is named
+        time.sleep(0.01)
+        image.write_bytes(b"other version")  # same size, other bytes
+        assert cache.file_sha(image) is None
+        assert cache.file_sha(tmp_path / "missing.jpg") is None
