@@ -396,11 +396,16 @@ def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: P
         c = models.calibration
         for name, array in ((CALIBRATION_FILE, c.vectors), (NEGATIVES_BUILD, c.negatives)):
             if array is not None:
-                buf = io.BytesIO()
-                np.save(buf, np.asarray(array, np.float32), allow_pickle=False)
-                atomic_write_bytes(stage / name, buf.getvalue())
+                write_npy(stage / name, np.asarray(array, np.float32))
         atomic_write_text(stage / CALIBRATION_IDS, json.dumps(list(c.product_ids)) + "\n")
     return {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted((stage / BUILD_DIR).iterdir())}
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """An .npy file (no pickles), written whole or not at all."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _link(source: Path, target: Path) -> None:
@@ -430,9 +435,7 @@ def write_index(stage: Path, layout: KeyLayout, vectors: np.ndarray, *, dtype: s
     if len(added):
         delta.save(stage / DELTA_INDEX, stage / DELTA_RESCORE if rescore else None)
     if len(layout.removed):
-        buf = io.BytesIO()
-        np.save(buf, layout.removed.astype(np.uint64), allow_pickle=False)
-        atomic_write_bytes(stage / REMOVED_KEYS, buf.getvalue())
+        write_npy(stage / REMOVED_KEYS, layout.removed.astype(np.uint64))
     delta_info = IndexDelta(file=DELTA_INDEX if len(added) else None, count=len(added), removed=len(layout.removed),
                             removed_file=REMOVED_KEYS if len(layout.removed) else None,
                             rescore_file=DELTA_RESCORE if rescore and len(added) else None)
@@ -505,9 +508,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         if cal.negatives_dir is not None:
             fidelity["no_match"]["negatives_dir"] = cal.negatives_dir
         if calibration is not None and calibration.negatives:
-            buf = io.BytesIO()
-            np.save(buf, cal.negatives.astype(np.float32), allow_pickle=False)
-            atomic_write_bytes(stage / NEGATIVES_FILE, buf.getvalue())
+            write_npy(stage / NEGATIVES_FILE, cal.negatives.astype(np.float32))
 
     text_info = None
     if text_step is not None:

@@ -8,6 +8,8 @@ Must not import torch, open_clip or onnx.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
@@ -164,28 +166,12 @@ class SegmentedIndex:
         self._n_live = self._n_base - len(self.removed) + self._n_delta
         self._removed_share = len(self.removed) / max(1, self._n_base)
         self._small = None  # a small delta's unit vectors, row = key - its first key
-        n = len(self.delta)
+        n = self._n_delta
         if n and n * self.delta.ndim <= SMALL_DELTA:
             stored = self.delta.rescore if self.delta.rescore is not None else self.delta.index.get(
                 np.arange(self.delta.first_key, self.delta.first_key + n, dtype=np.uint64))
             self._small = unit(np.asarray(stored, dtype=np.float32))
             self._small_keys = np.arange(self.delta.first_key, self.delta.first_key + n, dtype=np.int64)
-
-    @property
-    def dtype(self) -> str:
-        return self.base.dtype
-
-    @property
-    def exact(self) -> bool:
-        return self.base.exact
-
-    @property
-    def ndim(self) -> int:
-        return self.base.ndim
-
-    @property
-    def key_space(self) -> int:
-        return len(self.base) + len(self.delta)
 
     def __len__(self) -> int:
         return self._n_live
@@ -194,7 +180,7 @@ class SegmentedIndex:
         """Base keys and scores with a mask of the live ones, at least `want` live per query where the
         base holds them."""
         # a few more than wanted: removed keys are a small share, and a query that meets many fetches again
-        fetch = min(self._n_base, max(1, want + 2 + int(np.ceil(want * REMOVED_SLACK * self._removed_share))))
+        fetch = min(self._n_base, max(1, want + 2 + math.ceil(want * REMOVED_SLACK * self._removed_share)))
         while True:
             keys, scores = self.base.search(qn, fetch, normalized=True)
             alive = ~self._dead[keys]
