@@ -51,6 +51,7 @@ from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write
 from .calibrate import calibrate_no_match
 from .config import Gates, NoMatchSettings
 from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
+from .engine import LOCAL_RECORD, open_engine
 from .key_layout import KeyLayout, base_image_keys, fresh_layout, layout_on_base
 from .stores import store_catalog
 from .views import views
@@ -152,6 +153,7 @@ class CatalogSettings:
     threads: int = 2
     sign_key: Path | None = None
     index_dtype: str | None = None
+    build: dict | None = None  # the manifest's `build` record (engine.RayEngine.record, engine.LOCAL_RECORD)
 
 
 @dataclass
@@ -186,6 +188,23 @@ def _batches(rows: tuple[CatalogRow, ...], size: int) -> Iterator[tuple[int, tup
         yield start, rows[start:start + size]
 
 
+def stream_needs(models: ModelSet) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """The vectors a catalog build needs of each image under `models` ("student", "mild", and "teacher",
+    "views" where the catalog encoder uses them), and each one's embedding-cache key (encoder, view)."""
+    enc_sha = encoder_key(models.encoder_sha256, models.preprocess)
+    needs = ["student", "mild"]
+    if models.catalog_encoder.startswith("teacher"):
+        if models.teacher_sha256 is None:
+            raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
+        needs.append("teacher")
+    if models.catalog_encoder == "teacher+student+views":
+        needs.append("views")
+    keys = {"student": (enc_sha, ""), "mild": (enc_sha, f"mild:{MILD_VIEWS}:{MILD_VIEW_STRENGTH}"),
+            "teacher": (encoder_key(models.teacher_sha256 or "", models.teacher_preprocess or models.preprocess), ""),
+            "views": (enc_sha, f"index:{INDEX_VIEWS}:{MILD_VIEW_STRENGTH}")}
+    return needs, keys
+
+
 def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache, threads: int,
                    teacher_embed: Callable[[list[np.ndarray]], np.ndarray] | None,
                    thumbs_dir: Path, base_thumbs: dict[str, Path] | None = None, progress: bool = True) -> Stream:
@@ -196,17 +215,10 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
     (named by their bytes) as they are made, so no more than a batch of images is ever in memory;
     those the base has are its files, never decoded or encoded again."""
     enc = models.encoder(threads)
-    enc_sha = encoder_key(models.encoder_sha256, models.preprocess)
-    needs = ["student", "mild"]
-    if models.catalog_encoder.startswith("teacher"):
-        if teacher_embed is None or models.teacher_sha256 is None:
-            raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
-        needs.append("teacher")
-    if models.catalog_encoder == "teacher+student+views":
-        needs.append("views")
+    needs, keys = stream_needs(models)
+    if "teacher" in needs and teacher_embed is None:
+        raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
     pp = models.preprocess
-    keys = {"student": (enc_sha, ""), "mild": (enc_sha, f"mild:{MILD_VIEWS}:{MILD_VIEW_STRENGTH}"),
-            "teacher": (encoder_key(models.teacher_sha256 or "", models.teacher_preprocess or pp), ""), "views": (enc_sha, f"index:{INDEX_VIEWS}:{MILD_VIEW_STRENGTH}")}
     out = Stream(embedded={n: 0 for n in needs})
     per = {n: [] for n in needs}
     for start, rows in _progress(list(_batches(catalog.rows, BATCH)), "embedding catalog", progress):
@@ -230,7 +242,7 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
             have = cache.get(enc_key, list(dict.fromkeys(shas)), view)
             missing = [i for i, s in enumerate(shas) if s not in have and s not in {shas[j] for j in range(i)}]
             if missing:
-                fresh = _embed_missing(name, [image(i) for i in missing], [shas[i] for i in missing], enc, pp,
+                fresh = embed_images(name, [image(i) for i in missing], [shas[i] for i in missing], enc, pp,
                                        teacher_embed)
                 cache.put(enc_key, fresh, view)
                 have.update(fresh)
@@ -258,7 +270,7 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
     return out
 
 
-def _embed_missing(name: str, images: list[np.ndarray], shas: list[str], enc: OnnxEncoder, pp: PreprocessCfg,
+def embed_images(name: str, images: list[np.ndarray], shas: list[str], enc: OnnxEncoder, pp: PreprocessCfg,
                    teacher_embed) -> dict[str, np.ndarray]:
     """Vectors of these images under one encoder; a view set is stored as one row of its views."""
     if name == "teacher":
@@ -272,6 +284,75 @@ def _embed_missing(name: str, images: list[np.ndarray], shas: list[str], enc: On
                                                                    strength=MILD_VIEW_STRENGTH)[1:]]
         vecs = enc.embed(preprocess_batch(imgs, pp)).reshape(len(images), -1)
     return {s: np.asarray(v, np.float32) for s, v in zip(shas, vecs)}
+
+
+def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingCache, *, teacher=None,
+                   thumbs_dir: Path | None, known_thumbs: dict[str, Path] | None = None, needs: list[str] | None = None,
+                   skip_bad: bool = False, threads: int = 1, progress: bool = True
+                   ) -> tuple[Catalog, dict[str, int], dict[str, Path]]:
+    """`--engine ray`: the catalog images the embedding cache lacks (under each of `needs`, default all a build
+    of `models` needs), or whose sha256 is not known yet, or, with `thumbs_dir`, whose thumbnail is not in
+    `known_thumbs`, read, embedded and thumbnailed on Ray workers (ray_jobs.embed_catalog), the results
+    put in the cache and `thumbs_dir` as they stream in. Returns the catalog with every row's sha256 (bad
+    images reported like read_catalog's bad rows, or skipped with `skip_bad`), the images embedded under
+    each need, and the thumbnails made (by image sha). stream_catalog then finds everything it needs."""
+    from edge_search.errors import CatalogError
+
+    from .ray_jobs import CatalogJob, embed_catalog
+
+    all_needs, keys = stream_needs(models)
+    needs = list(needs or all_needs)
+    known_thumbs = known_thumbs or {}
+    shas = list(dict.fromkeys(r.sha256 for r in catalog.rows if r.sha256))
+    have = {n: cache.have(keys[n][0], shas, keys[n][1]) for n in needs}
+    send = list(dict.fromkeys(
+        r.image for r in catalog.rows
+        if r.sha256 is None or any(r.sha256 not in have[n] for n in needs)
+        or (thumbs_dir is not None and r.sha256 not in known_thumbs)))
+    cached = frozenset.intersection(*(frozenset(cache.images(*keys[n])) for n in needs))
+    job = CatalogJob(model=models.model_path.read_bytes(), model_info=models.model_info, preprocess=models.preprocess,
+                     needs=tuple(needs), teacher=teacher if "teacher" in needs else None,
+                     teacher_preprocess=models.teacher_preprocess or models.preprocess, threads=threads,
+                     cached=cached, thumbed=frozenset(known_thumbs) if thumbs_dir is not None else None)
+    if "teacher" in needs and teacher is None:
+        raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
+    found: dict[Path, str] = {}
+    errors: dict[Path, str] = {}
+    embedded = {n: 0 for n in needs}
+    made: dict[str, Path] = {}
+
+    def take(batch: dict) -> None:
+        ok = [i for i, e in enumerate(batch["error"]) if not e]
+        for i, e in enumerate(batch["error"]):
+            if e:
+                errors[send[int(batch["row"][i])]] = str(e)
+        fresh_rows = [i for i in ok if batch["embedded"][i]]
+        for n in needs:
+            fresh = {batch["sha"][i]: batch[n][i] for i in fresh_rows if batch["sha"][i] not in have[n]}
+            cache.put(keys[n][0], fresh, keys[n][1])
+            have[n].update(fresh)
+            embedded[n] += len(fresh)
+        for i in ok:
+            sha = batch["sha"][i]
+            found[send[int(batch["row"][i])]] = sha
+            if thumbs_dir is not None and sha not in made and sha not in known_thumbs and len(batch["thumb"][i]):
+                data = bytes(batch["thumb"][i])
+                path = thumbs_dir / Path(thumbnail_name(data)).name
+                if not path.exists():
+                    atomic_write_bytes(path, data)
+                made[sha] = path
+
+    embed_catalog(engine, send, job, take, progress=progress)
+    problems = [f"{catalog.source} line {r.line}: image {r.image}: {errors[r.image]}" for r in catalog.rows
+                if r.image in errors]
+    if problems and not skip_bad:
+        listing = "; ".join(problems[:20]) + (f"; … and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise CatalogError(f"{catalog.source}: {len(problems)} bad row(s), nothing written (use --skip-bad to go "
+                           f"on): {listing}")
+    rows = tuple(replace(r, sha256=found.get(r.image, r.sha256)) for r in catalog.rows if r.image not in errors)
+    if not rows:
+        raise CatalogError(f"{catalog.source}: no usable product images")
+    return replace(catalog, rows=rows, skipped=catalog.skipped + tuple(problems)), embedded, made
 
 
 def product_table(catalog: Catalog, shas: list[str], thumb_names: dict[str, str] | None = None) -> ProductTable:
@@ -536,7 +617,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         fidelity={**models.fidelity, **fidelity, "seed": models.seed,
                   "catalog": {"source": str(catalog.source), "images": len(catalog.rows), "products": len(table),
                               "skipped": list(catalog.skipped), "embedded": dict(stream.embedded)}},
-        lineage=lineage, thumbnails=ThumbnailsInfo.of(thumb_sizes.values()),
+        lineage=lineage, thumbnails=ThumbnailsInfo.of(thumb_sizes.values()), build=settings.build,
     )
     atomic_write_text(stage / MANIFEST_NAME, manifest.to_json())
     if settings.sign_key is not None:  # signed inside the stage: the published bundle is signed from its first moment
@@ -714,8 +795,8 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
             return sha
 
         # the base's images decoded when it was built: the same bytes are not decoded again to check them,
-        # nor read again when the cache vouches for an unchanged file
-        catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad, known=known,
+        # nor read again when the cache vouches for an unchanged file; on Ray the workers read and decode
+        catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad, known=known, read_images=not cfg.engine.ray,
                                decoded={row["sha256"] for row in base.images} if base is not None else frozenset())
         for line in catalog.skipped:
             log.warning("skipped %s", line)
@@ -725,7 +806,8 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
 
             stores, skipped = read_stores(cfg.stores, catalog, skip_bad=cfg.skip_bad)
             catalog = replace(catalog, skipped=catalog.skipped + skipped)
-        manifest, embedded = _build_into(cfg, out, base, catalog, stores, cache, progress)
+        with open_engine(cfg.engine) as engine:
+            manifest, embedded, catalog = _build_into(cfg, out, base, catalog, stores, cache, progress, engine)
         cache.remember_files(((r.image, r.sha256) for r in catalog.rows if r.sha256 and r.image not in vouched),
                              start_ns)
     return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped, seconds=time.perf_counter() - t0,
@@ -733,8 +815,10 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
 
 
 def _build_into(cfg, out: Path, base: "Base | None", catalog: Catalog, stores: dict | None, cache: EmbeddingCache,
-                progress: bool) -> tuple[Manifest, dict[str, int]]:
-    """The catalog build(s) into a staged --out, published whole."""
+                progress: bool, engine=None) -> tuple[Manifest, dict[str, int], Catalog]:
+    """The catalog build(s) into a staged --out, published whole. With a Ray `engine`, the catalog's new
+    images are embedded on Ray first (bad ones dropped or reported), and each store is a Ray task.
+    -> the last manifest, the images embedded, and the catalog as built."""
     from edge_search.files import staged_directory
 
     with staged_directory(out, force=cfg.force) as stage:
@@ -743,13 +827,38 @@ def _build_into(cfg, out: Path, base: "Base | None", catalog: Catalog, stores: d
 
             run_export(replace(cfg, out=stage / CHAIN, stores=None, force=False, name=CHAIN), progress=progress)
             base = load_base(stage / CHAIN)
-        if stores is None:
-            jobs = [(stage, catalog, cfg.name or out.name)]
-        else:
-            jobs = [(stage / store, store_catalog(catalog, items), store) for store, items in stores.items()]
+        teacher, teacher_embed = _teacher_of(cfg, base)
+        embedded: dict[str, int] = {}
+        known_thumbs = dict(base.thumbs)
         with tempfile.TemporaryDirectory(prefix=".thumbs-", dir=stage.parent) as thumbs_dir:
-            return build_on_base(cfg, base, jobs, cache, thumbs_dir=Path(thumbs_dir), progress=progress,
-                                 stores=stores)
+            if engine is not None:
+                catalog, embedded, made = prefill_on_ray(
+                    engine, catalog, replace(base.models, folder=base.bundle.root), cache, teacher=teacher,
+                    thumbs_dir=Path(thumbs_dir), known_thumbs=known_thumbs, skip_bad=cfg.skip_bad, progress=progress)
+                known_thumbs.update(made)
+                teacher_embed = _prefilled if teacher_embed is not None else None
+            if stores is None:
+                jobs = [(stage, catalog, cfg.name or out.name)]
+            else:
+                jobs = [(stage / store, store_catalog(catalog, items), store) for store, items in stores.items()]
+            manifest, more = build_on_base(cfg, base, jobs, cache, thumbs_dir=Path(thumbs_dir), progress=progress,
+                                           stores=stores, engine=engine, teacher_embed=teacher_embed,
+                                           known_thumbs=known_thumbs)
+        for k, v in more.items():
+            embedded[k] = embedded.get(k, 0) + v
+        return manifest, embedded, catalog
+
+
+def _teacher_of(cfg, base: "Base"):
+    """The base's teacher and a function embedding with it, where its catalog is embedded by it; else None, None."""
+    if not base.models.catalog_encoder.startswith("teacher"):
+        return None, None
+    from .commands import need_export_extra
+
+    need_export_extra(f"--base {cfg.base} (its catalog is embedded by its teacher)")
+    from .pipeline import base_teacher  # torch: only where the base's catalog was embedded by its teacher
+
+    return base_teacher(cfg, base)
 
 
 CHAIN = "_chain"  # --stores without --base: the chain-wide bundle (store ids never start with "_")
@@ -769,51 +878,71 @@ def previous_store(previous: Path | None, store: str, base: Base) -> Base | None
 
 
 def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cache: EmbeddingCache, *,
-                  thumbs_dir: Path, progress: bool, stores: dict | None = None) -> tuple[Manifest, dict[str, int]]:
+                  thumbs_dir: Path, progress: bool, stores: dict | None = None, engine=None, teacher_embed=None,
+                  known_thumbs: dict[str, Path] | None = None) -> tuple[Manifest, dict[str, int]]:
     """Catalog builds on the base's models, each into its (staged) folder; -> the last manifest and the
     images embedded in all (each image at most once: the cache serves the next store, and a thumbnail
-    made for one store is linked into the next from `thumbs_dir`)."""
-    teacher_embed = None
-    if base.models.catalog_encoder.startswith("teacher"):
-        from .commands import need_export_extra
+    made for one store is linked into the next from `thumbs_dir`). With a Ray `engine` and several
+    jobs, each store is built by a Ray task."""
+    build = engine.record() if engine is not None else LOCAL_RECORD
+    args = (cfg, base, cache.path.parent, thumbs_dir, teacher_embed, stores,
+            known_thumbs if known_thumbs is not None else dict(base.thumbs), build)
+    if engine is not None and len(jobs) > 1:
+        from .ray_jobs import build_stores
 
-        need_export_extra(f"--base {cfg.base} (its catalog is embedded by its teacher)")
-        from .pipeline import base_teacher  # torch: only where the base's catalog was embedded by its teacher
-
-        teacher_embed = base_teacher(cfg, base)
-    random_teacher = bool(base.models.teacher.get("random_weights"))
+        results = build_stores(engine, build_one, jobs, args + (False,), progress=progress)
+    else:
+        results = [build_one(job, *args, progress, cache=cache) for job in jobs]
     embedded: dict[str, int] = {}
-    manifest = None
-    for folder, cat, name in jobs:
-        folder.mkdir(exist_ok=True)
-        (folder / base.models.model_info.file).write_bytes(base.models.model_path.read_bytes())
-        models = replace(base.models, folder=folder)
-        stream = stream_catalog(cat, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
-                                thumbs_dir=thumbs_dir, base_thumbs=base.thumbs, progress=progress)
-        for k, v in stream.embedded.items():
+    for _, counts in results:
+        for k, v in counts.items():
             embedded[k] = embedded.get(k, 0) + v
-        table = product_table(cat, stream.shas, stream.thumb_names)
-        lineage = {"base": {"name": base.bundle.manifest.name, "manifest_sha256": base.manifest_sha256},
-                   "changes": catalog_changes(base, table, stream.shas)}
-        if len(jobs) > 1 or name != (cfg.name or Path(cfg.out).name):
-            lineage["store"] = name
-        settings = CatalogSettings(out=folder, name=name, gates=cfg.gates, no_match=cfg.no_match,
-                                   force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key)
-        text_step = text_from_base(base, cfg.threads) if base.models.text is not None else None
-        fidelity = {k: base.bundle.manifest.fidelity[k] for k in ("catalog_encoder", "index")
-                    if k in base.bundle.manifest.fidelity}
-        keys_from = base if stores is None else previous_store(cfg.previous, name, base)
-        if keys_from is not None and keys_from is not base:
-            lineage["keys_from"] = {"name": keys_from.bundle.manifest.name, "manifest_sha256": keys_from.manifest_sha256}
-        layout = fresh_layout(len(cat.rows), vectors_per_image(models.catalog_encoder),
-                              f"no bundle of store {name} in --previous" if cfg.previous is not None else "") \
-            if keys_from is None else \
-            layout_on_base([r.id for r in cat.rows], stream.shas, vectors_per_image(models.catalog_encoder),
-                           base_images=keys_from.images, base_count=keys_from.bundle.manifest.index.count,
-                           force_rebase=cfg.rebase)
-        manifest = finish_bundle(folder, settings, models, cat, stream,
-                                 index_choice=base_index_choice(base, stream, cfg.gates.index_top1_agreement),
-                                 gates=GateBook(cfg.gates.enforce and not random_teacher), fidelity=fidelity,
-                                 text_step=text_step, lineage=lineage, layout=layout,
-                                 base=keys_from.bundle if keys_from is not None else None)
-    return manifest, embedded
+    return results[-1][0], embedded
+
+
+def _prefilled(images):
+    raise ExportError("internal: the teacher was needed after the Ray engine embedded the catalog")
+
+
+def build_one(job: tuple[Path, Catalog, str], cfg, base: "Base", cache_dir: Path, thumbs_dir: Path, teacher_embed,
+              stores: dict | None, known_thumbs: dict[str, Path], build: dict, progress: bool,
+              cache: EmbeddingCache | None = None) -> tuple[Manifest, dict[str, int]]:
+    """One catalog build on the base's models into `job`'s folder (a Ray task's unit: it opens the cache
+    itself when not given one). -> its manifest and the images it embedded."""
+    if cache is None:
+        with EmbeddingCache(cache_dir) as own:
+            return build_one(job, cfg, base, cache_dir, thumbs_dir, teacher_embed, stores, known_thumbs, build,
+                             progress, cache=own)
+    folder, cat, name = job
+    random_teacher = bool(base.models.teacher.get("random_weights"))
+    folder.mkdir(exist_ok=True)
+    (folder / base.models.model_info.file).write_bytes(base.models.model_path.read_bytes())
+    models = replace(base.models, folder=folder)
+    stream = stream_catalog(cat, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
+                            thumbs_dir=thumbs_dir, base_thumbs=known_thumbs, progress=progress)
+    table = product_table(cat, stream.shas, stream.thumb_names)
+    lineage = {"base": {"name": base.bundle.manifest.name, "manifest_sha256": base.manifest_sha256},
+               "changes": catalog_changes(base, table, stream.shas)}
+    if stores is not None or name != (cfg.name or Path(cfg.out).name):
+        lineage["store"] = name
+    settings = CatalogSettings(out=folder, name=name, gates=cfg.gates, no_match=cfg.no_match,
+                               force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key,
+                               build=build)
+    text_step = text_from_base(base, cfg.threads) if base.models.text is not None else None
+    fidelity = {k: base.bundle.manifest.fidelity[k] for k in ("catalog_encoder", "index")
+                if k in base.bundle.manifest.fidelity}
+    keys_from = base if stores is None else previous_store(cfg.previous, name, base)
+    if keys_from is not None and keys_from is not base:
+        lineage["keys_from"] = {"name": keys_from.bundle.manifest.name, "manifest_sha256": keys_from.manifest_sha256}
+    layout = fresh_layout(len(cat.rows), vectors_per_image(models.catalog_encoder),
+                          f"no bundle of store {name} in --previous" if cfg.previous is not None else "") \
+        if keys_from is None else \
+        layout_on_base([r.id for r in cat.rows], stream.shas, vectors_per_image(models.catalog_encoder),
+                       base_images=keys_from.images, base_count=keys_from.bundle.manifest.index.count,
+                       force_rebase=cfg.rebase)
+    manifest = finish_bundle(folder, settings, models, cat, stream,
+                             index_choice=base_index_choice(base, stream, cfg.gates.index_top1_agreement),
+                             gates=GateBook(cfg.gates.enforce and not random_teacher), fidelity=fidelity,
+                             text_step=text_step, lineage=lineage, layout=layout,
+                             base=keys_from.bundle if keys_from is not None else None)
+    return manifest, dict(stream.embedded)

@@ -19,6 +19,7 @@ from edge_search.cli.output import say
 from edge_search.errors import EdgeSearchError
 
 from .config import ExportConfig, FinetuneSettings
+from .engine import ENGINES, EngineSettings, need_scale_extra
 
 # what `pip install 'edge-search[export]'` adds (pyproject.toml), by import name
 EXPORT_MODULES = ("torch", "torchvision", "open_clip", "timm", "onnx", "tqdm", "PIL")
@@ -70,7 +71,10 @@ def run_export_command(args: argparse.Namespace) -> int:
         embedding_cache=Path(args.embedding_cache) if args.embedding_cache else None,
         stores=Path(args.stores) if args.stores else None,
         previous=Path(args.previous) if args.previous else None,
+        engine=EngineSettings(name=args.engine, address=args.ray_address, workers=args.ray_workers),
     )
+    if cfg.engine.ray:  # before the catalog is read: a missing extra is one line, at once
+        need_scale_extra()
     if args.no_match_rule != "auto":
         cfg = replace(cfg, no_match=replace(cfg.no_match, rule=args.no_match_rule))
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
@@ -209,6 +213,14 @@ def add_export_parser(sub) -> None:
     e.add_argument("--embedding-cache", default=None, metavar="DIR",
                    help="where catalog embeddings are kept between builds (default: $EDGE_SEARCH_CACHE_DIR, else "
                         "$XDG_CACHE_HOME/edge-search)")
+    e.add_argument("--engine", choices=ENGINES, default="local",
+                   help="where catalog images and distillation views are embedded and store bundles built: here, "
+                        "or on Ray (needs the [scale] extra: pip install 'edge-search[scale]')")
+    e.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: 'auto' joins the running cluster, ray://HOST:PORT a remote one "
+                        "(default: start a local Ray on this machine)")
+    e.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="with --engine ray: actors in each inference pool (default: one per CPU of the cluster)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=run_export_command)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from edge_search.errors import ExportError
 
+from .engine import EngineSettings
+
 # ViT-B-32 trained on LAION-2B: MIT-licensed weights (a kiosk may ship them),
 # strong on product-like photos, 512-d, and the size our speed target is set against.
 DEFAULT_TEACHER = "ViT-B-32"
@@ -179,6 +181,8 @@ class ExportConfig:
     # with `stores`: the previous release's folder; each store bundle keeps the index keys of its bundle
     # there (OUT/<store>/), so a device's delta is small
     previous: Path | None = None
+    # where the embedding of catalog images and distillation views and the store builds run (engine.py)
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:

@@ -54,16 +54,37 @@ class DistillReport:
                 "seconds": round(self.seconds, 1), "final": self.history[-1] if self.history else None}
 
 
+def image_views(rgb: np.ndarray, count: int, seed: int, i: int) -> list[np.ndarray]:
+    """The views of the bank's image `i` (seeded by the bank's seed and the image's position)."""
+    return views(rgb, count, seed=seed * 1_000_003 + i)
+
+
+def view_bank_item(teacher: Teacher, rgb: np.ndarray, count: int, student_pp: PreprocessCfg, seed: int,
+                   i: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image's part of a ViewBank: its views' student-sized crops and teacher targets (the Ray engine's
+    unit of work; the local engine batches views across images, which changes only float rounding)."""
+    vs = image_views(rgb, count, seed, i)
+    targets = teacher.encode(np.stack([preprocess(v, teacher.preprocess) for v in vs]))
+    return np.stack([resize_and_crop(v, student_pp) for v in vs]), targets.astype(np.float32)
+
+
 def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int], student_pp: PreprocessCfg,
                     seed: int, progress: bool = True, labels: list[int] | None = None,
-                    negatives: Sequence[np.ndarray] = (), negative_views: int = 2) -> ViewBank:
+                    negatives: Sequence[np.ndarray] = (), negative_views: int = 2, engine=None) -> ViewBank:
     """Augmented views of `images` (`counts[i]` each) with the teacher's targets.
     `negatives` (non-product images) add `negative_views` views each, labelled
-    NEGATIVE, after the images' views; none: the bank is as without them."""
+    NEGATIVE, after the images' views; none: the bank is as without them.
+    `engine`: a RayEngine to embed the views on (None: here)."""
     if len(negatives):
         labels = (list(labels) if labels is not None else [-1] * len(images)) + [NEGATIVE] * len(negatives)
         images = list(images) + list(negatives)
         counts = list(counts) + [negative_views] * len(negatives)
+    image_labels = np.full(len(images), -1) if labels is None else np.asarray(labels)
+    if engine is not None:
+        from .ray_jobs import embed_views
+
+        crops_, targets_, source_ = embed_views(engine, teacher, images, counts, student_pp, seed, progress)
+        return ViewBank(crops=crops_, targets=targets_, source=source_, labels=image_labels[source_])
     crops, targets, source = [], [], []
     bar = tqdm(total=int(sum(counts)), desc="teacher embeds augmented views", unit="view", disable=not progress)
     chunk_views: list[np.ndarray] = []
@@ -81,7 +102,7 @@ def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int
         chunk_src.clear()
 
     for i, (img, count) in enumerate(zip(images, counts)):
-        for v in views(img, count, seed=seed * 1_000_003 + i):
+        for v in image_views(img, count, seed, i):
             chunk_views.append(v)
             chunk_src.append(i)
         if len(chunk_views) >= 64:
@@ -89,7 +110,6 @@ def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int
     flush()
     bar.close()
     source = np.asarray(source)
-    image_labels = np.full(len(images), -1) if labels is None else np.asarray(labels)
     return ViewBank(crops=np.stack(crops), targets=np.concatenate(targets).astype(np.float32),
                     source=source, labels=image_labels[source])
 

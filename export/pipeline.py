@@ -32,11 +32,12 @@ from edge_search.errors import ExportError, ImageError
 from edge_search.files import atomic_write_bytes, check_new_folder, staged_directory
 
 from .catalog_build import (INDEX_VIEWS, MILD_VIEW_STRENGTH, MILD_VIEWS, Calibration, CatalogSettings,
-                            ExportSummary, GateBook, ModelSet, Stream, finish_bundle, index_vectors, product_table,
-                            stream_catalog)
+                            ExportSummary, GateBook, ModelSet, Stream, finish_bundle, index_vectors, prefill_on_ray,
+                            product_table, stream_catalog)
 from .config import ExportConfig
 from .distill import LabelTerm, build_view_bank, distill
 from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
+from .engine import LOCAL_RECORD, open_engine
 from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
 from .interpolation import choose_interpolation
@@ -119,7 +120,7 @@ def _embed(encoder: OnnxEncoder, images: list[np.ndarray], pp, batch: int = 32) 
 
 def base_teacher(cfg: ExportConfig, base):
     """The teacher a --base catalog build embeds with: the one given (--teacher, --pretrained), checked
-    to be the base's by the hash of its image tower's weights."""
+    to be the base's by the hash of its image tower's weights; -> it and a function embedding images."""
     want = base.models.teacher_sha256
     teacher = load_teacher(cfg.teacher, cfg.pretrained)
     got = teacher.weights_sha256()
@@ -130,7 +131,7 @@ def base_teacher(cfg: ExportConfig, base):
             f"sha256 {got[:12]}…: pass the same teacher (e.g. the teacher.pt kept with --save-models)")
     torch.set_num_threads(cfg.threads)
     pp = base.models.teacher_preprocess or teacher.preprocess
-    return lambda imgs: teacher.encode(preprocess_batch(imgs, pp))
+    return teacher, lambda imgs: teacher.encode(preprocess_batch(imgs, pp))
 
 
 class _FromScratch(logging.Filter):
@@ -229,7 +230,7 @@ class DistillSet:
     prototypes: np.ndarray  # the teacher's unit product prototypes (the label term's)
 
 
-def distill_set(cfg: ExportConfig, t: TeacherStep, progress: bool) -> DistillSet:
+def distill_set(cfg: ExportConfig, t: TeacherStep, progress: bool, engine=None) -> DistillSet:
     teacher, images, key_product = t.teacher, t.images, t.table.key_to_product
     side = cfg.image_size or t.preprocess.size[0]
     student_pp = replace(t.preprocess, size=(side, side))
@@ -250,14 +251,15 @@ def distill_set(cfg: ExportConfig, t: TeacherStep, progress: bool) -> DistillSet
     extra_views = max(2, cfg.views_per_image // 4)
     bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
                            [extra_views] * len(extra), student_pp, cfg.seed, progress,
-                           labels=list(key_product) + extra_labels, negatives=t.negatives)
+                           labels=list(key_product) + extra_labels, negatives=t.negatives, engine=engine)
     teacher_catalog = teacher.encode(preprocess_batch(images, t.preprocess),
                                      progress="teacher embeds catalog" if progress else None)
     return DistillSet(bank=bank, preprocess=student_pp, extra=extra,
                       prototypes=_prototypes(teacher_catalog, key_product, len(t.table)))
 
 
-def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: DistillSet | None = None) -> StudentStep:
+def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: DistillSet | None = None,
+                 engine=None) -> StudentStep:
     """Distill a student from the teacher's image tower (--student), or ship the teacher's own.
     `inputs`: a distill_set already built for this configuration's side, views and seed."""
     if not cfg.student:
@@ -265,7 +267,7 @@ def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: Dist
                            calib_photos=[], gate_photos=[])
     side = cfg.image_size or t.preprocess.size[0]
     student = build_student(cfg.student, t.teacher.embed_dim, side, pretrained=cfg.student_pretrained)
-    d = inputs or distill_set(cfg, t, progress)
+    d = inputs or distill_set(cfg, t, progress, engine)
     if d.preprocess.size != (side, side):
         raise ExportError(f"internal: a distill set at {d.preprocess.size} for a student at {side} px")
     pick = np.random.default_rng([cfg.seed, 5]).permutation(len(d.extra))
@@ -347,7 +349,7 @@ def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -
 
 
 def catalog_encoder_step(cfg: ExportConfig, stage: Path, catalog, t: TeacherStep, s: StudentStep, m: ModelStep,
-                         progress: bool) -> tuple[ModelSet, Stream, np.ndarray]:
+                         progress: bool, engine=None) -> tuple[ModelSet, Stream, np.ndarray]:
     """Embed the catalog (through the embedding cache) under every catalog-encoder option, choose one,
     and gather the no-match calibration. Returns the model set a catalog build needs, the catalog's
     vectors, and the export-time query vectors (the index choice measures on them)."""
@@ -374,8 +376,14 @@ def catalog_encoder_step(cfg: ExportConfig, stage: Path, catalog, t: TeacherStep
     teacher_embed = (lambda imgs: teacher.encode(preprocess_batch(imgs, t.preprocess))) if cfg.student else None
     with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
         (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
+        made, on_ray = None, {}
+        if engine is not None:  # the workers embed and thumbnail; the stream below finds it all done
+            catalog, on_ray, made = prefill_on_ray(engine, catalog, models, cache,
+                                                   teacher=teacher if cfg.student else None,
+                                                   thumbs_dir=stage / THUMBS_FOLDER, progress=progress)
         stream = stream_catalog(catalog, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
-                                thumbs_dir=stage / THUMBS_FOLDER, progress=progress)
+                                thumbs_dir=stage / THUMBS_FOLDER, base_thumbs=made, progress=progress)
+        stream.embedded = {n: k + on_ray.get(n, 0) for n, k in stream.embedded.items()}
     query_src = m.query_src
     queries = _embed(enc, m.query_images, student_pp)
     student_vecs = stream.vectors["student"]
@@ -462,26 +470,35 @@ def run_export(cfg: ExportConfig, progress: bool = True) -> ExportSummary:
     catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad)
     for line in catalog.skipped:
         log.warning("skipped %s", line)
-    t = teacher_step(cfg, catalog, progress)
-    s = student_step(cfg, t, progress)
-    with staged_directory(out, force=cfg.force) as stage:
-        m = model_step(cfg, stage, t, s)
-        models, stream, queries = catalog_encoder_step(cfg, stage, catalog, t, s, m, progress)
-
-        def index_choice(vectors: np.ndarray, index_table: ProductTable):
-            choice = choose_index(vectors, index_table.key_to_product, queries,
-                                  threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype)
-            if choice.report["forced_dtype"] is None:
-                picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
-                t.gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
-                              cfg.gates.index_top1_agreement)
-            return choice.dtype, choice.exact, choice.rescore, choice.report
-
-        settings = CatalogSettings(out=out, name=cfg.name or out.name, gates=cfg.gates, no_match=cfg.no_match,
-                                   force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key,
-                                   index_dtype=cfg.index_dtype)
-        manifest = finish_bundle(stage, settings, models, catalog, stream, index_choice=index_choice, gates=t.gates,
-                                 fidelity=t.fidelity,
-                                 text_step=text_step(cfg, t, models.catalog_encoder) if cfg.with_text else None)
+    with open_engine(cfg.engine) as engine:
+        t = teacher_step(cfg, catalog, progress)
+        s = student_step(cfg, t, progress, engine=engine)
+        with staged_directory(out, force=cfg.force) as stage:
+            manifest, stream = _model_and_catalog(cfg, stage, out, catalog, t, s, progress, engine)
     return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped,
                          seconds=time.perf_counter() - t_start, embedded=dict(stream.embedded))
+
+
+def _model_and_catalog(cfg: ExportConfig, stage: Path, out: Path, catalog, t: TeacherStep, s: StudentStep,
+                       progress: bool, engine) -> tuple[Any, Stream]:
+    """The shipped model, the catalog encoder, then the catalog build, into `stage`."""
+    m = model_step(cfg, stage, t, s)
+    models, stream, queries = catalog_encoder_step(cfg, stage, catalog, t, s, m, progress, engine)
+
+    def index_choice(vectors: np.ndarray, index_table: ProductTable):
+        choice = choose_index(vectors, index_table.key_to_product, queries,
+                              threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype)
+        if choice.report["forced_dtype"] is None:
+            picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
+            t.gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
+                          cfg.gates.index_top1_agreement)
+        return choice.dtype, choice.exact, choice.rescore, choice.report
+
+    settings = CatalogSettings(out=out, name=cfg.name or out.name, gates=cfg.gates, no_match=cfg.no_match,
+                               force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key,
+                               index_dtype=cfg.index_dtype,
+                               build=engine.record() if engine is not None else LOCAL_RECORD)
+    manifest = finish_bundle(stage, settings, models, catalog, stream, index_choice=index_choice, gates=t.gates,
+                             fidelity=t.fidelity,
+                             text_step=text_step(cfg, t, models.catalog_encoder) if cfg.with_text else None)
+    return manifest, stream

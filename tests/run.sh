@@ -3,8 +3,8 @@
 #   .venv-runtime  the runtime alone (no torch, no open_clip, no onnx) + pytest, hypothesis
 #                  and pillow (a test reference only): every test but the export ones, against
 #                  the committed tests/data/tiny-bundle, proving the device needs nothing more
-#   .venv          runtime + [export] + [test] extras (editable): the `export`-marked tests
-#                  (all of tests/export, and the few elsewhere that export a bundle)
+#   .venv          runtime + [export] + [test] + [scale] extras (editable): the `export`-marked tests
+#                  (all of tests/export, and the few elsewhere that export a bundle; Ray's among them)
 # Extra arguments go to both pytest runs, e.g. `bash tests/run.sh -k search -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ PIN="-c tests/constraints.txt"  # the versions the tests were written against (s
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q $TORCH
-.venv/bin/python -m pip install -q $PIN -e '.[export,test]'
+.venv/bin/python -m pip install -q $PIN -e '.[export,test,scale]'
 
 [ -x .venv-runtime/bin/python ] || "$PY" -m venv .venv-runtime
 .venv-runtime/bin/python -m pip install -q --upgrade pip

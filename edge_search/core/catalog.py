@@ -62,9 +62,13 @@ def _clean(value: Any) -> str | None:
 KnownHashes = Callable[[Path], "str | None"]
 
 
-def _check_image(path: Path, decoded: Container[str], known: KnownHashes | None = None) -> str | None:
+def _check_image(path: Path, decoded: Container[str], known: KnownHashes | None = None,
+                 read_images: bool = True) -> str | None:
     """The image decodes (ImageError if not); one whose sha256 is in `decoded` is known to, unread by
-    OpenCV, and one whose sha256 `known` gives is not even read. Returns the sha256 when it took one."""
+    OpenCV, and one whose sha256 `known` gives is not even read. Returns the sha256 when it took one.
+    Without `read_images` nothing is read (the caller's workers read, hash and check each image)."""
+    if not read_images:
+        return known(path) if known is not None else None
     if not decoded:
         load_image(path)
         return None
@@ -80,7 +84,8 @@ def _check_image(path: Path, decoded: Container[str], known: KnownHashes | None 
 
 
 def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[str], where: str,
-                     decoded: Container[str] = frozenset(), known: KnownHashes | None = None) -> CatalogRow | None:
+                     decoded: Container[str] = frozenset(), known: KnownHashes | None = None,
+                     read_images: bool = True) -> CatalogRow | None:
     pid, image = _clean(rec.get("id")), _clean(rec.get("image"))
     bad = []
     if pid is None:
@@ -102,7 +107,7 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
     if image is not None:
         path = (base / image) if not Path(image).is_absolute() else Path(image)
         try:
-            digest = _check_image(path, decoded, known)
+            digest = _check_image(path, decoded, known, read_images)
         except ImageError as e:
             bad.append(f"image {image}: {str(e).split(': ', 1)[-1]}")
     if bad:
@@ -162,14 +167,15 @@ def _records_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             yield n, rec if isinstance(rec, dict) else {"__error__": "not a JSON object"}
 
 
-def _rows_from_folder(root: Path) -> tuple[list[CatalogRow], list[str]]:
+def _rows_from_folder(root: Path, read_images: bool = True) -> tuple[list[CatalogRow], list[str]]:
     rows, problems = [], []
     n = 0
     for product_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for img in sorted(p for p in product_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             n += 1
             try:
-                load_image(img)
+                if read_images:
+                    load_image(img)
             except ImageError as e:
                 problems.append(f"{img}: {str(e).split(': ', 1)[-1]}")
                 continue
@@ -181,7 +187,7 @@ def _rows_from_folder(root: Path) -> tuple[list[CatalogRow], list[str]]:
 
 
 def read_catalog(path: str | Path, *, skip_bad: bool = False, decoded: Container[str] = frozenset(),
-                 known: KnownHashes | None = None) -> Catalog:
+                 known: KnownHashes | None = None, read_images: bool = True) -> Catalog:
     """Read and validate a catalog; raises CatalogError listing every bad row
     unless `skip_bad`, in which case the bad rows are listed in `skipped`.
     Every image must decode; `decoded` holds the sha256 of images known to (a base
@@ -189,13 +195,14 @@ def read_catalog(path: str | Path, *, skip_bad: bool = False, decoded: Container
     again: in a nightly catalog build that decoding was most of the time. With
     `decoded`, each row keeps its image's sha256, so a build need not read it again; `known` gives the
     sha256 of files whose bytes a caller can vouch for without reading them (they are not read at all
-    when that sha256 is in `decoded`)."""
+    when that sha256 is in `decoded`). `read_images=False` reads no image at all (the Ray engine's workers
+    read, hash and decode them, and report a bad one with its row)."""
     path = Path(path)
     if not path.exists():
         raise CatalogError(f"{path}: no such catalog file or folder")
     problems: list[str] = []
     if path.is_dir():
-        rows, problems = _rows_from_folder(path)
+        rows, problems = _rows_from_folder(path, read_images)
     else:
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".jsonl", ".ndjson"):
@@ -207,7 +214,7 @@ def read_catalog(path: str | Path, *, skip_bad: bool = False, decoded: Container
                 if "__error__" in rec:
                     problems.append(f"{path} line {line}: {rec['__error__']}")
                     continue
-                row = _row_from_record(rec, line, path.parent, problems, str(path), decoded, known)
+                row = _row_from_record(rec, line, path.parent, problems, str(path), decoded, known, read_images)
                 if row is not None:
                     rows.append(row)
         except UnicodeDecodeError:

@@ -439,6 +439,8 @@ class Manifest:
     # thumbnails named by their sha256, counted here and named by the product table (core/thumbnails.py);
     # None in bundles that list each thumbnail in `files`
     thumbnails: ThumbnailsInfo | None = None
+    # how the export ran: engine ("local" or "ray"), workers, the Ray version; None in older bundles
+    build: dict[str, Any] | None = None
 
     # the typed records (see TeacherRecord); `where` names the manifest file in an error
     def teacher_record(self, where: str = MANIFEST_NAME) -> TeacherRecord:
@@ -465,6 +467,8 @@ class Manifest:
             del d["index"]["delta"]
         if d["lineage"] is None:
             del d["lineage"]
+        if d["build"] is None:
+            del d["build"]
         if self.thumbnails is None:
             del d["thumbnails"]
         else:
@@ -559,7 +563,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
             raise ManifestError(where, f"files[{name}] needs a 64-digit hex sha256 and a byte count of 0 or more")
     if _need(products, "count", int, where + " products") < 0:
         raise ManifestError(where, "products count must not be negative")
-    records = {key: data.get(key) for key in ("producer", "teacher", "student", "fidelity", "lineage")}
+    records = {key: data.get(key) for key in ("producer", "teacher", "student", "fidelity", "lineage", "build")}
     for key, value in records.items():  # free-form records, but shown by inspect: objects or nothing
         if value is not None and not isinstance(value, dict):
             raise ManifestError(where, f"key '{key}' must be a JSON object, got {type(value).__name__}")
@@ -581,6 +585,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         calibration=calibration,
         text=text,
         lineage=data.get("lineage"),
+        build=data.get("build"),
         thumbnails=_parse_thumbnails(data["thumbnails"], where) if "thumbnails" in data else None,
     )
 

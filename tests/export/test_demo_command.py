@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,9 +36,12 @@ def test_edge_search_demo_runs_end_to_end(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout + run.stderr
     lines = [ln for ln in out.splitlines() if ln.startswith("  ") and "->" in ln]
-    assert len(lines) == len(PRODUCTS)
+    assert len(lines) == len(PRODUCTS) and f"bundle: {work / 'bundle'}" in run.stdout
     assert {ln.split()[0] for ln in lines} <= {"ok", "wrong", "no"}
-    assert f"top-1 on {len(PRODUCTS)} photos:" in out
+    # the top-1 it prints is the share of photos it marked ok
+    top1 = re.search(rf"top-1 on {len(PRODUCTS)} photos: (\d+)%", out)
+    assert top1 and int(top1.group(1)) == round(100 * sum(ln.split()[0] == "ok" for ln in lines) / len(PRODUCTS))
+    assert ("PIPELINE CHECK" in run.stdout) == ("note: " in run.stdout)
     # offline or not, the run says which teacher it had: a random one is named as a pipeline check
     teacher = json.loads((work / "bundle" / "manifest.json").read_text())["teacher"]
     assert ("PIPELINE CHECK" in out) == (teacher["pretrained"] == "random")
@@ -55,3 +59,6 @@ def test_edge_search_demo_runs_end_to_end(tmp_path):
         assert mine.split()[0] == "no" and not answer["results"]
     else:
         assert f"-> {answer['results'][0]['id']} (" in mine
+    verified = subprocess.run([exe, "inspect", str(work / "bundle")], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert verified.returncode == 0 and "files verified" in verified.stdout

@@ -1,0 +1,267 @@
+"""Scale-out (issue #15): the catalog build on the local engine against Ray on this machine, the driver's
+memory as the catalog grows, and a million-vector index built from streamed shards. One run, JSON out.
+
+    .venv/bin/python bench/scale.py --images 2000 --memory 10000 100000 --vectors 1000000 \
+        --out bench-out/scale.json
+
+1. **Throughput** (`throughput`): a generated catalog of `--images` products (bench/update.py's synthetic
+   studio images) built on a fixed base's models (`export --base B --rebase`, the committed tiny bundle by
+   default: its catalog encoder is its ONNX model) with an empty embedding cache, once per engine, each in
+   its own process, interleaved `--rounds` times: wall seconds (Ray's start-up included, and given
+   apart), images per second, and Ray / local as a ratio.
+2. **Driver memory** (`driver_memory`): for each size in `--memory`, the Ray embedding pass alone
+   (catalog_build.prefill_on_ray: the workers read, embed and thumbnail; the driver streams the results
+   into the cache) in a fresh process that writes its own peak RSS (Ray's workers are other processes);
+   and what one image costs the driver as the catalog grows, beside the bytes an index holds per image.
+3. **Streamed index** (`streamed_index`): `--vectors` synthetic 512-d unit vectors (clustered, seeded),
+   written as .npy shards, read back one at a time (memory-mapped) into one usearch HNSW index (f16, the
+   library's default connectivity and expansion), in a fresh process: build seconds, peak RSS, file size;
+   then search p50/p95 (one query at a time, 1 thread) and recall@10 against exact search on 200 queries.
+
+2 cores cannot show Ray's scaling: both engines share the same two cores, so the ratio measures Ray's
+overhead here; what grows with workers is said in docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
+from bench.update import RELAXED, run, write_catalog  # noqa: E402
+from edge_search.files import atomic_write_text  # noqa: E402
+
+SHARD = 50_000  # vectors per shard file
+QUERIES = 200
+
+
+def child(mode: str, *args) -> dict:
+    """This script in a fresh process (`--child MODE ...`): its JSON result and its own peak RSS."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--child", mode, *map(str, args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench/scale.py --child {mode} failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def peak_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# --- 1. throughput ------------------------------------------------------------------------------------------
+def throughput(images: int, base: Path, work: Path, rounds: int) -> dict:
+    catalog = write_catalog(work / f"cat-{images}", list(range(images)), {i: 1.0 + i % 7 for i in range(images)})
+    time.sleep(2.5)  # the stat cache remembers files only once their ctime is 2 s old: both engines alike
+    runs: dict[str, list[dict]] = {"local": [], "ray": []}
+    for r in range(rounds):
+        for engine in ("local", "ray"):
+            out, cache = work / f"b-{engine}-{r}", work / f"cache-{engine}-{r}"
+            res = run("export", "--catalog", catalog, "--out", out, "--base", base, "--rebase", "--quiet",
+                      "--engine", engine, *RELAXED, env={"EDGE_SEARCH_CACHE_DIR": str(cache)})
+            res["images_per_second"] = round(images / res["seconds"], 1)
+            runs[engine].append(res)
+            shutil.rmtree(out)
+            shutil.rmtree(cache)
+    best = {e: min(v, key=lambda x: x["seconds"]) for e, v in runs.items()}
+    start = child("ray-start")
+    return {"images": images, "rounds": rounds,
+            "local": [{k: v for k, v in x.items() if k != "stdout"} for x in runs["local"]],
+            "ray": [{k: v for k, v in x.items() if k != "stdout"} for x in runs["ray"]],
+            "ray_over_local_seconds": round(best["ray"]["seconds"] / best["local"]["seconds"], 3),
+            "ray_start_and_stop_seconds": start["seconds"]}
+
+
+def ray_start() -> dict:
+    from edge_search_export.engine import EngineSettings, RayEngine
+
+    t0 = time.perf_counter()
+    with RayEngine(EngineSettings(name="ray")):
+        pass
+    return {"seconds": round(time.perf_counter() - t0, 2)}
+
+
+# --- 2. the driver's memory -----------------------------------------------------------------------------------
+def prefill(catalog: str, base: str, cache: str) -> dict:
+    """The Ray embedding pass alone, as `export --base B --engine ray` runs it."""
+    from dataclasses import replace
+
+    from edge_search.core.catalog import read_catalog
+    from edge_search_export.catalog_build import load_base, prefill_on_ray
+    from edge_search_export.embed_cache import EmbeddingCache
+    from edge_search_export.engine import EngineSettings, RayEngine
+
+    b = load_base(Path(base))
+    rows = read_catalog(catalog, read_images=False)
+    before = peak_mb()
+    t0 = time.perf_counter()
+    with EmbeddingCache(cache) as c, RayEngine(EngineSettings(name="ray")) as engine, \
+            tempfile.TemporaryDirectory() as thumbs:
+        built, embedded, made = prefill_on_ray(engine, rows, replace(b.models, folder=b.bundle.root), c,
+                                               thumbs_dir=Path(thumbs), known_thumbs=dict(b.thumbs), progress=False)
+        seconds = time.perf_counter() - t0
+    return {"images": len(built.rows), "embedded": embedded, "thumbnails": len(made), "seconds": round(seconds, 1),
+            "peak_rss_mb_before_pass": before, "peak_rss_mb": peak_mb()}
+
+
+def driver_memory(sizes: list[int], base: Path, work: Path) -> dict:
+    out = {}
+    for n in sizes:
+        catalog = write_catalog(work / f"mem-{n}", list(range(n)), {i: 1.0 for i in range(n)},
+                                images=work / "mem-images")
+        res = child("prefill", catalog, base, work / f"mem-cache-{n}")
+        res["images_per_second"] = round(n / res["seconds"], 1)
+        out[str(n)] = res
+        shutil.rmtree(work / f"mem-cache-{n}")
+    if len(sizes) > 1:
+        lo, hi = str(min(sizes)), str(max(sizes))
+        grow = out[hi]["peak_rss_mb"] - out[lo]["peak_rss_mb"]
+        out["kb_per_image"] = round(grow * 1024 / (int(hi) - int(lo)), 2)
+        # what the index of a catalog holds per image at the tiny bundle's 512-d f16, for scale
+        out["index_kb_per_image_f16_512d"] = round(512 * 2 / 1024, 2)
+    return out
+
+
+# --- 3. a million vectors from streamed shards -----------------------------------------------------------
+def make_shards(count: int, folder: Path, seed: int = 0) -> tuple[list[Path], np.ndarray]:
+    """Clustered unit vectors (as image embeddings are), written shard by shard; and QUERIES held-out
+    queries near them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((count // 20 + 1, 512)).astype(np.float32)
+    paths = []
+    for start in range(0, count, SHARD):
+        n = min(SHARD, count - start)
+        v = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, 512)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        paths.append(folder / f"shard-{start // SHARD:04d}.npy")
+        np.save(paths[-1], v.astype(np.float32))
+    q = centres[rng.integers(0, len(centres), QUERIES)] + 0.6 * rng.standard_normal((QUERIES, 512)).astype(np.float32)
+    return paths, (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def streamed_index(shards: list[str], out: str, threads: int) -> dict:
+    from usearch.index import Index
+
+    before = peak_mb()
+    t0 = time.perf_counter()
+    index = Index(ndim=512, metric="cos", dtype="f16")
+    key = 0
+    for path in shards:
+        v = np.load(path, mmap_mode="r")
+        index.add(np.arange(key, key + len(v), dtype=np.uint64), np.ascontiguousarray(v), threads=threads)
+        key += len(v)
+    index.save(out)
+    return {"vectors": key, "build_seconds": round(time.perf_counter() - t0, 1), "threads": threads,
+            "peak_rss_mb_before_build": before, "peak_rss_mb": peak_mb(), "file_mb": round(os.path.getsize(out) / 2**20, 1),
+            "connectivity": index.connectivity, "expansion_add": index.expansion_add,
+            "expansion_search": index.expansion_search}
+
+
+def search_index(path: str, shards: list[str], queries: str) -> dict:
+    from usearch.index import Index
+
+    index = Index.restore(path, view=True)
+    q = np.load(queries)
+    ms, found = [], []
+    for row in q:
+        t0 = time.perf_counter()
+        m = index.search(row, 10, threads=1)
+        ms.append((time.perf_counter() - t0) * 1000)
+        found.append(np.asarray(m.keys))
+    # exact top-10 by cosine, shard by shard (never the whole matrix at once)
+    best_s = np.full((len(q), 10), -np.inf, np.float32)
+    best_k = np.zeros((len(q), 10), np.int64)
+    key = 0
+    for path in shards:
+        v = np.load(path, mmap_mode="r")
+        s = q @ np.asarray(v).T
+        top = np.argpartition(-s, 10, axis=1)[:, :10]
+        all_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1)
+        all_k = np.concatenate([best_k, top + key], 1)
+        pick = np.argsort(-all_s, 1)[:, :10]
+        best_s, best_k = np.take_along_axis(all_s, pick, 1), np.take_along_axis(all_k, pick, 1)
+        key += len(v)
+    recall = float(np.mean([len(set(f.tolist()) & set(e.tolist())) / 10 for f, e in zip(found, best_k)]))
+    return {"queries": len(q), "search_ms_p50": round(float(np.percentile(ms, 50)), 3),
+            "search_ms_p95": round(float(np.percentile(ms, 95)), 3), "recall_at_10_vs_exact": round(recall, 4)}
+
+
+def million(count: int, work: Path, threads: int) -> dict:
+    folder = work / "shards"
+    folder.mkdir()
+    t0 = time.perf_counter()
+    shards, queries = make_shards(count, folder)
+    np.save(folder / "queries.npy", queries)
+    made = round(time.perf_counter() - t0, 1)
+    build = child("index", str(work / "index.usearch"), threads, *shards)
+    search = child("search", str(work / "index.usearch"), str(folder / "queries.npy"), *shards)
+    return {"shard_vectors": SHARD, "shards": len(shards), "shard_mb": round(SHARD * 512 * 4 / 2**20, 1),
+            "generate_seconds": made, **build, **search}
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        mode, args = sys.argv[2], sys.argv[3:]
+        if mode == "ray-start":
+            res = ray_start()
+        elif mode == "prefill":
+            res = prefill(*args)
+        elif mode == "index":
+            res = streamed_index(args[2:], args[0], int(args[1]))
+        else:
+            res = search_index(args[0], args[2:], args[1])
+        print(json.dumps({**res, "peak_rss_mb": res.get("peak_rss_mb", peak_mb())}))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=2000, help="catalog images for the local vs Ray throughput")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved builds per engine")
+    ap.add_argument("--memory", type=int, nargs="*", default=[10_000, 100_000], help="catalog sizes for the driver")
+    ap.add_argument("--vectors", type=int, default=1_000_000, help="vectors of the streamed index (0: skip)")
+    ap.add_argument("--index-threads", type=int, default=2, help="threads adding to the streamed index")
+    ap.add_argument("--base", type=Path, default=REPO / "tests" / "data" / "tiny-bundle")
+    ap.add_argument("--out", type=Path, default=Path("bench-out/scale.json"))
+    ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed after")
+    a = ap.parse_args()
+    import ray
+
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    report = {"command": " ".join(["bench/scale.py"] + sys.argv[1:]), "cpus": os.cpu_count(),
+              "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "ray": ray.__version__,
+              "python": platform.python_version(), "base": str(a.base)}
+    try:
+        if a.images:
+            report["throughput"] = throughput(a.images, a.base, work, a.rounds)
+            print(json.dumps({"throughput": report["throughput"]}, indent=1), flush=True)
+        if a.memory:
+            report["driver_memory"] = driver_memory(a.memory, a.base, work)
+            print(json.dumps({"driver_memory": report["driver_memory"]}, indent=1), flush=True)
+        if a.vectors:
+            report["streamed_index"] = million(a.vectors, work, a.index_threads)
+            print(json.dumps({"streamed_index": report["streamed_index"]}, indent=1), flush=True)
+    finally:
+        if a.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(a.out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

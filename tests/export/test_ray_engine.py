@@ -1,0 +1,212 @@
+"""`export --engine ray`: the catalog's embedding, the distillation views and the store bundles on a local
+Ray of 2 CPUs give what the local engine gives (same top-k, scores within 1e-4), a bad image on a worker
+is reported with its catalog line, and no Ray process is left behind. Skipped, with the reason, only where
+the [scale] extra is not installed (tests/run.sh installs it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import csv_rows, one_line_error, read_manifest, run_cli, write_csv
+from edge_search.core.thumbnails import FOLDER as THUMBS
+
+pytest.importorskip("ray", reason="--engine ray needs the [scale] extra: pip install 'edge-search[scale]'")
+
+BASE_BUILD = ["--gate", "int8_top1_agreement=0.5", "--gate", "catalog_views_top1=0", "--quiet"]
+
+
+def ray_processes() -> set[int]:
+    """Ray's own daemons and workers on this machine (raylet, gcs_server, workers)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return {int(line.split()[0]) for line in out.splitlines()
+            if any(k in line for k in ("raylet", "gcs_server", "ray::", "default_worker.py"))}
+
+
+def build(catalog: Path, out: Path, base: Path, cache: Path, *extra: str, check: bool = True):
+    return run_cli("export", "--catalog", catalog, "--out", out, "--base", base, "--rebase", *BASE_BUILD, *extra,
+                   env={"EDGE_SEARCH_CACHE_DIR": str(cache)}, check=check)
+
+
+def cached_vectors(cache: Path) -> dict[tuple[str, str, str], np.ndarray]:
+    with sqlite3.connect(cache / "embeddings.sqlite") as db:
+        return {(e, i, v): np.frombuffer(b, np.float32) for e, i, v, b in
+                db.execute("SELECT encoder, image, view, vector FROM vectors")}
+
+
+def answers(bundle: Path, images: list[Path]) -> list[list[tuple[str, float]]]:
+    proc = run_cli("search", "--bundle", bundle, "-k", "5", "--min-score", "-1", "--json", *images)
+    return [[(h["id"], h["score"]) for h in json.loads(line)["results"]] for line in proc.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def local_and_ray(tiny_bundle, sample_catalog, tmp_path_factory):
+    """The sample catalog built on the committed bundle's models (one fresh index segment), once on each
+    engine, each with an embedding cache of its own."""
+    root = tmp_path_factory.mktemp("engines")
+    before = ray_processes()
+    build(sample_catalog, root / "local", tiny_bundle, root / "cache-local")
+    proc = build(sample_catalog, root / "ray", tiny_bundle, root / "cache-ray", "--engine", "ray", "--ray-workers", "2")
+    return root, before, proc
+
+
+def test_ray_build_gives_the_local_vectors_and_answers(local_and_ray, sample_catalog):
+    root, _, _ = local_and_ray
+    local, ray_ = cached_vectors(root / "cache-local"), cached_vectors(root / "cache-ray")
+    # every image under every encoder the build needs (student and its mild views here), nothing else
+    assert set(local) == set(ray_) and len(local) == 2 * len(csv_rows(sample_catalog))
+    assert max(float(np.abs(local[k] - ray_[k]).max()) for k in local) < 1e-4
+    images = sorted((sample_catalog.parent / "images").glob("*.jpg"))
+    a, b = answers(root / "local", images), answers(root / "ray", images)
+    assert [[i for i, _ in q] for q in a] == [[i for i, _ in q] for q in b]
+    assert np.allclose([s for q in a for _, s in q], [s for q in b for _, s in q], atol=1e-4)
+    # the product tables and thumbnails are the same bytes
+    assert (root / "local" / "products.jsonl").read_bytes() == (root / "ray" / "products.jsonl").read_bytes()
+    assert sorted(p.name for p in (root / "ray" / THUMBS).iterdir()) == \
+        sorted(p.name for p in (root / "local" / THUMBS).iterdir()) != []
+
+
+def test_the_manifest_says_how_it_was_built(local_and_ray):
+    import ray
+
+    root, _, proc = local_and_ray
+    assert read_manifest(root / "local")["build"] == {"engine": "local", "workers": 1}
+    assert read_manifest(root / "ray")["build"] == {"engine": "ray", "workers": 2, "ray": ray.__version__,
+                                                    "address": "local"}
+    assert "embedded 12 of 12 catalog images" in proc.stdout
+
+
+def test_no_ray_process_is_left_behind(local_and_ray):
+    _, before, _ = local_and_ray
+    assert ray_processes() - before == set()
+
+
+def test_only_images_the_cache_lacks_are_embedded_and_a_bad_one_is_a_bad_row(local_and_ray, tiny_bundle,
+                                                                               sample_catalog, tmp_path):
+    root, _, _ = local_and_ray
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache-ray", cache)  # holds the sample catalog's vectors
+    rows = [{**r, "image": str(sample_catalog.parent / r["image"])} for r in csv_rows(sample_catalog)]
+    new, bad = tmp_path / "new.jpg", tmp_path / "broken.jpg"
+    new.write_bytes(Path(rows[0]["image"]).read_bytes() + b"\0")  # other bytes, the same picture
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    rows += [{**rows[0], "id": "new-product", "name": "New", "image": str(new)},
+             {**rows[1], "id": "broken-product", "name": "Broken", "image": str(bad)}]
+    catalog = write_csv(tmp_path / "c.csv", rows)
+    # (the new product's image is its neighbour's picture: the self-retrieval gate is not what is measured)
+    args = (catalog, tmp_path / "out", tiny_bundle, cache, "--engine", "ray", "--gate", "catalog_self_top1=0")
+    held = set(cached_vectors(cache))
+    proc = build(*args, check=False)
+    one_line_error(proc, f"{catalog} line {len(rows) + 1}", "broken.jpg", "nothing written")
+    assert not (tmp_path / "out").exists()
+    # the workers embedded the new image only (its vector and its mild views'), and the cache kept it
+    added = set(cached_vectors(cache)) - held
+    assert len(added) == 2 and {image for _, image, _ in added} == {hashlib.sha256(new.read_bytes()).hexdigest()}
+    proc = build(*args, "--skip-bad")
+    assert f"skipped: {catalog} line {len(rows) + 1}" in proc.stderr
+    assert "embedded 0 of 13 catalog images" in proc.stdout
+    assert read_manifest(tmp_path / "out")["products"]["count"] == 13
+
+
+def test_store_bundles_on_ray_are_the_local_ones(tiny_bundle, sample_catalog, tmp_path):
+    ids = [r["id"] for r in csv_rows(sample_catalog)]
+    stores = tmp_path / "stores.csv"
+    stores.write_text("store,id,price\n" + "".join(f"north,{i},1.5\n" for i in ids[:7])
+                      + "".join(f"south,{i},\n" for i in ids[4:]))
+    out = {}
+    for engine in ("local", "ray"):
+        out[engine] = tmp_path / engine
+        run_cli("export", "--catalog", sample_catalog, "--out", out[engine], "--base", tiny_bundle, "--stores", stores,
+                "--engine", engine, *BASE_BUILD,
+                env={"EDGE_SEARCH_CACHE_DIR": str(tmp_path / f"cache-{engine}")})
+    for store, count in (("north", 7), ("south", len(ids) - 4)):
+        local, ray_ = out["local"] / store, out["ray"] / store
+        assert read_manifest(ray_)["products"]["count"] == count
+        assert (local / "products.jsonl").read_bytes() == (ray_ / "products.jsonl").read_bytes()
+        images = sorted((sample_catalog.parent / "images").glob("*.jpg"))[:4]
+        a, b = answers(local, images), answers(ray_, images)
+        assert [[i for i, _ in q] for q in a] == [[i for i, _ in q] for q in b]
+        assert read_manifest(ray_)["build"]["engine"] == "ray"
+
+
+def test_the_engine_options_are_checked(sample_catalog, tmp_path):
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "o", "--ray-workers", "2",
+                   check=False)
+    one_line_error(proc, "--ray-workers go with --engine ray")
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "o", "--engine", "ray",
+                   "--ray-workers", "0", check=False)
+    one_line_error(proc, "--ray-workers must be 1 or more")
+
+
+def test_without_the_scale_extra_ray_is_one_line_of_advice(tiny_bundle, sample_catalog, tmp_path):
+    runtime = os.environ.get("EDGE_SEARCH_RUNTIME_PYTHON")
+    if not runtime:
+        pytest.skip("EDGE_SEARCH_RUNTIME_PYTHON (tests/run.sh's runtime-only venv) is not set")
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "o", "--base", tiny_bundle,
+                   "--engine", "ray", check=False, python=runtime)
+    one_line_error(proc, "needs the [scale] extra", "pip install 'edge-search[scale]'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_worker_killed_mid_catalog_is_replaced_and_its_batch_runs_again(tiny_bundle, sample_catalog,
+                                                                         tmp_path):
+    import signal
+    import time
+
+    rows = csv_rows(sample_catalog)
+    images = tmp_path / "images"
+    images.mkdir()
+    many = []
+    for n in range(360):  # other bytes, the same pictures: every one embedded
+        row = rows[n % len(rows)]
+        path = images / f"{n:04d}.jpg"
+        path.write_bytes((sample_catalog.parent / row["image"]).read_bytes() + n.to_bytes(4, "big"))
+        many.append({**row, "id": f"{row['id']}-{n}", "name": f"{row['name']} {n}", "image": str(path)})
+    catalog = write_csv(tmp_path / "many.csv", many)
+    cmd = ["export", "--catalog", catalog, "--out", tmp_path / "out", "--base", tiny_bundle, "--rebase", *BASE_BUILD,
+           "--gate", "catalog_self_top1=0", "--engine", "ray", "--ray-workers", "2"]
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "edge_search", *map(str, cmd)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "EDGE_SEARCH_CACHE_DIR": str(tmp_path / "cache")})
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+        workers = [int(line.split()[0]) for line in ps.splitlines() if "CatalogEmbedder" in line]
+        if workers:
+            time.sleep(1.5)  # let it take a batch
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=300)
+    assert killed is not None, "no catalog worker was seen running"
+    assert proc.returncode == 0, err[-3000:]
+    assert "embedded 360 of 360 catalog images" in out
+    assert read_manifest(tmp_path / "out")["products"]["count"] == 360
+
+
+def test_a_model_build_on_ray_distills_on_the_views_it_embedded(exported_bundle, sample_catalog,
+                                                                 tiny_checkpoint, tmp_path):
+    from conftest import export_args
+
+    on_ray = tmp_path / "ray"
+    proc = run_cli(*export_args(sample_catalog, on_ray, tiny_checkpoint, "--engine", "ray", "--ray-workers", "2"),
+                   env={"EDGE_SEARCH_CACHE_DIR": str(tmp_path / "cache")})
+    assert "embedded 12 of 12 catalog images" in proc.stdout
+    a, b = read_manifest(exported_bundle), read_manifest(on_ray)  # the same export on the local engine
+    assert b["build"]["engine"] == "ray" and a["build"]["engine"] == "local"
+    # the same views with the teacher's targets to float rounding: as many views, and the same losses
+    da, db = a["student"]["distillation"], b["student"]["distillation"]
+    assert da["views"] == db["views"] > 0
+    assert da["final"]["loss"] == pytest.approx(db["final"]["loss"], rel=1e-3)
+    assert a["teacher"] == b["teacher"] and a["products"] == b["products"] and sorted(a["files"]) == sorted(b["files"])
