@@ -48,6 +48,19 @@ def answers(bundle: Path, images: list[Path]) -> list[list[tuple[str, float]]]:
 
 
 @pytest.fixture(scope="module")
+def cluster():
+    """A running Ray of 2 CPUs (started here, as `ray start` starts one on a cluster's head) for the later
+    builds to join with --ray-address: they must use it, and leave it running; shut down after them."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def local_and_ray(tiny_bundle, sample_catalog, tmp_path_factory):
     """The sample catalog built on the committed bundle's models (one fresh index segment), once on each
     engine, each with an embedding cache of its own."""
@@ -116,7 +129,9 @@ def test_only_images_the_cache_lacks_are_embedded_and_a_bad_one_is_a_bad_row(loc
     assert read_manifest(tmp_path / "out")["products"]["count"] == 13
 
 
-def test_store_bundles_on_ray_are_the_local_ones(tiny_bundle, sample_catalog, tmp_path):
+def test_store_bundles_on_ray_are_the_local_ones(cluster, tiny_bundle, sample_catalog, tmp_path):
+    import ray
+
     ids = [r["id"] for r in csv_rows(sample_catalog)]
     stores = tmp_path / "stores.csv"
     stores.write_text("store,id,price\n" + "".join(f"north,{i},1.5\n" for i in ids[:7])
@@ -125,7 +140,7 @@ def test_store_bundles_on_ray_are_the_local_ones(tiny_bundle, sample_catalog, tm
     for engine in ("local", "ray"):
         out[engine] = tmp_path / engine
         run_cli("export", "--catalog", sample_catalog, "--out", out[engine], "--base", tiny_bundle, "--stores", stores,
-                "--engine", engine, *BASE_BUILD,
+                "--engine", engine, *(["--ray-address", cluster] if engine == "ray" else []), *BASE_BUILD,
                 env={"EDGE_SEARCH_CACHE_DIR": str(tmp_path / f"cache-{engine}")})
     for store, count in (("north", 7), ("south", len(ids) - 4)):
         local, ray_ = out["local"] / store, out["ray"] / store
@@ -135,6 +150,8 @@ def test_store_bundles_on_ray_are_the_local_ones(tiny_bundle, sample_catalog, tm
         a, b = answers(local, images), answers(ray_, images)
         assert [[i for i, _ in q] for q in a] == [[i for i, _ in q] for q in b]
         assert read_manifest(ray_)["build"]["engine"] == "ray"
+        assert read_manifest(ray_)["build"]["address"] == cluster  # joined, not started
+    assert ray.is_initialized() and ray.cluster_resources().get("CPU") == 2  # and left running
 
 
 def test_the_engine_options_are_checked(sample_catalog, tmp_path):
@@ -156,7 +173,7 @@ def test_without_the_scale_extra_ray_is_one_line_of_advice(tiny_bundle, sample_c
     assert not (tmp_path / "o").exists()
 
 
-def test_a_worker_killed_mid_catalog_is_replaced_and_its_batch_runs_again(tiny_bundle, sample_catalog,
+def test_a_worker_killed_mid_catalog_is_replaced_and_its_batch_runs_again(cluster, tiny_bundle, sample_catalog,
                                                                          tmp_path):
     import signal
     import time
@@ -172,21 +189,28 @@ def test_a_worker_killed_mid_catalog_is_replaced_and_its_batch_runs_again(tiny_b
         many.append({**row, "id": f"{row['id']}-{n}", "name": f"{row['name']} {n}", "image": str(path)})
     catalog = write_csv(tmp_path / "many.csv", many)
     cmd = ["export", "--catalog", catalog, "--out", tmp_path / "out", "--base", tiny_bundle, "--rebase", *BASE_BUILD,
-           "--gate", "catalog_self_top1=0", "--engine", "ray", "--ray-workers", "2"]
+           "--gate", "catalog_self_top1=0", "--engine", "ray", "--ray-address", cluster, "--ray-workers", "2"]
     import sys
 
+    def catalog_workers() -> list[int]:
+        ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+        return [int(line.split()[0]) for line in ps.splitlines() if "CatalogEmbedder" in line]
+
+    earlier = set(catalog_workers())  # an earlier build's actors on the shared cluster are not this one's
     proc = subprocess.Popen([sys.executable, "-m", "edge_search", *map(str, cmd)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "EDGE_SEARCH_CACHE_DIR": str(tmp_path / "cache")})
     killed = None
     deadline = time.monotonic() + 120
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-        workers = [int(line.split()[0]) for line in ps.splitlines() if "CatalogEmbedder" in line]
+        workers = [pid for pid in catalog_workers() if pid not in earlier]
         if workers:
             time.sleep(1.5)  # let it take a batch
-            os.kill(workers[0], signal.SIGKILL)
-            killed = workers[0]
+            try:
+                os.kill(workers[0], signal.SIGKILL)
+                killed = workers[0]
+            except ProcessLookupError:
+                pass
         time.sleep(0.2)
     out, err = proc.communicate(timeout=300)
     assert killed is not None, "no catalog worker was seen running"
@@ -195,12 +219,13 @@ def test_a_worker_killed_mid_catalog_is_replaced_and_its_batch_runs_again(tiny_b
     assert read_manifest(tmp_path / "out")["products"]["count"] == 360
 
 
-def test_a_model_build_on_ray_distills_on_the_views_it_embedded(exported_bundle, sample_catalog,
+def test_a_model_build_on_ray_distills_on_the_views_it_embedded(cluster, exported_bundle, sample_catalog,
                                                                  tiny_checkpoint, tmp_path):
     from conftest import export_args
 
     on_ray = tmp_path / "ray"
-    proc = run_cli(*export_args(sample_catalog, on_ray, tiny_checkpoint, "--engine", "ray", "--ray-workers", "2"),
+    proc = run_cli(*export_args(sample_catalog, on_ray, tiny_checkpoint, "--engine", "ray", "--ray-address", cluster,
+                                "--ray-workers", "2"),
                    env={"EDGE_SEARCH_CACHE_DIR": str(tmp_path / "cache")})
     assert "embedded 12 of 12 catalog images" in proc.stdout
     a, b = read_manifest(exported_bundle), read_manifest(on_ray)  # the same export on the local engine
