@@ -303,17 +303,15 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
     all_needs, keys = stream_needs(models)
     needs = list(needs or all_needs)
     known_thumbs = known_thumbs or {}
-    shas = list(dict.fromkeys(r.sha256 for r in catalog.rows if r.sha256))
-    have = {n: cache.have(keys[n][0], shas, keys[n][1]) for n in needs}
+    # images whose vectors the cache holds under every need (grows as the workers' results come in)
+    cached = set.intersection(*(cache.images(*keys[n]) for n in needs))
     send = list(dict.fromkeys(
         r.image for r in catalog.rows
-        if r.sha256 is None or any(r.sha256 not in have[n] for n in needs)
-        or (thumbs_dir is not None and r.sha256 not in known_thumbs)))
-    cached = frozenset.intersection(*(frozenset(cache.images(*keys[n])) for n in needs))
+        if r.sha256 is None or r.sha256 not in cached or (thumbs_dir is not None and r.sha256 not in known_thumbs)))
     job = CatalogJob(model=models.model_path.read_bytes(), model_info=models.model_info, preprocess=models.preprocess,
                      needs=tuple(needs), teacher=teacher if "teacher" in needs else None,
                      teacher_preprocess=models.teacher_preprocess or models.preprocess, threads=threads,
-                     cached=cached, thumbed=frozenset(known_thumbs) if thumbs_dir is not None else None)
+                     cached=frozenset(cached), thumbed=frozenset(known_thumbs) if thumbs_dir is not None else None)
     if "teacher" in needs and teacher is None:
         raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
     found: dict[Path, str] = {}
@@ -326,12 +324,12 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
         for i, e in enumerate(batch["error"]):
             if e:
                 errors[send[int(batch["row"][i])]] = str(e)
-        fresh_rows = [i for i in ok if batch["embedded"][i]]
+        # an image embedded now (the same bytes under two paths: once)
+        fresh = {batch["sha"][i]: i for i in ok if batch["embedded"][i] and batch["sha"][i] not in cached}
         for n in needs:
-            fresh = {batch["sha"][i]: batch[n][i] for i in fresh_rows if batch["sha"][i] not in have[n]}
-            cache.put(keys[n][0], fresh, keys[n][1])
-            have[n].update(fresh)
+            cache.put(keys[n][0], {sha: batch[n][i] for sha, i in fresh.items()}, keys[n][1])
             embedded[n] += len(fresh)
+        cached.update(fresh)
         for i in ok:
             sha = batch["sha"][i]
             found[send[int(batch["row"][i])]] = sha

@@ -83,17 +83,6 @@ class EmbeddingCache:
                     out[image] = vec
         return out
 
-    def have(self, encoder: str, images: list[str], view: str = "") -> set[str]:
-        """Which of `images` the cache holds a vector of (without reading the vectors)."""
-        out: set[str] = set()
-        for start in range(0, len(images), 500):
-            chunk = images[start:start + 500]
-            rows = self.db.execute(
-                f"SELECT image FROM vectors WHERE encoder = ? AND view = ? AND length(vector) = 4 * dim AND image IN "
-                f"({','.join('?' * len(chunk))})", [encoder, view, *chunk])
-            out.update(image for (image,) in rows)
-        return out
-
     def images(self, encoder: str, view: str = "") -> set[str]:
         """Every image the cache holds a vector of under this encoder and view."""
         rows = self.db.execute("SELECT image FROM vectors WHERE encoder = ? AND view = ? AND length(vector) = 4 * dim",
