@@ -19,7 +19,7 @@ from edge_search.cli.output import say
 from edge_search.errors import EdgeSearchError
 
 from .config import ExportConfig, FinetuneSettings
-from .engine import ENGINES, EngineSettings, need_scale_extra
+from .engine import ENGINES, EngineSettings, check_reachable, need_scale_extra
 
 # what `pip install 'edge-search[export]'` adds (pyproject.toml), by import name
 EXPORT_MODULES = ("torch", "torchvision", "open_clip", "timm", "onnx", "tqdm", "PIL")
@@ -73,8 +73,10 @@ def run_export_command(args: argparse.Namespace) -> int:
         previous=Path(args.previous) if args.previous else None,
         engine=EngineSettings(name=args.engine, address=args.ray_address, workers=args.ray_workers),
     )
-    if cfg.engine.ray:  # before the catalog is read: a missing extra is one line, at once
+    if cfg.engine.ray:  # before the catalog is read: a missing extra or a silent head is one line, at once
         need_scale_extra()
+        if cfg.engine.address is not None:
+            check_reachable(cfg.engine.address)
     if args.no_match_rule != "auto":
         cfg = replace(cfg, no_match=replace(cfg.no_match, rule=args.no_match_rule))
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:

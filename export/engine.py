@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -18,6 +19,7 @@ from edge_search.errors import ExportError
 
 ENGINES = ("local", "ray")
 SCALE_EXTRA = "pip install 'edge-search[scale]'"
+CONNECT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,24 @@ def need_scale_extra() -> None:
         raise ExportError(f"--engine ray needs the [scale] extra ({', '.join(missing)} not installed): {SCALE_EXTRA}")
 
 
+def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
+    """The head named by `--ray-address HOST:PORT` (or `ray://HOST:PORT`) accepts a TCP connection. Ray
+    itself retries an address nobody answers for minutes, printing its C++ warnings; this says so at once.
+    `auto` and `local` are Ray's to resolve (it fails fast when no cluster runs here)."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ExportError(f"--ray-address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ExportError(f"--ray-address {address}: nothing answers there ({reason}); is the cluster's head "
+                          "running, and is the port its GCS (or Ray Client) port?") from None
+
+
 class RayEngine:
     """A Ray session for one export: `with RayEngine(settings) as engine: ...`."""
 
@@ -71,6 +91,8 @@ class RayEngine:
             logging.getLogger(name).setLevel(logging.CRITICAL)
         if not ray.is_initialized():
             s = self.settings
+            if s.address is not None:
+                check_reachable(s.address)
             try:
                 ray.init(address=s.address, num_cpus=s.cpus if s.address is None else None,
                          include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)

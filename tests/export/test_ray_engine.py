@@ -163,6 +163,25 @@ def test_the_engine_options_are_checked(sample_catalog, tmp_path):
     one_line_error(proc, "--ray-workers must be 1 or more")
 
 
+def test_an_address_nobody_answers_on_is_one_line_at_once(sample_catalog, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port just freed on this machine: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        t0 = time.monotonic()
+        proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "o", "--engine", "ray",
+                       "--ray-address", address, check=False)
+        one_line_error(proc, f"--ray-address {address}: nothing answers there")
+        assert time.monotonic() - t0 < 60  # Ray's own retries take minutes
+        assert not (tmp_path / "o").exists()
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "o", "--engine", "ray",
+                   "--ray-address", "headnode", check=False)
+    one_line_error(proc, "--ray-address headnode: expected auto, HOST:PORT or ray://HOST:PORT")
+
+
 def test_without_the_scale_extra_ray_is_one_line_of_advice(tiny_bundle, sample_catalog, tmp_path):
     runtime = os.environ.get("EDGE_SEARCH_RUNTIME_PYTHON")
     if not runtime:
