@@ -9,10 +9,12 @@ memory as the catalog grows, and a million-vector index built from streamed shar
    default: its catalog encoder is its ONNX model) with an empty embedding cache, once per engine, each in
    its own process, interleaved `--rounds` times: wall seconds (Ray's start-up included, and given
    apart), images per second, and Ray / local as a ratio.
-2. **Driver memory** (`driver_memory`): for each size in `--memory`, the Ray embedding pass alone
-   (catalog_build.prefill_on_ray: the workers read, embed and thumbnail; the driver streams the results
-   into the cache) in a fresh process that writes its own peak RSS (Ray's workers are other processes);
-   and what one image costs the driver as the catalog grows, beside the bytes an index holds per image.
+2. **Driver memory** (`driver_memory`): for each size in `--memory`, the whole `export --base B --rebase
+   --engine ray` build as a user runs it (the workers read, embed and thumbnail; the driver streams their
+   results into the embedding cache, then builds the catalog: its vectors on disk, the index from them
+   chunk by chunk, the gates, the manifest) in its own process, which writes its own peak RSS (Ray's
+   workers are other processes); what one more image costs the driver, beside what the index it built
+   holds per image (its files' bytes). `--ray-pass` also measures the Ray embedding pass alone.
 3. **Streamed index** (`streamed_index`): `--vectors` synthetic 512-d unit vectors (clustered, seeded),
    written as .npy shards, read back one at a time (memory-mapped) into one usearch HNSW index (f16, the
    library's default connectivity and expansion), in a fresh process: build seconds, peak RSS, file size;
@@ -42,7 +44,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
-from bench.update import RELAXED, run, write_catalog  # noqa: E402
+from bench.update import CHILD, RELAXED, run, write_catalog  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
 SHARD = 50_000  # vectors per shard file
@@ -119,21 +121,74 @@ def prefill(catalog: str, base: str, cache: str) -> dict:
             "peak_rss_mb_before_pass": before, "peak_rss_mb": peak_mb()}
 
 
-def driver_memory(sizes: list[int], base: Path, work: Path) -> dict:
+def index_bytes(bundle: Path) -> int:
+    """The bundle's index files (the usearch file, f16 rescoring vectors, a delta segment): what a catalog's
+    index holds, in memory while it is built."""
+    m = json.loads((bundle / "manifest.json").read_text())
+    return sum((bundle / name).stat().st_size for name in m["files"]
+               if name.endswith(".usearch") or name.endswith(".f16.npy"))
+
+
+def run_sampled(*args, env=None, every: float = 0.1) -> dict:
+    """One `edge-search` call in a child process, its memory read from /proc every `every` s: peak RSS (the
+    kernel's high-water mark) and the peaks of its parts. RssAnon is the driver's own memory; RssShmem is
+    Ray's object store (shared memory every Ray process maps: the driver reads its results from there
+    without copying, and the pages it touched stay counted until the store reuses them); RssFile is
+    mapped files (libraries, the index being saved), which the kernel can drop."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    peaks = {"VmHWM": 0, "RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in peaks:
+                        peaks[key] = max(peaks[key], int(value.split()[0]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(every)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"edge-search {' '.join(map(str, args))} failed:\n{err[-2000:]}")
+    peak = [int(line.split()[1]) for line in err.splitlines() if line.startswith("__peak_rss_kb ")]
+    return {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak[-1] / 1024, 1),
+            **{f"peak_{k.lower()}_mb": round(v / 1024, 1) for k, v in peaks.items() if k != "VmHWM"}}
+
+
+def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) -> dict:
     out = {}
     for n in sizes:
         catalog = write_catalog(work / f"mem-{n}", list(range(n)), {i: 1.0 for i in range(n)},
                                 images=work / "mem-images")
-        res = child("prefill", catalog, base, work / f"mem-cache-{n}")
-        res["images_per_second"] = round(n / res["seconds"], 1)
+        res = {}
+        if pass_alone:
+            res["ray_pass"] = child("prefill", catalog, base, work / f"mem-cache-{n}")
+            res["ray_pass"]["images_per_second"] = round(n / res["ray_pass"]["seconds"], 1)
+            shutil.rmtree(work / f"mem-cache-{n}")
+        # the whole build, as a user runs it: the Ray pass, then the catalog build and its index on the driver
+        bundle = work / f"mem-bundle-{n}"
+        build = run_sampled("export", "--catalog", catalog, "--out", bundle, "--base", base, "--rebase", "--quiet",
+                            "--engine", "ray", *RELAXED, env={"EDGE_SEARCH_CACHE_DIR": str(work / f"mem-cache-{n}")})
+        build["images_per_second"] = round(n / build["seconds"], 1)
+        build["index_mb"] = round(index_bytes(bundle) / 2**20, 1)
+        m = json.loads((bundle / "manifest.json").read_text())
+        build["index"] = {k: m["index"].get(k) for k in ("count", "dtype", "exact")}
+        res["build"] = build
         out[str(n)] = res
         shutil.rmtree(work / f"mem-cache-{n}")
+        shutil.rmtree(bundle)
     if len(sizes) > 1:
         lo, hi = str(min(sizes)), str(max(sizes))
-        grow = out[hi]["peak_rss_mb"] - out[lo]["peak_rss_mb"]
-        out["kb_per_image"] = round(grow * 1024 / (int(hi) - int(lo)), 2)
-        # what the index of a catalog holds per image at the tiny bundle's 512-d f16, for scale
-        out["index_kb_per_image_f16_512d"] = round(512 * 2 / 1024, 2)
+        per = 1024 / (int(hi) - int(lo))
+        b_lo, b_hi = out[lo]["build"], out[hi]["build"]
+        for part in ("rss", "rssanon", "rssshmem", "rssfile"):
+            out[f"build_{part}_kb_per_image"] = round((b_hi[f"peak_{part}_mb"] - b_lo[f"peak_{part}_mb"]) * per, 2)
+        out["index_kb_per_image"] = round((b_hi["index_mb"] - b_lo["index_mb"]) * per, 2)
+        if pass_alone:
+            out["ray_pass_kb_per_image"] = round(
+                (out[hi]["ray_pass"]["peak_rss_mb"] - out[lo]["ray_pass"]["peak_rss_mb"]) * per, 2)
     return out
 
 
@@ -232,6 +287,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000, help="catalog images for the local vs Ray throughput")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved builds per engine")
     ap.add_argument("--memory", type=int, nargs="*", default=[10_000, 100_000], help="catalog sizes for the driver")
+    ap.add_argument("--ray-pass", action="store_true", help="also measure the Ray embedding pass alone")
     ap.add_argument("--vectors", type=int, default=1_000_000, help="vectors of the streamed index (0: skip)")
     ap.add_argument("--index-threads", type=int, default=2, help="threads adding to the streamed index")
     ap.add_argument("--base", type=Path, default=REPO / "tests" / "data" / "tiny-bundle")
@@ -250,7 +306,7 @@ def main() -> None:
             report["throughput"] = throughput(a.images, a.base, work, a.rounds)
             print(json.dumps({"throughput": report["throughput"]}, indent=1), flush=True)
         if a.memory:
-            report["driver_memory"] = driver_memory(a.memory, a.base, work)
+            report["driver_memory"] = driver_memory(a.memory, a.base, work, a.ray_pass)
             print(json.dumps({"driver_memory": report["driver_memory"]}, indent=1), flush=True)
         if a.vectors:
             report["streamed_index"] = million(a.vectors, work, a.index_threads)

@@ -244,7 +244,20 @@ def read_regular(path: str | Path, *, limit: int, what: str = "file",
     """The bytes of a regular file of at most `limit` bytes (see `open_regular`)."""
     with open_regular(path, limit=limit, what=what, error=error) as f:
         try:
-            data = f.read(limit + 1)
+            # read what the file holds, not `limit`: read(n) allocates n bytes up front, and the limits are
+            # hundreds of MB (a 1 GiB buffer for every product table, 256 MB for every catalog image)
+            parts, got = [], 0
+            want = min(limit, os.fstat(f.fileno()).st_size) + 1
+            while got <= limit:
+                part = f.read(want)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+                if len(part) < want:  # a buffered read comes back short only at the end of the file
+                    break
+                want = min(limit + 1 - got, 1 << 20)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
         except OSError as e:
             raise error(f"{path}: cannot read ({describe_os_error(e)})") from None
     if len(data) > limit:  # grew while we read it

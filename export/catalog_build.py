@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnxruntime
@@ -54,6 +54,7 @@ from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
 from .engine import LOCAL_RECORD, open_engine
 from .key_layout import KeyLayout, base_image_keys, fresh_layout, layout_on_base
 from .stores import store_catalog
+from .vector_files import CHUNK_ROWS, VectorFile
 from .views import views
 
 log = logging.getLogger("edge_search.export")
@@ -154,6 +155,7 @@ class CatalogSettings:
     sign_key: Path | None = None
     index_dtype: str | None = None
     build: dict | None = None  # the manifest's `build` record (engine.RayEngine.record, engine.LOCAL_RECORD)
+    progress: bool = True  # bars on the long steps (the index of a large catalog)
 
 
 @dataclass
@@ -173,14 +175,14 @@ def _read(row: CatalogRow) -> bytes:
     return read_regular(row.image, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
 
 
-def _progress(items, desc: str, progress: bool, total: int | None = None):
+def _progress(items, desc: str, progress: bool, total: int | None = None, unit: str = "img"):
     if not progress:
         return items
     try:
         from tqdm import tqdm
     except ImportError:  # the runtime-only install has no tqdm: no bar, the work is the same
         return items
-    return tqdm(items, desc=desc, unit="img", total=total)
+    return tqdm(items, desc=desc, unit=unit, total=total)
 
 
 def _batches(rows: tuple[CatalogRow, ...], size: int) -> Iterator[tuple[int, tuple[CatalogRow, ...]]]:
@@ -207,20 +209,33 @@ def stream_needs(models: ModelSet) -> tuple[list[str], dict[str, tuple[str, str]
 
 def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache, threads: int,
                    teacher_embed: Callable[[list[np.ndarray]], np.ndarray] | None,
-                   thumbs_dir: Path, base_thumbs: dict[str, Path] | None = None, progress: bool = True) -> Stream:
+                   thumbs_dir: Path, base_thumbs: dict[str, Path] | None = None, progress: bool = True,
+                   vectors_dir: Path | None = None) -> Stream:
     """Every catalog image's vectors under each encoder the catalog encoder and the gates need:
     "student" (the shipped model), "mild" (the shipped model on mild views, the gates),
     "teacher" and "views" (index blocks) where the catalog encoder uses them.
     Only what the cache lacks is decoded and embedded. Thumbnails are written into `thumbs_dir`
     (named by their bytes) as they are made, so no more than a batch of images is ever in memory;
-    those the base has are its files, never decoded or encoded again."""
+    those the base has are its files, never decoded or encoded again. With `vectors_dir`, the vectors go
+    to files there (vector_files.VectorFile) batch by batch instead of staying in memory."""
     enc = models.encoder(threads)
     needs, keys = stream_needs(models)
     if "teacher" in needs and teacher_embed is None:
         raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
     pp = models.preprocess
     out = Stream(embedded={n: 0 for n in needs})
-    per = {n: [] for n in needs}
+    count = len(catalog.rows)
+    per: dict[str, VectorFile | np.ndarray] = {}
+
+    def store(name: str, start: int, block: np.ndarray) -> None:
+        if name not in per:
+            shape = (count, block.shape[1])
+            per[name] = VectorFile(vectors_dir / f"{name}.npy", *shape) if vectors_dir is not None else \
+                np.empty(shape, np.float32)
+        if vectors_dir is not None:
+            per[name].write(block)
+        else:
+            per[name][start:start + len(block)] = block
     for start, rows in _progress(list(_batches(catalog.rows, BATCH)), "embedding catalog", progress):
         # an image read when the catalog was (its sha256 taken then) is read again only if it must be decoded
         data: list[bytes | None] = [None if r.sha256 else _read(r) for r in rows]
@@ -249,7 +264,7 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
                 out.embedded[name] += len(missing)
                 if name == "student":
                     out.new_rows += [start + i for i in missing]
-            per[name].append(np.stack([have[s] for s in shas]))
+            store(name, start, np.stack([have[s] for s in shas]))
         for i, s in enumerate(shas):
             if s in out.thumbs:
                 continue
@@ -265,8 +280,8 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
                 if not path.exists():
                     atomic_write_bytes(path, data_)
             out.thumbs[s], out.thumb_names[s] = path, name
-    out.vectors = {n: np.concatenate(v) if v else np.zeros((0, models.model_info.embed_dim), np.float32)
-                   for n, v in per.items()}
+    out.vectors = {n: per[n].close() if isinstance(per.get(n), VectorFile) else
+                   per.get(n, np.zeros((0, models.model_info.embed_dim), np.float32)) for n in needs}
     return out
 
 
@@ -324,14 +339,17 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
         for i, e in enumerate(batch["error"]):
             if e:
                 errors[send[int(batch["row"][i])]] = str(e)
+        # one str per image, shared by the cache's set, the rows and the thumbnails (numpy makes a new
+        # object at every index, and a million images hold each sha256 for the whole build)
+        shas = [str(x) for x in batch["sha"]]
         # an image embedded now (the same bytes under two paths: once)
-        fresh = {batch["sha"][i]: i for i in ok if batch["embedded"][i] and batch["sha"][i] not in cached}
+        fresh = {shas[i]: i for i in ok if batch["embedded"][i] and shas[i] not in cached}
         for n in needs:
             cache.put(keys[n][0], {sha: batch[n][i] for sha, i in fresh.items()}, keys[n][1])
             embedded[n] += len(fresh)
         cached.update(fresh)
         for i in ok:
-            sha = batch["sha"][i]
+            sha = shas[i]
             found[send[int(batch["row"][i])]] = sha
             if thumbs_dir is not None and sha not in made and sha not in known_thumbs and len(batch["thumb"][i]):
                 data = bytes(batch["thumb"][i])
@@ -376,18 +394,61 @@ def vectors_per_image(encoder: str) -> int:
     return {"teacher": 1, "student": 1, "teacher+student": 2, "teacher+student+views": 2 + INDEX_VIEWS}[encoder]
 
 
+@dataclass(frozen=True)
+class IndexVectors:
+    """The index's vectors for a catalog encoder, block-major (block b's row r is vector b * rows + r), read
+    chunk by chunk from the stream's vectors (in memory, or files a catalog build wrote)."""
+
+    parts: tuple[tuple[Any, int | None], ...]  # (the stream's vectors, which of its views, or None: all of a row)
+    rows: int
+    dim: int
+
+    @classmethod
+    def of(cls, stream: Stream, encoder: str) -> "IndexVectors":
+        v = stream.vectors
+        names = {"student": ["student"], "teacher": ["teacher"], "teacher+student": ["teacher", "student"],
+                 "teacher+student+views": ["teacher", "student"]}[encoder]
+        parts = [(v[n], None) for n in names]
+        if encoder == "teacher+student+views":
+            parts += [(v["views"], j) for j in range(INDEX_VIEWS)]
+        return cls(parts=tuple(parts), rows=len(stream.shas), dim=int(v["student"].shape[1]))
+
+    @property
+    def blocks(self) -> int:
+        return len(self.parts)
+
+    def __len__(self) -> int:
+        return self.rows * self.blocks
+
+    def _cut(self, block: np.ndarray, view: int | None) -> np.ndarray:
+        return block if view is None else block.reshape(len(block), INDEX_VIEWS, self.dim)[:, view]
+
+    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """(position of the first vector, vectors), in order."""
+        for b, (src, view) in enumerate(self.parts):
+            for start in range(0, self.rows, size):
+                rows = src.rows(slice(start, min(start + size, self.rows))) if isinstance(src, VectorFile) \
+                    else np.asarray(src[start:start + size])
+                yield b * self.rows + start, self._cut(rows, view)
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The vectors at these (sorted) positions."""
+        out = np.empty((len(positions), self.dim), np.float32)
+        for b, (src, view) in enumerate(self.parts):
+            here = (positions >= b * self.rows) & (positions < (b + 1) * self.rows)
+            if here.any():
+                out[here] = self._cut(np.asarray(src[positions[here] - b * self.rows]), view)
+        return out
+
+    def array(self) -> np.ndarray:
+        """All of them in memory (a model build's catalog, whose encoder choice compares them whole)."""
+        return np.concatenate([c for _, c in self.chunks()]) if len(self) else np.zeros((0, self.dim), np.float32)
+
+
 def index_vectors(stream: Stream, encoder: str) -> tuple[np.ndarray, int]:
-    """The index's vectors for a catalog encoder, in blocks of one vector per catalog image."""
-    v = stream.vectors
-    blocks = {"student": [v["student"]], "teacher": [v.get("teacher")],
-              "teacher+student": [v.get("teacher"), v["student"]]}
-    if encoder == "teacher+student+views":
-        n = len(v["student"])
-        views_ = v["views"].reshape(n, INDEX_VIEWS, -1).transpose(1, 0, 2).reshape(n * INDEX_VIEWS, -1)
-        parts = [v["teacher"], v["student"], views_]
-    else:
-        parts = blocks[encoder]
-    return np.concatenate(parts), vectors_per_image(encoder)
+    """The index's vectors for a catalog encoder in memory, in blocks of one vector per catalog image."""
+    v = IndexVectors.of(stream, encoder)
+    return v.array(), v.blocks
 
 
 def keyed_table(table: ProductTable, layout: KeyLayout) -> ProductTable:
@@ -494,12 +555,25 @@ def _link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def write_index(stage: Path, layout: KeyLayout, vectors: np.ndarray, *, dtype: str, exact: bool, rescore: bool,
-                base: Bundle | None, catalog_encoder: str) -> tuple[VectorIndex | SegmentedIndex, IndexInfo]:
-    """The index files in `stage`, opened for the gates, and their manifest entry. A segmented layout
-    links its base's index file(s) unchanged and writes the delta segment and the removed keys beside them."""
+def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype: str, exact: bool, rescore: bool,
+                base: Bundle | None, catalog_encoder: str,
+                progress: bool = False) -> tuple[VectorIndex | SegmentedIndex, IndexInfo]:
+    """The index files in `stage`, opened for the gates, and their manifest entry, built chunk by chunk as
+    the vectors are read. A segmented layout links its base's index file(s) unchanged and writes the delta
+    segment and the removed keys beside them."""
+    keys = layout.block_major_keys()
+
+    def keyed(delta: bool):
+        bar = progress and len(vectors) > 4 * CHUNK_ROWS  # (a small index is done in a moment)
+        chunks = -(-vectors.rows // CHUNK_ROWS) * vectors.blocks
+        for start, chunk in _progress(vectors.chunks(), "indexing", bar, total=chunks, unit="chunk"):
+            k = keys[start:start + len(chunk)]
+            pick = k >= layout.base_count if delta else slice(None)
+            yield k[pick], chunk[pick]
+
     if not layout.segmented:
-        index = VectorIndex.build(layout.index_order(vectors)[0], dtype=dtype, exact=exact, rescore=rescore)
+        index = VectorIndex.build_keyed(keyed(False), count=len(vectors), dim=vectors.dim, dtype=dtype, exact=exact,
+                                        rescore=rescore)
         rescore_name = "vectors.f16.npy" if rescore else None
         index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
         return index, IndexInfo(file="index.usearch", dtype=dtype, metric="cos", count=len(vectors), exact=exact,
@@ -509,27 +583,31 @@ def write_index(stage: Path, layout: KeyLayout, vectors: np.ndarray, *, dtype: s
         if name:
             _link(base.path(name), stage / name)
     base_index = VectorIndex.open(stage / info.file, info, stage / info.rescore_file if info.rescore_file else None)
-    added = layout.index_order(vectors)[1]
-    delta = VectorIndex.build(added, dtype=dtype, exact=exact, rescore=rescore, first_key=layout.base_count)
-    if len(added):
+    added = int(np.count_nonzero(keys >= layout.base_count))
+    delta = VectorIndex.build_keyed(keyed(True), count=added, dim=vectors.dim, dtype=dtype, exact=exact,
+                                    rescore=rescore, first_key=layout.base_count)
+    if added:
         delta.save(stage / DELTA_INDEX, stage / DELTA_RESCORE if rescore else None)
     if len(layout.removed):
         write_npy(stage / REMOVED_KEYS, layout.removed.astype(np.uint64))
-    delta_info = IndexDelta(file=DELTA_INDEX if len(added) else None, count=len(added), removed=len(layout.removed),
+    delta_info = IndexDelta(file=DELTA_INDEX if added else None, count=added, removed=len(layout.removed),
                             removed_file=REMOVED_KEYS if len(layout.removed) else None,
-                            rescore_file=DELTA_RESCORE if rescore and len(added) else None)
+                            rescore_file=DELTA_RESCORE if rescore and added else None)
     return (SegmentedIndex(base=base_index, delta=delta, removed=layout.removed),
             replace(info, catalog_encoder=catalog_encoder, delta=delta_info))
 
 
 def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, catalog: Catalog, stream: Stream, *,
-                  index_choice: Callable[[np.ndarray, ProductTable], tuple[str, bool, bool, dict]] | None,
+                  index_choice: Callable[[IndexVectors, ProductTable], tuple[str, bool, bool, dict]] | None,
                   gates: GateBook, fidelity: dict, text_step=None, lineage: dict | None = None,
-                  layout: KeyLayout | None = None, base: Bundle | None = None) -> Manifest:
+                  layout: KeyLayout | None = None, base: Bundle | None = None,
+                  table: ProductTable | None = None) -> Manifest:
     """Index, products, thumbnails, gates, no-match rule, manifest and signature, written into `stage`.
     With a segmented `layout` (a build on `base`), the index is the base's file plus a delta segment."""
-    table = product_table(catalog, stream.shas, stream.thumb_names)
-    vectors, blocks = index_vectors(stream, models.catalog_encoder)
+    if table is None:  # (a catalog build on a base made it already, for its lineage)
+        table = product_table(catalog, stream.shas, stream.thumb_names)
+    vectors = IndexVectors.of(stream, models.catalog_encoder)
+    blocks = vectors.blocks
     layout = layout or fresh_layout(len(catalog.rows), blocks)
     index_table = keyed_table(table, layout)
     if layout.segmented:  # the base's storage and search, as its file was built with them
@@ -543,6 +621,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         dtype, exact, rescore = models.index["dtype"], models.index["exact"], models.index["rescore"]
     models = replace(models, index={"dtype": dtype, "exact": exact, "rescore": rescore})
     index, index_info = write_index(stage, layout, vectors, dtype=dtype, exact=exact, rescore=rescore, base=base,
+                                    progress=settings.progress,
                                     catalog_encoder=models.catalog_encoder)
     if layout.reason:
         fidelity["index"] = {**fidelity.get("index", {}), "rebased": layout.reason}
@@ -716,6 +795,9 @@ def catalog_changes(base: Base, table: ProductTable, shas: list[str]) -> dict:
     return {"added": added, "removed": removed, "changed_metadata": changed_meta, "changed_images": changed_images}
 
 
+CHOICE_VECTORS = 50_000
+
+
 def base_index_choice(base: Base, stream: Stream, threshold: float):
     """A catalog build's index on a base: the base's storage (dtype, rescore: measured on real queries when
     its model was built), and its exact-or-HNSW choice while the catalog is within twice the base's size
@@ -727,14 +809,21 @@ def base_index_choice(base: Base, stream: Stream, threshold: float):
     base_count = base.bundle.manifest.index.count
     report = dict(base.bundle.manifest.fidelity.get("index") or {})
 
-    def choice(vectors: np.ndarray, index_table: ProductTable) -> tuple[str, bool, bool, dict]:
+    def choice(vectors: IndexVectors, index_table: ProductTable) -> tuple[str, bool, bool, dict]:
         if base_count / 2 <= len(vectors) <= 2 * base_count:
             return index["dtype"], index["exact"], index["rescore"], {**report, "search_from_base": True}
-        mild = stream.vectors["mild"].reshape(-1, vectors.shape[1])
-        pick = np.random.default_rng([base.models.seed, 41]).choice(len(mild), min(500, len(mild)), replace=False)
-        exact, timing = choose_search(vectors, index_table.key_to_product, mild[np.sort(pick)], dtype=index["dtype"],
+        rng = np.random.default_rng([base.models.seed, 41])
+        rows = np.sort(rng.choice(vectors.rows, min(250, vectors.rows), replace=False))
+        mild = np.asarray(stream.vectors["mild"][rows]).reshape(-1, vectors.dim)
+        # timed on at most CHOICE_VECTORS of the index (a seeded sample): beyond that, exact search only
+        # gets slower while HNSW barely does, so a sample that picks HNSW speaks for the whole index
+        keep = np.arange(len(vectors)) if len(vectors) <= CHOICE_VECTORS else \
+            np.sort(rng.choice(len(vectors), CHOICE_VECTORS, replace=False))
+        key_product = index_table.key_to_product[keep]  # (its keys are block-major positions)
+        exact, timing = choose_search(vectors.take(keep), key_product, mild, dtype=index["dtype"],
                                       rescore=index["rescore"], threshold=threshold)
-        return index["dtype"], exact, index["rescore"], {**report, **timing, "search_from_base": False}
+        return index["dtype"], exact, index["rescore"], {**report, **timing, "search_from_base": False,
+                                                         "timed_on_vectors": int(len(keep))}
 
     return choice
 
@@ -912,12 +1001,20 @@ def build_one(job: tuple[Path, Catalog, str], cfg, base: "Base", cache_dir: Path
             return build_one(job, cfg, base, cache_dir, thumbs_dir, teacher_embed, stores, known_thumbs, build,
                              progress, cache=own)
     folder, cat, name = job
-    random_teacher = bool(base.models.teacher.get("random_weights"))
     folder.mkdir(exist_ok=True)
     (folder / base.models.model_info.file).write_bytes(base.models.model_path.read_bytes())
     models = replace(base.models, folder=folder)
-    stream = stream_catalog(cat, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
-                            thumbs_dir=thumbs_dir, base_thumbs=known_thumbs, progress=progress)
+    # the catalog's vectors wait on disk (for the index, read chunk by chunk), not in memory
+    with tempfile.TemporaryDirectory(prefix=".vectors-", dir=thumbs_dir.parent) as vectors_dir:
+        stream = stream_catalog(cat, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
+                                thumbs_dir=thumbs_dir, base_thumbs=known_thumbs, progress=progress,
+                                vectors_dir=Path(vectors_dir))
+        return _finish_one(folder, cfg, base, cat, name, models, stream, stores, build, progress)
+
+
+def _finish_one(folder: Path, cfg, base: "Base", cat: Catalog, name: str, models: ModelSet, stream: Stream,
+                stores: dict | None, build: dict, progress: bool) -> tuple[Manifest, dict[str, int]]:
+    random_teacher = bool(base.models.teacher.get("random_weights"))
     table = product_table(cat, stream.shas, stream.thumb_names)
     lineage = {"base": {"name": base.bundle.manifest.name, "manifest_sha256": base.manifest_sha256},
                "changes": catalog_changes(base, table, stream.shas)}
@@ -925,7 +1022,7 @@ def build_one(job: tuple[Path, Catalog, str], cfg, base: "Base", cache_dir: Path
         lineage["store"] = name
     settings = CatalogSettings(out=folder, name=name, gates=cfg.gates, no_match=cfg.no_match,
                                force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key,
-                               build=build)
+                               build=build, progress=progress)
     text_step = text_from_base(base, cfg.threads) if base.models.text is not None else None
     fidelity = {k: base.bundle.manifest.fidelity[k] for k in ("catalog_encoder", "index")
                 if k in base.bundle.manifest.fidelity}
@@ -942,5 +1039,5 @@ def build_one(job: tuple[Path, Catalog, str], cfg, base: "Base", cache_dir: Path
                              index_choice=base_index_choice(base, stream, cfg.gates.index_top1_agreement),
                              gates=GateBook(cfg.gates.enforce and not random_teacher), fidelity=fidelity,
                              text_step=text_step, lineage=lineage, layout=layout,
-                             base=keys_from.bundle if keys_from is not None else None)
+                             base=keys_from.bundle if keys_from is not None else None, table=table)
     return manifest, dict(stream.embedded)

@@ -43,15 +43,6 @@ class KeyLayout:
         """The key of each row of the block-major vector array (block 0's rows, then block 1's, ...)."""
         return self.row_keys.T.ravel()
 
-    def index_order(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(base segment vectors, delta segment vectors), each in key order, from the block-major vectors;
-        a fresh layout's base segment is all of them."""
-        keys = self.block_major_keys()
-        if not self.segmented:
-            return vectors[np.argsort(keys, kind="stable")], vectors[:0]
-        delta = keys >= self.base_count
-        return vectors[:0], vectors[delta][np.argsort(keys[delta], kind="stable")]
-
 
 def fresh_layout(rows: int, blocks: int, reason: str = "") -> KeyLayout:
     keys = np.arange(rows, dtype=np.int64)[:, None] + rows * np.arange(blocks, dtype=np.int64)[None, :]

@@ -450,7 +450,7 @@ def text_step(cfg: ExportConfig, t: TeacherStep, chosen_enc: str):
         return export_text(t.teacher, stage, text_table, {"teacher": teacher_vecs, "student": stream.vectors["student"]},
                            "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
                            quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates.check,
-                           gates=cfg.gates, shipped=(chosen_enc, *shipped))
+                           gates=cfg.gates, shipped=(chosen_enc, shipped[0].array(), shipped[1]))
 
     return step
 
@@ -485,8 +485,8 @@ def _model_and_catalog(cfg: ExportConfig, stage: Path, out: Path, catalog, t: Te
     m = model_step(cfg, stage, t, s)
     models, stream, queries = catalog_encoder_step(cfg, stage, catalog, t, s, m, progress, engine)
 
-    def index_choice(vectors: np.ndarray, index_table: ProductTable):
-        choice = choose_index(vectors, index_table.key_to_product, queries,
+    def index_choice(vectors, index_table: ProductTable):
+        choice = choose_index(vectors.array(), index_table.key_to_product, queries,
                               threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype)
         if choice.report["forced_dtype"] is None:
             picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
@@ -497,7 +497,7 @@ def _model_and_catalog(cfg: ExportConfig, stage: Path, out: Path, catalog, t: Te
     settings = CatalogSettings(out=out, name=cfg.name or out.name, gates=cfg.gates, no_match=cfg.no_match,
                                force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key,
                                index_dtype=cfg.index_dtype,
-                               build=engine.record() if engine is not None else LOCAL_RECORD)
+                               build=engine.record() if engine is not None else LOCAL_RECORD, progress=progress)
     manifest = finish_bundle(stage, settings, models, catalog, stream, index_choice=index_choice, gates=t.gates,
                              fidelity=t.fidelity,
                              text_step=text_step(cfg, t, models.catalog_encoder) if cfg.with_text else None)

@@ -24,7 +24,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 KNOWN_COLUMNS = ("id", "image", "name", "description", "price", "category")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # (slots: a catalog of millions of rows is held while it is built)
 class CatalogRow:
     line: int
     id: str

@@ -12,7 +12,7 @@ import math
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterable, Union
 
 import numpy as np
 from usearch.index import Index
@@ -65,6 +65,32 @@ class VectorIndex:
         if n:
             index.add(np.arange(first_key, first_key + n, dtype=np.uint64), unit(vectors), threads=1)
         extra = unit(vectors).astype(np.float16) if rescore else None
+        return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key)
+
+    @classmethod
+    def build_keyed(cls, chunks: Iterable[tuple[np.ndarray, np.ndarray]], *, count: int, dim: int, dtype: str,
+                    exact: bool = True, rescore: bool = False, first_key: int = 0) -> "VectorIndex":
+        """The index of `count` vectors with keys first_key .. first_key + count - 1, added as (keys, vectors)
+        chunks arrive (a catalog too large to hold twice in memory); one thread, as build()."""
+        index = Index(ndim=dim, metric="cos", dtype=dtype)
+        extra = np.zeros((count, dim), np.float16) if rescore else None
+        added = 0
+        for keys, vectors in chunks:
+            if not len(keys):
+                continue
+            keys = np.asarray(keys, np.int64)
+            if keys.min() < first_key or keys.max() >= first_key + count:
+                raise ValueError(f"keys {keys.min()} .. {keys.max()} outside {first_key} .. {first_key + count - 1}")
+            v = unit(vectors)
+            try:
+                index.add(keys.astype(np.uint64), v, threads=1)
+            except RuntimeError as e:  # usearch refuses a key given twice
+                raise ValueError(f"keys {keys.min()} .. {keys.max()}: {e}") from None
+            if extra is not None:
+                extra[keys - first_key] = v.astype(np.float16)
+            added += len(keys)
+        if added != count or len(index) != count:
+            raise ValueError(f"{added} vectors added ({len(index)} distinct keys), expected {count}")
         return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key)
 
     @classmethod

@@ -23,7 +23,7 @@ def product_words(name: str, description: str | None) -> str:
     return f"{name}. {description}" if description else name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # (slots: a catalog holds millions of them)
 class Product:
     id: str
     name: str

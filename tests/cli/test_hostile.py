@@ -335,6 +335,27 @@ def test_images_catalogs_and_queries_are_read_only_from_regular_files(no_hang, t
             read_queries(p)
 
 
+def test_a_bounded_read_takes_what_the_file_holds_not_its_limit(tmp_path):
+    import tracemalloc
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"x" * 100)
+    big.write_bytes(os.urandom(3 << 20))  # more than one read's worth
+    tracemalloc.start()
+    try:
+        assert files.read_regular(small, limit=files.MAX_TABLE_BYTES) == b"x" * 100
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # reading 100 bytes under a 1 GiB limit allocated 1 GiB before
+    assert files.read_regular(big, limit=3 << 20) == big.read_bytes()
+    assert files.read_regular(tmp_path / "small", limit=100) == b"x" * 100
+    (tmp_path / "empty").write_bytes(b"")
+    assert files.read_regular(tmp_path / "empty", limit=10) == b""
+    with pytest.raises(EdgeSearchError, match="limit"):
+        files.read_regular(big, limit=(3 << 20) - 1)
+
+
 def test_manifests_signatures_keys_and_install_sources_refuse_special_files(no_hang, tmp_path):
     from edge_search.core.bundle import Bundle
     from edge_search.errors import InstallError

@@ -180,3 +180,33 @@ def test_removed_keys_that_are_not_the_base_segments_are_a_bundle_error(tmp_path
         np.save(tmp_path / "removed.npy", bad)
         with pytest.raises(BundleError, match=problem):
             load_removed(tmp_path / "removed.npy", 2 if len(bad) == 2 else 3, 50)
+
+
+@pytest.mark.parametrize("dtype,rescore", [("f16", False), ("i8", True)])
+def test_an_index_built_from_keyed_chunks_is_the_one_built_whole(tmp_path, dtype, rescore):
+    vecs = clustered(200, 32)
+    whole = VectorIndex.build(vecs, dtype=dtype, rescore=rescore, first_key=10)
+    # the chunks come in any key order (a rebased layout's rows); each key's vector is what counts
+    order = np.random.default_rng(3).permutation(200)
+    chunks = [(order[i:i + 64] + 10, vecs[order[i:i + 64]]) for i in range(0, 200, 64)]
+    keyed = VectorIndex.build_keyed(iter(chunks), count=200, dim=32, dtype=dtype, rescore=rescore, first_key=10)
+    assert len(keyed) == 200 and keyed.first_key == 10
+    keys = np.arange(10, 210, dtype=np.uint64)
+    assert np.array_equal(keyed.index.get(keys), whole.index.get(keys))
+    if rescore:
+        assert np.array_equal(keyed.rescore, whole.rescore)
+    queries = vecs[:20] + 0.05
+    assert np.array_equal(keyed.search(queries, 3)[0], whole.search(queries, 3)[0])
+
+
+def test_keyed_chunks_that_miss_or_overrun_the_key_range_are_refused():
+    vecs = clustered(10, 8)
+    with pytest.raises(ValueError, match="outside 0 .. 9"):
+        VectorIndex.build_keyed([(np.arange(1, 11), vecs)], count=10, dim=8, dtype="f32")
+    with pytest.raises(ValueError, match="9 vectors added"):
+        VectorIndex.build_keyed([(np.arange(9), vecs[:9])], count=10, dim=8, dtype="f32")
+    with pytest.raises(ValueError, match="[Dd]uplicate"):  # a key given twice, in one chunk or across two
+        VectorIndex.build_keyed([(np.r_[np.arange(9), 0], vecs)], count=10, dim=8, dtype="f32")
+    with pytest.raises(ValueError, match="[Dd]uplicate"):
+        VectorIndex.build_keyed([(np.arange(5), vecs[:5]), (np.arange(4, 9), vecs[4:9])], count=10, dim=8,
+                                dtype="f32")

@@ -163,15 +163,16 @@ def test_an_image_that_changes_while_the_catalog_builds_is_refused(tiny_bundle, 
                        progress=False)
 
 
-def test_a_base_chosen_for_a_few_products_does_not_search_many_exactly(tiny_bundle):
+def test_a_base_chosen_for_a_few_products_does_not_search_many_exactly(tiny_bundle, monkeypatch):
     """The tiny base searches its 12 vectors exactly (faster there); a catalog 2x its size or more
-    decides exact vs HNSW again, by timing both; within 2x it keeps the base's choice."""
+    decides exact vs HNSW again, by timing both (on a seeded sample of a large index); within 2x it keeps
+    the base's choice."""
     import numpy as np
 
     from edge_search.core.products import Product, ProductTable
-    from edge_search_export.catalog_build import Stream, base_index_choice, load_base
+    import edge_search_export.catalog_build as cb
 
-    base = load_base(tiny_bundle)
+    base = cb.load_base(tiny_bundle)
     assert base.models.index["exact"] is True and base.bundle.manifest.index.count == 12
 
     def decide(n):
@@ -179,8 +180,9 @@ def test_a_base_chosen_for_a_few_products_does_not_search_many_exactly(tiny_bund
         vectors = rng.normal(size=(n, 64)).astype(np.float32)
         mild = (vectors[:, None, :] + 0.1 * rng.normal(size=(n, 2, 64))).astype(np.float32).reshape(n, -1)
         table = ProductTable.from_products([Product(id=str(i), name=str(i), keys=(i,)) for i in range(n)], n)
-        choice = base_index_choice(base, Stream(vectors={"mild": mild}), 0.9)
-        return choice(vectors, table)
+        stream = cb.Stream(shas=[f"{i:064x}" for i in range(n)], vectors={"student": vectors, "mild": mild})
+        choice = cb.base_index_choice(base, stream, 0.9)
+        return choice(cb.IndexVectors.of(stream, "student"), table)
 
     dtype, exact, rescore, report = decide(20)
     assert (dtype, exact, rescore) == ("f16", True, False) and report["search_from_base"] is True
@@ -188,6 +190,9 @@ def test_a_base_chosen_for_a_few_products_does_not_search_many_exactly(tiny_bund
     assert (dtype, rescore) == ("f16", False) and report["search_from_base"] is False
     assert report["queries"] == 500 and report["search"] == ("exact" if exact else "hnsw")
     assert report["exact_search_ms"] > 0 and report["hnsw_search_ms"] > 0
+    assert report["timed_on_vectors"] == 3000
+    monkeypatch.setattr(cb, "CHOICE_VECTORS", 1000)  # a larger index is timed on a sample of it
+    assert decide(3000)[3]["timed_on_vectors"] == 1000
 
 
 @pytest.fixture(scope="module")

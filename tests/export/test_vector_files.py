@@ -1,0 +1,68 @@
+"""A catalog build's vectors on disk (vector_files.VectorFile) and the index's vectors read from them chunk
+by chunk (catalog_build.IndexVectors): the same numbers, in the same block-major order, as in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_search.errors import ExportError
+from edge_search_export.catalog_build import INDEX_VIEWS, IndexVectors, Stream, index_vectors
+from edge_search_export.vector_files import VectorFile
+
+
+def written(path, array: np.ndarray, batch: int) -> VectorFile:
+    f = VectorFile(path, *array.shape)
+    for start in range(0, len(array), batch):
+        f.write(array[start:start + batch])
+    return f.close()
+
+
+def test_rows_written_in_batches_read_back_as_ranges_chunks_and_picks(tmp_path):
+    a = np.random.default_rng(0).standard_normal((1000, 12)).astype(np.float32)
+    f = written(tmp_path / "v.npy", a, 37)
+    assert np.array_equal(np.load(tmp_path / "v.npy"), a)  # a plain .npy file
+    assert np.array_equal(f.rows(slice(100, 250)), a[100:250])
+    pick = np.array([0, 5, 999, 5])
+    assert np.array_equal(f[pick], a[pick])
+    assert np.array_equal(np.concatenate([c for _, c in f.chunks(300)]), a)
+    assert [s for s, _ in f.chunks(300)] == [0, 300, 600, 900]
+    assert np.array_equal(f.reshape(-1, 6), a.reshape(-1, 6))
+
+
+def test_a_block_that_does_not_fit_a_short_file_and_an_existing_file_are_refused(tmp_path):
+    f = VectorFile(tmp_path / "v.npy", 4, 3)
+    with pytest.raises(ExportError, match="does not fit"):
+        f.write(np.zeros((2, 4), np.float32))
+    f.write(np.zeros((3, 3), np.float32))
+    with pytest.raises(ExportError, match="does not fit"):
+        f.write(np.zeros((2, 3), np.float32))
+    with pytest.raises(ExportError, match="3 of 4 rows written"):
+        f.close()
+    (tmp_path / "mine.npy").write_bytes(b"keep")
+    with pytest.raises(ExportError, match="mine.npy: cannot write"):
+        VectorFile(tmp_path / "mine.npy", 1, 1)
+    assert (tmp_path / "mine.npy").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("encoder", ["student", "teacher+student", "teacher+student+views"])
+def test_index_vectors_from_files_are_the_in_memory_ones_block_by_block(tmp_path, encoder):
+    rng = np.random.default_rng(1)
+    n, d = 50, 8
+    mem = {"student": rng.standard_normal((n, d)), "teacher": rng.standard_normal((n, d)),
+           "views": rng.standard_normal((n, INDEX_VIEWS * d))}
+    mem = {k: v.astype(np.float32) for k, v in mem.items()}
+    shas = [f"{i:064x}" for i in range(n)]
+    on_disk = Stream(shas=shas, vectors={k: written(tmp_path / f"{k}.npy", v, 7) for k, v in mem.items()})
+    expected = {"student": [mem["student"]], "teacher+student": [mem["teacher"], mem["student"]],
+                "teacher+student+views": [mem["teacher"], mem["student"]] +
+                [mem["views"][:, j * d:(j + 1) * d] for j in range(INDEX_VIEWS)]}[encoder]
+    expected = np.concatenate(expected)
+    v = IndexVectors.of(on_disk, encoder)
+    assert len(v) == len(expected) and v.blocks == len(expected) // n
+    assert np.array_equal(np.concatenate([c for _, c in v.chunks(size=16)]), expected)
+    starts = [s for s, _ in v.chunks(size=16)]  # chunks never straddle two blocks
+    assert starts == [b * n + s for b in range(v.blocks) for s in (0, 16, 32, 48)]
+    positions = np.unique([0, n - 1, min(n, len(expected) - 1), len(expected) - 1])
+    assert np.array_equal(v.take(positions), expected[positions])
+    assert np.array_equal(index_vectors(Stream(shas=shas, vectors=mem), encoder)[0], expected)
