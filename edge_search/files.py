@@ -257,7 +257,7 @@ def read_regular(path: str | Path, *, limit: int, what: str = "file",
                 if len(part) < want:  # a buffered read comes back short only at the end of the file
                     break
                 want = min(limit + 1 - got, 1 << 20)
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            data = b"".join(parts)  # (one part: that very object, not copied)
         except OSError as e:
             raise error(f"{path}: cannot read ({describe_os_error(e)})") from None
     if len(data) > limit:  # grew while we read it

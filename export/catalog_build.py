@@ -397,7 +397,7 @@ def vectors_per_image(encoder: str) -> int:
 @dataclass(frozen=True)
 class IndexVectors:
     """The index's vectors for a catalog encoder, block-major (block b's row r is vector b * rows + r), read
-    chunk by chunk from the stream's vectors (in memory, or files a catalog build wrote)."""
+    by position from the stream's vectors (in memory, or files a catalog build wrote), a chunk at a time."""
 
     parts: tuple[tuple[Any, int | None], ...]  # (the stream's vectors, which of its views, or None: all of a row)
     rows: int
@@ -423,14 +423,6 @@ class IndexVectors:
     def _cut(self, block: np.ndarray, view: int | None) -> np.ndarray:
         return block if view is None else block.reshape(len(block), INDEX_VIEWS, self.dim)[:, view]
 
-    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """(position of the first vector, vectors), in order."""
-        for b, (src, view) in enumerate(self.parts):
-            for start in range(0, self.rows, size):
-                rows = src.rows(slice(start, min(start + size, self.rows))) if isinstance(src, VectorFile) \
-                    else np.asarray(src[start:start + size])
-                yield b * self.rows + start, self._cut(rows, view)
-
     def take(self, positions: np.ndarray) -> np.ndarray:
         """The vectors at these (sorted) positions."""
         out = np.empty((len(positions), self.dim), np.float32)
@@ -442,7 +434,7 @@ class IndexVectors:
 
     def array(self) -> np.ndarray:
         """All of them in memory (a model build's catalog, whose encoder choice compares them whole)."""
-        return np.concatenate([c for _, c in self.chunks()]) if len(self) else np.zeros((0, self.dim), np.float32)
+        return self.take(np.arange(len(self)))
 
 
 def index_vectors(stream: Stream, encoder: str) -> tuple[np.ndarray, int]:
@@ -563,16 +555,14 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
     segment and the removed keys beside them."""
     keys = layout.block_major_keys()
 
-    def keyed(delta: bool):
-        bar = progress and len(vectors) > 4 * CHUNK_ROWS  # (a small index is done in a moment)
-        chunks = -(-vectors.rows // CHUNK_ROWS) * vectors.blocks
-        for start, chunk in _progress(vectors.chunks(), "indexing", bar, total=chunks, unit="chunk"):
-            k = keys[start:start + len(chunk)]
-            pick = k >= layout.base_count if delta else slice(None)
-            yield k[pick], chunk[pick]
+    def keyed(positions: np.ndarray):  # (keys, vectors) of these block-major positions, CHUNK_ROWS at a time
+        bar = progress and len(positions) > 4 * CHUNK_ROWS  # (a small index is done in a moment)
+        for start in _progress(range(0, len(positions), CHUNK_ROWS), "indexing", bar, unit="chunk"):
+            pick = positions[start:start + CHUNK_ROWS]
+            yield keys[pick], vectors.take(pick)
 
     if not layout.segmented:
-        index = VectorIndex.build_keyed(keyed(False), count=len(vectors), dim=vectors.dim, dtype=dtype, exact=exact,
+        index = VectorIndex.build_keyed(keyed(np.arange(len(vectors))), count=len(vectors), dim=vectors.dim, dtype=dtype, exact=exact,
                                         rescore=rescore)
         rescore_name = "vectors.f16.npy" if rescore else None
         index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
@@ -583,8 +573,9 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
         if name:
             _link(base.path(name), stage / name)
     base_index = VectorIndex.open(stage / info.file, info, stage / info.rescore_file if info.rescore_file else None)
-    added = int(np.count_nonzero(keys >= layout.base_count))
-    delta = VectorIndex.build_keyed(keyed(True), count=added, dim=vectors.dim, dtype=dtype, exact=exact,
+    fresh = np.flatnonzero(keys >= layout.base_count)  # only the delta's vectors are read
+    added = len(fresh)
+    delta = VectorIndex.build_keyed(keyed(fresh), count=added, dim=vectors.dim, dtype=dtype, exact=exact,
                                     rescore=rescore, first_key=layout.base_count)
     if added:
         delta.save(stage / DELTA_INDEX, stage / DELTA_RESCORE if rescore else None)

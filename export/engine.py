@@ -55,7 +55,8 @@ def need_scale_extra() -> None:
 
 def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
     """The head named by `--ray-address HOST:PORT` (or `ray://HOST:PORT`) accepts a TCP connection. Ray
-    itself retries an address nobody answers for minutes, printing its C++ warnings; this says so at once.
+    itself retries an address nobody answers for minutes, printing its C++ warnings; the export command
+    checks this before it reads the catalog, so a silent head is one line at once.
     `auto` and `local` are Ray's to resolve (it fails fast when no cluster runs here)."""
     if address in ("auto", "local"):
         return
@@ -91,8 +92,6 @@ class RayEngine:
             logging.getLogger(name).setLevel(logging.CRITICAL)
         if not ray.is_initialized():
             s = self.settings
-            if s.address is not None:
-                check_reachable(s.address)
             try:
                 ray.init(address=s.address, num_cpus=s.cpus if s.address is None else None,
                          include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)

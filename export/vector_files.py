@@ -1,7 +1,7 @@
 """A catalog build's vectors on disk, so a catalog of millions of images never holds them in memory.
 
 `VectorFile` is a float32 .npy matrix written in row order, batch by batch, by plain file writes, and
-read back by chunks or picked rows through a mapping that is closed again at once: the pages it read
+read back by ranges or picked rows through a mapping that is closed again at once: the pages it read
 leave the process with it. A build keeps only what it needs at a time (a chunk for the index, the
 sampled rows of the gates); the index it builds is the one thing that grows with the catalog.
 Must not import torch.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -78,18 +77,10 @@ class VectorFile:
             del view  # the mapping closes only once nothing points into it
         return out
 
-    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, rows) in order, `size` rows at a time."""
-        for start in range(0, self.shape[0], size):
-            yield start, self.rows(slice(start, min(start + size, self.shape[0])))
-
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        """All of it in memory: for the small catalogs of a model build (its encoder choice compares them)."""
+        """All of it in memory (numpy would otherwise make an object array of this file)."""
         out = self.rows(slice(None))
         return out if dtype is None else out.astype(dtype)
-
-    def reshape(self, *shape) -> np.ndarray:
-        return np.asarray(self).reshape(*shape)
 
     def __getitem__(self, which) -> np.ndarray:
         return self.rows(which)
