@@ -40,7 +40,7 @@ from edge_search.core.index import SegmentedIndex, VectorIndex
 from edge_search.core.manifest import (MANIFEST_NAME, SCHEMA_VERSION, SEGMENTED_SCHEMA_VERSION, IndexDelta, IndexInfo,
                                        Manifest, ModelInfo, PreprocessCfg, TextInfo)
 from edge_search.core.preprocess import preprocess_batch
-from edge_search.core.products import Product, ProductTable, product_words
+from edge_search.core.products import NO_META, Product, ProductTable, product_words
 from edge_search.core.search import Searcher
 from edge_search.core.signing import sign_bundle
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo, is_thumbnail_name, thumbnail_name
@@ -165,10 +165,16 @@ class Stream:
     shas: list[str] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     embedded: dict[str, int] = field(default_factory=dict)  # images actually run through each encoder
-    # image sha -> its thumbnail's file (in the build's thumbnail folder, or the base's) and bundle name
-    thumbs: dict[str, Path] = field(default_factory=dict)
-    thumb_names: dict[str, str] = field(default_factory=dict)
+    thumb_names: dict[str, str] = field(default_factory=dict)  # image sha -> its thumbnail's bundle name
     new_rows: list[int] = field(default_factory=list)  # rows whose image the shipped model embedded now
+    # where the thumbnail files are: the base's (image sha -> file) where it has the image's, else the build's
+    # folder under their names (not a path per image: a million images would hold a million of them)
+    base_thumbs: dict[str, str] = field(default_factory=dict)
+    thumbs_dir: Path | None = None
+
+    def thumb_file(self, sha: str) -> str:
+        source = self.base_thumbs.get(sha)
+        return source if source is not None else str(self.thumbs_dir / Path(self.thumb_names[sha]).name)
 
 
 def _read(row: CatalogRow) -> bytes:
@@ -209,7 +215,7 @@ def stream_needs(models: ModelSet) -> tuple[list[str], dict[str, tuple[str, str]
 
 def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache, threads: int,
                    teacher_embed: Callable[[list[np.ndarray]], np.ndarray] | None,
-                   thumbs_dir: Path, base_thumbs: dict[str, Path] | None = None, progress: bool = True,
+                   thumbs_dir: Path, base_thumbs: dict[str, str] | None = None, progress: bool = True,
                    vectors_dir: Path | None = None) -> Stream:
     """Every catalog image's vectors under each encoder the catalog encoder and the gates need:
     "student" (the shipped model), "mild" (the shipped model on mild views, the gates),
@@ -223,7 +229,7 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
     if "teacher" in needs and teacher_embed is None:
         raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
     pp = models.preprocess
-    out = Stream(embedded={n: 0 for n in needs})
+    out = Stream(embedded={n: 0 for n in needs}, base_thumbs=base_thumbs or {}, thumbs_dir=thumbs_dir)
     count = len(catalog.rows)
     per: dict[str, VectorFile | np.ndarray] = {}
 
@@ -266,20 +272,20 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
                     out.new_rows += [start + i for i in missing]
             store(name, start, np.stack([have[s] for s in shas]))
         for i, s in enumerate(shas):
-            if s in out.thumbs:
+            if s in out.thumb_names:
                 continue
-            if base_thumbs is not None and s in base_thumbs:
-                path = base_thumbs[s]
-                name = f"{THUMBS_FOLDER}/{path.name}"
+            if s in out.base_thumbs:
+                path = out.base_thumbs[s]
+                name = f"{THUMBS_FOLDER}/{os.path.basename(path)}"
                 if not is_thumbnail_name(name):  # a base from before thumbnails were named by their bytes
-                    name = thumbnail_name(path.read_bytes())
+                    name = thumbnail_name(Path(path).read_bytes())
             else:
                 data_ = encode_jpeg(thumbnail(image(i)))
                 name = thumbnail_name(data_)
                 path = thumbs_dir / Path(name).name
                 if not path.exists():
                     atomic_write_bytes(path, data_)
-            out.thumbs[s], out.thumb_names[s] = path, name
+            out.thumb_names[s] = name
     out.vectors = {n: per[n].close() if isinstance(per.get(n), VectorFile) else
                    per.get(n, np.zeros((0, models.model_info.embed_dim), np.float32)) for n in needs}
     return out
@@ -302,9 +308,9 @@ def embed_images(name: str, images: list[np.ndarray], shas: list[str], enc: Onnx
 
 
 def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingCache, *, teacher=None,
-                   thumbs_dir: Path | None, known_thumbs: dict[str, Path] | None = None, needs: list[str] | None = None,
+                   thumbs_dir: Path | None, known_thumbs: dict[str, str] | None = None, needs: list[str] | None = None,
                    skip_bad: bool = False, threads: int = 1, progress: bool = True
-                   ) -> tuple[Catalog, dict[str, int], dict[str, Path]]:
+                   ) -> tuple[Catalog, dict[str, int], dict[str, str]]:
     """`--engine ray`: the catalog images the embedding cache lacks (under each of `needs`, default all a build
     of `models` needs), or whose sha256 is not known yet, or, with `thumbs_dir`, whose thumbnail is not in
     `known_thumbs`, read, embedded and thumbnailed on Ray workers (ray_jobs.embed_catalog), the results
@@ -329,10 +335,10 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
                      cached=frozenset(cached), thumbed=frozenset(known_thumbs) if thumbs_dir is not None else None)
     if "teacher" in needs and teacher is None:
         raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
-    found: dict[Path, str] = {}
-    errors: dict[Path, str] = {}
+    found: dict[str, str] = {}  # image path -> sha256
+    errors: dict[str, str] = {}
     embedded = {n: 0 for n in needs}
-    made: dict[str, Path] = {}
+    made: dict[str, str] = {}
 
     def take(batch: dict) -> None:
         ok = [i for i, e in enumerate(batch["error"]) if not e]
@@ -356,7 +362,7 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
                 path = thumbs_dir / Path(thumbnail_name(data)).name
                 if not path.exists():
                     atomic_write_bytes(path, data)
-                made[sha] = path
+                made[sha] = str(path)
 
     embed_catalog(engine, send, job, take, progress=progress)
     problems = [f"{catalog.source} line {r.line}: image {r.image}: {errors[r.image]}" for r in catalog.rows
@@ -374,18 +380,20 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
 def product_table(catalog: Catalog, shas: list[str], thumb_names: dict[str, str] | None = None) -> ProductTable:
     """Products in catalog order; index key i is catalog row i, whatever order a product's rows come in.
     Each product's thumbnail is its first image's (by image sha in `thumb_names`; none without)."""
-    position = {id(r): i for i, r in enumerate(catalog.rows)}
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(catalog.rows):
+        groups.setdefault(r.id, []).append(i)
     products = []
-    for pid, rows in catalog.grouped():
+    for pid, keys in groups.items():
+        rows = [catalog.rows[i] for i in keys]
         pick = lambda attr: next((getattr(r, attr) for r in rows if getattr(r, attr) is not None), None)  # noqa: E731
         meta = {}
         for r in rows:
             meta.update({k: v for k, v in r.meta.items() if k not in meta})
-        keys = tuple(position[id(r)] for r in rows)
-        products.append(Product(id=pid, name=pick("name") or pid, keys=keys, price=pick("price"),
+        products.append(Product(id=pid, name=pick("name") or pid, keys=tuple(keys), price=pick("price"),
                                 category=pick("category"), description=pick("description"),
                                 thumbnail=thumb_names[shas[keys[0]]] if thumb_names is not None else None,
-                                meta=meta))
+                                meta=meta or NO_META))
     return ProductTable.from_products(products, len(catalog.rows))
 
 
@@ -446,6 +454,8 @@ def index_vectors(stream: Stream, encoder: str) -> tuple[np.ndarray, int]:
 def keyed_table(table: ProductTable, layout: KeyLayout) -> ProductTable:
     """The shipped product table: `table` (keys = catalog rows) with each image's index keys, block by block."""
     keys = layout.row_keys
+    if keys.shape[1] == 1 and not len(layout.removed) and np.array_equal(keys[:, 0], np.arange(len(keys))):
+        return table  # one vector per image, keyed by its row: the same table (not a copy of every product)
     return ProductTable.from_products(
         [replace(p, keys=tuple(int(keys[r, b]) for b in range(keys.shape[1]) for r in p.keys)) for p in table.products],
         layout.key_space, layout.removed)
@@ -521,9 +531,9 @@ def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: P
               "negatives_source": models.calibration.negatives_source if models.calibration else ""}
     atomic_write_text(stage / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     position = table.key_to_product
-    atomic_write_text(stage / IMAGES_FILE, "".join(
-        json.dumps({"id": table.products[position[i]].id, "sha256": s, "keys": layout.row_keys[i].tolist()}) + "\n"
-        for i, s in enumerate(shas)))
+    with open(stage / IMAGES_FILE, "w", encoding="utf-8") as f:  # a line at a time (the stage is published whole)
+        f.writelines(json.dumps({"id": table.products[position[i]].id, "sha256": s, "keys": layout.row_keys[i].tolist()})
+                     + "\n" for i, s in enumerate(shas))
     if models.calibration is not None:
         c = models.calibration
         for name, array in ((CALIBRATION_FILE, c.vectors), (NEGATIVES_BUILD, c.negatives)):
@@ -540,7 +550,19 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _link(source: Path, target: Path) -> None:
+def _listed_files(stage: Path) -> list[str]:
+    """The files the manifest lists, sorted: all but build/ and the thumbnails (counted, named by their bytes),
+    which are not even listed (a Path per thumbnail of a million-image catalog)."""
+    names = []
+    for root, dirs, files in os.walk(stage):
+        if root == str(stage):
+            dirs[:] = [d for d in dirs if d not in (BUILD_DIR, THUMBS_FOLDER)]
+        rel = Path(root).relative_to(stage)
+        names += [(rel / n).as_posix() for n in files if os.path.isfile(os.path.join(root, n))]
+    return sorted(names)
+
+
+def _link(source: str | Path, target: Path) -> None:
     try:  # bundles are never changed once written: the base's (or the build's) file can be shared
         os.link(source, target)
     except OSError:  # another file system: copy
@@ -622,12 +644,13 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         target = stage / p.thumbnail
         if p.thumbnail not in thumb_sizes:
             if not target.exists():  # (the build may have made it right here)
-                _link(stream.thumbs[stream.shas[p.keys[0]]], target)
+                _link(stream.thumb_file(stream.shas[p.keys[0]]), target)
             thumb_sizes[p.thumbnail] = target.stat().st_size
     for f in (stage / THUMBS_FOLDER).iterdir():  # a product's other images' thumbnails: not shown, not shipped
         if f"{THUMBS_FOLDER}/{f.name}" not in thumb_sizes:
             f.unlink()
-    (stage / "products.jsonl").write_text(index_table.dumps(), encoding="utf-8")
+    with open(stage / "products.jsonl", "w", encoding="utf-8") as f:  # (the stage is published whole)
+        f.writelines(index_table.lines())
 
     enc = models.encoder(settings.threads)
     searcher = Searcher(encoder=enc, index=index, products=index_table, preprocess_cfg=models.preprocess)
@@ -667,10 +690,9 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
 
     build_files = write_build_record(stage, models, catalog, table, stream.shas, layout)
     files = {}
-    for f in sorted(p for p in stage.rglob("*") if p.is_file()):
-        rel = f.relative_to(stage).as_posix()
-        if rel.split("/")[0] not in (BUILD_DIR, THUMBS_FOLDER):  # thumbnails: counted, named by their bytes
-            files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    for rel in _listed_files(stage):
+        f = stage / rel
+        files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     lineage = {**(lineage or {}), "build_files": build_files}
     manifest = Manifest(
         schema_version=SEGMENTED_SCHEMA_VERSION if layout.segmented else SCHEMA_VERSION, name=settings.name,
@@ -705,7 +727,7 @@ class Base:
     manifest_sha256: str
     images: list[dict]  # build/images.jsonl rows: id, sha256
     products: dict[str, Product]
-    thumbs: dict[str, Path]  # image sha -> the base's thumbnail file, for images it holds
+    thumbs: dict[str, str]  # image sha -> the base's thumbnail file (its path), for images it holds
 
 
 def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
@@ -753,7 +775,7 @@ def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
     thumbs = {}
     for p in table.products:
         if p.thumbnail and p.keys and p.keys[0] in image_of_key:
-            thumbs[image_of_key[p.keys[0]]] = bundle.path(p.thumbnail)
+            thumbs[image_of_key[p.keys[0]]] = str(bundle.path(p.thumbnail))
     manifest_sha = sha256_file(bundle.root / MANIFEST_NAME)
     return Base(bundle=bundle, models=models, manifest_sha256=manifest_sha, images=images,
                 products={p.id: p for p in table.products}, thumbs=thumbs)
@@ -864,9 +886,9 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
         raise ExportError(f"{cfg.previous}: --previous is not a folder of store bundles")
     base = load_base(Path(cfg.base)) if cfg.base is not None else None
     with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
-        vouched: set[Path] = set()  # files the cache already records as they are: not recorded again
+        vouched: set[str] = set()  # files the cache already records as they are: not recorded again
 
-        def known(path: Path) -> str | None:
+        def known(path: str) -> str | None:
             sha = cache.file_sha(path)
             if sha is not None:
                 vouched.add(path)
@@ -957,7 +979,7 @@ def previous_store(previous: Path | None, store: str, base: Base) -> Base | None
 
 def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cache: EmbeddingCache, *,
                   thumbs_dir: Path, progress: bool, stores: dict | None = None, engine=None, teacher_embed=None,
-                  known_thumbs: dict[str, Path] | None = None) -> tuple[Manifest, dict[str, int]]:
+                  known_thumbs: dict[str, str] | None = None) -> tuple[Manifest, dict[str, int]]:
     """Catalog builds on the base's models, each into its (staged) folder; -> the last manifest and the
     images embedded in all (each image at most once: the cache serves the next store, and a thumbnail
     made for one store is linked into the next from `thumbs_dir`). With a Ray `engine` and several
@@ -983,7 +1005,7 @@ def _prefilled(images):
 
 
 def build_one(job: tuple[Path, Catalog, str], cfg, base: "Base", cache_dir: Path, thumbs_dir: Path, teacher_embed,
-              stores: dict | None, known_thumbs: dict[str, Path], build: dict, progress: bool,
+              stores: dict | None, known_thumbs: dict[str, str], build: dict, progress: bool,
               cache: EmbeddingCache | None = None) -> tuple[Manifest, dict[str, int]]:
     """One catalog build on the base's models into `job`'s folder (a Ray task's unit: it opens the cache
     itself when not given one). -> its manifest and the images it embedded."""

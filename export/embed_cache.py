@@ -98,7 +98,7 @@ class EmbeddingCache:
         except sqlite3.Error as e:
             raise ExportError(f"{self.path}: cannot write the embedding cache ({e})") from None
 
-    def file_sha(self, path: Path) -> str | None:
+    def file_sha(self, path: str | Path) -> str | None:
         """The sha256 of the bytes of `path` as a build hashed them, when the file's stat is still the one
         it had then; None otherwise (read it)."""
         key = _stat_key(path)
@@ -107,7 +107,7 @@ class EmbeddingCache:
         row = self.db.execute("SELECT stat, sha256 FROM files WHERE path = ?", (os.path.abspath(path),)).fetchone()
         return row[1] if row is not None and row[0] == key else None
 
-    def remember_files(self, hashed: Iterable[tuple[Path, str]], build_start_ns: int) -> int:
+    def remember_files(self, hashed: Iterable[tuple[str | Path, str]], build_start_ns: int) -> int:
         """Remember the sha256 a build took of each file whose ctime is safely older than the build's
         start (see the module doc); returns how many were."""
         rows = []

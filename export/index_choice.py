@@ -40,15 +40,44 @@ class IndexChoice:
 TIE = 1e-5
 
 
-def _agreement(index: VectorIndex, queries: np.ndarray, exact: np.ndarray, key_product: np.ndarray) -> float:
-    """Share of queries whose top-1 product is exact search's, ties counted as
-    agreement; `exact` holds the exact f32 scores, queries x catalog images."""
+EXACT_CHUNK = 1024  # catalog vectors scored against every query at once (1 000 queries: 4 MB at a time)
+
+
+@dataclass(frozen=True)
+class ExactTop1:
+    """Exact f32 search's top-1 for each query, kept as a key and a score per query rather than a queries x
+    catalog matrix of scores (which grows with the catalog: 500 queries x 50 000 images is 100 MB)."""
+
+    unit: np.ndarray  # the catalog's vectors, unit length
+    queries: np.ndarray  # unit length
+    best: np.ndarray  # each query's top-1 catalog row
+    best_score: np.ndarray
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, queries: np.ndarray) -> "ExactTop1":
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        best = np.zeros(len(qn), np.int64)
+        best_score = np.full(len(qn), -np.inf, np.float32)
+        for start in range(0, len(unit), EXACT_CHUNK):
+            scores = qn @ unit[start:start + EXACT_CHUNK].T
+            top = scores.argmax(axis=1)
+            score = scores[np.arange(len(qn)), top]
+            better = score > best_score  # (strictly: the first of equal scores wins, as argmax over all would)
+            best[better], best_score[better] = top[better] + start, score[better]
+        return cls(unit=unit, queries=qn, best=best, best_score=best_score)
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        """Each query's exact f32 score against the catalog row given for it."""
+        return np.einsum("ij,ij->i", self.queries, self.unit[rows])
+
+
+def _agreement(index: VectorIndex, queries: np.ndarray, exact: ExactTop1, key_product: np.ndarray) -> float:
+    """Share of queries whose top-1 product is exact search's, ties counted as agreement."""
     keys, _ = index.search(queries, 1)
     got = keys[:, 0]
-    best = exact.argmax(axis=1)
-    rows = np.arange(len(exact))
-    same = key_product[got] == key_product[best]
-    tied = exact[rows, got] >= exact[rows, best] - TIE
+    same = key_product[got] == key_product[exact.best]
+    tied = exact.score(got) >= exact.best_score - TIE
     return float((same | tied).mean())
 
 
@@ -72,9 +101,7 @@ def _time_search(index: VectorIndex, queries: np.ndarray, k: int, repeat: int = 
 
 def choose_index(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarray, *, threshold: float,
                  forced_dtype: str | None = None) -> IndexChoice:
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    exact = qn @ unit.T
+    exact = ExactTop1.of(vectors, queries)
     rows = []
     for label, dtype, rescore in CANDIDATES:
         index = VectorIndex.build(vectors, dtype=dtype, exact=True, rescore=rescore)
@@ -86,7 +113,7 @@ def choose_index(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarr
     passing = [r for r in allowed if r["top1_agreement_vs_exact_f32"] >= threshold] if forced_dtype is None else allowed
     pick = min(passing or [rows[-1]], key=lambda r: r["bytes_per_vector"])
     exact_search, timing = choose_search(vectors, key_product, queries, dtype=pick["dtype"], rescore=pick["rescore"],
-                                         threshold=threshold, exact_scores=exact)
+                                         threshold=threshold, exact=exact)
     report = {"candidates": rows, "chosen": pick["label"], "forced_dtype": forced_dtype, "threshold": threshold,
               **timing}
     return IndexChoice(label=pick["label"], dtype=pick["dtype"], rescore=pick["rescore"],
@@ -94,19 +121,18 @@ def choose_index(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarr
 
 
 def choose_search(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarray, *, dtype: str, rescore: bool,
-                  threshold: float, exact_scores: np.ndarray | None = None) -> tuple[bool, dict]:
+                  threshold: float, exact: ExactTop1 | None = None) -> tuple[bool, dict]:
     """Exact search or HNSW for an index of these vectors, timed on these queries: HNSW only when it is
     both faster (by a fifth) and as faithful (top-1 product agreement with exact f32 at the threshold).
     Returns (exact, figures)."""
-    if exact_scores is None:
-        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        exact_scores = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
+    if exact is None:
+        exact = ExactTop1.of(vectors, queries)
     chosen = VectorIndex.build(vectors, dtype=dtype, rescore=rescore)
     k = min(5, len(vectors))
     exact_ms = _time_search(chosen, queries[:200], k)
     chosen.exact = False
     hnsw_ms = _time_search(chosen, queries[:200], k)
-    hnsw_agree = _agreement(chosen, queries, exact_scores, key_product)
+    hnsw_agree = _agreement(chosen, queries, exact, key_product)
     # small catalogs search exactly
     use_hnsw = hnsw_ms < 0.8 * exact_ms and hnsw_agree >= threshold
     return not use_hnsw, {"queries": int(len(queries)), "exact_search_ms": round(exact_ms, 4),

@@ -190,7 +190,7 @@ def teacher_step(cfg: ExportConfig, catalog, progress: bool) -> TeacherStep:
     finally:
         if from_scratch:
             log.removeFilter(from_scratch)
-    table = product_table(catalog, [sha256_bytes(r.image.read_bytes()) for r in catalog.rows])
+    table = product_table(catalog, [sha256_bytes(Path(r.image).read_bytes()) for r in catalog.rows])
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
     negative_images = _read_negatives(cfg.negatives, cfg.seed, progress) if cfg.negatives else []

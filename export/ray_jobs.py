@@ -185,7 +185,7 @@ def native_stderr() -> Iterator[Any]:
             real.close()
 
 
-def embed_catalog(engine: RayEngine, paths: list[Path], job: CatalogJob, on_batch: Callable[[dict], None], *,
+def embed_catalog(engine: RayEngine, paths: list[str], job: CatalogJob, on_batch: Callable[[dict], None], *,
                   progress: bool, desc: str = "embedding catalog on Ray") -> None:
     """Every path through a CatalogEmbedder pool; `on_batch` gets each result batch (columns `row`: the
     position in `paths`, `sha`, `error`, `thumb`, one per need) as it arrives, in no set order."""

@@ -11,29 +11,33 @@ import csv
 import hashlib
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Container, Iterable
+from typing import Any, Callable, Container, Iterable, Mapping
 
 from edge_search.display import has_control, printable
 from edge_search.errors import CatalogError, ImageError
 from edge_search.files import MAX_IMAGE_BYTES, MAX_TABLE_BYTES, open_regular_text, read_regular
 from edge_search.core.images import decode_image, load_image
+from edge_search.core.products import NO_META
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 KNOWN_COLUMNS = ("id", "image", "name", "description", "price", "category")
 
 
-@dataclass(frozen=True, slots=True)  # (slots: a catalog of millions of rows is held while it is built)
+# A catalog of millions of rows is held while it is built: slots; the image's path as a str (a Path object
+# and the caches hashing it fills take ~600 bytes more per row); rows without extra columns share NO_META.
+@dataclass(frozen=True, slots=True)
 class CatalogRow:
     line: int
     id: str
-    image: Path
+    image: str  # the image file's path (relative paths already joined to the catalog's folder)
     name: str | None = None
     description: str | None = None
     price: float | None = None
     category: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=lambda: NO_META)  # (a mapping proxy is no plain default)
     sha256: str | None = None  # of the image's bytes, where reading the catalog took it (see read_catalog)
 
 
@@ -59,10 +63,10 @@ def _clean(value: Any) -> str | None:
 
 
 # where a caller knows a file's sha256 without reading it (the export's stat cache): path -> sha256 or None
-KnownHashes = Callable[[Path], "str | None"]
+KnownHashes = Callable[[str], "str | None"]
 
 
-def _check_image(path: Path, decoded: Container[str], known: KnownHashes | None = None,
+def _check_image(path: str, decoded: Container[str], known: KnownHashes | None = None,
                  read_images: bool = True) -> str | None:
     """The image decodes (ImageError if not); one whose sha256 is in `decoded` is known to, unread by
     OpenCV, and one whose sha256 `known` gives is not even read. Returns the sha256 when it took one.
@@ -105,7 +109,7 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
             bad.append(f"price {raw_price!r} is not a number")
     path = None
     if image is not None:
-        path = (base / image) if not Path(image).is_absolute() else Path(image)
+        path = str(base / image)  # (an absolute `image` stays as it is)
         try:
             digest = _check_image(path, decoded, known, read_images)
         except ImageError as e:
@@ -114,9 +118,12 @@ def _row_from_record(rec: dict[str, Any], line: int, base: Path, problems: list[
         problems.append(f"{where} line {line}: " + "; ".join(bad))
         return None
     meta = {k: v for k, v in rec.items() if k not in KNOWN_COLUMNS and _clean(v) is not None}
+    category = _clean(rec.get("category"))
     return CatalogRow(line=line, id=pid, image=path, name=_clean(rec.get("name")),
                       description=_clean(rec.get("description")), price=price,
-                      category=_clean(rec.get("category")), meta=meta, sha256=digest)
+                      # a few categories repeat over millions of rows: one str each
+                      category=sys.intern(category) if category is not None else None,
+                      meta=meta or NO_META, sha256=digest)
 
 
 _PRODUCT_FIELDS = ("name", "price", "category", "description")
@@ -182,7 +189,7 @@ def _rows_from_folder(root: Path, read_images: bool = True) -> tuple[list[Catalo
             if has_control(product_dir.name):
                 problems.append(f"{printable(product_dir)}: folder name (the product id) holds control characters")
                 continue
-            rows.append(CatalogRow(line=n, id=product_dir.name, image=img, name=product_dir.name))
+            rows.append(CatalogRow(line=n, id=product_dir.name, image=str(img), name=product_dir.name))
     return rows, problems
 
 

@@ -6,11 +6,13 @@ collapse to one product at search time. Must not import torch, open_clip or onnx
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -23,6 +25,9 @@ def product_words(name: str, description: str | None) -> str:
     return f"{name}. {description}" if description else name
 
 
+NO_META: Mapping[str, Any] = MappingProxyType({})  # shared by every product (and catalog row) without extra fields
+
+
 @dataclass(frozen=True, slots=True)  # (slots: a catalog holds millions of them)
 class Product:
     id: str
@@ -32,7 +37,7 @@ class Product:
     category: str | None = None
     description: str | None = None
     thumbnail: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=lambda: NO_META)  # (a mapping proxy is no plain default)
 
     def to_json(self) -> dict[str, Any]:
         d = {"id": self.id, "name": self.name, "price": self.price, "category": self.category,
@@ -92,27 +97,31 @@ class ProductTable:
     def load(cls, path: Path, key_count: int, removed: np.ndarray | None = None) -> "ProductTable":
         products = []
         data = read_regular(path, limit=MAX_TABLE_BYTES, what="product table", error=BundleError)
+        # a line at a time, not the whole table decoded and split; and only at "\n", as it was written
+        # (str.splitlines also splits at U+2028 or U+0085 inside a product's name)
+        lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="\n")
         try:
-            lines = data.decode("utf-8").splitlines()
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                    products.append(Product(
+                        id=str(d["id"]), name=str(d.get("name") or d["id"]), keys=tuple(int(k) for k in d["keys"]),
+                        price=None if d.get("price") is None else float(d["price"]),
+                        category=d.get("category"), description=d.get("description"),
+                        thumbnail=d.get("thumbnail"), meta=dict(d["meta"]) if d.get("meta") else NO_META,
+                    ))
+                except (ValueError, KeyError, TypeError) as e:
+                    raise BundleError(f"{path}: line {n} is not a valid product ({type(e).__name__}: {e})") from None
         except UnicodeDecodeError as e:
             raise BundleError(f"{path}: cannot read ({e})") from None
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                products.append(Product(
-                    id=str(d["id"]), name=str(d.get("name") or d["id"]), keys=tuple(int(k) for k in d["keys"]),
-                    price=None if d.get("price") is None else float(d["price"]),
-                    category=d.get("category"), description=d.get("description"),
-                    thumbnail=d.get("thumbnail"), meta=dict(d.get("meta") or {}),
-                ))
-            except (ValueError, KeyError, TypeError) as e:
-                raise BundleError(f"{path}: line {n} is not a valid product ({type(e).__name__}: {e})") from None
         try:
             return cls.from_products(products, key_count, removed)
         except ValueError as e:
             raise BundleError(f"{path}: {e}") from None
 
-    def dumps(self) -> str:
-        return "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in self.products)
+    def lines(self) -> Iterator[str]:
+        """products.jsonl, a line at a time (a million products' lines are not held as one string)."""
+        for p in self.products:
+            yield json.dumps(p.to_json(), ensure_ascii=False) + "\n"

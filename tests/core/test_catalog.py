@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from edge_search.core.catalog import read_catalog
-from edge_search.errors import CatalogError
+from edge_search.core.products import NO_META, Product, ProductTable
+from edge_search.errors import BundleError, CatalogError
 
 
 def jpg(path, colour=(10, 200, 30)):
@@ -28,10 +30,36 @@ def test_csv_groups_images_and_keeps_extra_columns(tmp_path):
     cat = read_catalog(tmp_path / "c.csv")
     groups = dict(cat.grouped())
     assert list(groups) == ["apple", "banana"]
-    assert [r.image.name for r in groups["apple"]] == ["a1.jpg", "a2.jpg"]
+    assert [Path(r.image).name for r in groups["apple"]] == ["a1.jpg", "a2.jpg"]
     assert groups["apple"][0].name == "Apple, red" and groups["apple"][0].price == 0.5
     assert groups["banana"][0].meta == {"aisle": "4"}
 
+
+
+def test_rows_hold_their_image_path_as_text_and_share_what_repeats(tmp_path):
+    # a catalog of millions of rows is held while it is built: no Path object, no empty dict, no copy of a
+    # category per row
+    jpg(tmp_path / "imgs" / "a.jpg"), jpg(tmp_path / "b.jpg")
+    (tmp_path / "c.csv").write_text(
+        "id,image,category,aisle\n"
+        "a,imgs/a.jpg,dairy,\n"
+        f"b,{tmp_path / 'b.jpg'},dairy,7\n", encoding="utf-8")
+    a, b = read_catalog(tmp_path / "c.csv").rows
+    assert a.image == str(tmp_path / "imgs" / "a.jpg") and b.image == str(tmp_path / "b.jpg")
+    assert a.meta is NO_META and b.meta == {"aisle": "7"}
+    assert a.category == "dairy" and a.category is b.category
+
+
+def test_product_table_lines_read_back_as_the_same_table(tmp_path):
+    # U+2028 and U+0085 are written as they are (ensure_ascii=False) and end no line of the table
+    products = [Product(id="a", name="Apple\u2028red", keys=(1, 2), price=0.5, thumbnail="thumbs/a.jpg"),
+                Product(id="b", name="Bé\x85", keys=(0,), meta={"aisle": "4"})]
+    table = ProductTable.from_products(products, 3)
+    (tmp_path / "products.jsonl").write_text("".join(table.lines()), encoding="utf-8")
+    back = ProductTable.load(tmp_path / "products.jsonl", 3)
+    assert back.products == table.products
+    assert back.key_to_product.tolist() == [1, 0, 0]
+    assert back.products[0].meta is NO_META and back.products[1].meta == {"aisle": "4"}
 
 def test_jsonl_and_folder_layouts(tmp_path):
     jpg(tmp_path / "imgs" / "x.png")
@@ -103,3 +131,10 @@ def test_images_a_base_decoded_are_not_decoded_again(tmp_path):
     good.write_bytes(b"changed since")  # not in `decoded`: decoded, and refused
     with pytest.raises(CatalogError, match="line 2: image good.jpg"):
         read_catalog(tmp_path / "c.csv", decoded=known)
+
+
+def test_a_product_table_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    (tmp_path / "products.jsonl").write_bytes(b'{"id": "a", "name": "ok", "keys": [0]}\n{"id": "\xff"}\n')
+    with pytest.raises(BundleError) as e:
+        ProductTable.load(tmp_path / "products.jsonl", 1)
+    assert str(e.value).startswith(f"{tmp_path / 'products.jsonl'}: cannot read") and "\n" not in str(e.value)

@@ -127,3 +127,15 @@ def test_a_base_without_a_build_record_is_refused(tmp_path, student_base, sample
     proc = run_cli(*base_args(sample_catalog, tmp_path / "x", old, tiny_checkpoint), check=False)
     assert proc.returncode == 2 and "has no build record" in proc.stderr and "export it again" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_the_manifest_lists_every_file_but_the_build_record_and_the_thumbnails(tmp_path):
+    from edge_search_export.catalog_build import _listed_files
+
+    for rel in ("model.onnx", "index.usearch", "text/words.onnx", "build/images.jsonl", "thumbs/a.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text" / "build").mkdir()  # only the top-level build/ and thumbs/ are left out
+    (tmp_path / "text" / "build" / "kept.bin").write_bytes(b"x")
+    assert _listed_files(tmp_path) == ["index.usearch", "model.onnx", "text/build/kept.bin", "text/words.onnx"]
