@@ -24,7 +24,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from edge_search.errors import EdgeSearchError, FileError
 
@@ -153,6 +153,25 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644, overwrite:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+LINES_CHUNK = 1 << 20  # bytes of lines gathered per write (each write is also an fsync)
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
+    """atomic_write_text of the lines joined, without ever holding them as one string (a million
+    products' table), written a chunk at a time."""
+    with atomic_output(path) as f:
+        chunk, size = [], 0
+        for line in lines:
+            data = line.encode("utf-8")
+            chunk.append(data)
+            size += len(data)
+            if size >= LINES_CHUNK:
+                write_all(f, b"".join(chunk))
+                chunk, size = [], 0
+        if chunk:
+            write_all(f, b"".join(chunk))
 
 
 def ensure_folder(path: str | Path, flag: str = "output", error: type[EdgeSearchError] = FileError) -> Path:

@@ -45,8 +45,8 @@ from edge_search.core.search import Searcher
 from edge_search.core.signing import sign_bundle
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo, is_thumbnail_name, thumbnail_name
 from edge_search.errors import ExportError, GateError, ImageError
-from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write_bytes, atomic_write_text,
-                               read_regular, sha256_file)
+from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write_bytes, atomic_write_lines,
+                               atomic_write_text, read_regular, sha256_file)
 
 from .calibrate import calibrate_no_match
 from .config import Gates, NoMatchSettings
@@ -380,11 +380,8 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
 def product_table(catalog: Catalog, shas: list[str], thumb_names: dict[str, str] | None = None) -> ProductTable:
     """Products in catalog order; index key i is catalog row i, whatever order a product's rows come in.
     Each product's thumbnail is its first image's (by image sha in `thumb_names`; none without)."""
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(catalog.rows):
-        groups.setdefault(r.id, []).append(i)
     products = []
-    for pid, keys in groups.items():
+    for pid, keys in catalog.positions().items():
         rows = [catalog.rows[i] for i in keys]
         pick = lambda attr: next((getattr(r, attr) for r in rows if getattr(r, attr) is not None), None)  # noqa: E731
         meta = {}
@@ -531,9 +528,9 @@ def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: P
               "negatives_source": models.calibration.negatives_source if models.calibration else ""}
     atomic_write_text(stage / RECORD_FILE, json.dumps(record, indent=2) + "\n")
     position = table.key_to_product
-    with open(stage / IMAGES_FILE, "w", encoding="utf-8") as f:  # a line at a time (the stage is published whole)
-        f.writelines(json.dumps({"id": table.products[position[i]].id, "sha256": s, "keys": layout.row_keys[i].tolist()})
-                     + "\n" for i, s in enumerate(shas))
+    atomic_write_lines(stage / IMAGES_FILE, (
+        json.dumps({"id": table.products[position[i]].id, "sha256": s, "keys": layout.row_keys[i].tolist()}) + "\n"
+        for i, s in enumerate(shas)))
     if models.calibration is not None:
         c = models.calibration
         for name, array in ((CALIBRATION_FILE, c.vectors), (NEGATIVES_BUILD, c.negatives)):
@@ -649,8 +646,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     for f in (stage / THUMBS_FOLDER).iterdir():  # a product's other images' thumbnails: not shown, not shipped
         if f"{THUMBS_FOLDER}/{f.name}" not in thumb_sizes:
             f.unlink()
-    with open(stage / "products.jsonl", "w", encoding="utf-8") as f:  # (the stage is published whole)
-        f.writelines(index_table.lines())
+    atomic_write_lines(stage / "products.jsonl", index_table.lines())
 
     enc = models.encoder(settings.threads)
     searcher = Searcher(encoder=enc, index=index, products=index_table, preprocess_cfg=models.preprocess)

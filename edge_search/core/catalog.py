@@ -47,12 +47,16 @@ class Catalog:
     rows: tuple[CatalogRow, ...]
     skipped: tuple[str, ...] = ()
 
+    def positions(self) -> dict[str, list[int]]:
+        """Products in order of first appearance, each with its rows' positions."""
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rows):
+            groups.setdefault(r.id, []).append(i)
+        return groups
+
     def grouped(self) -> list[tuple[str, list[CatalogRow]]]:
         """Products in order of first appearance, each with its rows."""
-        groups: dict[str, list[CatalogRow]] = {}
-        for r in self.rows:
-            groups.setdefault(r.id, []).append(r)
-        return list(groups.items())
+        return [(pid, [self.rows[i] for i in keys]) for pid, keys in self.positions().items()]
 
 
 def _clean(value: Any) -> str | None:

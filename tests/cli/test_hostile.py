@@ -335,6 +335,28 @@ def test_images_catalogs_and_queries_are_read_only_from_regular_files(no_hang, t
             read_queries(p)
 
 
+def test_lines_are_written_a_chunk_at_a_time_whole_or_not_at_all(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "LINES_CHUNK", 10)
+    writes = []
+    real = files.write_all
+    monkeypatch.setattr(files, "write_all", lambda f, data: (writes.append(data), real(f, data)))
+    lines = [f"line {i} é\n" for i in range(7)]
+    files.atomic_write_lines(tmp_path / "t.jsonl", iter(lines))
+    assert (tmp_path / "t.jsonl").read_text(encoding="utf-8") == "".join(lines)
+    assert len(writes) == 7 and b"".join(writes) == "".join(lines).encode("utf-8")
+    (tmp_path / "elsewhere").write_text("theirs")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "link.jsonl")
+    with pytest.raises(EdgeSearchError, match="link.jsonl"):
+        files.atomic_write_lines(tmp_path / "link.jsonl", iter(lines))
+    assert (tmp_path / "elsewhere").read_text() == "theirs"
+
+    def full(f, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(files, "write_all", full)
+    with pytest.raises(EdgeSearchError, match="new.jsonl"):
+        files.atomic_write_lines(tmp_path / "new.jsonl", iter(lines))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link.jsonl", "t.jsonl"]
+
 def test_a_bounded_read_takes_what_the_file_holds_not_its_limit(tmp_path):
     import tracemalloc
 
