@@ -46,12 +46,36 @@ def test_the_comparison_forgives_rounding_and_nothing_more(tmp_path):
     cal = np.load(COMMITTED / "build/calibration.npy")
     np.save(copy / "build/calibration.npy", np.nextafter(cal, np.inf))  # one ulp: a CPU's rounding
     assert not float_file_differences(copy, COMMITTED)
-    np.save(copy / "build/calibration.npy", cal * 1.01)  # a real change
-    assert float_file_differences(copy, COMMITTED) == ["build/calibration.npy: max difference " +
-                                                       f"{float(np.abs(cal * 1.01 - cal).max()):.3g}"]
+    # int8 steps flipped by another CPU's kernels: each row turned by a cosine of 0.9999, length kept
+    turn = np.random.default_rng(0).normal(size=cal.shape).astype(np.float32)
+    turn -= (turn * cal).sum(1, keepdims=True) * cal
+    turn /= np.linalg.norm(turn, axis=1, keepdims=True)
+
+    def turned(cosine: float):
+        return (cosine * cal + np.sqrt(1 - cosine ** 2) * turn).astype(np.float32)
+
+    np.save(copy / "build/calibration.npy", turned(0.9999))
+    assert not float_file_differences(copy, COMMITTED)
+    np.save(copy / "build/calibration.npy", turned(0.99))  # a real change: another preprocessing, say
+    assert float_file_differences(copy, COMMITTED)[0].startswith("build/calibration.npy: min cosine 0.99")
+    np.save(copy / "build/calibration.npy", cal[::-1])  # the same vectors, another order
+    assert float_file_differences(copy, COMMITTED)[0].startswith("build/calibration.npy: min cosine")
+    np.save(copy / "build/calibration.npy", cal * 1.01)  # not unit length any more
+    assert float_file_differences(copy, COMMITTED) == ["build/calibration.npy: lengths differ by up to " +
+                                                       f"{float(np.abs(np.linalg.norm(cal * 1.01, axis=1) - np.linalg.norm(cal, axis=1)).max()):.3g}"]
     m = json.loads((COMMITTED / "manifest.json").read_text())
     fid = m["fidelity"]["int8_vs_fp32"]
-    key = next(k for k, v in fid.items() if isinstance(v, float) and v > 0.1)
-    assert not manifest_differences({**m, "fidelity": {**m["fidelity"], "int8_vs_fp32": {**fid, key: fid[key] * (1 + 1e-6)}}}, m)
-    assert manifest_differences({**m, "fidelity": {**m["fidelity"], "int8_vs_fp32": {**fid, key: fid[key] * 0.99}}}, m)
+    key = next(k for k, v in fid.items() if isinstance(v, float) and v > 0.5)
+
+    def measured(value):
+        return {**m, "fidelity": {**m["fidelity"], "int8_vs_fp32": {**fid, key: value}}}
+
+    assert not manifest_differences(measured(fid[key] * (1 + 1e-6)), m)
+    assert not manifest_differences(measured(fid[key] - 2 / 15), m)  # two near-tied queries of 15 flipped
+    assert manifest_differences(measured(fid[key] - 0.3), m) == [
+        f"manifest.fidelity.int8_vs_fp32.{key}: {fid[key] - 0.3!r} vs {fid[key]!r}"]
+    quant = m["fidelity"]["quantization"]  # settings, not measurements: exact but for rounding
+    assert manifest_differences({**m, "fidelity": {**m["fidelity"], "quantization": {**quant, "percentile": 99.9}}}, m) == [
+        f"manifest.fidelity.quantization.percentile: 99.9 vs {quant['percentile']!r}"]
+    assert manifest_differences({**m, "search": {**m["search"], "min_score": m["search"]["min_score"] - 0.3}}, m)
     assert manifest_differences({**m, "name": "other"}, m) == ["manifest.name: 'other' vs 'tiny-bundle'"]
