@@ -40,7 +40,7 @@ from edge_search.core.index import SegmentedIndex, VectorIndex
 from edge_search.core.manifest import (MANIFEST_NAME, SCHEMA_VERSION, SEGMENTED_SCHEMA_VERSION, IndexDelta, IndexInfo,
                                        Manifest, ModelInfo, PreprocessCfg, TextInfo)
 from edge_search.core.preprocess import preprocess_batch
-from edge_search.core.products import NO_META, Product, ProductTable, product_words
+from edge_search.core.products import NO_META, PRODUCT_KEYS_FILE, Product, ProductTable, key_file_bytes, product_words
 from edge_search.core.search import Searcher
 from edge_search.core.signing import sign_bundle
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo, is_thumbnail_name, thumbnail_name
@@ -647,6 +647,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         if f"{THUMBS_FOLDER}/{f.name}" not in thumb_sizes:
             f.unlink()
     atomic_write_lines(stage / "products.jsonl", index_table.lines())
+    atomic_write_bytes(stage / PRODUCT_KEYS_FILE, key_file_bytes(index_table))
 
     enc = models.encoder(settings.threads)
     searcher = Searcher(encoder=enc, index=index, products=index_table, preprocess_cfg=models.preprocess)
@@ -695,7 +696,8 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         preprocess=models.preprocess, model=models.model_info,
         index=index_info,
-        products_file="products.jsonl", product_count=len(table), min_score=min_score, calibration=calibration,
+        products_file="products.jsonl", product_count=len(table), products_keys=PRODUCT_KEYS_FILE,
+        min_score=min_score, calibration=calibration,
         text=text_info, files=files,
         producer={**models.producer, "edge_search": edge_search.__version__, "onnxruntime": onnxruntime.__version__,
                   "usearch": usearch.__version__, "python": platform.python_version()},

@@ -35,6 +35,8 @@ class Bundle:
         manifest = manifest_from_bytes(data, str(root / MANIFEST_NAME))
         bundle = cls(root=root, manifest=manifest)
         needed = [manifest.model.file, *manifest.index.files(), manifest.products_file]
+        if manifest.products_keys is not None:
+            needed.append(manifest.products_keys)
         if manifest.calibration is not None and manifest.calibration.negatives:
             needed.append(manifest.calibration.negatives)
         if manifest.text is not None:
@@ -73,8 +75,12 @@ class Bundle:
     def _product_table(self):
         from edge_search.core.products import ProductTable
 
-        return ProductTable.load(self.path(self.manifest.products_file), self.manifest.index.key_space,
-                                 self.removed_keys())
+        m = self.manifest
+        keys = None if m.products_keys is None else self.path(m.products_keys)
+        table = ProductTable.load(self.path(m.products_file), m.index.key_space, self.removed_keys(), keys_path=keys)
+        if len(table) != m.product_count:
+            raise BundleError(f"{self.path(m.products_file)}: {len(table)} products, manifest says {m.product_count}")
+        return table
 
     def thumbnail_names(self) -> list[str]:
         """The thumbnail files the product table names, when the manifest counts them (a
@@ -108,6 +114,9 @@ class Bundle:
             if digest != entry["sha256"]:
                 raise BundleError(f"{p}: checksum mismatch (sha256 {digest[:12]}…, manifest {entry['sha256'][:12]}…)")
             checked.append(name)
+        if self.manifest.products_keys is not None:  # what an open without checks takes on trust
+            self.product_table().check_keys(self.path(self.manifest.products_file),
+                                            self.path(self.manifest.products_keys), self.removed_keys())
         if self.manifest.thumbnails is not None:
             names = self.thumbnail_names()
             verify_thumbnails(self.root, self.manifest.thumbnails, names, str(self.root / MANIFEST_NAME))

@@ -441,6 +441,9 @@ class Manifest:
     thumbnails: ThumbnailsInfo | None = None
     # how the export ran: engine ("local" or "ray"), workers, the Ray version; None in older bundles
     build: dict[str, Any] | None = None
+    # the product table's key file (index key -> line, .npy): lets a reader parse a product's line only
+    # when it is asked for; None in older bundles, whose table is parsed whole
+    products_keys: str | None = None
 
     # the typed records (see TeacherRecord); `where` names the manifest file in an error
     def teacher_record(self, where: str = MANIFEST_NAME) -> TeacherRecord:
@@ -456,6 +459,9 @@ class Manifest:
         d = asdict(self)
         d["preprocess"]["size"] = list(self.preprocess.size)
         d["products"] = {"file": d.pop("products_file"), "count": d.pop("product_count")}
+        keys = d.pop("products_keys")
+        if keys is not None:  # left out when unset: such bundles keep their old shape
+            d["products"]["keys"] = keys
         d["search"] = {"min_score": d.pop("min_score")}
         calibration = d.pop("calibration")
         if calibration is not None:  # optional keys left out when unset: such bundles keep their old shape
@@ -576,6 +582,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         index=index_info,
         products_file=_need(products, "file", str, where + " products"),
         product_count=_need(products, "count", int, where + " products"),
+        products_keys=_need(products, "keys", str, where + " products") if "keys" in products else None,
         min_score=min_score,
         files=files,
         producer=data.get("producer") or {},

@@ -14,6 +14,7 @@ Must not import torch, open_clip or onnx.
 from __future__ import annotations
 
 import time
+from functools import cached_property
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -119,19 +120,28 @@ class Searcher:
         self.root = root  # the bundle directory, for thumbnails; None for in-memory searchers
         # each product's score floor, by position: its calibrated one, else the flat min_score
         self._floors = np.full(len(products), min_score, dtype=np.float64)
-        self._position = {p.id: i for i, p in enumerate(products.products)}
-        if calibration is not None:
+        if calibration is not None and calibration.product_min_score:
             unknown = sorted(set(calibration.product_min_score) - set(self._position))
             if unknown:
                 raise BundleError(f"calibration names product(s) the bundle lacks: {', '.join(unknown[:5])}")
             for pid, floor in calibration.product_min_score.items():
                 self._floors[self._position[pid]] = floor
-        # exact lookup: a query that is a product's id or name puts that product first
-        self._exact: dict[str, int] = {}
-        for pos, p in enumerate(products.products):
-            self._exact.setdefault(p.name.strip().casefold(), pos)
-        for pos, p in enumerate(products.products):
-            self._exact[p.id.strip().casefold()] = pos  # an id wins over another product's name
+
+    # The lookups below read every product: built when first needed, not when a kiosk starts (a table read
+    # with its key file parses a product's line only when asked for; 100 000 lines take ~1 s).
+    @cached_property
+    def _position(self) -> dict[str, int]:
+        return {p.id: i for i, p in enumerate(self.products.products)}
+
+    @cached_property
+    def _exact(self) -> dict[str, int]:
+        """A query that is a product's id or name puts that product first."""
+        exact: dict[str, int] = {}
+        for pos, p in enumerate(self.products.products):
+            exact.setdefault(p.name.strip().casefold(), pos)
+        for pos, p in enumerate(self.products.products):
+            exact[p.id.strip().casefold()] = pos  # an id wins over another product's name
+        return exact
 
     @classmethod
     def from_bundle(cls, path: str | Path | Bundle, *, verify: bool = True, threads: int = DEFAULT_THREADS,

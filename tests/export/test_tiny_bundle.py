@@ -1,10 +1,11 @@
 """The committed tests/data/tiny-bundle is what tests/make_tiny_bundle.py makes:
-regenerated here, products, thumbnails and the image list are byte for byte the
-same; the int8 model, the index and the calibration vectors equal it value by
-value within float rounding (the last bit of a sum depends on the CPU); so does
-the manifest, but for the fields make_tiny_bundle.VOLATILE names (the producing
-versions, wall-clock timings, and exact search vs HNSW, which the export
-chooses by timing them).
+regenerated here, products, thumbnails, the key file, the image list and the
+build record are byte for byte the same; the int8 model equals it value by value
+within float rounding (the last bit of a sum depends on the CPU); the index and
+calibration vectors, which the int8 model made, point the same way within what
+the CPU's int8 kernels allow; so does the manifest, its figures measured through
+the int8 model within a couple of near-tied queries, but for the fields
+make_tiny_bundle.VOLATILE names (the producing versions and wall-clock timings).
 A failure after a change to the export or to a pinned version means the
 runtime tests search a stale bundle: regenerate it with
 `python tests/make_tiny_bundle.py` and commit the result."""
