@@ -212,6 +212,22 @@ MAX_IMAGE_BYTES = 256 << 20  # a 64 MP photo as an uncompressed BMP is 192 MB
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_SIGNATURE_BYTES = 4096
 MAX_KEY_BYTES = 64 << 10
+CACHE_ENV = "EDGE_SEARCH_CACHE_DIR"
+# a file whose stat stands for its checked bytes (the embedding cache's known hashes, a bundle's checked
+# record) must have a ctime this much older than the check's start: file system timestamps come from a
+# coarse clock (a few ms on Linux), so a write right after the check could leave them unchanged
+STAT_MARGIN_NS = 2_000_000_000
+
+
+def default_cache_dir() -> Path:
+    """$EDGE_SEARCH_CACHE_DIR, else $XDG_CACHE_HOME/edge-search, else ~/.cache/edge-search."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edge-search"
+
+
 MAX_TABLE_BYTES = 1 << 30  # catalogs, queries, products.jsonl: read line by line, but still bounded
 
 

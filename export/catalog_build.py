@@ -46,11 +46,11 @@ from edge_search.core.signing import sign_bundle
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo, is_thumbnail_name, thumbnail_name
 from edge_search.errors import ExportError, GateError, ImageError
 from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write_bytes, atomic_write_lines,
-                               atomic_write_text, read_regular, sha256_file)
+                               atomic_write_text, default_cache_dir, read_regular, sha256_file)
 
 from .calibrate import calibrate_no_match
 from .config import Gates, NoMatchSettings
-from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
+from .embed_cache import EmbeddingCache, sha256_bytes
 from .engine import LOCAL_RECORD, open_engine
 from .key_layout import KeyLayout, base_image_keys, fresh_layout, layout_on_base
 from .stores import store_catalog

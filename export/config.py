@@ -176,7 +176,7 @@ class ExportConfig:
     base: Path | None = None
     # with `base`: a single fresh index segment, every key renumbered, instead of the base's file plus a delta
     rebase: bool = False
-    embedding_cache: Path | None = None  # None: embed_cache.default_cache_dir()
+    embedding_cache: Path | None = None  # None: edge_search.files.default_cache_dir()
     stores: Path | None = None  # store,id[,price,aisle,in_stock] CSV: one bundle per store under `out`
     # with `stores`: the previous release's folder; each store bundle keeps the index keys of its bundle
     # there (OUT/<store>/), so a device's delta is small

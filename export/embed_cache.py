@@ -26,22 +26,9 @@ from typing import Iterable
 import numpy as np
 
 from edge_search.errors import ExportError
-from edge_search.files import check_output
+from edge_search.files import STAT_MARGIN_NS, check_output
 
-CACHE_ENV = "EDGE_SEARCH_CACHE_DIR"
 CACHE_FILE = "embeddings.sqlite"
-# a file hashed by a build is remembered only if its ctime is this much older than the build's start:
-# file system timestamps come from a coarse clock (a few ms on Linux)
-STAT_MARGIN_NS = 2_000_000_000
-
-
-def default_cache_dir() -> Path:
-    """$EDGE_SEARCH_CACHE_DIR, else $XDG_CACHE_HOME/edge-search, else ~/.cache/edge-search."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edge-search"
 
 
 def sha256_bytes(data: bytes) -> str:

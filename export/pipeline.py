@@ -29,14 +29,14 @@ from edge_search.core.products import ProductTable
 from edge_search.core.signing import check_private_key
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER
 from edge_search.errors import ExportError, ImageError
-from edge_search.files import atomic_write_bytes, check_new_folder, staged_directory
+from edge_search.files import atomic_write_bytes, check_new_folder, default_cache_dir, staged_directory
 
 from .catalog_build import (INDEX_VIEWS, MILD_VIEW_STRENGTH, MILD_VIEWS, Calibration, CatalogSettings,
                             ExportSummary, GateBook, ModelSet, Stream, finish_bundle, index_vectors, prefill_on_ray,
                             product_table, stream_catalog)
 from .config import ExportConfig
 from .distill import LabelTerm, build_view_bank, distill
-from .embed_cache import EmbeddingCache, default_cache_dir, sha256_bytes
+from .embed_cache import EmbeddingCache, sha256_bytes
 from .engine import LOCAL_RECORD, open_engine
 from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index

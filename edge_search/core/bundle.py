@@ -5,6 +5,8 @@ Must not import torch, open_clip or onnx.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -13,6 +15,7 @@ import numpy as np
 
 from edge_search.errors import BundleError
 from edge_search.files import sha256_file
+from edge_search.core.checked import already_checked, record_checked
 from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_bytes, read_manifest_bytes
 from edge_search.core.thumbnails import named, verify_thumbnails
 
@@ -21,6 +24,7 @@ from edge_search.core.thumbnails import named, verify_thumbnails
 class Bundle:
     root: Path
     manifest: Manifest
+    manifest_sha256: str = ""  # of the manifest bytes read (names the bundle's checked record); "" for none
 
     @classmethod
     def open(cls, path: str | Path, *, verify: bool = True, trusted_key: str | Path | None = None) -> "Bundle":
@@ -33,7 +37,7 @@ class Bundle:
 
             verify_signature(root, data, trusted_key)
         manifest = manifest_from_bytes(data, str(root / MANIFEST_NAME))
-        bundle = cls(root=root, manifest=manifest)
+        bundle = cls(root=root, manifest=manifest, manifest_sha256=hashlib.sha256(data).hexdigest())
         needed = [manifest.model.file, *manifest.index.files(), manifest.products_file]
         if manifest.products_keys is not None:
             needed.append(manifest.products_keys)
@@ -99,9 +103,14 @@ class Bundle:
         """Every file of the bundle but the manifest and its signature: `files`, then the thumbnails."""
         return [*self.manifest.files, *self.thumbnail_names()]
 
-    def verify(self) -> list[str]:
+    def verify(self, *, reuse_check: bool = False) -> list[str]:
         """Check every file's size and sha256 (the product table's before the thumbnails it names);
-        returns the names checked."""
+        returns the names checked. With `reuse_check`, files unchanged since a full check passed on
+        them are not hashed again (core/checked.py: what a kiosk restart does)."""
+        names = list(self.manifest.files)
+        if reuse_check and self.manifest_sha256 and already_checked(self.root, self.manifest_sha256, names):
+            return names
+        started = time.time_ns()
         checked = []
         for name, entry in self.manifest.files.items():
             p = self.path(name)
@@ -121,4 +130,6 @@ class Bundle:
             names = self.thumbnail_names()
             verify_thumbnails(self.root, self.manifest.thumbnails, names, str(self.root / MANIFEST_NAME))
             checked += names
+        if self.manifest_sha256:
+            record_checked(self.root, self.manifest_sha256, list(self.manifest.files), started)
         return checked

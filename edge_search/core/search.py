@@ -148,13 +148,11 @@ class Searcher:
                     trusted_key: str | Path | None = None) -> "Searcher":
         """A searcher for a bundle folder, or for a `Bundle` already opened (its manifest read
         and its signature checked by `Bundle.open`: `trusted_key` is then not read again);
-        `verify` checks every file's checksum first."""
-        if isinstance(path, Bundle):
-            bundle = path
-            if verify:
-                bundle.verify()
-        else:
-            bundle = Bundle.open(path, verify=verify, trusted_key=trusted_key)
+        `verify` checks every file's checksum first, but for files a full check passed on before and
+        that have not changed since (core/checked.py)."""
+        bundle = path if isinstance(path, Bundle) else Bundle.open(path, verify=False, trusted_key=trusted_key)
+        if verify:  # files unchanged since a full check passed on them are not hashed again (core/checked.py)
+            bundle.verify(reuse_check=True)
         m = bundle.manifest
         encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
                               output_name=m.model.output, threads=threads)

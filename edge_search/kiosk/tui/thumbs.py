@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_search.errors import ImageError
-from edge_search.core.images import load_image, thumbnail
+from edge_search.core.images import decode_image, thumbnail
+from edge_search.core.thumbnails import is_thumbnail_name, thumbnail_name
+from edge_search.files import MAX_IMAGE_BYTES, read_regular
 
 THUMB_SIDE = 48  # pixels: enough for the details view, tiny in memory
 # A kiosk runs for weeks over a catalog of up to ~100k products: keep at most
@@ -35,8 +37,18 @@ class ThumbCache:
             if p.is_absolute() or ".." in p.parts:
                 self._cache[rel] = None
             else:
-                try:
-                    self._cache[rel] = thumbnail(load_image(self.root / p), THUMB_SIDE)
-                except (ImageError, OSError):  # a missing thumbnail is a blank square, not a fault
-                    self._cache[rel] = None
+                self._cache[rel] = _load(self.root / p, rel)
         return self._cache[rel]
+
+
+def _load(path: Path, rel: str) -> np.ndarray | None:
+    """The thumbnail's pixels; None (a blank square, not a fault) for a file that is missing, unreadable,
+    or whose bytes are not the ones its sha256 name says (a kiosk that starts on a bundle it checked
+    before does not hash every thumbnail again: core/checked.py)."""
+    try:
+        data = read_regular(path, limit=MAX_IMAGE_BYTES, what="thumbnail", error=ImageError)
+        if is_thumbnail_name(rel) and thumbnail_name(data) != rel:
+            return None
+        return thumbnail(decode_image(data, str(path)), THUMB_SIDE)
+    except (ImageError, OSError):
+        return None
