@@ -109,6 +109,32 @@ def test_results_appear_with_the_status_line():
     drive(app, scenario)
 
 
+def test_the_same_products_again_keep_their_rows_and_show_the_new_scores():
+    """A product held in front of the camera answers the same list frame after frame: the rows stay
+    and only a changed score is redrawn; another list replaces them."""
+    from dataclasses import replace
+
+    from edge_search.kiosk.tui.widgets import Results
+
+    app, source, _ = make()
+    source.push(draw_product(1), 4)
+
+    async def scenario(pilot):
+        await until(pilot, lambda: "1. Red Apple" in screen_text(app), "results on screen")
+        before = rows(app)
+        hits = [replace(r.hit, score=0.25 + 0.1 * i) for i, r in enumerate(before)]
+        results = app.query_one(Results)
+        await results.show_hits(hits, [r.thumb for r in before], 0.5, before[0].variant)
+        await pilot.pause()
+        assert [id(r) for r in rows(app)] == [id(r) for r in before] and [r.hit for r in rows(app)] == hits
+        assert " 0.250" in screen_text(app) and " 0.450" in screen_text(app)
+        await results.show_hits(hits[::-1], [r.thumb for r in before][::-1], 0.5, before[0].variant)
+        await pilot.pause()
+        assert shown_ids(app) == [h.id for h in hits[::-1]] and not {id(r) for r in rows(app)} & {id(r) for r in before}
+
+    drive(app, scenario)
+
+
 def test_freeze_holds_the_view_and_space_resumes():
     app, source, searcher = make()
     source.push(draw_product(0), 4)

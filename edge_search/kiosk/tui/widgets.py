@@ -63,6 +63,17 @@ class ResultRow(Widget):
         super().__init__(**kwargs)
         self.rank, self.hit, self.thumb, self.min_score, self.variant = rank, hit, thumb, min_score, variant
 
+    def _shown(self) -> tuple:
+        h = self.hit
+        return h.name, h.price, h.category, h.where, f"{h.score:.3f}", self.min_score, id(self.thumb)
+
+    def show(self, hit: SearchHit, thumb: np.ndarray | None, min_score: float, variant: str) -> None:
+        """The same place in the list for a new answer: redrawn only when what it shows changed."""
+        before = self._shown()
+        self.hit, self.thumb, self.min_score, self.variant = hit, thumb, min_score, variant
+        if self._shown() != before:
+            self.refresh()
+
     def render(self):
         grid = Table.grid(padding=(0, 1))
         grid.add_column(width=THUMB_COLS)
@@ -83,6 +94,13 @@ class Results(VerticalScroll):
 
     async def show_hits(self, hits: list[SearchHit], thumbs: list[np.ndarray | None], min_score: float,
                         variant: str) -> None:
+        shown = list(self.query(ResultRow))
+        if len(shown) == len(hits) == len(self.children) and all(r.hit.id == h.id for r, h in zip(shown, hits)):
+            # the same products in the same order (a product held in front of the camera): the rows stay,
+            # each redrawn only if its text changed; taking them down and mounting new ones costs ms a frame
+            for row, hit, thumb in zip(shown, hits, thumbs):
+                row.show(hit, thumb, min_score, variant)
+            return
         await self.remove_children()
         await self.mount_all(ResultRow(i + 1, h, t, min_score, variant, id=f"result-{i}")
                              for i, (h, t) in enumerate(zip(hits, thumbs)))
