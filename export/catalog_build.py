@@ -567,8 +567,8 @@ def _link(source: str | Path, target: Path) -> None:
 
 
 def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype: str, exact: bool, rescore: bool,
-                base: Bundle | None, catalog_encoder: str,
-                progress: bool = False) -> tuple[VectorIndex | SegmentedIndex, IndexInfo]:
+                base: Bundle | None, catalog_encoder: str, progress: bool = False,
+                expansion_search: int | None = None) -> tuple[VectorIndex | SegmentedIndex, IndexInfo]:
     """The index files in `stage`, opened for the gates, and their manifest entry, built chunk by chunk as
     the vectors are read. A segmented layout links its base's index file(s) unchanged and writes the delta
     segment and the removed keys beside them."""
@@ -585,8 +585,11 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
                                         rescore=rescore)
         rescore_name = "vectors.f16.npy" if rescore else None
         index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
+        if expansion_search is not None:  # the gates measure the search that ships
+            index.index.expansion_search = expansion_search
         return index, IndexInfo(file="index.usearch", dtype=dtype, metric="cos", count=len(vectors), exact=exact,
-                                rescore_file=rescore_name, catalog_encoder=catalog_encoder)
+                                rescore_file=rescore_name, catalog_encoder=catalog_encoder,
+                                expansion_search=expansion_search)
     info = base.manifest.index
     for name in (info.file, info.rescore_file):
         if name:
@@ -623,16 +626,19 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     if layout.segmented:  # the base's storage and search, as its file was built with them
         base_index = base.manifest.index
         dtype, exact, rescore = base_index.dtype, base_index.exact, base_index.rescore_file is not None
+        width = base_index.expansion_search
         fidelity["index"] = {**(base.manifest.fidelity.get("index") or {}), "search_from_base": True}
     elif index_choice is not None:
         dtype, exact, rescore, report = index_choice(vectors, blocked_table(table, blocks, len(catalog.rows)))
+        width = None if exact else report.get("expansion_search")
         fidelity["index"] = report
     else:
         dtype, exact, rescore = models.index["dtype"], models.index["exact"], models.index["rescore"]
-    models = replace(models, index={"dtype": dtype, "exact": exact, "rescore": rescore})
+        width = None if exact else models.index.get("expansion_search")  # (absent from older build records)
+    models = replace(models, index={"dtype": dtype, "exact": exact, "rescore": rescore, "expansion_search": width})
     index, index_info = write_index(stage, layout, vectors, dtype=dtype, exact=exact, rescore=rescore, base=base,
-                                    progress=settings.progress,
-                                    catalog_encoder=models.catalog_encoder)
+                                    progress=settings.progress, catalog_encoder=models.catalog_encoder,
+                                    expansion_search=width)
     if layout.reason:
         fidelity["index"] = {**fidelity.get("index", {}), "rebased": layout.reason}
     (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
@@ -822,7 +828,8 @@ def base_index_choice(base: Base, stream: Stream, threshold: float):
 
     def choice(vectors: IndexVectors, index_table: ProductTable) -> tuple[str, bool, bool, dict]:
         if base_count / 2 <= len(vectors) <= 2 * base_count:
-            return index["dtype"], index["exact"], index["rescore"], {**report, "search_from_base": True}
+            return index["dtype"], index["exact"], index["rescore"], {
+                **report, "search_from_base": True, "expansion_search": base.bundle.manifest.index.expansion_search}
         rng = np.random.default_rng([base.models.seed, 41])
         rows = np.sort(rng.choice(vectors.rows, min(250, vectors.rows), replace=False))
         mild = np.asarray(stream.vectors["mild"][rows]).reshape(-1, vectors.dim)

@@ -96,11 +96,12 @@ class VectorIndex:
     @classmethod
     def open(cls, path: Path, info: IndexInfo, rescore_path: Path | None = None) -> "VectorIndex":
         """The base segment (or the only one) of a bundle's index."""
-        return cls.open_file(path, count=info.count, dtype=info.dtype, exact=info.exact, rescore_path=rescore_path)
+        return cls.open_file(path, count=info.count, dtype=info.dtype, exact=info.exact, rescore_path=rescore_path,
+                             expansion_search=info.expansion_search)
 
     @classmethod
     def open_file(cls, path: Path, *, count: int, dtype: str, exact: bool, rescore_path: Path | None = None,
-                  first_key: int = 0) -> "VectorIndex":
+                  first_key: int = 0, expansion_search: int | None = None) -> "VectorIndex":
         problem = check_index_file(Path(path), count, dtype)
         if problem:
             raise BundleError(f"{path}: corrupt index ({problem})")
@@ -110,6 +111,8 @@ class VectorIndex:
             raise BundleError(f"{path}: cannot open index ({e})") from None
         if index is None or len(index) != count:
             raise BundleError(f"{path}: index holds {0 if index is None else len(index)} vectors, manifest says {count}")
+        if expansion_search is not None:  # (a search setting, not stored in the file)
+            index.expansion_search = expansion_search
         rescore = None
         if rescore_path is not None:
             try:
@@ -287,7 +290,7 @@ def open_index(info: IndexInfo, path: Callable[[str], Path]) -> AnyIndex:
     else:
         delta = VectorIndex.open_file(path(d.file), count=d.count, dtype=info.dtype, exact=info.exact,
                                       rescore_path=path(d.rescore_file) if d.rescore_file else None,
-                                      first_key=info.count)
+                                      first_key=info.count, expansion_search=info.expansion_search)
     removed = load_removed(path(d.removed_file), d.removed, info.count) if d.removed_file else np.zeros(0, np.int64)
     return SegmentedIndex(base=base, delta=delta, removed=removed)
 

@@ -120,6 +120,9 @@ class IndexDelta:
             raise ValueError("index delta: 'file' must be given exactly when 'count' is not 0")
 
 
+MAX_EXPANSION = 4096  # an HNSW search width beyond this is no search a kiosk can afford
+
+
 @dataclass(frozen=True)
 class IndexInfo:
     file: str
@@ -131,10 +134,15 @@ class IndexInfo:
     rescore_file: str | None = None
     catalog_encoder: str = "student"
     delta: IndexDelta | None = None  # None: one segment, every key in `file`
+    # HNSW search width the export chose by measurement (every segment uses it); None: usearch's default
+    # (64), as in bundles made before it and in exact-search bundles
+    expansion_search: int | None = None
 
     def __post_init__(self) -> None:
         if self.count < 0:
             raise ValueError(f"index count must not be negative, got {self.count}")
+        if self.expansion_search is not None and not 1 <= self.expansion_search <= MAX_EXPANSION:
+            raise ValueError(f"index expansion_search must be 1 .. {MAX_EXPANSION}, got {self.expansion_search}")
         if self.delta is not None:
             if self.delta.removed > self.count:
                 raise ValueError(f"index delta removes {self.delta.removed} of {self.count} base vectors")
@@ -471,6 +479,8 @@ class Manifest:
             del d["text"]
         if d["index"]["delta"] is None:  # one segment: the version-1 shape
             del d["index"]["delta"]
+        if d["index"]["expansion_search"] is None:  # left out when unset: such bundles keep their old shape
+            del d["index"]["expansion_search"]
         if d["lineage"] is None:
             del d["lineage"]
         if d["build"] is None:
@@ -551,6 +561,8 @@ def parse_manifest(data: Any, where: str) -> Manifest:
             rescore_file=rescore,
             catalog_encoder=_need(index, "catalog_encoder", str, where + " index"),
             delta=_parse_delta(index["delta"], where + " index delta") if "delta" in index else None,
+            expansion_search=_need(index, "expansion_search", int, where + " index")
+            if "expansion_search" in index else None,
         )
     except (TypeError, ValueError) as e:
         raise ManifestError(where, f"{e}") from None

@@ -210,3 +210,26 @@ def test_keyed_chunks_that_miss_or_overrun_the_key_range_are_refused():
     with pytest.raises(ValueError, match="[Dd]uplicate"):
         VectorIndex.build_keyed([(np.arange(5), vecs[:5]), (np.arange(4, 9), vecs[4:9])], count=10, dim=8,
                                 dtype="f32")
+
+
+def test_the_manifest_s_search_width_is_the_one_a_bundle_searches_with(tmp_path):
+    import json
+    import shutil
+
+    from edge_search.core.bundle import Bundle
+    from edge_search.core.search import Searcher
+    from make_tiny_bundle import COMMITTED
+
+    bundle = tmp_path / "b"
+    shutil.copytree(COMMITTED, bundle)
+    assert Searcher.from_bundle(bundle).index.index.expansion_search == 64  # none given: usearch's default
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["index"].update(exact=False, expansion_search=200)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    assert Bundle.open(bundle).manifest.index.expansion_search == 200
+    searcher = Searcher.from_bundle(bundle)
+    assert searcher.index.index.expansion_search == 200 and not searcher.index.exact
+    m["index"]["expansion_search"] = 0
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="expansion_search must be 1 .. 4096, got 0"):
+        Bundle.open(bundle)

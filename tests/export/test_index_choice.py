@@ -54,3 +54,32 @@ def test_agreement_counts_a_tie_with_another_product_as_agreeing():
     shifted = ExactTop1(unit=exact.unit, queries=exact.queries, best=np.array([2, 2]), best_score=np.array([1.0, 1.0]))
     assert _agreement(index, queries, shifted, key_product) == 0.5  # the first query's answer (row 0/1) is not row 2's
 
+
+
+def _clustered(n: int, dim: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n // 10, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, len(centres), n)] + 0.5 * rng.normal(size=(n, dim)).astype(np.float32)
+    queries = vectors[rng.choice(n, 60, replace=False)] + 0.2 * rng.normal(size=(60, dim)).astype(np.float32)
+    return vectors, queries
+
+
+def test_hnsw_is_tried_at_widening_search_until_it_agrees_with_exact_search():
+    vectors, queries = _clustered(2500)  # 1.28M components: over SMALL_DELTA, so timing may choose HNSW
+    key_product = np.arange(len(vectors))
+    exact, report = index_choice.choose_search(vectors, key_product, queries, dtype="f16", rescore=False,
+                                               threshold=0.0)
+    assert [w["expansion_search"] for w in report["hnsw_widths"]] == [64]  # the default width already agrees
+    assert report["expansion_search"] == (None if exact else 64) and report["search"] == ("exact" if exact else "hnsw")
+    exact, report = index_choice.choose_search(vectors, key_product, queries, dtype="f16", rescore=False,
+                                               threshold=1.01)  # no width can agree that well
+    assert [w["expansion_search"] for w in report["hnsw_widths"]] == list(index_choice.EXPANSIONS)
+    assert exact and report["expansion_search"] is None and report["search"] == "exact"
+
+
+def test_a_small_catalog_searches_exactly_whatever_the_timing(monkeypatch):
+    vectors, queries = _clustered(200)  # 102 400 components: under SMALL_DELTA
+    monkeypatch.setattr(index_choice, "_time_search", lambda index, q, k: 1.0 if index.exact else 0.01)
+    exact, report = index_choice.choose_search(vectors, np.arange(200), queries, dtype="f16", rescore=False,
+                                               threshold=0.0)
+    assert exact and report["search"] == "exact" and report["hnsw_search_ms"] < 0.8 * report["exact_search_ms"]
