@@ -228,6 +228,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "edge-search"
 
 
+def file_stamp(path: str | Path, st: os.stat_result | None = None) -> str | None:
+    """What stands for a regular file's checked bytes while it is unchanged: its size, mtime, ctime, inode
+    and device (see STAT_MARGIN_NS); None for a missing file or one that is not regular (`st`: its lstat,
+    when the caller has it)."""
+    if st is None:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
+
+
 MAX_TABLE_BYTES = 1 << 30  # catalogs, queries, products.jsonl: read line by line, but still bounded
 
 

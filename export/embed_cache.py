@@ -26,7 +26,7 @@ from typing import Iterable
 import numpy as np
 
 from edge_search.errors import ExportError
-from edge_search.files import STAT_MARGIN_NS, check_output
+from edge_search.files import STAT_MARGIN_NS, check_output, file_stamp
 
 CACHE_FILE = "embeddings.sqlite"
 
@@ -88,7 +88,7 @@ class EmbeddingCache:
     def file_sha(self, path: str | Path) -> str | None:
         """The sha256 of the bytes of `path` as a build hashed them, when the file's stat is still the one
         it had then; None otherwise (read it)."""
-        key = _stat_key(path)
+        key = file_stamp(path)
         if key is None:
             return None
         row = self.db.execute("SELECT stat, sha256 FROM files WHERE path = ?", (os.path.abspath(path),)).fetchone()
@@ -104,7 +104,7 @@ class EmbeddingCache:
             except OSError:
                 continue
             if stat_mod.S_ISREG(st.st_mode) and st.st_ctime_ns < build_start_ns - STAT_MARGIN_NS:
-                rows.append((os.path.abspath(path), _stat_key(path, st), sha))
+                rows.append((os.path.abspath(path), file_stamp(path, st), sha))
         try:
             with self.db:
                 self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", rows)
@@ -121,13 +121,3 @@ class EmbeddingCache:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _stat_key(path: Path, st: os.stat_result | None = None) -> str | None:
-    if st is None:
-        try:
-            st = os.stat(path, follow_symlinks=False)
-        except OSError:
-            return None
-    if not stat_mod.S_ISREG(st.st_mode):
-        return None
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"

@@ -24,11 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from pathlib import Path
 
 from edge_search.errors import EdgeSearchError
-from edge_search.files import STAT_MARGIN_NS, atomic_write_text, default_cache_dir, read_regular
+from edge_search.files import STAT_MARGIN_NS, atomic_write_text, default_cache_dir, file_stamp, read_regular
 
 FOLDER = "checked-bundles"
 MAX_RECORD_BYTES = 1 << 20
@@ -37,16 +36,6 @@ MAX_RECORD_BYTES = 1 << 20
 def _record_path(root: Path, manifest_sha256: str) -> Path:
     key = hashlib.sha256(f"{os.path.realpath(root)}\0{manifest_sha256}".encode()).hexdigest()
     return default_cache_dir() / FOLDER / f"{key}.json"
-
-
-def _state(path: Path) -> list[int] | None:
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 def already_checked(root: Path, manifest_sha256: str, names: list[str]) -> bool:
@@ -58,17 +47,25 @@ def already_checked(root: Path, manifest_sha256: str, names: list[str]) -> bool:
     files = record.get("files") if isinstance(record, dict) else None
     if not isinstance(files, dict) or sorted(files) != sorted(names):
         return False
-    return all(files[name] == _state(root / name) for name in names)
+    return all(isinstance(files[name], str) and files[name] == file_stamp(root / name) for name in names)
 
 
 def record_checked(root: Path, manifest_sha256: str, names: list[str], started_ns: int) -> bool:
     """Remember that a full check that began at `started_ns` (time.time_ns()) passed on these files;
     False when a file is too new to be remembered or the cache folder cannot be written (the next
     check hashes again)."""
-    states = {name: _state(root / name) for name in names}
-    if any(s is None or s[2] >= started_ns - STAT_MARGIN_NS for s in states.values()):
+    stamps = {}
+    for name in names:
+        try:
+            st = os.stat(root / name, follow_symlinks=False)
+        except OSError:
+            return False
+        if st.st_ctime_ns >= started_ns - STAT_MARGIN_NS:
+            return False
+        stamps[name] = file_stamp(root / name, st)
+    if None in stamps.values():
         return False
-    record = {"bundle": os.path.realpath(root), "manifest_sha256": manifest_sha256, "files": states}
+    record = {"bundle": os.path.realpath(root), "manifest_sha256": manifest_sha256, "files": stamps}
     path = _record_path(root, manifest_sha256)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

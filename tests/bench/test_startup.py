@@ -34,7 +34,7 @@ def test_a_grown_bundle_is_whole_and_a_fresh_process_times_every_stage(tiny_bund
     photo = tmp_path / "frame.jpg"
     cv2.imwrite(str(photo), np.full((480, 640, 3), 128, np.uint8))
     r = run_child(out, photo, 1)
-    assert r["hits"] >= 0 and all(r[s] > 0 for s in ("imports", "searcher", "first_answer"))
+    assert all(r[s] > 0 for s in ("imports", "searcher", "first_answer"))
     assert abs(r["open_to_first_answer"] - sum(r[s] for s in STAGES)) < 0.1
     assert r["process_wall"] > r["imports"] + r["open_to_first_answer"]
     assert Path(out / "products.keys.npy").stat().st_size == 128 + 4 * 50  # int32, one entry per key

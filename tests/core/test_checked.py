@@ -95,6 +95,8 @@ def test_a_cache_that_cannot_be_written_or_read_means_checking_every_time(bundle
     assert not checked.already_checked(b.root, b.manifest_sha256, list(b.manifest.files))
     record.write_text(json.dumps({"files": {name: None for name in b.manifest.files}}))
     assert not checked.already_checked(b.root, b.manifest_sha256, list(b.manifest.files))
+    (bundle / "model.onnx").unlink()  # a record naming no stamp must not stand for a missing file
+    assert not checked.already_checked(b.root, b.manifest_sha256, list(b.manifest.files))
 
 
 def test_a_shown_thumbnail_must_have_the_bytes_its_name_says(bundle):
