@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the student against the teacher (none: skip, for CI)")
     ap.add_argument("--rounds", type=int, default=40, help="interleaved timing rounds for the speed ratio")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quantize", choices=["auto", "int8", "fp16", "none"], default="auto",
+                    help="the bundle's image model form, as export --quantize (auto: timed by the export)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                     help="override an export gate (the CI miniature's barely trained models need it)")
@@ -415,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                        catalog_encoder=args.catalog_encoder,
                        epochs=args.epochs, views_per_image=args.views_per_image, seed=args.seed, force=True,
                        threads=args.threads, label_weight=args.distill_label_weight, finetune_labeled=fit_csv,
-                       save_models=models, with_text=not args.no_text, negatives=neg_dir.get("train"))
+                       save_models=models, with_text=not args.no_text, negatives=neg_dir.get("train"),
+                       quantize=args.quantize)
     ft = {"epochs": args.finetune_epochs, "batch_size": args.finetune_batch}
     if args.finetune_lr:
         ft["learning_rate"] = args.finetune_lr
@@ -476,15 +479,16 @@ def main(argv: list[str] | None = None) -> int:
     t_int8_enc = onnx(t_int8)
     s_fp32_path = models / "student.fp32.onnx"
 
+    shipped = f"student (ONNX {m.model.precision}, the bundle)"
     enc = {"teacher (PyTorch fp32)": (teacher_enc, teacher_pp), "teacher (ONNX int8)": (t_int8_enc, teacher_pp),
-           "student (ONNX int8, the bundle)": (student.encoder, s_pp),
+           shipped: (student.encoder, s_pp),
            "colour histogram (no model)": (HistogramEncoder(s_pp), s_pp)}
     if s_fp32_path.is_file():
         enc["student (ONNX fp32)"] = (onnx(s_fp32_path), s_pp)
     cat_vecs = {name: _embed(e, catalog_images, pp) for name, (e, pp) in enc.items()}
     val_vecs = {name: _embed(e, val_images, pp) for name, (e, pp) in enc.items()}
-    s_val = val_vecs["student (ONNX int8, the bundle)"]
-    s_cat = cat_vecs["student (ONNX int8, the bundle)"]
+    s_val = val_vecs[shipped]
+    s_cat = cat_vecs[shipped]
     t_cat = cat_vecs["teacher (PyTorch fp32)"]
     catalog_by = {"teacher": t_cat, "student": s_cat, "teacher+student": np.concatenate([t_cat, s_cat]),
                   "teacher+student+views": np.concatenate([t_cat, s_cat, index_view_blocks(
@@ -507,11 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     models_table["teacher (PyTorch fp32)"]["mb"] = round(sum(p.numel() for p in teacher.visual.parameters()) * 4 / 1e6,
                                                          2)
     models_table["teacher (ONNX int8)"]["mb"] = round(t_int8.stat().st_size / 1e6, 2)
-    models_table["student (ONNX int8, the bundle)"]["mb"] = round(bundle.joinpath(m.model.file).stat().st_size / 1e6,
+    models_table[shipped]["mb"] = round(bundle.joinpath(m.model.file).stat().st_size / 1e6,
                                                                   2)
     if "student (ONNX fp32)" in models_table:
         models_table["student (ONNX fp32)"]["mb"] = round(s_fp32_path.stat().st_size / 1e6, 2)
-    s_hits, t_hits = ranks["student (ONNX int8, the bundle)"] < 1, ranks["teacher (PyTorch fp32)"] < 1
+    s_hits, t_hits = ranks[shipped] < 1, ranks["teacher (PyTorch fp32)"] < 1
     answered = np.asarray([bool(student.search_vector(v, k=1)[0]) for v in s_val])
     shares = NoMatchOutcomes(right=s_hits, refused=~answered).shares()
     bundle_row = {"raw_recall@1": _ci(shares["top1"], val_idx),
@@ -623,19 +627,19 @@ def main(argv: list[str] | None = None) -> int:
     # --- 8: speed, the student against the same teacher, interleaved -------
     speed = None
     if args.speed != "none":
-        from bench.encoders import timed_runs
+        from edge_search_export.precision import timed_blocks
 
-        encs = {"teacher (PyTorch fp32)": teacher_enc, "teacher (ONNX int8)": t_int8_enc,
-                "student (ONNX int8, the bundle)": student.encoder}
+        encs = {"teacher (PyTorch fp32)": teacher_enc, "teacher (ONNX int8)": t_int8_enc, shipped: student.encoder}
         rs = np.random.default_rng(1)
         batch = {name: rs.standard_normal((1, 3, *enc[name][1].size)).astype(np.float32) for name in encs}
-        times = timed_runs(encs, batch, args.rounds)
-        s_ms = times["student (ONNX int8, the bundle)"]
+        # the i-th call of every model falls in the same round: the ratio resamples them in pairs
+        times = timed_blocks(encs, batch, args.rounds)
+        s_ms = times[shipped]
         speed = {"ms_p50": {k: round(float(np.median(v)), 3) for k, v in times.items()},
-                 "teacher_fp32_over_student_int8": stats.median_ratio(times["teacher (PyTorch fp32)"], s_ms)
-                 .to_json(2),
-                 "teacher_int8_over_student_int8": stats.median_ratio(times["teacher (ONNX int8)"], s_ms).to_json(2),
-                 "rounds": args.rounds, "threads": args.threads, "batch": 1,
+                 "student": m.model.precision,
+                 "teacher_fp32_over_student": stats.median_ratio(times["teacher (PyTorch fp32)"], s_ms).to_json(2),
+                 "teacher_int8_over_student": stats.median_ratio(times["teacher (ONNX int8)"], s_ms).to_json(2),
+                 "rounds": args.rounds, "calls_per_round": 3, "threads": args.threads, "batch": 1,
                  "inputs": {k: list(enc[k][1].size) for k in encs}}
 
     report = {
@@ -653,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         "teacher_training": json.loads((out / "cache" / "teacher_training.json").read_text())
         if (out / "cache" / "teacher_training.json").is_file() else m.teacher.get("finetune"),
         "export": {"seconds": export_seconds, "teacher": m.teacher, "student": m.student,
-                   "index": asdict(m.index), "catalog_encoder": m.fidelity.get("catalog_encoder"),
+                   "model": asdict(m.model), "precision": m.fidelity.get("precision"), "index": asdict(m.index), "catalog_encoder": m.fidelity.get("catalog_encoder"),
                    "no_match": m.fidelity.get("no_match"), "catalog_self_top1": m.fidelity.get("catalog_self_top1"),
                    "settings": {"finetune_epochs": args.finetune_epochs, "distill_epochs": args.epochs,
                                 "views_per_image": args.views_per_image, "seed": args.seed,

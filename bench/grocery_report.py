@@ -137,12 +137,15 @@ def markdown(r: dict) -> str:
     if r.get("speed"):
         s = r["speed"]
         lines += ["", "## Speed (`speed`)", "",
-                  f"Batch 1, {s['threads']} threads, {s['rounds']} interleaved rounds; ratio of medians, interval "
-                  "from resampled rounds.", ""]
+                  f"Batch 1, {s['threads']} threads, {s['rounds']} interleaved rounds"
+                  + (f" of {s['calls_per_round']} timed calls per model" if s.get("calls_per_round") else "")
+                  + "; ratio of medians, interval from resampled calls.", ""]
         lines += _table(["model", "input", "ms (median)"],
                         [[k, "×".join(map(str, s["inputs"][k])), f"{v:.2f}"] for k, v in s["ms_p50"].items()])
-        lines += ["", f"Teacher fp32 / student int8: {fmt(s['teacher_fp32_over_student_int8'], pct=False)}×; "
-                      f"teacher int8 / student int8: {fmt(s['teacher_int8_over_student_int8'], pct=False)}×."]
+        form = s.get("student", "int8")  # reports before the timed choice shipped int8 and named it in the key
+        over = {k: s.get(f"{k}_over_student", s.get(f"{k}_over_student_int8")) for k in ("teacher_fp32", "teacher_int8")}
+        lines += ["", f"Teacher fp32 / student {form}: {fmt(over['teacher_fp32'], pct=False)}×; "
+                      f"teacher int8 / student {form}: {fmt(over['teacher_int8'], pct=False)}×."]
     lines += ["", f"Run time {r['seconds']:.0f} s (export {r['export']['seconds']} s, cached when blank)."]
     return "\n".join(lines) + "\n"
 

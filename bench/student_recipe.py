@@ -30,8 +30,9 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -84,6 +85,76 @@ def dev_figures(q_t: np.ndarray, q_s: np.ndarray, cat_t: np.ndarray, cat_s: np.n
     return out
 
 
+@dataclass
+class Prepared:
+    """The dev-split setup a distillation measurement starts from: the export config (teacher from a
+    checkpoint, no fine-tuning; the fit photos as distillation images), the teacher step, and the dev
+    photos and dev negatives with the teacher's vectors for them and for the catalog."""
+    cfg: Any
+    teacher_step: Any
+    dev: list
+    dev_images: list
+    dev_products: np.ndarray
+    negatives: list
+    q_t: np.ndarray
+    cat_t: np.ndarray
+    neg_t: np.ndarray
+
+
+def add_setup_arguments(ap: argparse.ArgumentParser, negatives: int, dev_negatives: int) -> None:
+    """The options `prepare` reads."""
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--teacher", default=str(REFERENCE_TEACHER))
+    ap.add_argument("--teacher-checkpoint", required=True, metavar="PT",
+                    help="the trained teacher (bench/teacher_recipe.py --save; random: untrained, a smoke run)")
+    ap.add_argument("--negatives", type=int, default=negatives, help="train-split negatives distilled on (0: none)")
+    ap.add_argument("--dev-negatives", type=int, default=dev_negatives)
+    ap.add_argument("--negatives-dir", default="bench-out/negatives")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def prepare(args, out: Path, **cfg_fields) -> Prepared:
+    """`args` carries data, teacher, teacher_checkpoint, negatives, dev_negatives, negatives_dir, seed,
+    threads (and optionally class_ids: only those products); `cfg_fields` the ExportConfig fields of the
+    student's recipe."""
+    from edge_search_export.config import ExportConfig
+    from edge_search_export.pipeline import teacher_step
+
+    data = Path(args.data).resolve()
+    csvs = out / "data"
+    classes = getattr(args, "class_ids", None)
+    catalog_csv = write_catalog(data, csvs, classes)
+    fit, dev = dev_split(read_queries(write_queries(data, csvs, "train", classes)))
+    fit_csv = _write_rows(csvs / "fit.csv", fit)
+    neg_root = Path(args.negatives_dir)
+    train_neg = neg_root / f"train-{args.negatives}-s{args.seed}" if args.negatives else None
+    if train_neg:
+        build_negatives(data, train_neg, split="train", count=args.negatives, seed=args.seed)
+    dev_neg_paths = build_negatives(data, neg_root / f"dev-{args.dev_negatives}-s{args.seed}", split="dev",
+                                    count=args.dev_negatives, seed=args.seed)
+    cfg = ExportConfig(catalog=catalog_csv, out=out / "unused", teacher=args.teacher,
+                       pretrained=args.teacher_checkpoint if args.teacher_checkpoint == "random"
+                       else str(Path(args.teacher_checkpoint).resolve()),
+                       distill_images=(_link_photos(fit, csvs / "fit-photos"),), finetune_labeled=fit_csv,
+                       seed=args.seed, threads=args.threads, negatives=train_neg, **cfg_fields)
+    ft = cfg.finetune  # no fine-tuning here, but the step checks a batch fits the products there are
+    cfg = replace(cfg, finetune=replace(ft, epochs=0, batch_size=min(ft.batch_size, ft.photos_per_product * (
+        len(classes) if classes else ft.batch_size))))
+    t = teacher_step(cfg, read_catalog(catalog_csv), progress=True)
+    pos = {p.id: i for i, p in enumerate(t.table.products)}
+    dev_images = [load_image(q.image) for q in dev]
+    negs = [load_image(p) for p in dev_neg_paths]
+    teacher = t.teacher
+    # one catalog image per product here: key i is product i
+    return Prepared(cfg=cfg, teacher_step=t, dev=dev, dev_images=dev_images,
+                    dev_products=np.array([pos[q.id] for q in dev]), negatives=negs,
+                    q_t=teacher.encode(preprocess_batch(dev_images, t.preprocess)),
+                    cat_t=teacher.encode(preprocess_batch(t.images, t.preprocess)),
+                    neg_t=teacher.encode(preprocess_batch(negs, t.preprocess)))
+
+
 def _epoch_list(text: str) -> list[int]:
     try:
         epochs = [int(e) for e in text.split(",")]
@@ -96,11 +167,7 @@ def _epoch_list(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(DEFAULT_DATA))
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--teacher", default=str(REFERENCE_TEACHER))
-    ap.add_argument("--teacher-checkpoint", required=True, metavar="PT",
-                    help="the trained teacher (random: untrained, a smoke run of this script)")
+    add_setup_arguments(ap, negatives=300, dev_negatives=300)
     ap.add_argument("--student", default="mobilenetv3_small_100")
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--epochs", default=[8], metavar="E1,E2,...", type=_epoch_list,
@@ -110,54 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--learning-rate", type=float, default=2e-3)
     ap.add_argument("--relational-weight", type=float, default=1.0)
     ap.add_argument("--label-weight", type=float, default=1.0)
-    ap.add_argument("--negatives", type=int, default=300, help="train-split negatives distilled on (0: none)")
-    ap.add_argument("--dev-negatives", type=int, default=300)
-    ap.add_argument("--negatives-dir", default="bench-out/negatives")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
 
     import torch
 
-    from edge_search_export.config import ExportConfig
-    from edge_search_export.pipeline import distill_set, student_step, teacher_step
+    from edge_search_export.pipeline import distill_set, student_step
 
     torch.set_num_threads(args.threads)
-    data, out = Path(args.data).resolve(), Path(args.out)
-    csvs = out / "data"
-    catalog_csv = write_catalog(data, csvs)
-    fit, dev = dev_split(read_queries(write_queries(data, csvs, "train")))
-    fit_csv = _write_rows(csvs / "fit.csv", fit)
-    neg_root = Path(args.negatives_dir)
-    train_neg = neg_root / f"train-{args.negatives}-s{args.seed}" if args.negatives else None
-    if train_neg:
-        build_negatives(data, train_neg, split="train", count=args.negatives, seed=args.seed)
-    dev_neg_paths = build_negatives(data, neg_root / f"dev-{args.dev_negatives}-s{args.seed}", split="dev",
-                                    count=args.dev_negatives, seed=args.seed)
-    cfg = ExportConfig(catalog=catalog_csv, out=out / "unused", teacher=args.teacher,
-                       pretrained=args.teacher_checkpoint if args.teacher_checkpoint == "random"
-                       else str(Path(args.teacher_checkpoint).resolve()), student=args.student,
-                       image_size=args.image_size, distill_images=(_link_photos(fit, csvs / "fit-photos"),),
-                       views_per_image=args.views_per_image, batch_size=args.batch_size,
-                       learning_rate=args.learning_rate, relational_weight=args.relational_weight,
-                       label_weight=args.label_weight, finetune_labeled=fit_csv, seed=args.seed,
-                       threads=args.threads, negatives=train_neg)
-    cfg = replace(cfg, finetune=replace(cfg.finetune, epochs=0))
+    out = Path(args.out)
     load = os.getloadavg()
     t0 = time.perf_counter()
-    catalog = read_catalog(catalog_csv)
-    t = teacher_step(cfg, catalog, progress=True)
+    d = prepare(args, out, student=args.student, image_size=args.image_size,
+                views_per_image=args.views_per_image, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                relational_weight=args.relational_weight, label_weight=args.label_weight)
+    cfg, t = d.cfg, d.teacher_step
     shared = distill_set(cfg, t, progress=True)
     bank_seconds = time.perf_counter() - t0
-    pos = {p.id: i for i, p in enumerate(t.table.products)}
-    dev_images = [load_image(q.image) for q in dev]
-    dev_products = np.array([pos[q.id] for q in dev])
-    negs = [load_image(p) for p in dev_neg_paths]
-    teacher = t.teacher
-    # one catalog image per product here: key i is product i
-    q_t = teacher.encode(preprocess_batch(dev_images, t.preprocess))
-    cat_t = teacher.encode(preprocess_batch(t.images, t.preprocess))
-    neg_t = teacher.encode(preprocess_batch(negs, t.preprocess))
+    dev, dev_images, dev_products, negs = d.dev, d.dev_images, d.dev_products, d.negatives
+    q_t, cat_t, neg_t = d.q_t, d.cat_t, d.neg_t
     runs = []
     for epochs in args.epochs:
         torch.manual_seed(args.seed)  # every student starts from the same weights

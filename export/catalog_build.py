@@ -763,8 +763,8 @@ def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
         calibration = Calibration(vectors=vectors, product_ids=tuple(str(x) for x in ids),
                                   source=record.get("calibration_source") or "held-out photos",
                                   negatives=negatives, negatives_source=record.get("negatives_source") or "")
-    fid = {k: m.fidelity[k] for k in ("preprocess_interpolation", "onnx_vs_torch", "int8_vs_fp32", "quantization")
-           if k in m.fidelity}
+    fid = {k: m.fidelity[k] for k in ("preprocess_interpolation", "onnx_vs_torch", "int8_vs_fp32", "fp16_vs_fp32",
+                                      "precision", "quantization") if k in m.fidelity}
     models = ModelSet(folder=bundle.root, model_info=m.model, preprocess=m.preprocess,
                       catalog_encoder=record["catalog_encoder"], teacher=m.teacher, student=m.student,
                       fidelity=fid, producer={k: v for k, v in m.producer.items()

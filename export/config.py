@@ -25,6 +25,9 @@ class Gates:
     onnx_min_cosine: float = 0.999  # torch vs ONNX fp32, same inputs
     int8_mean_cosine: float = 0.97  # ONNX fp32 vs int8 on held-back images
     int8_top1_agreement: float = 0.95
+    # fp16-stored weights computed in fp32: only the weights' rounding moves the output
+    fp16_mean_cosine: float = 0.999
+    fp16_top1_agreement: float = 0.99
     index_top1_agreement: float = 0.995  # chosen index vs exact f32 search
     # the shipped model names the catalog's own images, and mild views of them, whatever embeds the catalog
     catalog_self_top1: float = 0.95
@@ -154,7 +157,8 @@ class ExportConfig:
     # product cross-entropy on views whose product is known (catalog images, labeled photos)
     label_weight: float = 1.0
     image_size: int | None = None  # student input side; None: the teacher's
-    quantize: str = "int8"
+    # the shipped image model's form (precision.py): "auto" times int8 and fp16-stored weights here
+    quantize: str = "auto"
     index_dtype: str | None = None  # None: chosen by measurement
     catalog_encoder: str | None = None  # "teacher" / "student"; None: chosen by measurement
     seed: int = 0
@@ -193,8 +197,8 @@ class ExportConfig:
             raise ExportError("--previous names the last release's store bundles: it goes with --stores")
         if not math.isfinite(self.label_weight) or self.label_weight < 0:
             raise ExportError(f"--distill-label-weight must be >= 0, got {self.label_weight}")
-        if self.quantize not in ("int8", "none"):
-            raise ExportError(f"--quantize must be int8 or none, got {self.quantize!r}")
+        if self.quantize not in ("auto", "int8", "fp16", "none"):
+            raise ExportError(f"--quantize must be auto, int8, fp16 or none, got {self.quantize!r}")
         if self.index_dtype not in (None, "i8", "f16", "f32"):
             raise ExportError(f"--index-dtype must be i8, f16 or f32, got {self.index_dtype!r}")
         if self.catalog_encoder not in (None, "teacher", "student", "teacher+student", "teacher+student+views"):

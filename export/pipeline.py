@@ -42,6 +42,7 @@ from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
 from .interpolation import choose_interpolation
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
+from .precision import BUDGET_BYTES, TIE_SHARE, choose, store_fp16, time_models
 from .quantize import RECIPES, quantize_until
 from .student import Embedder, build_student
 from .teacher import load_teacher
@@ -168,8 +169,9 @@ class StudentStep:
 
 @dataclass
 class ModelStep:
-    """The shipped ONNX model in the stage (int8 when asked), gated, and the export-time queries."""
+    """The shipped ONNX model in the stage (its numeric form chosen), gated, and the export-time queries."""
     encoder: OnnxEncoder
+    precision: str  # "int8", "fp16" (weights stored as float16, computed in float32) or "fp32"
     quantization: dict | None
     query_images: list[np.ndarray]  # augmented catalog views
     query_src: np.ndarray  # the catalog image each came from
@@ -286,8 +288,9 @@ def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: Dist
 
 
 def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -> ModelStep:
-    """ONNX export (parity-gated against torch), then int8 quantization (gated against fp32, retried with
-    the next recipe when a gate fails): `model.onnx` in the stage."""
+    """ONNX export (parity-gated against torch), then the shipped numeric form (precision.py): int8
+    (gated against fp32, retried with the next recipe when a gate fails), fp16-stored weights (gated
+    against fp32), or with `auto` both, timed here, the faster shipped: `model.onnx` in the stage."""
     images, table, key_product, gates = t.images, t.table, t.table.key_to_product, t.gates
     student_pp = s.preprocess
     fp32_path = stage / ("model.onnx" if cfg.quantize == "none" else ".model.fp32.onnx")
@@ -302,12 +305,9 @@ def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -
     gates.check("onnx-vs-torch min cosine", t.fidelity["onnx_vs_torch"]["min_cosine"], cfg.gates.onnx_min_cosine)
     query_imgs, query_src = _query_views(images, cfg.seed)
     fp32_enc = OnnxEncoder(fp32_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads)
-    if cfg.quantize != "int8":
-        return ModelStep(encoder=fp32_enc, quantization=None, query_images=query_imgs, query_src=query_src)
-    model_path = stage / "model.onnx"
-    calib_views = [v for i in calib_idx for v in views(images[i], 3, seed=cfg.seed + 17 + i)]
-    # photos the student was distilled on cover activations studio shots never reach
-    calib = preprocess_batch(calib_views[:256 - len(s.calib_photos)] + s.calib_photos, student_pp)
+    if cfg.quantize == "none":
+        return ModelStep(encoder=fp32_enc, precision="fp32", quantization=None, query_images=query_imgs,
+                         query_src=query_src)
     held_q = ([q for q, src in zip(query_imgs, query_src) if src in set(hold)] + [images[i] for i in hold]
               + s.gate_photos)
     a = _embed(fp32_enc, held_q, student_pp)
@@ -330,22 +330,57 @@ def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -
                 "top1_agreement": round(agree, 5), "decided_queries": int(decided.sum()),
                 "top1_agreement_all": round(float(same.mean()), 5)}
 
-    # a gate that is not enforced needs no second recipe
-    quant_info, attempts = quantize_until(
-        fp32_path, model_path, calib, measure,
-        lambda f: f["mean_cosine"] >= cfg.gates.int8_mean_cosine
-        and f["top1_agreement"] >= cfg.gates.int8_top1_agreement,
-        RECIPES if gates.enforce else RECIPES[:1])
-    quant_info["calibration_photos"] = len(s.calib_photos)
-    t.fidelity["int8_vs_fp32"] = {**attempts[-1], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
-                                  "attempts": attempts,
-                                  "thresholds": {"mean_cosine": cfg.gates.int8_mean_cosine,
-                                                 "top1_agreement": cfg.gates.int8_top1_agreement}}
-    gates.check("int8-vs-fp32 mean cosine", attempts[-1]["mean_cosine"], cfg.gates.int8_mean_cosine)
-    gates.check("int8-vs-fp32 top-1 agreement", attempts[-1]["top1_agreement"], cfg.gates.int8_top1_agreement)
-    fp32_path.unlink()
+    thresholds = {"int8": (cfg.gates.int8_mean_cosine, cfg.gates.int8_top1_agreement),
+                  "fp16": (cfg.gates.fp16_mean_cosine, cfg.gates.fp16_top1_agreement)}
+
+    def passes(precision: str, f: dict) -> bool:
+        cos, top1 = thresholds[precision]
+        return f["mean_cosine"] >= cos and f["top1_agreement"] >= top1
+
+    made, settings, measured = {}, {}, {}
+    if cfg.quantize in ("int8", "auto"):
+        made["int8"] = stage / ".model.int8.onnx"
+        calib_views = [v for i in calib_idx for v in views(images[i], 3, seed=cfg.seed + 17 + i)]
+        # photos the student was distilled on cover activations studio shots never reach
+        calib = preprocess_batch(calib_views[:256 - len(s.calib_photos)] + s.calib_photos, student_pp)
+        # a gate that is not enforced needs no second recipe
+        settings["int8"], attempts = quantize_until(fp32_path, made["int8"], calib, measure,
+                                                    lambda f: passes("int8", f),
+                                                    RECIPES if gates.enforce else RECIPES[:1])
+        settings["int8"]["calibration_photos"] = len(s.calib_photos)
+        measured["int8"] = attempts[-1]
+        t.fidelity["int8_vs_fp32"] = {**attempts[-1], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
+                                      "attempts": attempts,
+                                      "thresholds": {"mean_cosine": thresholds["int8"][0],
+                                                     "top1_agreement": thresholds["int8"][1]}}
+    if cfg.quantize in ("fp16", "auto"):
+        made["fp16"] = stage / ".model.fp16.onnx"
+        settings["fp16"] = {"format": "fp16-weights", **store_fp16(fp32_path, made["fp16"])}
+        measured["fp16"] = measure(made["fp16"])
+        t.fidelity["fp16_vs_fp32"] = {**measured["fp16"], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
+                                      "thresholds": {"mean_cosine": thresholds["fp16"][0],
+                                                     "top1_agreement": thresholds["fp16"][1]}}
+    chosen = next(iter(made))
+    if len(made) > 1:
+        ok = {k: passes(k, measured[k]) or not gates.enforce for k in made}
+        figures = time_models(made, sample[0], cfg.threads)
+        for k, path in made.items():
+            figures[k].update(bytes=path.stat().st_size, passes_gates=passes(k, measured[k]))
+        chosen = choose(figures, ok, BUDGET_BYTES)
+        t.fidelity["precision"] = {
+            "candidates": figures, "chosen": chosen, "threads": cfg.threads, "budget_bytes": BUDGET_BYTES,
+            "rule": f"fastest batch-1 p50 on the export machine among the candidates passing their gates "
+                    f"within the budget; within {TIE_SHARE:.0%} of it the smaller file"}
+    cos_gate, top1_gate = thresholds[chosen]
+    gates.check(f"{chosen}-vs-fp32 mean cosine", measured[chosen]["mean_cosine"], cos_gate)
+    gates.check(f"{chosen}-vs-fp32 top-1 agreement", measured[chosen]["top1_agreement"], top1_gate)
+    model_path = stage / "model.onnx"
+    made[chosen].replace(model_path)
+    for path in [*made.values(), fp32_path]:
+        path.unlink(missing_ok=True)
     return ModelStep(encoder=OnnxEncoder(model_path, input_name=INPUT, output_name=OUTPUT, threads=cfg.threads),
-                     quantization=quant_info, query_images=query_imgs, query_src=query_src)
+                     precision=chosen, quantization=settings[chosen], query_images=query_imgs,
+                     query_src=query_src)
 
 
 def catalog_encoder_step(cfg: ExportConfig, stage: Path, catalog, t: TeacherStep, s: StudentStep, m: ModelStep,
@@ -367,7 +402,7 @@ def catalog_encoder_step(cfg: ExportConfig, stage: Path, catalog, t: TeacherStep
     models = ModelSet(
         folder=stage, model_info=ModelInfo(file="model.onnx", input=INPUT, output=OUTPUT,
                                            embed_dim=teacher.embed_dim,
-                                           precision="int8" if cfg.quantize == "int8" else "fp32", opset=OPSET),
+                                           precision=m.precision, opset=OPSET),
         preprocess=student_pp, catalog_encoder="teacher+student+views" if cfg.student else "student",
         teacher={**teacher.provenance, "preprocess_size": list(t.preprocess.size)}, student=s.info,
         fidelity={**t.fidelity, "quantization": m.quantization},
@@ -449,7 +484,7 @@ def text_step(cfg: ExportConfig, t: TeacherStep, chosen_enc: str):
         # the product-text weight is chosen against one encoder's catalog: the teacher's for teacher+student
         return export_text(t.teacher, stage, text_table, {"teacher": teacher_vecs, "student": stream.vectors["student"]},
                            "teacher" if chosen_enc.startswith("teacher+") else chosen_enc,
-                           quantize=cfg.quantize == "int8", threads=cfg.threads, check=gates.check,
+                           quantize=cfg.quantize != "none", threads=cfg.threads, check=gates.check,
                            gates=cfg.gates, shipped=(chosen_enc, shipped[0].array(), shipped[1]))
 
     return step

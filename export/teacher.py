@@ -94,9 +94,12 @@ def _read_config(path: Path) -> tuple[str, dict, dict]:
 def _register(name: str, model_cfg: dict) -> None:
     # open_clip registers configs from files; a private temp copy holds only the
     # model part so extra keys (preprocess_cfg) never reach the model constructor.
-    tmp = Path(tempfile.mkdtemp(prefix="edge-search-cfg-")) / f"{name}.json"
-    tmp.write_text(json.dumps(model_cfg), encoding="utf-8")
-    open_clip.add_model_config(tmp)
+    # open_clip reads it at once and skips a missing path on later rescans, so the
+    # copy is removed (each load used to leave a folder in the temp directory).
+    with tempfile.TemporaryDirectory(prefix="edge-search-cfg-") as tmp:
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(model_cfg), encoding="utf-8")
+        open_clip.add_model_config(path)
 
 
 def _online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:

@@ -44,22 +44,23 @@ def _num(v: float | None, digits: int) -> str:
 
 
 def _fidelity(f: FidelityRecord) -> list[str]:
-    lines = []
-    if f.int8_vs_fp32 is not None:
-        q = f.int8_vs_fp32
-        lines.append(f"fidelity    int8 vs fp32: mean cosine {_num(q.mean_cosine, 4)}, "
-                     f"top-1 agreement {_num(q.top1_agreement, 3)}")
+    rows = []
+    for form, q in (("int8", f.int8_vs_fp32), ("fp16", f.fp16_vs_fp32)):
+        if q is not None:
+            rows.append(f"{form} vs fp32: mean cosine {_num(q.mean_cosine, 4)}, top-1 agreement {_num(q.top1_agreement, 3)}")
+    if f.precision is not None:
+        timed = ", ".join(f"{k} {_num(v, 2)} ms" for k, v in f.precision.ms_p50.items())
+        rows.append(f"timed at export (batch 1, p50): {timed} (shipped {_or(f.precision.chosen)})")
     if f.onnx_vs_torch is not None:
-        lines.append(f"            onnx vs torch: min cosine {_num(f.onnx_vs_torch.min_cosine, 6)}")
+        rows.append(f"onnx vs torch: min cosine {_num(f.onnx_vs_torch.min_cosine, 6)}")
     if f.catalog_encoder is not None:
         ce = f.catalog_encoder
         figures = ", ".join(f"{k} {_num(v, 3)}" for k, v in ce.top1.items())
         on = "held-out photo" if ce.decided_by == "held_out_photo_top1" else "augmented-photo"
-        lines.append(f"            {on} top-1 by catalog encoder: {figures} (chose {_or(ce.chosen)})")
+        rows.append(f"{on} top-1 by catalog encoder: {figures} (chose {_or(ce.chosen)})")
     if f.index_agreement:
-        lines.append("            index vs exact f32: " + ", ".join(
-            f"{label} {_num(v, 4)}" for label, v in f.index_agreement))
-    return lines
+        rows.append("index vs exact f32: " + ", ".join(f"{label} {_num(v, 4)}" for label, v in f.index_agreement))
+    return [f"{'fidelity' if i == 0 else '':<12}{row}" for i, row in enumerate(rows)]
 
 
 def _text(bundle) -> list[str]:

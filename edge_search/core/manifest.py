@@ -88,7 +88,7 @@ class ModelInfo:
     input: str
     output: str
     embed_dim: int
-    precision: str  # "int8" or "fp32"
+    precision: str  # "int8", "fp16" (weights stored as float16, computed in float32) or "fp32"
     opset: int
 
     def __post_init__(self) -> None:
@@ -384,10 +384,20 @@ class CatalogEncoderChoice:
 
 
 @dataclass(frozen=True)
+class PrecisionChoice:
+    """Manifest `fidelity.precision`: the numeric forms the export timed and the one it shipped."""
+
+    chosen: str | None
+    ms_p50: dict[str, float | None]  # form -> batch-1 p50 on the export machine
+
+
+@dataclass(frozen=True)
 class FidelityRecord:
     """Manifest `fidelity`, the parts shown; the rest (gates, calibration report, ...) stays free-form."""
 
     int8_vs_fp32: Agreement | None = None
+    fp16_vs_fp32: Agreement | None = None
+    precision: PrecisionChoice | None = None
     onnx_vs_torch: Agreement | None = None
     catalog_encoder: CatalogEncoderChoice | None = None
     index_agreement: tuple[tuple[str, float | None], ...] = ()  # storage candidate -> top-1 vs exact f32
@@ -416,7 +426,14 @@ class FidelityRecord:
             n = got.record("names") if got else None
             if n is not None:
                 names[by] = (n.number("recall@1"), n.number("recall@5"))
+        timed = r.record("precision")
+        forms = timed.record("candidates") if timed else None
+        precision = None if timed is None else PrecisionChoice(
+            chosen=timed.text("chosen"),
+            ms_p50={k: _Record(v, f"{forms.path}.{k}", where).number("ms_p50")
+                    for k, v in (forms.data if forms else {}).items() if isinstance(v, dict)})
         return cls(int8_vs_fp32=Agreement.parse(r.record("int8_vs_fp32")),
+                   fp16_vs_fp32=Agreement.parse(r.record("fp16_vs_fp32")), precision=precision,
                    onnx_vs_torch=Agreement.parse(r.record("onnx_vs_torch")), catalog_encoder=choice,
                    index_agreement=candidates,
                    text_int8_vs_fp32=Agreement.parse(text.record("int8_vs_fp32") if text else None),

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from edge_search.core.manifest import (Agreement, CatalogEncoderChoice, FidelityRecord, StudentRecord,
-                                       TeacherRecord)
+from edge_search.core.manifest import (Agreement, CatalogEncoderChoice, FidelityRecord, PrecisionChoice,
+                                       StudentRecord, TeacherRecord)
 from edge_search.errors import BundleError, ManifestError
 
 FIDELITY = {
     "int8_vs_fp32": {"mean_cosine": 0.991, "min_cosine": 0.95, "top1_agreement": 1, "attempts": []},
+    "fp16_vs_fp32": {"mean_cosine": 0.99999, "min_cosine": 0.9999, "top1_agreement": 1},
+    "precision": {"candidates": {"int8": {"ms_p50": 7.1, "bytes": 2}, "fp16": {"ms_p50": 3.0, "bytes": 4}},
+                  "chosen": "fp16", "threads": 2},
     "onnx_vs_torch": {"min_cosine": 0.999999, "images": 8},
     "catalog_encoder": {"student": {"augmented_query_top1": 0.5, "held_out_photo_top1": 0.6},
                         "teacher": {"augmented_query_top1": 0.7, "held_out_photo_top1": 0.8},
@@ -27,6 +30,8 @@ FIDELITY = {
 def test_records_read_what_inspect_shows():
     f = FidelityRecord.parse(FIDELITY, "m.json")
     assert f.int8_vs_fp32 == Agreement(mean_cosine=0.991, min_cosine=0.95, top1_agreement=1.0)
+    assert f.fp16_vs_fp32 == Agreement(mean_cosine=0.99999, min_cosine=0.9999, top1_agreement=1.0)
+    assert f.precision == PrecisionChoice(chosen="fp16", ms_p50={"int8": 7.1, "fp16": 3.0})
     assert f.onnx_vs_torch.min_cosine == 0.999999
     assert f.catalog_encoder == CatalogEncoderChoice(decided_by="held_out_photo_top1",
                                                      top1={"student": 0.6, "teacher": 0.8}, chosen="teacher")
@@ -56,6 +61,10 @@ def test_older_bundles_records_still_read():
     (StudentRecord.parse, {"distillation": [1]}, "student.distillation must be a JSON object, got a list"),
     (StudentRecord.parse, {"params": 1.5}, "student.params must be a whole number, got 1.5"),
     (FidelityRecord.parse, {"int8_vs_fp32": "fine"}, "fidelity.int8_vs_fp32 must be a JSON object, got text"),
+    (FidelityRecord.parse, {"precision": {"candidates": {"int8": {"ms_p50": "fast"}}}},
+     'fidelity.precision.candidates.int8.ms_p50 must be a finite number, got "fast"'),
+    (FidelityRecord.parse, {"precision": {"candidates": [1]}},
+     "fidelity.precision.candidates must be a JSON object, got a list"),
     (FidelityRecord.parse, {"index": {"candidates": [1]}},
      "fidelity.index.candidates[0] must be a JSON object, got a number"),
     (FidelityRecord.parse, {"catalog_encoder": {"decided_by": "held_out_photo_top1", "student": {}}},

@@ -51,7 +51,7 @@ def test_export_and_demo_help_show_every_default_that_means_something():
     export, demo = (sub.choices[c].format_help() for c in ("export", "demo"))
     flat = lambda text: " ".join(text.split())  # noqa: E731  (help wraps at the terminal's width)
     for flag, default in (("--epochs EPOCHS", "30"), ("--views-per-image VIEWS_PER_IMAGE", "16"),
-                          ("--seed SEED", "0"), ("--quantize {int8,none}", "int8"), ("--finetune-epochs", "20")):
+                          ("--seed SEED", "0"), ("--quantize {auto,int8,fp16,none}", "auto"), ("--finetune-epochs", "20")):
         tail = flat(export).split(flag + " ", 2)[-1]
         assert f"(default: {default})" in tail.split(" --")[0], flag
     assert "(default: edge-search-demo)" in flat(demo) and "(default: 20)" in flat(demo)

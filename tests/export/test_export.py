@@ -262,3 +262,15 @@ def test_negatives_and_sign_key(tmp_path, sample_catalog, tiny_checkpoint):
     proc = run_cli(*export_args(sample_catalog, tmp_path / "x", tiny_checkpoint, "--no-match-rule", "negatives"),
                    check=False)
     assert proc.returncode == 2 and "needs --negatives" in proc.stderr and not (tmp_path / "x").exists()
+
+
+def test_loading_a_teacher_config_leaves_no_temp_folder(tmp_path, monkeypatch, tiny_checkpoint):
+    import tempfile
+
+    from edge_search_export.teacher import load_teacher
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    teacher = load_teacher(str(TINY_TEACHER), str(tiny_checkpoint))
+    again = load_teacher(str(TINY_TEACHER), str(tiny_checkpoint))  # registered again from a removed copy
+    assert teacher.embed_dim == again.embed_dim == 64
+    assert list(tmp_path.iterdir()) == []  # each load left an edge-search-cfg-* folder before
