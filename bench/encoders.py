@@ -3,7 +3,7 @@
     .venv/bin/python bench/encoders.py --out bench-out/encoders.json
 
 Side by side on this machine (batch 1, onnxruntime CPU, 2 threads): each model
-timed alone in its own process (bench/one_model.py), the models alternating
+timed alone in its own process (export/timing.py), the models alternating
 round by round so load drifts hit every model alike:
   * teacher ViT-B-32 image tower, ONNX fp32 and int8
   * student (default mobilenetv3_small_100 -> 512-d), ONNX fp32, int8 and fp16
@@ -33,20 +33,6 @@ from edge_search.files import atomic_write_text
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def timed_processes(paths: dict[str, Path], side: dict[str, int], rounds: int, calls: int, threads: int
-                    ) -> dict[str, list[float]]:
-    """ms per call of each model, each timed alone in a fresh process, the models alternating by round."""
-    times: dict[str, list[float]] = {n: [] for n in paths}
-    for r in range(rounds):
-        print(f"timing round {r + 1}/{rounds} ...", file=sys.stderr, flush=True)
-        for n, p in paths.items():
-            k = max(3, calls // 4) if n.startswith("teacher") else calls
-            out = subprocess.run([sys.executable, "-m", "bench.one_model", str(p), str(side[n]), str(k), str(threads)],
-                                 capture_output=True, text=True, check=True, cwd=REPO).stdout
-            times[n] += json.loads(out)
-    return times
 
 
 def build_models(work: Path, student_arch: str, pretrained: str | None, student_size: int) -> dict[str, Path]:
@@ -141,7 +127,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="edge-search-bench-"))
     paths = build_models(work, args.student, args.pretrained, args.student_size)
     side = {name: 224 if name.startswith("teacher") else args.student_size for name in paths}
-    times = timed_processes(paths, side, args.rounds, args.calls, args.threads)
+    from edge_search_export.timing import time_alone
+
+    times = time_alone({n: (p, (side[n], side[n])) for n, p in paths.items()}, args.rounds,
+                       {n: max(3, args.calls // 4) if n.startswith("teacher") else args.calls for n in paths},
+                       args.threads, progress=True)
     p50 = {n: float(np.median(t)) for n, t in times.items()}
     best = {n: float(np.min(t)) for n, t in times.items()}
     # Shared 2-core VMs add bursts of interference; the best run of each model
@@ -165,7 +155,7 @@ def main() -> int:
     image = next((bundle.parent / "queries").glob("*.jpg"), None) or next((bundle / "thumbs").glob("*.jpg"))
     report = {
         "machine": {"threads": args.threads, "rounds": args.rounds, "calls": {n: len(t) for n, t in times.items()},
-                    "timing": "each model alone in its own process (bench/one_model.py), models alternating by round"},
+                    "timing": "each model alone in its own process (export/timing.py), models alternating by round"},
         "models": models,
         "shipped_student": shipped,
         "index": index_figures(),

@@ -9,7 +9,7 @@ input side (`--sides`), projected into the teacher's space as the export builds
 it, and each numeric form the export can ship (fp32, int8, fp16-stored weights;
 export/precision.py):
   * latency at batch 1, 1 and 2 threads, each model timed alone in its own
-    process (bench/one_model.py), all models alternating round by round in one
+    process (export/timing.py), all models alternating round by round in one
     run, beside a ViT-B-32 image tower in ONNX fp32 at 224 px (random weights:
     latency does not depend on them), so each point has its ratio to it;
   * the file size;
@@ -35,7 +35,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/grocery.py
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
@@ -107,21 +106,6 @@ def fidelity(q_s: np.ndarray, q_t: np.ndarray, cat_t: np.ndarray, products: np.n
             "teacher_recall@1": stats.share(t_top == products, idx).to_json()}
 
 
-def time_points(paths: dict[str, tuple[Path, int]], threads: list[int], rounds: int, calls: int) -> dict:
-    """ms per call of every model at each thread count, each alone in a fresh process, alternating."""
-    times = {(n, th): [] for n in paths for th in threads}
-    for r in range(rounds):
-        print(f"timing round {r + 1}/{rounds} ({len(paths)} models x {len(threads)} thread counts) ...",
-              file=sys.stderr, flush=True)
-        for th in threads:
-            for n, (path, side) in paths.items():
-                k = max(3, calls // 5) if n == REFERENCE else calls
-                out = subprocess.run([sys.executable, "-m", "bench.one_model", str(path), str(side), str(k),
-                                      str(th)], capture_output=True, text=True, check=True, cwd=REPO).stdout
-                times[(n, th)] += json.loads(out)
-    return times
-
-
 def build_forms(module, side: int, stem: Path, calib: np.ndarray) -> dict[str, Path]:
     from edge_search_export.onnx_export import export_onnx
     from edge_search_export.precision import store_fp16
@@ -186,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_search_export.pipeline import distill_set, student_step
     from edge_search_export.student import Embedder, build_student
     from edge_search_export.teacher import load_teacher
+    from edge_search_export.timing import time_alone
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -244,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     paths[REFERENCE] = (vit, ref_side)
 
     # --- one timing run over every point and the reference -----------------
-    times = time_points(paths, [1, 2], args.rounds, args.calls)
+    calls = {n: max(3, args.calls // 5) if n == REFERENCE else args.calls for n in paths}
+    sized = {n: (f, (side, side)) for n, (f, side) in paths.items()}
+    times = {(n, th): v for th in (1, 2)
+             for n, v in time_alone(sized, args.rounds, calls, th, progress=True).items()}
     ref = {str(th): round(float(np.median(times[(REFERENCE, th)])), 3) for th in (1, 2)}
     for n, p in points.items():
         p["ms_p50"] = round(float(np.median(times[(n, 2)])), 3)

@@ -363,7 +363,7 @@ def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -
     chosen = next(iter(made))
     if len(made) > 1:
         ok = {k: passes(k, measured[k]) or not gates.enforce for k in made}
-        figures = time_models(made, sample[0], cfg.threads)
+        figures = time_models(made, student_pp.size, cfg.threads)
         for k, path in made.items():
             figures[k].update(bytes=path.stat().st_size, passes_gates=passes(k, measured[k]))
         chosen = choose(figures, ok, BUDGET_BYTES)

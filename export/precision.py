@@ -9,23 +9,21 @@ Two candidates beside plain fp32:
     behind a Cast to float32. onnxruntime folds those casts into float32
     weights when it builds the session, so the model computes exactly as the
     fp32 graph with rounded weights, at fp32 speed, from half the file.
-`auto` makes both, gates both against fp32, times both interleaved at batch 1
-on the export's thread count and ships the fastest that passes its gates
+`auto` makes both, gates both against fp32, times both at batch 1 on the
+export's thread count, each alone in its own process (timing.py), and ships the fastest that passes its gates
 within the size budget (a ViT tower's int8 wins on VNNI; a MobileNet student's
 fp16 wins).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from edge_search.core.encoder import OnnxEncoder
 from edge_search.errors import ExportError
 
-from .onnx_export import INPUT, OUTPUT
+from .timing import time_alone
 
 PRECISIONS = ("int8", "fp16")
 BUDGET_BYTES = 5_000_000  # the device model's size target: a candidate above it ships only if all are
@@ -73,27 +71,10 @@ def store_fp16(fp32: Path, out: Path) -> dict:
     return {"weights_fp16": converted, "kept_fp32": too_large, "min_elements": FP16_MIN_ELEMENTS}
 
 
-def timed_blocks(encoders: dict, batches: dict[str, np.ndarray], rounds: int, block: int = 3
-                 ) -> dict[str, list[float]]:
-    """Milliseconds per call of each encoder, in rounds so load drift hits all alike. Each round runs
-    each encoder once untimed, then `block` timed calls: alternating call by call would have each
-    model evict the other's weights from the caches, which a device running one model never does."""
-    times: dict[str, list[float]] = {k: [] for k in encoders}
-    for _ in range(rounds):
-        for k, enc in encoders.items():
-            enc.embed(batches[k])
-            for _ in range(block):
-                t0 = time.perf_counter()
-                enc.embed(batches[k])
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def time_models(paths: dict[str, Path], image: np.ndarray, threads: int, rounds: int = 12) -> dict[str, dict]:
-    """Batch-1 latency of each model file on one preprocessed image: p50 and best, in ms."""
-    encoders = {k: OnnxEncoder(p, input_name=INPUT, output_name=OUTPUT, threads=threads) for k, p in paths.items()}
-    batch = np.ascontiguousarray(image[None], dtype=np.float32)
-    times = timed_blocks(encoders, {k: batch for k in encoders}, rounds)
+def time_models(paths: dict[str, Path], size: tuple[int, int], threads: int, rounds: int = 4, calls: int = 10
+                ) -> dict[str, dict]:
+    """Batch-1 latency of each model file, each alone in its own process (timing.py): p50 and best, ms."""
+    times = time_alone({k: (p, tuple(size)) for k, p in paths.items()}, rounds, calls, threads)
     return {k: {"ms_p50": round(float(np.median(v)), 3), "ms_best": round(float(min(v)), 3), "calls": len(v)}
             for k, v in times.items()}
 

@@ -168,3 +168,21 @@ def test_fp16_alone_is_not_timed(tmp_path, sample_catalog, tiny_checkpoint):
     assert "int8_vs_fp32" not in m["fidelity"]
     types = {i.data_type for i in onnx.load(str(out / "model.onnx")).graph.initializer}
     assert onnx.TensorProto.FLOAT16 in types
+
+
+def test_each_model_is_timed_in_its_own_process_and_a_bad_file_is_named(tmp_path):
+    import torch
+
+    from edge_search.errors import ExportError
+    from edge_search_export.onnx_export import export_onnx
+    from edge_search_export.student import Embedder, build_student
+    from edge_search_export.timing import time_alone
+
+    torch.manual_seed(0)
+    export_onnx(Embedder(build_student("mobilenetv3_small_050", 64, 32)), (32, 32), tmp_path / "a.onnx")
+    times = time_alone({"a": (tmp_path / "a.onnx", (32, 32)), "again": (tmp_path / "a.onnx", (32, 32))}, rounds=2,
+                       calls={"a": 3, "again": 1}, threads=1)
+    assert [len(times["a"]), len(times["again"])] == [6, 2] and min(times["a"]) > 0
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(ExportError, match=r"bad.onnx: timing it failed \(.*cannot load ONNX model"):
+        time_alone({"bad": (tmp_path / "bad.onnx", (32, 32))}, rounds=1, calls=1, threads=1)
