@@ -101,12 +101,13 @@ class Prepared:
     neg_t: np.ndarray
 
 
-def add_setup_arguments(ap: argparse.ArgumentParser, negatives: int, dev_negatives: int) -> None:
+def add_setup_arguments(ap: argparse.ArgumentParser, negatives: int, dev_negatives: int,
+                        checkpoint_required: bool = True) -> None:
     """The options `prepare` reads."""
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--out", required=True)
     ap.add_argument("--teacher", default=str(REFERENCE_TEACHER))
-    ap.add_argument("--teacher-checkpoint", required=True, metavar="PT",
+    ap.add_argument("--teacher-checkpoint", required=checkpoint_required, metavar="PT",
                     help="the trained teacher (bench/teacher_recipe.py --save; random: untrained, a smoke run)")
     ap.add_argument("--negatives", type=int, default=negatives, help="train-split negatives distilled on (0: none)")
     ap.add_argument("--dev-negatives", type=int, default=dev_negatives)

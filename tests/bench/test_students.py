@@ -36,6 +36,24 @@ def test_best_point_is_the_most_faithful_within_size_and_speed():
     assert best_point({"x": _p(4.0, 0.9)}, reference_ms=100.0) is None
 
 
+def _q(arch, side, form, ms, agree=None, mb=2.0):
+    return {"arch": arch, "side": side, "form": form, "ms_p50": ms, "top1_agreement": agree, "mb": mb,
+            "mean_cosine": 0.9}
+
+
+def test_best_point_must_reach_the_target_at_the_default_teachers_side():
+    from bench.students import best_point
+
+    # distilled at 128; timed at 224 as well: a faithful backbone too slow at 224 loses to one fast there
+    points = {"v4@128 int8": _q("v4", 128, "int8", 0.9, agree=0.40), "v4@224 int8": _q("v4", 224, "int8", 3.5),
+              "v3@128 fp16": _q("v3", 128, "fp16", 0.6, agree=0.37), "v3@224 fp16": _q("v3", 224, "fp16", 1.5),
+              "v2@128 fp16": _q("v2", 128, "fp16", 0.5, agree=0.30)}  # never timed at 224: its own side counts
+    assert best_point(points, reference_ms=100.0) == "v4@128 int8"  # 100 / 0.9 = 111x at 128
+    assert best_point(points, reference_ms=100.0, at_side=224) == "v3@128 fp16"  # v4 at 224: 28.6x < 30x
+    points["v3@224 fp16"]["mb"] = 6.0  # over the budget where the target is met: out as well
+    assert best_point(points, reference_ms=100.0, at_side=224) == "v2@128 fp16"
+
+
 def test_fidelity_counts_agreement_with_the_teacher_not_with_the_labels():
     from bench import stats
     from bench.students import fidelity
@@ -79,7 +97,7 @@ def test_students_miniature(tmp_path):
         # fp16 storage only rounds the weights: its figures are the fp32 model's within a rounding
         assert abs(pts[f"{arch}@64 fp16"]["mean_cosine"] - pts[f"{arch}@64 fp32"]["mean_cosine"]) < 1e-3
     assert set(r["pareto_front"]) <= measured and r["pareto_front"]
-    assert r["best"] is None or r["best"] in measured
+    assert r["target_side"] == 224 and (r["best"] is None or r["best"] in measured)
     for p in pts.values():
         assert p["x_reference_p50"] == round(r["reference_ms_p50"]["2"] / p["ms_p50"], 2)
     md = (out / "students.md").read_text()
