@@ -18,6 +18,7 @@ import ctypes
 import errno
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -226,6 +227,17 @@ def default_cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "edge-search"
+
+
+def write_cache_record(path: Path, record) -> bool:
+    """Write a JSON record under the cache folder (creating its folder); False when that cannot be
+    done: a record only saves work, so its caller goes on without it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(record) + "\n")
+    except (EdgeSearchError, OSError):
+        return False
+    return True
 
 
 def file_stamp(path: str | Path, st: os.stat_result | None = None) -> str | None:

@@ -65,6 +65,11 @@ def run_install(args: argparse.Namespace) -> int:
           f"{report.seconds:.1f} s)")
     if report.from_base:
         say(f"a delta: {report.from_base} unchanged file(s) taken from the previous bundle, every file verified")
+    if report.thread_p50:
+        timed = ", ".join(f"{n} thread{'s' if n > 1 else ''} {ms:.2f} ms" for n, ms in report.thread_p50.items())
+        chose = (f"runs at {report.threads}" if report.threads else
+                 "not recorded (the cache folder cannot be written): runs at the default")
+        say(f"image model on this device, p50: {timed}; {chose}")
     if report.previous:
         say(f"previous: {report.previous} (edge-search rollback --into {args.into})")
     return 0

@@ -99,6 +99,11 @@ class Bundle:
         table = self.product_table()
         return tuple(named((p.thumbnail for p in table.products), str(self.path(self.manifest.products_file))))
 
+    def model_sha256(self) -> str | None:
+        """The image model file's sha256 as the manifest lists it (names its device-threads record)."""
+        entry = self.manifest.files.get(self.manifest.model.file)
+        return entry.get("sha256") if isinstance(entry, dict) else None
+
     def file_names(self) -> list[str]:
         """Every file of the bundle but the manifest and its signature: `files`, then the thumbnails."""
         return [*self.manifest.files, *self.thumbnail_names()]

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from edge_search.errors import EdgeSearchError
-from edge_search.files import STAT_MARGIN_NS, atomic_write_text, default_cache_dir, file_stamp, read_regular
+from edge_search.files import STAT_MARGIN_NS, default_cache_dir, file_stamp, read_regular, write_cache_record
 
 FOLDER = "checked-bundles"
 MAX_RECORD_BYTES = 1 << 20
@@ -66,10 +66,4 @@ def record_checked(root: Path, manifest_sha256: str, names: list[str], started_n
     if None in stamps.values():
         return False
     record = {"bundle": os.path.realpath(root), "manifest_sha256": manifest_sha256, "files": stamps}
-    path = _record_path(root, manifest_sha256)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(record) + "\n")
-    except (EdgeSearchError, OSError):
-        return False
-    return True
+    return write_cache_record(_record_path(root, manifest_sha256), record)

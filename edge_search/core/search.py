@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edge_search.core.bundle import Bundle
-from edge_search.core.encoder import DEFAULT_THREADS, Encoder, OnnxEncoder
+from edge_search.core.encoder import Encoder, OnnxEncoder
 from edge_search.core.images import load_image
 from edge_search.core.index import AnyIndex, VectorIndex, open_index, unit
 from edge_search.errors import BundleError, TextQueryError
@@ -32,6 +32,7 @@ from edge_search.core.manifest import DEFAULT_FUSION_ALPHA, IndexInfo, Manifest,
 from edge_search.core.preprocess import preprocess
 from edge_search.core.products import Product, ProductTable
 from edge_search.core.query import DEFAULT_K, RANK_ALL, QueryParams
+from edge_search.core.threads import recorded_threads
 from edge_search.core.text import TextEncoder
 
 FETCH_GROWTH = 4  # over-fetching under a filter: k*4 products, then k*16, ... up to the catalog
@@ -144,16 +145,19 @@ class Searcher:
         return exact
 
     @classmethod
-    def from_bundle(cls, path: str | Path | Bundle, *, verify: bool = True, threads: int = DEFAULT_THREADS,
+    def from_bundle(cls, path: str | Path | Bundle, *, verify: bool = True, threads: int | None = None,
                     trusted_key: str | Path | None = None) -> "Searcher":
         """A searcher for a bundle folder, or for a `Bundle` already opened (its manifest read
         and its signature checked by `Bundle.open`: `trusted_key` is then not read again);
         `verify` checks every file's checksum first, but for files a full check passed on before and
-        that have not changed since (core/checked.py)."""
+        that have not changed since (core/checked.py). `threads`: None runs the models at the count
+        install timed fastest on this device (core/threads.py), else DEFAULT_THREADS."""
         bundle = path if isinstance(path, Bundle) else Bundle.open(path, verify=False, trusted_key=trusted_key)
         if verify:  # files unchanged since a full check passed on them are not hashed again (core/checked.py)
             bundle.verify(reuse_check=True)
         m = bundle.manifest
+        if threads is None:
+            threads = recorded_threads(bundle.model_sha256())
         encoder = OnnxEncoder(bundle.path(m.model.file), input_name=m.model.input,
                               output_name=m.model.output, threads=threads)
         encoder.check_fits(3, *m.preprocess.size, m.model.embed_dim, str(bundle.root / "manifest.json"))

@@ -49,6 +49,10 @@ class InstallReport:
     seconds: float
     already_current: bool = False
     from_base: int = 0  # a delta: files taken from the base bundle `current` held
+    # the image model's batch-1 p50 ms by thread count on this device, and the count recorded
+    # (core/threads.py; None: the cache folder could not be written, the runtime uses its default)
+    thread_p50: dict[int, float] | None = None
+    threads: int | None = None
 
 
 @contextlib.contextmanager
@@ -166,6 +170,17 @@ def self_test(bundle_dir: Path, *, threads: int = 1):
     return searcher, f"{len(found)} products found themselves: " + ", ".join(found)
 
 
+def _time_threads(bundle: Bundle) -> tuple[dict[int, float], int | None]:
+    """Time the image model at each thread count this device has (up to threads.MAX_THREADS) and
+    record the fastest for the runtime (core/threads.py)."""
+    from edge_search.core.threads import record_threads, time_thread_counts
+
+    m = bundle.manifest
+    p50 = time_thread_counts(bundle.path(m.model.file), input_name=m.model.input, output_name=m.model.output,
+                             size=tuple(m.preprocess.size))
+    return p50, record_threads(bundle.model_sha256() or "", p50) if bundle.model_sha256() else None
+
+
 def _os_errors_named(fn):
     """A read-only or full disk, a folder we may not write: one InstallError naming the path."""
     import functools
@@ -210,6 +225,7 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
                 raise
             except EdgeSearchError as e:  # name what the user gave, not our staging folder
                 raise InstallError(f"{src}: refused: " + str(e).replace(f"{stage}/", "").replace(str(stage), "bundle")) from None
+            thread_p50, threads = _time_threads(bundle)
             data = (stage / MANIFEST_NAME).read_bytes()
             name = _safe_name(bundle.manifest, data)
             dest = into / BUNDLES / name
@@ -217,7 +233,8 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
             if old == dest.resolve() and dest.is_dir():
                 shutil.rmtree(stage, ignore_errors=True)
                 return InstallReport(name=name, path=dest, previous=_target(into / PREVIOUS), self_test=tested,
-                                     seconds=time.perf_counter() - t0, already_current=True)
+                                     seconds=time.perf_counter() - t0, already_current=True,
+                                     thread_p50=thread_p50, threads=threads)
             if dest.exists() and not _whole(dest):  # damaged on disk: moved aside, never deleted in place
                 os.rename(dest, dest.parent / f".{dest.name}.old")
             if dest.exists():
@@ -238,7 +255,8 @@ def install(source: str | Path, into: str | Path, *, trusted_key: str | Path | N
         fsync_dir(into)
         _prune(into)
         return InstallReport(name=name, path=dest, previous=old, self_test=tested,
-                             seconds=time.perf_counter() - t0, from_base=from_base)
+                             seconds=time.perf_counter() - t0, from_base=from_base,
+                             thread_p50=thread_p50, threads=threads)
 
 
 def _fill_from_base(stage: Path, into: Path, src: Path) -> int:
