@@ -10,9 +10,9 @@ Two candidates beside plain fp32:
     weights when it builds the session, so the model computes exactly as the
     fp32 graph with rounded weights, at fp32 speed, from half the file.
 `auto` makes both, gates both against fp32, times both at batch 1 on the
-export's thread count, each alone in its own process (timing.py), and ships the fastest that passes its gates
-within the size budget (a ViT tower's int8 wins on VNNI; a MobileNet student's
-fp16 wins).
+export's thread count, each alone in its own process (timing.py), and ships
+the fastest that passes its gates within the size budget (a ViT tower's int8
+wins on VNNI; a MobileNet student's fp16 wins).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from edge_search.errors import ExportError
 
 from .timing import time_alone
 
-PRECISIONS = ("int8", "fp16")
 BUDGET_BYTES = 5_000_000  # the device model's size target: a candidate above it ships only if all are
 # Float weights smaller than this stay float32: biases and scales are a rounding error of the
 # file and some (Resize scales, Clip bounds) are read by shape logic, not arithmetic.
