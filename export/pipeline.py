@@ -354,12 +354,22 @@ def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -
                                       "thresholds": {"mean_cosine": thresholds["int8"][0],
                                                      "top1_agreement": thresholds["int8"][1]}}
     if cfg.quantize in ("fp16", "auto"):
-        made["fp16"] = stage / ".model.fp16.onnx"
-        settings["fp16"] = {"format": "fp16-weights", **store_fp16(fp32_path, made["fp16"])}
-        measured["fp16"] = measure(made["fp16"])
-        t.fidelity["fp16_vs_fp32"] = {**measured["fp16"], "images": len(held_q), "tie_margin": INT8_TIE_MARGIN,
-                                      "thresholds": {"mean_cosine": thresholds["fp16"][0],
-                                                     "top1_agreement": thresholds["fp16"][1]}}
+        try:
+            stored = store_fp16(fp32_path, stage / ".model.fp16.onnx")
+        except ExportError as e:
+            if cfg.quantize == "fp16" or not made:
+                raise
+            # auto: int8 is the one candidate left (the reason without the stage's path)
+            t.fidelity["fp16_skipped"] = str(e).replace(f"{fp32_path}: ", "")
+            stored = None
+        if stored is not None:
+            made["fp16"] = stage / ".model.fp16.onnx"
+            settings["fp16"] = {"format": "fp16-weights", **stored}
+            measured["fp16"] = measure(made["fp16"])
+            t.fidelity["fp16_vs_fp32"] = {**measured["fp16"], "images": len(held_q),
+                                          "tie_margin": INT8_TIE_MARGIN,
+                                          "thresholds": {"mean_cosine": thresholds["fp16"][0],
+                                                         "top1_agreement": thresholds["fp16"][1]}}
     chosen = next(iter(made))
     if len(made) > 1:
         ok = {k: passes(k, measured[k]) or not gates.enforce for k in made}

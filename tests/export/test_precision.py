@@ -186,3 +186,26 @@ def test_each_model_is_timed_in_its_own_process_and_a_bad_file_is_named(tmp_path
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(ExportError, match=r"bad.onnx: timing it failed \(.*cannot load ONNX model"):
         time_alone({"bad": (tmp_path / "bad.onnx", (32, 32))}, rounds=1, calls=1, threads=1)
+
+
+def test_auto_ships_int8_when_no_fp16_can_be_made(tmp_path, sample_catalog, tiny_checkpoint, monkeypatch):
+    from edge_search.errors import ExportError
+    from edge_search_export import pipeline
+    from edge_search_export.config import ExportConfig, Gates
+
+    def refuse(fp32, out):
+        raise ExportError(f"{fp32}: no float weight of 1024+ elements to store as fp16")
+
+    monkeypatch.setattr(pipeline, "store_fp16", refuse)
+    cfg = ExportConfig(catalog=sample_catalog, out=tmp_path / "b", teacher=str(TINY_TEACHER),
+                       pretrained=str(tiny_checkpoint), student="mobilenetv3_small_050", epochs=1, views_per_image=4,
+                       quantize="auto",
+                       gates=Gates().with_overrides({"catalog_views_top1": 0, "int8_top1_agreement": 0.5}))
+    pipeline.run_export(cfg, progress=False)
+    m = read_manifest(tmp_path / "b")
+    assert m["model"]["precision"] == "int8" and "precision" not in m["fidelity"]
+    assert m["fidelity"]["fp16_skipped"] == "no float weight of 1024+ elements to store as fp16"  # no stage path
+    with pytest.raises(ExportError, match="no float weight"):  # asked for fp16 itself: the export fails
+        pipeline.run_export(ExportConfig(**{**cfg.__dict__, "out": tmp_path / "c", "quantize": "fp16"}),
+                            progress=False)
+    assert not (tmp_path / "c").exists()
