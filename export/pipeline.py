@@ -357,7 +357,7 @@ def model_step(cfg: ExportConfig, stage: Path, t: TeacherStep, s: StudentStep) -
         try:
             stored = store_fp16(fp32_path, stage / ".model.fp16.onnx")
         except ExportError as e:
-            if cfg.quantize == "fp16" or not made:
+            if cfg.quantize == "fp16":
                 raise
             # auto: int8 is the one candidate left (the reason without the stage's path)
             t.fidelity["fp16_skipped"] = str(e).replace(f"{fp32_path}: ", "")

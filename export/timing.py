@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from edge_search.core.encoder import OnnxEncoder
+from edge_search.core.threads import time_calls
 from edge_search.errors import ExportError
 
 INPUT, OUTPUT = "image", "embedding"  # as onnx_export names them (importing it would import torch)
@@ -29,14 +29,7 @@ INPUT, OUTPUT = "image", "embedding"  # as onnx_export names them (importing it 
 def time_here(path: str | Path, size: tuple[int, int], calls: int, threads: int, warmup: int = 3) -> list[float]:
     enc = OnnxEncoder(path, input_name=INPUT, output_name=OUTPUT, threads=threads)
     batch = np.random.default_rng(1).standard_normal((1, 3, *size)).astype(np.float32)
-    for _ in range(warmup):
-        enc.embed(batch)
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        enc.embed(batch)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+    return time_calls(enc, batch, calls, warmup)
 
 
 def time_alone(models: dict[str, tuple[Path, tuple[int, int]]], rounds: int, calls: int | dict[str, int],

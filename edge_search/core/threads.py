@@ -33,6 +33,18 @@ def _record_path(model_sha256: str) -> Path:
     return default_cache_dir() / FOLDER / f"{model_sha256}.json"
 
 
+def time_calls(enc, batch: np.ndarray, calls: int, warmup: int = 2) -> list[float]:
+    """ms per `enc.embed(batch)`, after `warmup` untimed calls (export/timing.py times with it too)."""
+    for _ in range(warmup):
+        enc.embed(batch)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        enc.embed(batch)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def time_thread_counts(model: Path, *, input_name: str, output_name: str, size: tuple[int, int],
                        counts: list[int] | None = None, rounds: int = 3, calls: int = 8) -> dict[int, float]:
     """Batch-1 p50 ms of the model at each thread count."""
@@ -42,12 +54,7 @@ def time_thread_counts(model: Path, *, input_name: str, output_name: str, size: 
     for _ in range(rounds):
         for n in counts:
             enc = OnnxEncoder(model, input_name=input_name, output_name=output_name, threads=n)
-            for _ in range(2):
-                enc.embed(batch)
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                enc.embed(batch)
-                times[n].append((time.perf_counter() - t0) * 1e3)
+            times[n] += time_calls(enc, batch, calls)
             del enc  # one live session at a time
     return {n: round(float(np.median(v)), 3) for n, v in times.items()}
 

@@ -175,10 +175,10 @@ def _time_threads(bundle: Bundle) -> tuple[dict[int, float], int | None]:
     record the fastest for the runtime (core/threads.py)."""
     from edge_search.core.threads import record_threads, time_thread_counts
 
-    m = bundle.manifest
+    m, sha = bundle.manifest, bundle.model_sha256()
     p50 = time_thread_counts(bundle.path(m.model.file), input_name=m.model.input, output_name=m.model.output,
                              size=tuple(m.preprocess.size))
-    return p50, record_threads(bundle.model_sha256() or "", p50) if bundle.model_sha256() else None
+    return p50, record_threads(sha, p50) if sha else None
 
 
 def _os_errors_named(fn):
