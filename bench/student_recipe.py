@@ -44,7 +44,7 @@ from bench import stats  # noqa: E402
 from bench.grocery import REFERENCE_TEACHER, _link_photos, _write_rows  # noqa: E402
 from bench.grocery_data import DEFAULT_DATA, dev_split, write_catalog, write_queries  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
-from bench.teacher_recipe import rejection_at_budget  # noqa: E402
+from bench.teacher_recipe import rejection_at_budget, unknown_rejection  # noqa: E402
 from edge_search.core.catalog import read_catalog  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.preprocess import preprocess_batch  # noqa: E402
@@ -79,7 +79,8 @@ def dev_figures(q_t: np.ndarray, q_s: np.ndarray, cat_t: np.ndarray, cat_s: np.n
         floor, _ = rejection_at_budget(sims.max(1)[top1], negs)
         out[name] = {"dev_r1": stats.share(top1, idx).to_json(),
                      "neg_rejected_at_5pct": stats.share(negs < floor, neg_idx).to_json(),
-                     "floor": round(floor, 4)}
+                     "floor": round(floor, 4),
+                     "unknown_rejected_at_5pct": round(unknown_rejection(sims, products), 4)}
     for name in ("student|teacher catalog", "student|own catalog"):
         out[name]["of_teacher"] = stats.ratio(hits[name], hits["teacher"], idx).to_json()
     return out

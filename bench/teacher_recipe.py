@@ -72,12 +72,44 @@ def rejection_at_budget(correct_scores: np.ndarray, negative_scores: np.ndarray,
     """The highest score floor rejecting at most `budget` of the correctly named
     photos (their top-1 scores), and the share of negatives it rejects (top-1
     score below the floor) -> (floor, share rejected)."""
+    floor = score_floor(correct_scores, budget)
+    if np.isnan(floor):
+        return floor, float("nan")
+    return floor, float(np.mean(np.asarray(negative_scores) < floor))
+
+
+def score_floor(correct_scores: np.ndarray, budget: float = MAX_FALSE_REJECT) -> float:
+    """The highest top-1 score floor below which at most `budget` of these correctly named photos fall
+    (nan for none)."""
     s = np.sort(np.asarray(correct_scores, np.float64))
     if len(s) == 0:
-        return float("nan"), float("nan")
-    k = int(np.floor(budget * len(s)))  # this many correct photos may fall below the floor
-    floor = float(s[k])  # photos scoring exactly the floor are kept
-    return floor, float(np.mean(np.asarray(negative_scores) < floor))
+        return float("nan")
+    return float(s[int(np.floor(budget * len(s)))])  # photos scoring exactly the floor are kept
+
+
+LEFT_OUT, LEFT_OUT_DRAWS = 10, 20  # as bench/grocery.py's no-match table: 10 products out of the index
+
+
+def unknown_rejection(sims: np.ndarray, products: np.ndarray, left_out: int = LEFT_OUT, draws: int = LEFT_OUT_DRAWS,
+                      budget: float = MAX_FALSE_REJECT, seed: int = 0) -> float:
+    """Photos of products missing from the catalog, refused by the top-1 score floor that refuses at most
+    `budget` of the correctly named photos of the products kept: `left_out` products drawn out of the
+    catalog `draws` times (seeded), the share refused over all draws' unknown photos.
+    `sims`: photos x catalog products scores; `products`: each photo's product position."""
+    rng = np.random.default_rng([seed, 4242])
+    refused = total = 0
+    shown = np.unique(products)
+    for _ in range(draws):
+        out = rng.choice(shown, size=min(left_out, len(shown) - 1), replace=False)
+        kept = np.setdiff1d(np.arange(sims.shape[1]), out)
+        s = sims[:, kept]
+        known = ~np.isin(products, out)
+        top = kept[s.argmax(1)]
+        right = known & (top == products)
+        floor = score_floor(s.max(1)[right], budget)
+        refused += int((s.max(1)[~known] < floor).sum())
+        total += int((~known).sum())
+    return refused / max(1, total)
 
 
 def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev_products: np.ndarray,
@@ -88,7 +120,8 @@ def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev
     order = np.argsort(-sims, axis=1)
     top1 = order[:, 0] == dev_products
     out = {"dev_r1": round(float(top1.mean()), 4),
-           "dev_r5": round(float((order[:, :5] == dev_products[:, None]).any(1).mean()), 4)}
+           "dev_r5": round(float((order[:, :5] == dev_products[:, None]).any(1).mean()), 4),
+           "unknown_rejected_at_5pct": round(unknown_rejection(sims, dev_products), 4)}
     if negatives:
         neg = teacher.encode(preprocess_batch(negatives, pp)) @ catalog_vecs.T
         floor, rejected = rejection_at_budget(sims.max(1)[top1], neg.max(1))

@@ -1,8 +1,10 @@
 """The catalog's vector index: usearch, cosine metric, one file or a base and a delta.
 
-Owns how vectors are stored (dtype, pre-scaling, optional f16 rescoring) and
-searched (exact or HNSW), and how a catalog build's delta segment and removed
-keys are searched together with its base's file (`SegmentedIndex`).
+Owns how vectors are stored (dtype, pre-scaling, optional f16 rescoring, an
+optional projection the graph is built in) and searched (exact or HNSW), and how
+a catalog build's delta segment and removed keys are searched together with its
+base's file (`SegmentedIndex`). No bundle holds a projected graph yet: only
+bench/search_params.py builds one (the export's choice of it is to come).
 Must not import torch, open_clip or onnx.
 """
 
@@ -53,27 +55,38 @@ class VectorIndex:
     exact: bool
     rescore: np.ndarray | None = None  # f16, row = key - first_key, unit length
     first_key: int = 0  # keys first_key .. first_key + len - 1 (a delta segment's start after its base)
+    # dim x D: the graph holds each vector times this (a D-d walk is that much cheaper per step on a
+    # catalog that outgrows the cache); its candidates are rescored in full with `rescore`
+    projection: np.ndarray | None = None
+    rescore_factor: int = RESCORE_FACTOR  # candidates rescored per wanted result
+
+    def __post_init__(self) -> None:
+        if self.projection is not None and self.rescore is None:
+            raise ValueError("a projected graph needs the full vectors to rescore its candidates")
 
     @classmethod
     def build(cls, vectors: np.ndarray, *, dtype: str, exact: bool = True, rescore: bool = False,
-              first_key: int = 0) -> "VectorIndex":
+              first_key: int = 0, projection: np.ndarray | None = None) -> "VectorIndex":
         n, dim = vectors.shape
+        graph_dim = dim if projection is None else projection.shape[1]
         # dtype is always explicit: usearch's default depends on the CPU.
-        index = Index(ndim=dim, metric="cos", dtype=dtype)
+        index = Index(ndim=graph_dim, metric="cos", dtype=dtype)
         # One thread: a multi-threaded build links the HNSW graph in a
         # different order each run, and exports must be byte-reproducible.
         if n:
-            index.add(np.arange(first_key, first_key + n, dtype=np.uint64), unit(vectors), threads=1)
-        extra = unit(vectors).astype(np.float16) if rescore else None
-        return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key)
+            index.add(np.arange(first_key, first_key + n, dtype=np.uint64), _graph_rows(unit(vectors), projection),
+                      threads=1)
+        extra = unit(vectors).astype(np.float16) if rescore or projection is not None else None
+        return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key, projection=projection)
 
     @classmethod
     def build_keyed(cls, chunks: Iterable[tuple[np.ndarray, np.ndarray]], *, count: int, dim: int, dtype: str,
-                    exact: bool = True, rescore: bool = False, first_key: int = 0) -> "VectorIndex":
+                    exact: bool = True, rescore: bool = False, first_key: int = 0,
+                    projection: np.ndarray | None = None) -> "VectorIndex":
         """The index of `count` vectors with keys first_key .. first_key + count - 1, added as (keys, vectors)
         chunks arrive (a catalog too large to hold twice in memory); one thread, as build()."""
-        index = Index(ndim=dim, metric="cos", dtype=dtype)
-        extra = np.zeros((count, dim), np.float16) if rescore else None
+        index = Index(ndim=dim if projection is None else projection.shape[1], metric="cos", dtype=dtype)
+        extra = np.zeros((count, dim), np.float16) if rescore or projection is not None else None
         added = 0
         for keys, vectors in chunks:
             if not len(keys):
@@ -83,7 +96,7 @@ class VectorIndex:
                 raise ValueError(f"keys {keys.min()} .. {keys.max()} outside {first_key} .. {first_key + count - 1}")
             v = unit(vectors)
             try:
-                index.add(keys.astype(np.uint64), v, threads=1)
+                index.add(keys.astype(np.uint64), _graph_rows(v, projection), threads=1)
             except RuntimeError as e:  # usearch refuses a key given twice
                 raise ValueError(f"keys {keys.min()} .. {keys.max()}: {e}") from None
             if extra is not None:
@@ -91,7 +104,7 @@ class VectorIndex:
             added += len(keys)
         if added != count or len(index) != count:
             raise ValueError(f"{added} vectors added ({len(index)} distinct keys), expected {count}")
-        return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key)
+        return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key, projection=projection)
 
     @classmethod
     def open(cls, path: Path, info: IndexInfo, rescore_path: Path | None = None) -> "VectorIndex":
@@ -101,7 +114,8 @@ class VectorIndex:
 
     @classmethod
     def open_file(cls, path: Path, *, count: int, dtype: str, exact: bool, rescore_path: Path | None = None,
-                  first_key: int = 0, expansion_search: int | None = None) -> "VectorIndex":
+                  first_key: int = 0, expansion_search: int | None = None,
+                  projection: np.ndarray | None = None) -> "VectorIndex":
         problem = check_index_file(Path(path), count, dtype)
         if problem:
             raise BundleError(f"{path}: corrupt index ({problem})")
@@ -119,18 +133,27 @@ class VectorIndex:
                 rescore = np.load(rescore_path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as e:
                 raise BundleError(f"{rescore_path}: cannot read rescoring vectors ({e})") from None
-            if rescore.shape != (count, index.ndim):
-                raise BundleError(f"{rescore_path}: shape {rescore.shape}, expected {(count, index.ndim)}")
-        return cls(index=index, dtype=dtype, exact=exact, rescore=rescore, first_key=first_key)
+            full = index.ndim if projection is None else projection.shape[0]
+            if rescore.shape != (count, full):
+                raise BundleError(f"{rescore_path}: shape {rescore.shape}, expected {(count, full)}")
+        if projection is not None:
+            if rescore is None:
+                raise BundleError(f"{path}: a projected graph needs its rescoring vectors")
+            if projection.shape[1] != index.ndim:
+                raise BundleError(f"{path}: the graph holds {index.ndim}-d vectors, the projection makes "
+                                  f"{projection.shape[1]}-d ones")
+        return cls(index=index, dtype=dtype, exact=exact, rescore=rescore, first_key=first_key, projection=projection)
 
     @property
     def ndim(self) -> int:
-        return int(self.index.ndim)
+        """The dimensions of the vectors it holds and is queried with (a projected graph's are fewer)."""
+        return int(self.index.ndim) if self.projection is None else int(self.projection.shape[0])
 
     def __len__(self) -> int:
         return len(self.index)
 
     def save(self, index_path: Path, rescore_path: Path | None = None) -> None:
+        """The graph and the rescoring vectors (a projection is the caller's to keep)."""
         self.index.save(str(index_path))
         if self.rescore is not None:
             if rescore_path is None:
@@ -146,9 +169,9 @@ class VectorIndex:
         if not n:
             return np.full((len(q), 1), -1, dtype=np.int64), np.full((len(q), 1), -np.inf, dtype=np.float32)
         k = max(1, min(k, n))
-        fetch = min(n, k * RESCORE_FACTOR) if self.rescore is not None else k
+        fetch = min(n, k * self.rescore_factor) if self.rescore is not None else k
         qn = q if normalized else unit(q)
-        m = self.index.search(qn, fetch, exact=self.exact)
+        m = self.index.search(_graph_rows(qn, self.projection), fetch, exact=self.exact)
         keys = np.full((len(q), fetch), -1, dtype=np.int64)
         scores = np.full((len(q), fetch), -np.inf, dtype=np.float32)
         if hasattr(m, "counts"):  # several queries: BatchMatches, padded rows
@@ -262,6 +285,11 @@ class SegmentedIndex:
 
 
 AnyIndex = Union[VectorIndex, SegmentedIndex]
+
+
+def _graph_rows(vectors: np.ndarray, projection: np.ndarray | None) -> np.ndarray:
+    """What the graph holds (or is queried with) for these unit rows."""
+    return vectors if projection is None else np.ascontiguousarray(vectors @ projection, dtype=np.float32)
 
 
 def load_removed(path: Path, count: int, base_count: int) -> np.ndarray:

@@ -233,3 +233,63 @@ def test_the_manifest_s_search_width_is_the_one_a_bundle_searches_with(tmp_path)
     (bundle / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="expansion_search must be 1 .. 4096, got 0"):
         Bundle.open(bundle)
+
+
+def _top_directions(vecs: np.ndarray, dims: int) -> np.ndarray:
+    _, directions = np.linalg.eigh(vecs.T.astype(np.float64) @ vecs)
+    return np.ascontiguousarray(directions[:, ::-1][:, :dims], np.float32)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_projected_graph_ranks_its_candidates_in_full_dimensions(tmp_path, exact):
+    """The graph holds 16-d projections of 64-d vectors; the candidates it returns are rescored with the full
+    vectors, so keys and scores are full-dimension ones, also after saving and reopening."""
+    # image embeddings span far fewer directions than they have: clusters in 12 dimensions, mixed into 64
+    rng = np.random.default_rng(7)
+    vecs = (clustered(600, 12, seed=7) @ rng.standard_normal((12, 64))
+            + 0.05 * rng.standard_normal((600, 64))).astype(np.float32)
+    projection = _top_directions(vecs, 16)
+    built = VectorIndex.build(vecs, dtype="f16", exact=exact, projection=projection)
+    assert built.ndim == 64 and built.index.ndim == 16 and built.rescore.shape == (600, 64)
+    built.save(tmp_path / "i.usearch", tmp_path / "r.npy")
+    index = VectorIndex.open_file(tmp_path / "i.usearch", count=600, dtype="f16", exact=exact,
+                                  rescore_path=tmp_path / "r.npy", projection=projection)
+    queries = vecs[:60] + 0.05 * np.random.default_rng(8).standard_normal((60, 64)).astype(np.float32)
+    keys, scores = index.search(queries, 5)
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    full = qn @ unit.T
+    want = np.argsort(-full, axis=1)[:, :5]
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(keys.tolist(), want.tolist())])
+    assert recall >= 0.97
+    # the scores are each candidate's 64-d cosine (from f16 vectors)
+    assert np.allclose(scores, np.take_along_axis(full, keys, 1), atol=2e-3)
+    # two vectors one in the projection (the first two axes), apart in full: ranked and scored in full
+    pair = VectorIndex.build(np.array([[1, 0, 1, 0], [1, 0, 0, 0]], np.float32), dtype="f32", exact=exact,
+                             projection=np.eye(4, 2, dtype=np.float32))
+    keys, scores = pair.search(np.array([1, 0, 0.1, 0], np.float32), 2)
+    assert keys.tolist() == [[1, 0]]
+    assert np.allclose(scores, [[1 / np.sqrt(1.01), 1.1 / np.sqrt(2 * 1.01)]], atol=1e-3)  # not both 1.0
+    # keyed chunks build the same graph
+    keyed = VectorIndex.build_keyed([(np.arange(600), vecs)], count=600, dim=64, dtype="f16", exact=exact,
+                                    projection=projection)
+    assert np.array_equal(keyed.rescore, built.rescore)
+    assert np.array_equal(keyed.search(queries, 5)[0], built.search(queries, 5)[0])
+
+
+def test_a_projected_graph_needs_its_full_vectors_and_the_projection_s_size(tmp_path):
+    vecs = clustered(50, 16)
+    with pytest.raises(ValueError, match="needs the full vectors"):
+        VectorIndex(index=VectorIndex.build(vecs, dtype="f32").index, dtype="f32", exact=True,
+                    projection=np.eye(16, 4, dtype=np.float32))
+    VectorIndex.build(vecs, dtype="f16", projection=np.eye(16, 4, dtype=np.float32)).save(
+        tmp_path / "i.usearch", tmp_path / "r.npy")
+    with pytest.raises(BundleError, match="graph holds 4-d vectors, the projection makes 6-d ones"):
+        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f16", exact=True,
+                              rescore_path=tmp_path / "r.npy", projection=np.eye(16, 6, dtype=np.float32))
+    with pytest.raises(BundleError, match=r"r.npy: shape \(50, 16\), expected \(50, 12\)"):
+        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f16", exact=True,
+                              rescore_path=tmp_path / "r.npy", projection=np.eye(12, 4, dtype=np.float32))
+    with pytest.raises(BundleError, match="needs its rescoring vectors"):
+        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f16", exact=True,
+                              projection=np.eye(16, 4, dtype=np.float32))

@@ -1,0 +1,42 @@
+"""bench/teacher_recipe.py's dev figures on cases small enough to count by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_score_floor_lets_at_most_the_budget_of_correct_photos_fall_below():
+    from bench.teacher_recipe import rejection_at_budget, score_floor
+
+    correct = np.array([0.9, 0.5, 0.8, 0.7] * 5)  # 20 photos: 5 % is one photo
+    assert score_floor(correct, 0.05) == 0.5  # floor(0.05 * 20) = 1 photo may fall below: none does
+    assert score_floor(correct, 0.25) == 0.7  # 5 photos may: the five at 0.5 do
+    assert np.isnan(score_floor(np.zeros(0)))
+    floor, refused = rejection_at_budget(correct, np.array([0.4, 0.5, 0.95]), 0.25)
+    assert (floor, refused) == (0.7, pytest.approx(2 / 3))  # a scene at exactly the floor is kept
+
+
+def _sims(look_alike: float) -> tuple[np.ndarray, np.ndarray]:
+    """Four products, two photos each, 0.9 against their own product, 0.2 against the others; product 3's
+    photos score `look_alike` against product 2."""
+    products = np.repeat(np.arange(4), 2)
+    sims = np.full((8, 4), 0.2)
+    sims[np.arange(8), products] = 0.9
+    sims[products == 3, 2] = look_alike
+    return sims, products
+
+
+def test_unknown_products_are_refused_unless_they_look_like_a_kept_one():
+    from bench.teacher_recipe import unknown_rejection
+
+    sims, products = _sims(0.3)
+    # whichever product is left out, its photos score 0.2 or 0.3 against the rest: under the 0.9 floor
+    assert unknown_rejection(sims, products, left_out=1, draws=50) == 1.0
+    # product 3's photos score 0.95 against product 2: they are named product 2 even with product 3 in the
+    # catalog (not correct, so not part of the floor), and pass the floor when product 3 is left out;
+    # the other three products' photos are refused: 3 in 4 draws on average
+    sims, products = _sims(0.95)
+    got = unknown_rejection(sims, products, left_out=1, draws=400)
+    assert got == pytest.approx(0.75, abs=0.06)
+    assert got == unknown_rejection(sims, products, left_out=1, draws=400)  # seeded
