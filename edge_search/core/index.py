@@ -73,20 +73,19 @@ class VectorIndex:
         index = Index(ndim=graph_dim, metric="cos", dtype=dtype)
         # One thread: a multi-threaded build links the HNSW graph in a
         # different order each run, and exports must be byte-reproducible.
+        v = unit(vectors)
         if n:
-            index.add(np.arange(first_key, first_key + n, dtype=np.uint64), _graph_rows(unit(vectors), projection),
-                      threads=1)
-        extra = unit(vectors).astype(np.float16) if rescore or projection is not None else None
+            index.add(np.arange(first_key, first_key + n, dtype=np.uint64), _graph_rows(v, projection), threads=1)
+        extra = v.astype(np.float16) if rescore or projection is not None else None
         return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key, projection=projection)
 
     @classmethod
     def build_keyed(cls, chunks: Iterable[tuple[np.ndarray, np.ndarray]], *, count: int, dim: int, dtype: str,
-                    exact: bool = True, rescore: bool = False, first_key: int = 0,
-                    projection: np.ndarray | None = None) -> "VectorIndex":
+                    exact: bool = True, rescore: bool = False, first_key: int = 0) -> "VectorIndex":
         """The index of `count` vectors with keys first_key .. first_key + count - 1, added as (keys, vectors)
         chunks arrive (a catalog too large to hold twice in memory); one thread, as build()."""
-        index = Index(ndim=dim if projection is None else projection.shape[1], metric="cos", dtype=dtype)
-        extra = np.zeros((count, dim), np.float16) if rescore or projection is not None else None
+        index = Index(ndim=dim, metric="cos", dtype=dtype)
+        extra = np.zeros((count, dim), np.float16) if rescore else None
         added = 0
         for keys, vectors in chunks:
             if not len(keys):
@@ -96,7 +95,7 @@ class VectorIndex:
                 raise ValueError(f"keys {keys.min()} .. {keys.max()} outside {first_key} .. {first_key + count - 1}")
             v = unit(vectors)
             try:
-                index.add(keys.astype(np.uint64), _graph_rows(v, projection), threads=1)
+                index.add(keys.astype(np.uint64), v, threads=1)
             except RuntimeError as e:  # usearch refuses a key given twice
                 raise ValueError(f"keys {keys.min()} .. {keys.max()}: {e}") from None
             if extra is not None:
@@ -104,7 +103,7 @@ class VectorIndex:
             added += len(keys)
         if added != count or len(index) != count:
             raise ValueError(f"{added} vectors added ({len(index)} distinct keys), expected {count}")
-        return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key, projection=projection)
+        return cls(index=index, dtype=dtype, exact=exact, rescore=extra, first_key=first_key)
 
     @classmethod
     def open(cls, path: Path, info: IndexInfo, rescore_path: Path | None = None) -> "VectorIndex":
@@ -114,8 +113,7 @@ class VectorIndex:
 
     @classmethod
     def open_file(cls, path: Path, *, count: int, dtype: str, exact: bool, rescore_path: Path | None = None,
-                  first_key: int = 0, expansion_search: int | None = None,
-                  projection: np.ndarray | None = None) -> "VectorIndex":
+                  first_key: int = 0, expansion_search: int | None = None) -> "VectorIndex":
         problem = check_index_file(Path(path), count, dtype)
         if problem:
             raise BundleError(f"{path}: corrupt index ({problem})")
@@ -133,16 +131,9 @@ class VectorIndex:
                 rescore = np.load(rescore_path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as e:
                 raise BundleError(f"{rescore_path}: cannot read rescoring vectors ({e})") from None
-            full = index.ndim if projection is None else projection.shape[0]
-            if rescore.shape != (count, full):
-                raise BundleError(f"{rescore_path}: shape {rescore.shape}, expected {(count, full)}")
-        if projection is not None:
-            if rescore is None:
-                raise BundleError(f"{path}: a projected graph needs its rescoring vectors")
-            if projection.shape[1] != index.ndim:
-                raise BundleError(f"{path}: the graph holds {index.ndim}-d vectors, the projection makes "
-                                  f"{projection.shape[1]}-d ones")
-        return cls(index=index, dtype=dtype, exact=exact, rescore=rescore, first_key=first_key, projection=projection)
+            if rescore.shape != (count, index.ndim):
+                raise BundleError(f"{rescore_path}: shape {rescore.shape}, expected {(count, index.ndim)}")
+        return cls(index=index, dtype=dtype, exact=exact, rescore=rescore, first_key=first_key)
 
     @property
     def ndim(self) -> int:
@@ -153,7 +144,6 @@ class VectorIndex:
         return len(self.index)
 
     def save(self, index_path: Path, rescore_path: Path | None = None) -> None:
-        """The graph and the rescoring vectors (a projection is the caller's to keep)."""
         self.index.save(str(index_path))
         if self.rescore is not None:
             if rescore_path is None:

@@ -251,9 +251,11 @@ def test_a_projected_graph_ranks_its_candidates_in_full_dimensions(tmp_path, exa
     projection = _top_directions(vecs, 16)
     built = VectorIndex.build(vecs, dtype="f16", exact=exact, projection=projection)
     assert built.ndim == 64 and built.index.ndim == 16 and built.rescore.shape == (600, 64)
+    # reopened as the bench does: the graph file memory-mapped, the rescoring vectors from their .npy
     built.save(tmp_path / "i.usearch", tmp_path / "r.npy")
-    index = VectorIndex.open_file(tmp_path / "i.usearch", count=600, dtype="f16", exact=exact,
-                                  rescore_path=tmp_path / "r.npy", projection=projection)
+    from usearch.index import Index
+    index = VectorIndex(index=Index.restore(str(tmp_path / "i.usearch"), view=True), dtype="f16", exact=exact,
+                        rescore=np.load(tmp_path / "r.npy", mmap_mode="r"), projection=projection)
     queries = vecs[:60] + 0.05 * np.random.default_rng(8).standard_normal((60, 64)).astype(np.float32)
     keys, scores = index.search(queries, 5)
     unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -270,26 +272,10 @@ def test_a_projected_graph_ranks_its_candidates_in_full_dimensions(tmp_path, exa
     keys, scores = pair.search(np.array([1, 0, 0.1, 0], np.float32), 2)
     assert keys.tolist() == [[1, 0]]
     assert np.allclose(scores, [[1 / np.sqrt(1.01), 1.1 / np.sqrt(2 * 1.01)]], atol=1e-3)  # not both 1.0
-    # keyed chunks build the same graph
-    keyed = VectorIndex.build_keyed([(np.arange(600), vecs)], count=600, dim=64, dtype="f16", exact=exact,
-                                    projection=projection)
-    assert np.array_equal(keyed.rescore, built.rescore)
-    assert np.array_equal(keyed.search(queries, 5)[0], built.search(queries, 5)[0])
 
 
-def test_a_projected_graph_needs_its_full_vectors_and_the_projection_s_size(tmp_path):
+def test_a_projected_graph_needs_its_full_vectors():
     vecs = clustered(50, 16)
     with pytest.raises(ValueError, match="needs the full vectors"):
         VectorIndex(index=VectorIndex.build(vecs, dtype="f32").index, dtype="f32", exact=True,
                     projection=np.eye(16, 4, dtype=np.float32))
-    VectorIndex.build(vecs, dtype="f16", projection=np.eye(16, 4, dtype=np.float32)).save(
-        tmp_path / "i.usearch", tmp_path / "r.npy")
-    with pytest.raises(BundleError, match="graph holds 4-d vectors, the projection makes 6-d ones"):
-        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f16", exact=True,
-                              rescore_path=tmp_path / "r.npy", projection=np.eye(16, 6, dtype=np.float32))
-    with pytest.raises(BundleError, match=r"r.npy: shape \(50, 16\), expected \(50, 12\)"):
-        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f16", exact=True,
-                              rescore_path=tmp_path / "r.npy", projection=np.eye(12, 4, dtype=np.float32))
-    with pytest.raises(BundleError, match="needs its rescoring vectors"):
-        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f16", exact=True,
-                              projection=np.eye(16, 4, dtype=np.float32))
