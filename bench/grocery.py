@@ -71,7 +71,7 @@ from edge_search.core.catalog import read_catalog  # noqa: E402
 from edge_search.core.encoder import OnnxEncoder  # noqa: E402
 from edge_search.evaluation.evaluate import Query, read_queries  # noqa: E402
 from edge_search.evaluation.no_match import NoMatchOutcomes, Share  # noqa: E402
-from edge_search.files import atomic_write_text  # noqa: E402
+from edge_search.files import atomic_write_text, sha256_file  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.index import VectorIndex  # noqa: E402
 from edge_search.core.manifest import PreprocessCfg  # noqa: E402
@@ -360,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=14)
     ap.add_argument("--finetune-batch", type=int, default=64)
     ap.add_argument("--finetune-lr", type=float, default=3e-3, help="fine-tuning learning rate (0: FinetuneSettings' own)")
-    ap.add_argument("--epochs", type=int, default=8, help="distillation epochs")
+    ap.add_argument("--epochs", type=int, default=24,
+                    help="distillation epochs (24: chosen on dev, bench/student_recipe.py)")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
     ap.add_argument("--distill-label-weight", type=float, default=1.0,
                     help="product cross-entropy on labeled views while distilling (0: vectors only)")
@@ -446,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, pretrained=str(Path(args.teacher_checkpoint).resolve()),
                       finetune=replace(cfg.finetune, epochs=0))
         teacher_pt = Path(args.teacher_checkpoint).resolve()
-    export_settings = as_read({"config": asdict(cfg), "edge_search": edge_search.__version__})
+    # the teacher config's content too: its test_sides change every teacher vector under the same path
+    teacher_cfg = Path(cfg.teacher)
+    export_settings = as_read({"config": asdict(cfg), "edge_search": edge_search.__version__,
+                               "teacher_config": sha256_file(teacher_cfg) if teacher_cfg.is_file() else None})
     export_seconds, exported = None, False
     if args.fresh or not _cached(out, "export", export_settings, [bundle / "manifest.json", teacher_pt]):
         if not args.teacher_checkpoint and not args.retrain and _cached(out, "teacher", teacher_settings,
@@ -485,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     if exported or not _cached(out, "teacher_int8", export_settings, [t_int8]):
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "teacher.fp32.onnx"
-            export_onnx(Embedder(teacher.visual).eval(), teacher_pp.size, fp32)
+            export_onnx(Embedder(teacher.image_tower).eval(), teacher_pp.size, fp32)
             calib = [v for i, img in enumerate(catalog_images) for v in views(img, 3, seed=args.seed + 17 + i)]
             quantize_int8(fp32, t_int8, preprocess_batch(calib[:256], teacher_pp))
         _stamp(out, "teacher_int8", export_settings)

@@ -166,6 +166,9 @@ def _teacher_line(r: dict) -> str:
         line += f" (`--teacher-checkpoint {ckpt}`" + (f", made by `{made['command']}` on the fit photos, its "
                                                      f"figures measured on the dev photos" if made.get("command")
                                                      else "") + ")"
+    if t.get("test_sides"):
+        line += (f"; it embeds every image at {', '.join(map(str, t['test_sides']))} px and averages the unit "
+                 "vectors (its config's `test_sides`), in PyTorch and in its ONNX form alike")
     if r["export"].get("student"):
         line += f"; student `{r['export']['student']['arch']}`"
     return line

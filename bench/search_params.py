@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from usearch.index import Index  # noqa: E402
 
 from bench.scale import make_shards  # noqa: E402
-from edge_search.core.index import VectorIndex  # noqa: E402
+from edge_search.core.index import VectorIndex, projection_of  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
 SWEEP_BLOCK = 50  # queries an expansion searches in one turn
@@ -65,11 +65,8 @@ def exact_top(shards: list[Path], queries: np.ndarray, k: int = K) -> np.ndarray
 
 
 def projection(shards: list[Path], dims: int) -> np.ndarray:
-    """512 x dims: the top principal directions (uncentred: the directions that carry the most of the
-    inner products) of the first shard's vectors."""
-    v = np.asarray(np.load(shards[0], mmap_mode="r"), np.float64)
-    _, vecs = np.linalg.eigh(v.T @ v)
-    return np.ascontiguousarray(vecs[:, ::-1][:, :dims], dtype=np.float32)
+    """512 x dims: the export's projection (`projection_of`), fitted on the first shard's vectors."""
+    return projection_of(np.load(shards[0], mmap_mode="r"), dims)
 
 
 def build(shards: list[Path], out: Path, dtype: str, connectivity: int, expansion_add: int,

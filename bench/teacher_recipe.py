@@ -156,7 +156,7 @@ def speed(teacher_config: str, student_arch: str, rounds: int, threads: int, tea
     rng = np.random.default_rng(0)
     encoders, batch = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, module, side in (("teacher_int8", Embedder(teacher.visual), t_side),
+        for name, module, side in (("teacher_int8", Embedder(teacher.image_tower), t_side),
                                    ("student_int8", Embedder(student), s_side)):
             fp32, int8 = Path(tmp) / f"{name}.fp32.onnx", Path(tmp) / f"{name}.onnx"
             export_onnx(module.eval(), (side, side), fp32)
@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save", action="store_true", help="keep OUT/teacher.pt and OUT/teacher.json")
-    ap.add_argument("--sides", default=None, metavar="S1,S2,...",
-                    help="no training: measure the --init teacher on dev at these input sides (OUT/sides.json)")
+    ap.add_argument("--sides", default=None, metavar="S1,S2+S3,...",
+                    help="no training: measure the --init teacher on dev at these input sides, S2+S3 an ensemble "
+                         "of sides (OUT/sides.json)")
     args = ap.parse_args(argv)
 
     import torch
@@ -254,12 +255,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.sides:
         rows = {}
-        trained_pp = teacher.preprocess
-        for test_side in (int(x) for x in args.sides.split(",")):
-            teacher.preprocess = replace(trained_pp, size=(test_side, test_side))
-            rows[test_side] = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg)
-            print(json.dumps({"side": test_side, **rows[test_side]}), flush=True)
-        teacher.preprocess = trained_pp
+        trained_pp, trained_sides = teacher.preprocess, teacher.sides
+        for entry in args.sides.split(","):
+            # "160": one pass at 160 px; "128+160+192": the test-time ensemble a config's test_sides makes
+            sides = tuple(int(x) for x in entry.split("+"))
+            teacher.preprocess = replace(trained_pp, size=(max(sides), max(sides)))
+            teacher.sides = sides if len(sides) > 1 else ()
+            rows[entry] = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg)
+            print(json.dumps({"side": entry, **rows[entry]}), flush=True)
+        teacher.preprocess, teacher.sides = trained_pp, trained_sides
         atomic_write_text(out / "sides.json", json.dumps(
             {"init": args.init, "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"]
                                                     + (argv or sys.argv[1:])), "dev": rows}, indent=2) + "\n")

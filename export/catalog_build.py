@@ -36,8 +36,8 @@ from edge_search.core.bundle import Bundle
 from edge_search.core.catalog import Catalog, CatalogRow
 from edge_search.core.encoder import OnnxEncoder
 from edge_search.core.images import decode_image, encode_jpeg, thumbnail
-from edge_search.core.index import SegmentedIndex, VectorIndex
-from edge_search.core.manifest import (MANIFEST_NAME, SCHEMA_VERSION, SEGMENTED_SCHEMA_VERSION, IndexDelta, IndexInfo,
+from edge_search.core.index import SegmentedIndex, VectorIndex, load_projection
+from edge_search.core.manifest import (MANIFEST_NAME, IndexDelta, IndexInfo,
                                        Manifest, ModelInfo, PreprocessCfg, TextInfo)
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import NO_META, PRODUCT_KEYS_FILE, Product, ProductTable, key_file_bytes, product_words
@@ -67,6 +67,7 @@ CALIBRATION_FILE, CALIBRATION_IDS, NEGATIVES_BUILD = (f"{BUILD_DIR}/calibration.
 IMAGES_FILE = f"{BUILD_DIR}/images.jsonl"  # catalog row -> product id, image sha256 and index keys
 # a segmented index's own files (the base segment keeps its base's name: the same bytes, never shipped twice)
 DELTA_INDEX, DELTA_RESCORE, REMOVED_KEYS = "index-delta.usearch", "index-delta.f16.npy", "index-removed.npy"
+PROJECTION_FILE = "index-projection.npy"  # a projected graph's dim x D matrix (--index-projection)
 RECORD_VERSION = 1
 BATCH = 32
 # "mild views" of a catalog image for its self-retrieval gate: a shopper holding the very packaging
@@ -568,10 +569,13 @@ def _link(source: str | Path, target: Path) -> None:
 
 def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype: str, exact: bool, rescore: bool,
                 base: Bundle | None, catalog_encoder: str, progress: bool = False,
-                expansion_search: int | None = None) -> tuple[VectorIndex | SegmentedIndex, IndexInfo]:
+                expansion_search: int | None = None,
+                projection: np.ndarray | None = None) -> tuple[VectorIndex | SegmentedIndex, IndexInfo]:
     """The index files in `stage`, opened for the gates, and their manifest entry, built chunk by chunk as
     the vectors are read. A segmented layout links its base's index file(s) unchanged and writes the delta
-    segment and the removed keys beside them."""
+    segment and the removed keys beside them. `projection`: the graph holds the vectors times it (a delta
+    segment's is its base's), and every segment keeps the full vectors to rescore with."""
+    rescore = rescore or projection is not None
     keys = layout.block_major_keys()
 
     def keyed(positions: np.ndarray):  # (keys, vectors) of these block-major positions, CHUNK_ROWS at a time
@@ -582,23 +586,27 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
 
     if not layout.segmented:
         index = VectorIndex.build_keyed(keyed(np.arange(len(vectors))), count=len(vectors), dim=vectors.dim, dtype=dtype, exact=exact,
-                                        rescore=rescore)
+                                        rescore=rescore, projection=projection)
         rescore_name = "vectors.f16.npy" if rescore else None
         index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
+        if projection is not None:
+            write_npy(stage / PROJECTION_FILE, projection.astype(np.float32))
         if expansion_search is not None:  # the gates measure the search that ships
             index.index.expansion_search = expansion_search
         return index, IndexInfo(file="index.usearch", dtype=dtype, metric="cos", count=len(vectors), exact=exact,
                                 rescore_file=rescore_name, catalog_encoder=catalog_encoder,
-                                expansion_search=expansion_search)
+                                expansion_search=expansion_search,
+                                projection_file=PROJECTION_FILE if projection is not None else None)
     info = base.manifest.index
-    for name in (info.file, info.rescore_file):
+    for name in (info.file, info.rescore_file, info.projection_file):
         if name:
             _link(base.path(name), stage / name)
-    base_index = VectorIndex.open(stage / info.file, info, stage / info.rescore_file if info.rescore_file else None)
+    base_index = VectorIndex.open(stage / info.file, info, stage / info.rescore_file if info.rescore_file else None,
+                                  projection=projection)
     fresh = np.flatnonzero(keys >= layout.base_count)  # only the delta's vectors are read
     added = len(fresh)
     delta = VectorIndex.build_keyed(keyed(fresh), count=added, dim=vectors.dim, dtype=dtype, exact=exact,
-                                    rescore=rescore, first_key=layout.base_count)
+                                    rescore=rescore, first_key=layout.base_count, projection=projection)
     if added:
         delta.save(stage / DELTA_INDEX, stage / DELTA_RESCORE if rescore else None)
     if len(layout.removed):
@@ -611,7 +619,7 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
 
 
 def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, catalog: Catalog, stream: Stream, *,
-                  index_choice: Callable[[IndexVectors, ProductTable], tuple[str, bool, bool, dict]] | None,
+                  index_choice: Callable[[IndexVectors, ProductTable], IndexPlan] | None,
                   gates: GateBook, fidelity: dict, text_step=None, lineage: dict | None = None,
                   layout: KeyLayout | None = None, base: Bundle | None = None,
                   table: ProductTable | None = None) -> Manifest:
@@ -623,22 +631,26 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     blocks = vectors.blocks
     layout = layout or fresh_layout(len(catalog.rows), blocks)
     index_table = keyed_table(table, layout)
+    projection = None
     if layout.segmented:  # the base's storage and search, as its file was built with them
         base_index = base.manifest.index
         dtype, exact, rescore = base_index.dtype, base_index.exact, base_index.rescore_file is not None
         width = base_index.expansion_search
+        projection = base_projection(base)
         fidelity["index"] = {**(base.manifest.fidelity.get("index") or {}), "search_from_base": True}
     elif index_choice is not None:
-        dtype, exact, rescore, report = index_choice(vectors, blocked_table(table, blocks, len(catalog.rows)))
-        width = None if exact else report.get("expansion_search")
-        fidelity["index"] = report
+        plan = index_choice(vectors, blocked_table(table, blocks, len(catalog.rows)))
+        dtype, exact, rescore, projection = plan.dtype, plan.exact, plan.rescore, plan.projection
+        width = None if exact else plan.report.get("expansion_search")
+        fidelity["index"] = plan.report
     else:
         dtype, exact, rescore = models.index["dtype"], models.index["exact"], models.index["rescore"]
         width = None if exact else models.index.get("expansion_search")  # (absent from older build records)
-    models = replace(models, index={"dtype": dtype, "exact": exact, "rescore": rescore, "expansion_search": width})
+    models = replace(models, index={"dtype": dtype, "exact": exact, "rescore": rescore, "expansion_search": width,
+                                    "projected_dims": None if projection is None else int(projection.shape[1])})
     index, index_info = write_index(stage, layout, vectors, dtype=dtype, exact=exact, rescore=rescore, base=base,
                                     progress=settings.progress, catalog_encoder=models.catalog_encoder,
-                                    expansion_search=width)
+                                    expansion_search=width, projection=projection)
     if layout.reason:
         fidelity["index"] = {**fidelity.get("index", {}), "rebased": layout.reason}
     (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
@@ -698,7 +710,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     lineage = {**(lineage or {}), "build_files": build_files}
     manifest = Manifest(
-        schema_version=SEGMENTED_SCHEMA_VERSION if layout.segmented else SCHEMA_VERSION, name=settings.name,
+        schema_version=index_info.schema_version, name=settings.name,
         created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         preprocess=models.preprocess, model=models.model_info,
         index=index_info,
@@ -815,6 +827,23 @@ def catalog_changes(base: Base, table: ProductTable, shas: list[str]) -> dict:
 CHOICE_VECTORS = 50_000
 
 
+@dataclass(frozen=True)
+class IndexPlan:
+    """How a catalog build stores and searches its index (finish_bundle's index_choice returns it)."""
+    dtype: str
+    exact: bool
+    rescore: bool
+    report: dict  # fidelity.index
+    projection: np.ndarray | None = None  # dim x D: the graph is built on projected vectors
+
+
+def base_projection(base: Bundle) -> np.ndarray | None:
+    """A base bundle's index projection (its builds keep it: the keys of its file and a delta's must be
+    searched in one space), or None."""
+    name = base.manifest.index.projection_file
+    return load_projection(base.path(name)) if name else None
+
+
 def base_index_choice(base: Base, stream: Stream, threshold: float):
     """A catalog build's index on a base: the base's storage (dtype, rescore: measured on real queries when
     its model was built), and its exact-or-HNSW choice while the catalog is within twice the base's size
@@ -826,10 +855,13 @@ def base_index_choice(base: Base, stream: Stream, threshold: float):
     base_count = base.bundle.manifest.index.count
     report = dict(base.bundle.manifest.fidelity.get("index") or {})
 
-    def choice(vectors: IndexVectors, index_table: ProductTable) -> tuple[str, bool, bool, dict]:
+    projection = base_projection(base.bundle)
+
+    def choice(vectors: IndexVectors, index_table: ProductTable) -> IndexPlan:
         if base_count / 2 <= len(vectors) <= 2 * base_count:
-            return index["dtype"], index["exact"], index["rescore"], {
-                **report, "search_from_base": True, "expansion_search": base.bundle.manifest.index.expansion_search}
+            return IndexPlan(index["dtype"], index["exact"], index["rescore"], {
+                **report, "search_from_base": True, "expansion_search": base.bundle.manifest.index.expansion_search},
+                projection)
         rng = np.random.default_rng([base.models.seed, 41])
         rows = np.sort(rng.choice(vectors.rows, min(250, vectors.rows), replace=False))
         mild = np.asarray(stream.vectors["mild"][rows]).reshape(-1, vectors.dim)
@@ -839,9 +871,9 @@ def base_index_choice(base: Base, stream: Stream, threshold: float):
             np.sort(rng.choice(len(vectors), CHOICE_VECTORS, replace=False))
         key_product = index_table.key_to_product[keep]  # (its keys are block-major positions)
         exact, timing = choose_search(vectors.take(keep), key_product, mild, dtype=index["dtype"],
-                                      rescore=index["rescore"], threshold=threshold)
-        return index["dtype"], exact, index["rescore"], {**report, **timing, "search_from_base": False,
-                                                         "timed_on_vectors": int(len(keep))}
+                                      rescore=index["rescore"], threshold=threshold, projection=projection)
+        return IndexPlan(index["dtype"], exact, index["rescore"], {**report, **timing, "search_from_base": False,
+                                                                   "timed_on_vectors": int(len(keep))}, projection)
 
     return choice
 

@@ -160,6 +160,9 @@ class ExportConfig:
     # the shipped image model's form (precision.py): "auto" times int8 and fp16-stored weights here
     quantize: str = "auto"
     index_dtype: str | None = None  # None: chosen by measurement
+    # the index graph on the catalog vectors' top D principal directions, candidates rescored in full
+    # (a catalog past ~100k images: bench/search_params.py); None: the graph holds the vectors themselves
+    index_projection: int | None = None
     catalog_encoder: str | None = None  # "teacher" / "student"; None: chosen by measurement
     seed: int = 0
     skip_bad: bool = False
@@ -199,6 +202,11 @@ class ExportConfig:
             raise ExportError(f"--distill-label-weight must be >= 0, got {self.label_weight}")
         if self.quantize not in ("auto", "int8", "fp16", "none"):
             raise ExportError(f"--quantize must be auto, int8, fp16 or none, got {self.quantize!r}")
+        if self.index_projection is not None and self.index_projection < 1:
+            raise ExportError(f"--index-projection must be a number of dimensions >= 1, got {self.index_projection}")
+        if self.index_projection is not None and self.base is not None:
+            raise ExportError("--index-projection is chosen with the model: a build on --base keeps its base's index "
+                              "projection (or its absence)")
         if self.index_dtype not in (None, "i8", "f16", "f32"):
             raise ExportError(f"--index-dtype must be i8, f16 or f32, got {self.index_dtype!r}")
         if self.catalog_encoder not in (None, "teacher", "student", "teacher+student", "teacher+student+views"):

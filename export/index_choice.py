@@ -2,7 +2,10 @@
 
 Each candidate storage is compared with exact f32 search on real query
 embeddings; the smallest that keeps top-1 product agreement at the gate wins.
-Then exact search and HNSW are timed on the same queries.
+Then exact search and HNSW are timed on the same queries. With a projection
+(`export --index-projection D`) the graph holds D-d vectors whose candidates
+are rescored in full, so every candidate rescores and the search is HNSW: a
+projected graph searched exactly would only add the projection's error.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ CANDIDATES = (
     ("i8+f16-rescore", "i8", True),
     ("f16", "f16", False),
     ("f32", "f32", False),
+)
+# a projected graph of each dtype, its candidates rescored with the full f16 vectors
+PROJECTED_CANDIDATES = (
+    ("projected-i8+f16-rescore", "i8", True),
+    ("projected-f16+f16-rescore", "f16", True),
+    ("projected-f32+f16-rescore", "f32", True),
 )
 
 
@@ -86,6 +95,8 @@ def _bytes_per_vector(index: VectorIndex) -> float:
         p, r = Path(tmp) / "i.usearch", Path(tmp) / "r.npy"
         index.save(p, r if index.rescore is not None else None)
         size = p.stat().st_size + (r.stat().st_size if index.rescore is not None else 0)
+    if index.projection is not None:
+        size += index.projection.nbytes
     return size / max(1, len(index))
 
 
@@ -100,22 +111,25 @@ def _time_search(index: VectorIndex, queries: np.ndarray, k: int, repeat: int = 
 
 
 def choose_index(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarray, *, threshold: float,
-                 forced_dtype: str | None = None) -> IndexChoice:
+                 forced_dtype: str | None = None, projection: np.ndarray | None = None) -> IndexChoice:
     exact = ExactTop1.of(vectors, queries)
     rows = []
-    for label, dtype, rescore in CANDIDATES:
-        index = VectorIndex.build(vectors, dtype=dtype, exact=True, rescore=rescore)
+    for label, dtype, rescore in (CANDIDATES if projection is None else PROJECTED_CANDIDATES):
+        # (a projected candidate's agreement is measured on its graph, as it will be searched)
+        index = VectorIndex.build(vectors, dtype=dtype, exact=projection is None, rescore=rescore,
+                                  projection=projection)
         agree = _agreement(index, queries, exact, key_product)
         rows.append({"label": label, "dtype": dtype, "rescore": rescore,
                      "top1_agreement_vs_exact_f32": round(agree, 5),
                      "bytes_per_vector": round(_bytes_per_vector(index), 1)})
-    allowed = [r for r in rows if forced_dtype is None or (r["dtype"] == forced_dtype and not r["rescore"])]
+    allowed = [r for r in rows if forced_dtype is None or (r["dtype"] == forced_dtype and
+                                                           (projection is not None or not r["rescore"]))]
     passing = [r for r in allowed if r["top1_agreement_vs_exact_f32"] >= threshold] if forced_dtype is None else allowed
     pick = min(passing or [rows[-1]], key=lambda r: r["bytes_per_vector"])
     exact_search, timing = choose_search(vectors, key_product, queries, dtype=pick["dtype"], rescore=pick["rescore"],
-                                         threshold=threshold, exact=exact)
+                                         threshold=threshold, exact=exact, projection=projection)
     report = {"candidates": rows, "chosen": pick["label"], "forced_dtype": forced_dtype, "threshold": threshold,
-              **timing}
+              "projected_dims": None if projection is None else int(projection.shape[1]), **timing}
     return IndexChoice(label=pick["label"], dtype=pick["dtype"], rescore=pick["rescore"],
                        exact=exact_search, report=report)
 
@@ -127,13 +141,15 @@ EXPANSIONS = (64, 128, 256, 512)
 
 
 def choose_search(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarray, *, dtype: str, rescore: bool,
-                  threshold: float, exact: ExactTop1 | None = None) -> tuple[bool, dict]:
+                  threshold: float, exact: ExactTop1 | None = None,
+                  projection: np.ndarray | None = None) -> tuple[bool, dict]:
     """Exact search or HNSW for an index of these vectors, timed on these queries: HNSW only when, at the
     narrowest of EXPANSIONS that is as faithful (top-1 product agreement with exact f32 at the threshold),
-    it is faster by a fifth. Returns (exact, figures); with HNSW, figures["expansion_search"] is its width."""
+    it is faster by a fifth; always HNSW on a projected graph. Returns (exact, figures); with HNSW,
+    figures["expansion_search"] is its width."""
     if exact is None:
         exact = ExactTop1.of(vectors, queries)
-    chosen = VectorIndex.build(vectors, dtype=dtype, rescore=rescore)
+    chosen = VectorIndex.build(vectors, dtype=dtype, rescore=rescore, projection=projection)
     k = min(5, len(vectors))
     exact_ms = _time_search(chosen, queries[:200], k)
     chosen.exact = False
@@ -148,7 +164,8 @@ def choose_search(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndar
     # small catalogs search exactly, whatever the timing says: under SMALL_DELTA components one exact pass
     # costs less than a usearch call's own overhead, and a timing of 12 vectors is the machine's noise
     # (it chose HNSW for the tiny test bundle one run in a few)
-    use_hnsw = vectors.size > SMALL_DELTA and hnsw_ms < 0.8 * exact_ms and tried[-1]["hnsw_top1_agreement"] >= threshold
+    use_hnsw = projection is not None or (vectors.size > SMALL_DELTA and hnsw_ms < 0.8 * exact_ms
+                                          and tried[-1]["hnsw_top1_agreement"] >= threshold)
     return not use_hnsw, {"queries": int(len(queries)), "exact_search_ms": round(exact_ms, 4),
                           "hnsw_search_ms": round(hnsw_ms, 4), "hnsw_top1_agreement": tried[-1]["hnsw_top1_agreement"],
                           "hnsw_widths": tried, "search": "hnsw" if use_hnsw else "exact",

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from edge_search.core.catalog import IMAGE_SUFFIXES, read_catalog
 from edge_search.core.encoder import OnnxEncoder
 from edge_search.core.images import load_image
+from edge_search.core.index import projection_of
 from edge_search.core.manifest import ModelInfo, PreprocessCfg
 from edge_search.core.preprocess import preprocess_batch
 from edge_search.core.products import ProductTable
@@ -32,8 +33,8 @@ from edge_search.errors import ExportError, ImageError
 from edge_search.files import atomic_write_bytes, check_new_folder, default_cache_dir, staged_directory
 
 from .catalog_build import (INDEX_VIEWS, MILD_VIEW_STRENGTH, MILD_VIEWS, Calibration, CatalogSettings,
-                            ExportSummary, GateBook, ModelSet, Stream, finish_bundle, index_vectors, prefill_on_ray,
-                            product_table, stream_catalog)
+                            ExportSummary, GateBook, IndexPlan, ModelSet, Stream, finish_bundle, index_vectors,
+                            prefill_on_ray, product_table, stream_catalog)
 from .config import ExportConfig
 from .distill import LabelTerm, build_view_bank, distill
 from .embed_cache import EmbeddingCache, sha256_bytes
@@ -265,7 +266,7 @@ def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: Dist
     """Distill a student from the teacher's image tower (--student), or ship the teacher's own.
     `inputs`: a distill_set already built for this configuration's side, views and seed."""
     if not cfg.student:
-        return StudentStep(module=Embedder(t.teacher.visual).eval(), preprocess=t.preprocess, info=None,
+        return StudentStep(module=Embedder(t.teacher.image_tower).eval(), preprocess=t.preprocess, info=None,
                            calib_photos=[], gate_photos=[])
     side = cfg.image_size or t.preprocess.size[0]
     student = build_student(cfg.student, t.teacher.embed_dim, side, pretrained=cfg.student_pretrained)
@@ -530,14 +531,20 @@ def _model_and_catalog(cfg: ExportConfig, stage: Path, out: Path, catalog, t: Te
     m = model_step(cfg, stage, t, s)
     models, stream, queries = catalog_encoder_step(cfg, stage, catalog, t, s, m, progress, engine)
 
-    def index_choice(vectors, index_table: ProductTable):
-        choice = choose_index(vectors.array(), index_table.key_to_product, queries,
-                              threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype)
+    def index_choice(vectors, index_table: ProductTable) -> IndexPlan:
+        array = vectors.array()
+        if cfg.index_projection is not None and cfg.index_projection > array.shape[1]:
+            raise ExportError(f"--index-projection {cfg.index_projection}: the catalog vectors have only "
+                              f"{array.shape[1]} dimensions")
+        projection = projection_of(array, cfg.index_projection, seed=cfg.seed) if cfg.index_projection else None
+        choice = choose_index(array, index_table.key_to_product, queries,
+                              threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype,
+                              projection=projection)
         if choice.report["forced_dtype"] is None:
             picked = next(c for c in choice.report["candidates"] if c["label"] == choice.label)
             t.gates.check("index top-1 agreement vs exact f32", picked["top1_agreement_vs_exact_f32"],
                           cfg.gates.index_top1_agreement)
-        return choice.dtype, choice.exact, choice.rescore, choice.report
+        return IndexPlan(choice.dtype, choice.exact, choice.rescore, choice.report, projection)
 
     settings = CatalogSettings(out=out, name=cfg.name or out.name, gates=cfg.gates, no_match=cfg.no_match,
                                force=cfg.force, threads=cfg.threads, sign_key=cfg.sign_key,

@@ -3,6 +3,12 @@
 A teacher is a model name (open_clip's built-ins) or a path to a model config
 JSON; its weights are a pretrained tag (downloaded where there is a network),
 a local checkpoint file, or `random` when asked for explicitly.
+
+A config may add `"test_sides": [S1, S2, ...]`: the teacher then embeds an image
+at each of these sides (resized from its input side inside the graph) and
+averages the unit vectors, a test-time ensemble that is better and slower than
+one pass (bench/teacher_recipe.py --sides 128+160+192 measures it on dev).
+Training (fine-tuning) is unaffected: it runs the tower once at its own side.
 """
 
 from __future__ import annotations
@@ -32,6 +38,25 @@ RANDOM = "random"
 OFFLINE_RANDOM_HINT = "or --pretrained random to check the pipeline with untrained weights (not a search model)"
 
 
+class MultiSide(torch.nn.Module):
+    """An image tower run at several input sides -> the sum of its unit vectors (callers normalise).
+    Bilinear without antialiasing: opset 17's Resize has none, and on the reference teacher's dev
+    photos it scores as antialiased resizing does (bench/teacher_recipe.py)."""
+
+    def __init__(self, tower: torch.nn.Module, sides: tuple[int, ...]):
+        super().__init__()
+        self.tower, self.sides = tower, tuple(sides)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        total = None
+        for side in self.sides:
+            x = image if image.shape[-1] == side and image.shape[-2] == side else \
+                torch.nn.functional.interpolate(image, size=(side, side), mode="bilinear", align_corners=False)
+            v = torch.nn.functional.normalize(self.tower(x), dim=-1)
+            total = v if total is None else total + v
+        return total
+
+
 @dataclass
 class Teacher:
     model: torch.nn.Module
@@ -39,10 +64,17 @@ class Teacher:
     preprocess: PreprocessCfg
     embed_dim: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    sides: tuple[int, ...] = ()  # the config's test_sides; () embeds once at the input side
 
     @property
     def visual(self) -> torch.nn.Module:
+        """The image tower as trained: one pass at the input side."""
         return self.model.visual
+
+    @property
+    def image_tower(self) -> torch.nn.Module:
+        """What embeds an image at inference (and what an ONNX export of the teacher holds)."""
+        return MultiSide(self.visual, self.sides) if self.sides else self.visual
 
     @property
     def logit_scale(self) -> float:
@@ -56,6 +88,8 @@ class Teacher:
         import hashlib
 
         h = hashlib.sha256()
+        if self.sides:  # another ensemble of the same weights gives other vectors
+            h.update(f"test_sides={list(self.sides)}".encode())
         for name, tensor in sorted(self.visual.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -69,11 +103,14 @@ class Teacher:
         steps = range(0, len(batch), batch_size)
         for i in tqdm(steps, desc=progress, disable=progress is None, unit="batch", leave=False):
             x = torch.from_numpy(np.ascontiguousarray(batch[i:i + batch_size]))
-            out.append(self.model.encode_image(x, normalize=True).float().numpy())
+            if self.sides:
+                out.append(torch.nn.functional.normalize(self.image_tower(x), dim=-1).float().numpy())
+            else:
+                out.append(self.model.encode_image(x, normalize=True).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
 
-def _read_config(path: Path) -> tuple[str, dict, dict]:
+def _read_config(path: Path) -> tuple[str, dict, dict, tuple[int, ...]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -83,12 +120,16 @@ def _read_config(path: Path) -> tuple[str, dict, dict]:
     if not isinstance(data, dict):
         raise ExportError(f"{path}: teacher config must be a JSON object")
     # Either open_clip's plain model config, or the hub layout {model_cfg, preprocess_cfg}.
-    model_cfg = data.get("model_cfg", data)
+    sides = data.get("test_sides", ())
+    if not isinstance(sides, list | tuple) or not all(isinstance(x, int) and not isinstance(x, bool) and 16 <= x <= 2048
+                                                      for x in sides) or len(set(sides)) != len(sides):
+        raise ExportError(f"{path}: test_sides must be a list of distinct input sides (integers 16..2048)")
+    model_cfg = {k: v for k, v in data.get("model_cfg", data).items() if k != "test_sides"}
     preprocess_cfg = data.get("preprocess_cfg", {})
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in model_cfg]
     if missing:
         raise ExportError(f"{path}: teacher config lacks {', '.join(missing)}")
-    return path.stem, model_cfg, preprocess_cfg
+    return path.stem, model_cfg, preprocess_cfg, tuple(sides)
 
 
 def _register(name: str, model_cfg: dict) -> None:
@@ -136,10 +177,11 @@ def load_teacher(teacher: str, pretrained: str | None) -> Teacher:
     """Build the teacher; every failure is an ExportError with one line of advice."""
     config_path = Path(teacher)
     force_pp: dict = {}
+    sides: tuple[int, ...] = ()
     if teacher.endswith(".json"):
         if not config_path.is_file():
             raise ExportError(f"{config_path}: teacher config file not found")
-        name, model_cfg, force_pp = _read_config(config_path)
+        name, model_cfg, force_pp, sides = _read_config(config_path)
         _register(name, model_cfg)
     else:
         name = teacher
@@ -182,6 +224,9 @@ def load_teacher(teacher: str, pretrained: str | None) -> Teacher:
     preprocess = PreprocessCfg(size=pp["size"], mode=pp["mode"], mean=pp["mean"], std=pp["std"],
                                interpolation=pp["interpolation"], resize_mode=pp["resize_mode"],
                                fill_color=pp["fill_color"])
+    if sides and max(sides) > min(preprocess.size):
+        raise ExportError(f"{config_path}: test_sides {list(sides)} go above the input side {preprocess.size[0]} "
+                          "(the ensemble resizes the input down)")
     embed_dim = int(model.text_projection.shape[-1]) if getattr(model, "text_projection", None) is not None \
         else int(model.encode_image(torch.zeros(1, 3, *preprocess.size)).shape[-1])
     provenance = {
@@ -194,4 +239,7 @@ def load_teacher(teacher: str, pretrained: str | None) -> Teacher:
         "embed_dim": embed_dim,
         "open_clip": open_clip.__version__,
     }
-    return Teacher(model=model, name=name, preprocess=preprocess, embed_dim=embed_dim, provenance=provenance)
+    if sides:
+        provenance["test_sides"] = list(sides)
+    return Teacher(model=model, name=name, preprocess=preprocess, embed_dim=embed_dim, provenance=provenance,
+                   sides=sides)

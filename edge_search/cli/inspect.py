@@ -97,6 +97,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     ix = m.index
     ix_size = sum(bundle.path(name).stat().st_size for name in ix.files())
     say(f"index       {ix.file}  {ix.live} vectors, {ix.dtype}"
+        f"{' on a projected graph' if ix.projection_file else ''}"
         f"{' + f16 rescoring' if ix.rescore_file else ''}, {ix.metric}, {'exact' if ix.exact else 'HNSW'} search, "
         f"{ix_size / max(1, ix.key_space):.0f} bytes/vector, catalog embedded by the {ix.catalog_encoder}")
     if ix.delta is not None:

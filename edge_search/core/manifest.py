@@ -22,7 +22,10 @@ SCHEMA_VERSION = 1
 # written only by bundles whose index has a delta segment (IndexInfo.delta): a version-1 reader would
 # search the base segment alone, answering with removed products and never with added ones
 SEGMENTED_SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (SCHEMA_VERSION, SEGMENTED_SCHEMA_VERSION)
+# written only by bundles whose graph holds projected vectors (IndexInfo.projection_file), with or without
+# a delta: an older reader would query a D-dimensional graph with full-length vectors
+PROJECTED_SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (SCHEMA_VERSION, SEGMENTED_SCHEMA_VERSION, PROJECTED_SCHEMA_VERSION)
 MANIFEST_NAME = "manifest.json"
 
 RESIZE_MODES = ("shortest", "longest", "squash")
@@ -137,8 +140,13 @@ class IndexInfo:
     # HNSW search width the export chose by measurement (every segment uses it); None: usearch's default
     # (64), as in bundles made before it and in exact-search bundles
     expansion_search: int | None = None
+    # dim x D float32 (.npy): every segment's graph holds unit vectors times it; its candidates are rescored
+    # with the full vectors of `rescore_file` (and the delta's). None: the graph holds the vectors themselves
+    projection_file: str | None = None
 
     def __post_init__(self) -> None:
+        if self.projection_file is not None and self.rescore_file is None:
+            raise ValueError("index: a 'projection_file' needs the full vectors of a 'rescore_file'")
         if self.count < 0:
             raise ValueError(f"index count must not be negative, got {self.count}")
         if self.expansion_search is not None and not 1 <= self.expansion_search <= MAX_EXPANSION:
@@ -155,6 +163,18 @@ class IndexInfo:
             raise ValueError(f"index metric must be 'cos', got {self.metric!r}")
 
     @property
+    def schema_version(self) -> int:
+        """The manifest version a bundle with this index has: the oldest reader that searches it right."""
+        if self.projection_file is not None:
+            return PROJECTED_SCHEMA_VERSION
+        return SEGMENTED_SCHEMA_VERSION if self.delta is not None else SCHEMA_VERSION
+
+    @property
+    def shape_words(self) -> str:
+        return (("with" if self.delta is not None else "without") + " a delta segment, "
+                + ("on a projected graph" if self.projection_file is not None else "its graph unprojected"))
+
+    @property
     def key_space(self) -> int:
         """Keys 0 .. key_space - 1: the base segment's, then the delta's."""
         return self.count + (self.delta.count if self.delta else 0)
@@ -166,7 +186,7 @@ class IndexInfo:
 
     def files(self) -> list[str]:
         """Every file the index reads."""
-        names = [self.file] + ([self.rescore_file] if self.rescore_file else [])
+        names = [self.file] + [n for n in (self.rescore_file, self.projection_file) if n]
         if self.delta is not None:
             names += [n for n in (self.delta.file, self.delta.removed_file, self.delta.rescore_file) if n]
         return names
@@ -498,6 +518,8 @@ class Manifest:
             del d["index"]["delta"]
         if d["index"]["expansion_search"] is None:  # left out when unset: such bundles keep their old shape
             del d["index"]["expansion_search"]
+        if d["index"]["projection_file"] is None:
+            del d["index"]["projection_file"]
         if d["lineage"] is None:
             del d["lineage"]
         if d["build"] is None:
@@ -569,6 +591,9 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         rescore = index.get("rescore_file")
         if rescore is not None and not isinstance(rescore, str):
             raise ManifestError(where + " index", "key 'rescore_file' has the wrong type")
+        projection = index.get("projection_file")
+        if projection is not None and not isinstance(projection, str):
+            raise ManifestError(where + " index", "key 'projection_file' has the wrong type")
         index_info = IndexInfo(
             file=_need(index, "file", str, where + " index"),
             dtype=_need(index, "dtype", str, where + " index"),
@@ -580,12 +605,13 @@ def parse_manifest(data: Any, where: str) -> Manifest:
             delta=_parse_delta(index["delta"], where + " index delta") if "delta" in index else None,
             expansion_search=_need(index, "expansion_search", int, where + " index")
             if "expansion_search" in index else None,
+            projection_file=projection,
         )
     except (TypeError, ValueError) as e:
         raise ManifestError(where, f"{e}") from None
-    if (index_info.delta is not None) != (version == SEGMENTED_SCHEMA_VERSION):
-        raise ManifestError(where, f"schema_version {version} with{'' if index_info.delta else 'out'} an index "
-                                   f"delta (version {SEGMENTED_SCHEMA_VERSION} is exactly the bundles that have one)")
+    if version != index_info.schema_version:
+        raise ManifestError(where, f"schema_version {version} for an index {index_info.shape_words} (such bundles "
+                                   f"are version {index_info.schema_version})")
     min_score = _need(search, "min_score", float, where + " search")
     if not math.isfinite(min_score):
         raise ManifestError(where, "search min_score is not a finite number")

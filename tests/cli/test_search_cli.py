@@ -113,8 +113,13 @@ def test_tampered_file_is_refused(bundle_copy, sample_catalog):
 @pytest.mark.parametrize("edit,fragment", [
     (lambda m: m.update(schema_version=99), "unknown schema_version 99"),
     # a delta segment is what version 2 announces: readers that predate it refuse it rather than search half
-    (lambda m: m["index"].update(delta={"file": None, "count": 0}), "version 2 is exactly the bundles"),
-    (lambda m: m.update(schema_version=2), "version 2 is exactly the bundles"),
+    (lambda m: m["index"].update(delta={"file": None, "count": 0}), "such bundles are version 2"),
+    (lambda m: m.update(schema_version=2), "such bundles are version 1"),
+    # so is a projected graph, version 3: an older reader would query it with full-length vectors
+    (lambda m: m["index"].update(projection_file="p.npy", rescore_file="r.npy"), "such bundles are version 3"),
+    (lambda m: m.update(schema_version=3), "such bundles are version 1"),
+    (lambda m: (m.update(schema_version=3), m["index"].update(projection_file="p.npy", rescore_file=None)),
+     "a 'projection_file' needs the full vectors of a 'rescore_file'"),
     (lambda m: (m.update(schema_version=2), m["index"].update(delta={"file": "d.usearch", "count": -1})),
      "must not be negative"),
     (lambda m: m.pop("index"), "missing key 'index'"),

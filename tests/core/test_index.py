@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_search.errors import BundleError
-from edge_search.core.index import VectorIndex
+from edge_search.core.index import VectorIndex, load_projection, projection_of
 from edge_search.core.manifest import IndexInfo
 
 
@@ -251,11 +251,10 @@ def test_a_projected_graph_ranks_its_candidates_in_full_dimensions(tmp_path, exa
     projection = _top_directions(vecs, 16)
     built = VectorIndex.build(vecs, dtype="f16", exact=exact, projection=projection)
     assert built.ndim == 64 and built.index.ndim == 16 and built.rescore.shape == (600, 64)
-    # reopened as the bench does: the graph file memory-mapped, the rescoring vectors from their .npy
+    # reopened as a bundle's is: the graph file memory-mapped, the rescoring vectors from their .npy
     built.save(tmp_path / "i.usearch", tmp_path / "r.npy")
-    from usearch.index import Index
-    index = VectorIndex(index=Index.restore(str(tmp_path / "i.usearch"), view=True), dtype="f16", exact=exact,
-                        rescore=np.load(tmp_path / "r.npy", mmap_mode="r"), projection=projection)
+    index = VectorIndex.open_file(tmp_path / "i.usearch", count=600, dtype="f16", exact=exact,
+                                  rescore_path=tmp_path / "r.npy", projection=projection)
     queries = vecs[:60] + 0.05 * np.random.default_rng(8).standard_normal((60, 64)).astype(np.float32)
     keys, scores = index.search(queries, 5)
     unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -279,3 +278,51 @@ def test_a_projected_graph_needs_its_full_vectors():
     with pytest.raises(ValueError, match="needs the full vectors"):
         VectorIndex(index=VectorIndex.build(vecs, dtype="f32").index, dtype="f32", exact=True,
                     projection=np.eye(16, 4, dtype=np.float32))
+
+
+def test_the_export_projection_is_the_top_principal_directions():
+    rng = np.random.default_rng(3)
+    # four directions far stronger than the rest, each apart from the next: one top-4 answer
+    vecs = (rng.standard_normal((400, 32)) * np.array([10, 8, 6, 4] + [0.5] * 28)).astype(np.float32)
+    got = projection_of(vecs, 4)
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    want = _top_directions(unit, 4)
+    assert got.shape == (32, 4) and got.dtype == np.float32
+    # the same directions, each up to its sign
+    assert np.allclose(np.abs(np.sum(got * want, axis=0)), 1.0, atol=1e-4)
+    # a sample of the rows, seeded: the same matrix twice, near the whole set's
+    again = projection_of(vecs, 4, sample=200, seed=1)
+    assert np.array_equal(again, projection_of(vecs, 4, sample=200, seed=1))
+    assert np.all(np.abs(np.sum(again * want, axis=0)) > 0.9)
+    with pytest.raises(ValueError, match="a projection to 40 dimensions of 32-d vectors"):
+        projection_of(vecs, 40)
+
+
+@pytest.mark.parametrize("matrix, says", [
+    (np.eye(8, 4, dtype=np.float64), "float32 dim x D matrix"),
+    (np.eye(4, 8, dtype=np.float32), "float32 dim x D matrix"),
+    (np.ones(8, dtype=np.float32), "float32 dim x D matrix"),
+    (np.full((8, 4), np.nan, dtype=np.float32), "not a finite number"),
+])
+def test_a_bad_projection_file_is_refused(tmp_path, matrix, says):
+    np.save(tmp_path / "p.npy", matrix)
+    with pytest.raises(BundleError, match=says):
+        load_projection(tmp_path / "p.npy")
+    (tmp_path / "q.npy").write_bytes(b"not numpy")
+    with pytest.raises(BundleError, match="cannot read the index projection"):
+        load_projection(tmp_path / "q.npy")
+
+
+def test_a_projected_graph_file_must_fit_its_projection_and_vectors(tmp_path):
+    vecs = clustered(50, 16)
+    VectorIndex.build(vecs, dtype="f32", projection=np.eye(16, 4, dtype=np.float32)).save(
+        tmp_path / "i.usearch", tmp_path / "r.npy")
+    with pytest.raises(BundleError, match="a graph of 4 dimensions, its projection makes 8"):
+        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f32", exact=True,
+                              rescore_path=tmp_path / "r.npy", projection=np.eye(16, 8, dtype=np.float32))
+    with pytest.raises(BundleError, match="without the full vectors"):
+        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f32", exact=True,
+                              projection=np.eye(16, 4, dtype=np.float32))
+    with pytest.raises(BundleError, match=r"expected float16 \(50, 32\)"):
+        VectorIndex.open_file(tmp_path / "i.usearch", count=50, dtype="f32", exact=True,
+                              rescore_path=tmp_path / "r.npy", projection=np.eye(32, 4, dtype=np.float32))

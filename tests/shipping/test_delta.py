@@ -184,15 +184,17 @@ def test_a_base_chosen_for_a_few_products_does_not_search_many_exactly(tiny_bund
         choice = cb.base_index_choice(base, stream, 0.9)
         return choice(cb.IndexVectors.of(stream, "student"), table)
 
-    dtype, exact, rescore, report = decide(20)
-    assert (dtype, exact, rescore) == ("f16", True, False) and report["search_from_base"] is True
-    dtype, exact, rescore, report = decide(3000)
-    assert (dtype, rescore) == ("f16", False) and report["search_from_base"] is False
-    assert report["queries"] == 500 and report["search"] == ("exact" if exact else "hnsw")
+    plan = decide(20)
+    assert (plan.dtype, plan.exact, plan.rescore, plan.projection) == ("f16", True, False, None)
+    assert plan.report["search_from_base"] is True
+    plan = decide(3000)
+    report = plan.report
+    assert (plan.dtype, plan.rescore) == ("f16", False) and report["search_from_base"] is False
+    assert report["queries"] == 500 and report["search"] == ("exact" if plan.exact else "hnsw")
     assert report["exact_search_ms"] > 0 and report["hnsw_search_ms"] > 0
     assert report["timed_on_vectors"] == 3000
     monkeypatch.setattr(cb, "CHOICE_VECTORS", 1000)  # a larger index is timed on a sample of it
-    assert decide(3000)[3]["timed_on_vectors"] == 1000
+    assert decide(3000).report["timed_on_vectors"] == 1000
 
 
 @pytest.fixture(scope="module")
