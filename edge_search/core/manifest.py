@@ -19,8 +19,8 @@ from edge_search.files import MAX_MANIFEST_BYTES, read_regular
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo
 
 SCHEMA_VERSION = 1
-# written only by bundles whose index has a delta segment (IndexInfo.delta): a version-1 reader would
-# search the base segment alone, answering with removed products and never with added ones
+# written only by bundles whose index has a delta segment (IndexInfo.delta) and no projection: a version-1
+# reader would search the base segment alone, answering with removed products and never with added ones
 SEGMENTED_SCHEMA_VERSION = 2
 # written only by bundles whose graph holds projected vectors (IndexInfo.projection_file), with or without
 # a delta: an older reader would query a D-dimensional graph with full-length vectors
@@ -171,6 +171,7 @@ class IndexInfo:
 
     @property
     def shape_words(self) -> str:
+        """What about this index decides its schema version, in words (for the error that refuses it)."""
         return (("with" if self.delta is not None else "without") + " a delta segment, "
                 + ("on a projected graph" if self.projection_file is not None else "its graph unprojected"))
 
