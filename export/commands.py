@@ -179,7 +179,7 @@ def add_export_parser(sub) -> None:
     e.add_argument("--index-projection", type=int, default=None, metavar="D",
                    help="build the search graph on the catalog vectors' top D principal directions and rescore "
                         "its candidates with the full vectors: faster HNSW on a large catalog (docs/benchmarks: "
-                        "1M vectors, D=128); default: the graph holds the vectors themselves"),
+                        "1M vectors, D=128); default: the graph holds the vectors themselves")
     e.add_argument("--catalog-encoder", choices=CATALOG_ENCODERS, default=None,
                    help="who embeds the catalog (default: chosen by measurement among the options that pass "
                         "the catalog self-retrieval gates)")

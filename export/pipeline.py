@@ -193,6 +193,9 @@ def teacher_step(cfg: ExportConfig, catalog, progress: bool) -> TeacherStep:
     finally:
         if from_scratch:
             log.removeFilter(from_scratch)
+    if cfg.index_projection is not None and cfg.index_projection > teacher.embed_dim:  # (before any training)
+        raise ExportError(f"--index-projection {cfg.index_projection}: the catalog vectors have only "
+                          f"{teacher.embed_dim} dimensions")
     table = product_table(catalog, [sha256_bytes(Path(r.image).read_bytes()) for r in catalog.rows])
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
@@ -533,9 +536,6 @@ def _model_and_catalog(cfg: ExportConfig, stage: Path, out: Path, catalog, t: Te
 
     def index_choice(vectors, index_table: ProductTable) -> IndexPlan:
         array = vectors.array()
-        if cfg.index_projection is not None and cfg.index_projection > array.shape[1]:
-            raise ExportError(f"--index-projection {cfg.index_projection}: the catalog vectors have only "
-                              f"{array.shape[1]} dimensions")
         projection = projection_of(array, cfg.index_projection, seed=cfg.seed) if cfg.index_projection else None
         choice = choose_index(array, index_table.key_to_product, queries,
                               threshold=cfg.gates.index_top1_agreement, forced_dtype=cfg.index_dtype,

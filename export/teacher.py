@@ -103,10 +103,7 @@ class Teacher:
         steps = range(0, len(batch), batch_size)
         for i in tqdm(steps, desc=progress, disable=progress is None, unit="batch", leave=False):
             x = torch.from_numpy(np.ascontiguousarray(batch[i:i + batch_size]))
-            if self.sides:
-                out.append(torch.nn.functional.normalize(self.image_tower(x), dim=-1).float().numpy())
-            else:
-                out.append(self.model.encode_image(x, normalize=True).float().numpy())
+            out.append(torch.nn.functional.normalize(self.image_tower(x), dim=-1).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
 

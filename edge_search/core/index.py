@@ -323,16 +323,17 @@ MAX_PROJECTION_DIM = 16384  # as a manifest's embed_dim
 
 def load_projection(path: Path) -> np.ndarray:
     """A projected graph's dim x D matrix (.npy, float32, no pickles), checked before any search uses it."""
-    try:
-        m = np.load(path, allow_pickle=False)
+    try:  # mapped first: its shape is checked before a byte of it is read into memory
+        m = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
         raise BundleError(f"{path}: cannot read the index projection ({e})") from None
     if m.ndim != 2 or m.dtype != np.float32 or not 1 <= m.shape[1] <= m.shape[0] <= MAX_PROJECTION_DIM:
         raise BundleError(f"{path}: the index projection must be a float32 dim x D matrix with D <= dim, "
                           f"got {m.dtype} {m.shape}")
+    m = np.array(m)
     if not np.isfinite(m).all():
         raise BundleError(f"{path}: the index projection holds a value that is not a finite number")
-    return np.ascontiguousarray(m)
+    return m
 
 
 def projection_of(vectors: np.ndarray, dims: int, *, sample: int = 50_000, seed: int = 0) -> np.ndarray:
@@ -343,7 +344,8 @@ def projection_of(vectors: np.ndarray, dims: int, *, sample: int = 50_000, seed:
         raise ValueError(f"a projection to {dims} dimensions of {v.shape[1]}-d vectors")
     if len(v) > sample:
         v = v[np.sort(np.random.default_rng([seed, 53]).choice(len(v), sample, replace=False))]
-    _, vecs = np.linalg.eigh(unit(v).T.astype(np.float64) @ unit(v).astype(np.float64))
+    u = unit(v).astype(np.float64)
+    _, vecs = np.linalg.eigh(u.T @ u)
     return np.ascontiguousarray(vecs[:, ::-1][:, :dims], dtype=np.float32)
 
 
