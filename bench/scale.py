@@ -14,7 +14,9 @@ memory as the catalog grows, and a million-vector index built from streamed shar
    results into the embedding cache, then builds the catalog: its vectors on disk, the index from them
    chunk by chunk, the gates, the manifest) in its own process, which writes its own peak RSS (Ray's
    workers are other processes); what one more image costs the driver, beside what the index it built
-   holds per image (its files' bytes). `--ray-pass` also measures the Ray embedding pass alone.
+   holds per image (its files' bytes). Then the nightly build on that bundle (`--base` it, 1 % of the prices
+   changed, 1 % new products), sampled the same way: what a base of that size costs the driver.
+   `--ray-pass` also measures the Ray embedding pass alone.
 3. **Streamed index** (`streamed_index`): `--vectors` synthetic 512-d unit vectors (clustered, seeded),
    written as .npy shards, read back one at a time (memory-mapped) into one usearch HNSW index (f16, the
    library's default connectivity and expansion), in a fresh process: build seconds, peak RSS, file size;
@@ -115,9 +117,9 @@ def prefill(catalog: str, base: str, cache: str) -> dict:
     with EmbeddingCache(cache) as c, RayEngine(EngineSettings(name="ray")) as engine, \
             tempfile.TemporaryDirectory() as thumbs:
         built, embedded, made = prefill_on_ray(engine, rows, replace(b.models, folder=b.bundle.root), c,
-                                               thumbs_dir=Path(thumbs), known_thumbs=dict(b.thumbs), progress=False)
+                                               thumbs_dir=Path(thumbs), known_thumbs=b.thumbs, progress=False)
         seconds = time.perf_counter() - t0
-    return {"images": len(built.rows), "embedded": embedded, "thumbnails": len(made), "seconds": round(seconds, 1),
+    return {"images": len(built.rows), "embedded": embedded, "thumbnails": made, "seconds": round(seconds, 1),
             "peak_rss_mb_before_pass": before, "peak_rss_mb": peak_mb()}
 
 
@@ -176,16 +178,30 @@ def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) ->
         m = json.loads((bundle / "manifest.json").read_text())
         build["index"] = {k: m["index"].get(k) for k in ("count", "dtype", "exact")}
         res["build"] = build
+        # the nightly build on it: 1 % of the prices changed and 1 % new products (the new images embedded on
+        # Ray, the rest from the cache), its layout matched against the base's build record
+        changed = list(range(n)) + list(range(n, n + n // 100))
+        prices = {i: (2.0 if i % 100 == 7 else 1.0) for i in changed}
+        nightly_catalog = write_catalog(work / f"mem-nightly-{n}", changed, prices, images=work / "mem-images")
+        nightly = run_sampled("export", "--catalog", nightly_catalog, "--out", work / f"mem-nightly-bundle-{n}",
+                              "--base", bundle, "--quiet", "--engine", "ray", *RELAXED,
+                              env={"EDGE_SEARCH_CACHE_DIR": str(work / f"mem-cache-{n}")})
+        nm = json.loads((work / f"mem-nightly-bundle-{n}" / "manifest.json").read_text())
+        nightly["segmented"] = nm["index"].get("delta") is not None
+        nightly["changes"] = {k: len(v) for k, v in nm["lineage"]["changes"].items()}
+        res["nightly"] = nightly
         out[str(n)] = res
         shutil.rmtree(work / f"mem-cache-{n}")
         shutil.rmtree(bundle)
+        shutil.rmtree(work / f"mem-nightly-bundle-{n}")
     if len(sizes) > 1:
         lo, hi = str(min(sizes)), str(max(sizes))
         per = 1024 / (int(hi) - int(lo))
-        b_lo, b_hi = out[lo]["build"], out[hi]["build"]
-        for part in ("rss", "rssanon", "rssshmem", "rssfile"):
-            out[f"build_{part}_kb_per_image"] = round((b_hi[f"peak_{part}_mb"] - b_lo[f"peak_{part}_mb"]) * per, 2)
-        out["index_kb_per_image"] = round((b_hi["index_mb"] - b_lo["index_mb"]) * per, 2)
+        for step in ("build", "nightly"):
+            b_lo, b_hi = out[lo][step], out[hi][step]
+            for part in ("rss", "rssanon", "rssshmem", "rssfile"):
+                out[f"{step}_{part}_kb_per_image"] = round((b_hi[f"peak_{part}_mb"] - b_lo[f"peak_{part}_mb"]) * per, 2)
+        out["index_kb_per_image"] = round((out[hi]["build"]["index_mb"] - out[lo]["build"]["index_mb"]) * per, 2)
         if pass_alone:
             out["ray_pass_kb_per_image"] = round(
                 (out[hi]["ray_pass"]["peak_rss_mb"] - out[lo]["ray_pass"]["peak_rss_mb"]) * per, 2)

@@ -59,11 +59,18 @@ def check_output(path: str | Path, *, folder: bool = False, flag: str = "output"
     socket at the path is refused: `os.replace` would swap it for a regular
     file (run as root against /dev/sda, that destroys a device node), and a
     symlinked folder would send our files elsewhere. Returns the absolute path."""
-    p = Path(path)
+    refuse_output(path, folder=folder, flag=flag, error=error)
+    return Path(path).absolute()
+
+
+def refuse_output(p: str | Path, *, folder: bool = False, flag: str = "output",
+                  error: type[EdgeSearchError] = FileError) -> None:
+    """check_output without making a Path (a build writes a thumbnail per image, and pathlib interns every
+    part of every path it is given: the table it keeps them in only grows)."""
     try:
         st = os.lstat(p)
     except FileNotFoundError:
-        return p.absolute()
+        return
     except NotADirectoryError:
         what = "create the folder" if folder else "write the file"
         raise error(f"{flag} {p}: cannot {what} (a file is in the way)") from None
@@ -71,7 +78,7 @@ def check_output(path: str | Path, *, folder: bool = False, flag: str = "output"
         reason = describe_os_error(e) if isinstance(e, OSError) else "not a usable path"
         raise error(f"{flag} {p}: cannot check it ({reason})") from None
     if stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode):
-        return p.absolute()
+        return
     what = "folder" if folder else "file"
     raise error(f"{flag} {p}: is {_kind_of(st.st_mode)}; refusing to write a {what} over it")
 
@@ -100,12 +107,13 @@ def atomic_output(path: Path, *, mode: int = 0o644, overwrite: bool = True,
     `path` appeared meanwhile: never clobbered, even by a racing writer. On
     any failure (a full disk, say) the temp file is removed: nothing
     half-written is left under `path`, so a retry starts clean."""
-    path = Path(path)
-    check_output(path, error=error)
+    path = os.fspath(path)  # (not a Path: see refuse_output)
+    refuse_output(path, error=error)
     if not overwrite and os.path.lexists(path):
         raise error(f"{path}: already exists (never overwritten)")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                   dir=os.path.dirname(path) or ".")
     except OSError as e:
         raise error(f"{path}: cannot write ({describe_os_error(e)})") from None
     try:
@@ -115,7 +123,7 @@ def atomic_output(path: Path, *, mode: int = 0o644, overwrite: bool = True,
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, mode)
-            check_output(path, error=error)  # again: something may have appeared while we wrote
+            refuse_output(path, error=error)  # again: something may have appeared while we wrote
             if overwrite:
                 os.replace(tmp, path)
             else:
@@ -266,7 +274,7 @@ def open_regular(path: str | Path, *, limit: int, what: str = "file",
     regular file (FIFO, /dev/zero, a socket, a folder) is refused by fstat on
     the opened descriptor, so no swap can happen between check and read;
     a file over `limit` bytes is refused before it is read."""
-    p = Path(path)
+    p = path  # (not made a Path: pathlib interns every part, and a catalog build reads a million images)
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:

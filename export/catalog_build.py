@@ -16,16 +16,20 @@ the caller hands in a function that embeds with it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import io
 import json
 import logging
+import operator
 import os
 import platform
 import shutil
 import tempfile
+from array import array
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime
@@ -33,26 +37,29 @@ import usearch
 
 import edge_search
 from edge_search.core.bundle import Bundle
-from edge_search.core.catalog import Catalog, CatalogRow
+from edge_search.core.catalog import Catalog, CatalogRow, CatalogRows
+from edge_search.core.columns import DigestSet, ShaColumn, TextColumn
 from edge_search.core.encoder import OnnxEncoder
 from edge_search.core.images import decode_image, encode_jpeg, thumbnail
 from edge_search.core.index import SegmentedIndex, VectorIndex, load_projection
 from edge_search.core.manifest import (MANIFEST_NAME, IndexDelta, IndexInfo,
                                        Manifest, ModelInfo, PreprocessCfg, TextInfo)
 from edge_search.core.preprocess import preprocess_batch
-from edge_search.core.products import NO_META, PRODUCT_KEYS_FILE, Product, ProductTable, key_file_bytes, product_words
+from edge_search.core.products import PRODUCT_KEYS_FILE, Product, ProductTable, key_file_bytes, product_words
 from edge_search.core.search import Searcher
 from edge_search.core.signing import sign_bundle
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo, is_thumbnail_name, thumbnail_name
 from edge_search.errors import ExportError, GateError, ImageError
-from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, atomic_write_bytes, atomic_write_lines,
-                               atomic_write_text, default_cache_dir, read_regular, sha256_file)
+from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, MAX_TABLE_BYTES, atomic_write_bytes,
+                               atomic_write_lines, atomic_write_text, default_cache_dir, open_regular_text,
+                               read_regular, sha256_file)
 
 from .calibrate import calibrate_no_match
+from .catalog_products import catalog_table, rekeyed_table
 from .config import Gates, NoMatchSettings
 from .embed_cache import EmbeddingCache, sha256_bytes
 from .engine import LOCAL_RECORD, open_engine
-from .key_layout import KeyLayout, base_image_keys, fresh_layout, layout_on_base
+from .key_layout import BaseImages, KeyLayout, fresh_layout, layout_on_base
 from .stores import store_catalog
 from .vector_files import CHUNK_ROWS, VectorFile
 from .views import views
@@ -161,21 +168,25 @@ class CatalogSettings:
 
 @dataclass
 class Stream:
-    """One pass over the catalog's images: hashes, vectors by who embedded them, counts."""
+    """One pass over the catalog's images: hashes, vectors by who embedded them, counts. Per-row facts are
+    columns (a million images as str objects and dicts cost ~0.5 KB each; as digests, 64 bytes)."""
 
-    shas: list[str] = field(default_factory=list)
+    shas: ShaColumn = field(default_factory=lambda: ShaColumn.empty(0))  # each row's image sha256
+    thumbs: ShaColumn = field(default_factory=lambda: ShaColumn.empty(0))  # each row's thumbnail's (its name)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     embedded: dict[str, int] = field(default_factory=dict)  # images actually run through each encoder
-    thumb_names: dict[str, str] = field(default_factory=dict)  # image sha -> its thumbnail's bundle name
-    new_rows: list[int] = field(default_factory=list)  # rows whose image the shipped model embedded now
+    new_rows: array = field(default_factory=lambda: array("q"))  # rows whose image the shipped model embedded now
     # where the thumbnail files are: the base's (image sha -> file) where it has the image's, else the build's
     # folder under their names (not a path per image: a million images would hold a million of them)
     base_thumbs: dict[str, str] = field(default_factory=dict)
     thumbs_dir: Path | None = None
 
-    def thumb_file(self, sha: str) -> str:
-        source = self.base_thumbs.get(sha)
-        return source if source is not None else str(self.thumbs_dir / Path(self.thumb_names[sha]).name)
+    def thumb_name(self, row: int) -> str:
+        return f"{THUMBS_FOLDER}/{self.thumbs[row]}.jpg"
+
+    def thumb_file(self, row: int) -> str:
+        source = self.base_thumbs.get(self.shas[row])
+        return source if source is not None else os.path.join(self.thumbs_dir, f"{self.thumbs[row]}.jpg")
 
 
 def _read(row: CatalogRow) -> bytes:
@@ -192,7 +203,7 @@ def _progress(items, desc: str, progress: bool, total: int | None = None, unit: 
     return tqdm(items, desc=desc, unit=unit, total=total)
 
 
-def _batches(rows: tuple[CatalogRow, ...], size: int) -> Iterator[tuple[int, tuple[CatalogRow, ...]]]:
+def _batches(rows: CatalogRows, size: int) -> Iterator[tuple[int, CatalogRows]]:
     for start in range(0, len(rows), size):
         yield start, rows[start:start + size]
 
@@ -230,8 +241,9 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
     if "teacher" in needs and teacher_embed is None:
         raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
     pp = models.preprocess
-    out = Stream(embedded={n: 0 for n in needs}, base_thumbs=base_thumbs or {}, thumbs_dir=thumbs_dir)
     count = len(catalog.rows)
+    out = Stream(shas=ShaColumn.empty(count), thumbs=ShaColumn.empty(count), embedded={n: 0 for n in needs},
+                 base_thumbs=base_thumbs or {}, thumbs_dir=thumbs_dir)
     per: dict[str, VectorFile | np.ndarray] = {}
 
     def store(name: str, start: int, block: np.ndarray) -> None:
@@ -243,11 +255,14 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
             per[name].write(block)
         else:
             per[name][start:start + len(block)] = block
-    for start, rows in _progress(list(_batches(catalog.rows, BATCH)), "embedding catalog", progress):
+    batches = _progress(_batches(catalog.rows, BATCH), "embedding catalog", progress, total=-(-count // BATCH),
+                        unit="batch")
+    for start, rows in batches:
         # an image read when the catalog was (its sha256 taken then) is read again only if it must be decoded
         data: list[bytes | None] = [None if r.sha256 else _read(r) for r in rows]
         shas = [r.sha256 or sha256_bytes(d) for r, d in zip(rows, data)]
-        out.shas += shas
+        for i, s in enumerate(shas):
+            out.shas.set(start + i, s)
         decoded: dict[str, np.ndarray] = {}
 
         def image(i: int) -> np.ndarray:
@@ -270,23 +285,24 @@ def stream_catalog(catalog: Catalog, models: ModelSet, *, cache: EmbeddingCache,
                 have.update(fresh)
                 out.embedded[name] += len(missing)
                 if name == "student":
-                    out.new_rows += [start + i for i in missing]
+                    out.new_rows.extend(start + i for i in missing)
             store(name, start, np.stack([have[s] for s in shas]))
+        made: dict[str, str] = {}  # image sha -> its thumbnail's, in this batch (an image twice: once)
         for i, s in enumerate(shas):
-            if s in out.thumb_names:
-                continue
-            if s in out.base_thumbs:
-                path = out.base_thumbs[s]
-                name = f"{THUMBS_FOLDER}/{os.path.basename(path)}"
+            digest = rows.thumb[i] or made.get(s)
+            if digest is None and s in out.base_thumbs:
+                name = f"{THUMBS_FOLDER}/{os.path.basename(out.base_thumbs[s])}"
                 if not is_thumbnail_name(name):  # a base from before thumbnails were named by their bytes
-                    name = thumbnail_name(Path(path).read_bytes())
-            else:
+                    name = thumbnail_name(Path(out.base_thumbs[s]).read_bytes())
+                digest = name[len(THUMBS_FOLDER) + 1:-len(".jpg")]
+            elif digest is None:
                 data_ = encode_jpeg(thumbnail(image(i)))
-                name = thumbnail_name(data_)
-                path = thumbs_dir / Path(name).name
-                if not path.exists():
+                digest = sha256_bytes(data_)
+                path = os.path.join(thumbs_dir, f"{digest}.jpg")  # (a str: pathlib interns each name)
+                if not os.path.exists(path):
                     atomic_write_bytes(path, data_)
-            out.thumb_names[s] = name
+            made[s] = digest
+            out.thumbs.set(start + i, digest)
     out.vectors = {n: per[n].close() if isinstance(per.get(n), VectorFile) else
                    per.get(n, np.zeros((0, models.model_info.embed_dim), np.float32)) for n in needs}
     return out
@@ -311,13 +327,14 @@ def embed_images(name: str, images: list[np.ndarray], shas: list[str], enc: Onnx
 def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingCache, *, teacher=None,
                    thumbs_dir: Path | None, known_thumbs: dict[str, str] | None = None, needs: list[str] | None = None,
                    skip_bad: bool = False, threads: int = 1, progress: bool = True
-                   ) -> tuple[Catalog, dict[str, int], dict[str, str]]:
+                   ) -> tuple[Catalog, dict[str, int], int]:
     """`--engine ray`: the catalog images the embedding cache lacks (under each of `needs`, default all a build
     of `models` needs), or whose sha256 is not known yet, or, with `thumbs_dir`, whose thumbnail is not in
     `known_thumbs`, read, embedded and thumbnailed on Ray workers (ray_jobs.embed_catalog), the results
-    put in the cache and `thumbs_dir` as they stream in. Returns the catalog with every row's sha256 (bad
-    images reported like read_catalog's bad rows, or skipped with `skip_bad`), the images embedded under
-    each need, and the thumbnails made (by image sha). stream_catalog then finds everything it needs."""
+    put in the cache and `thumbs_dir` as they stream in. Returns the catalog with every row's sha256 and,
+    where a worker made it, its thumbnail's (bad images reported like read_catalog's bad rows, or skipped
+    with `skip_bad`), the images embedded under each need, and the thumbnails made. stream_catalog then
+    finds everything it needs."""
     from edge_search.errors import CatalogError
 
     from .ray_jobs import CatalogJob, embed_catalog
@@ -325,74 +342,81 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
     all_needs, keys = stream_needs(models)
     needs = list(needs or all_needs)
     known_thumbs = known_thumbs or {}
-    # images whose vectors the cache holds under every need (grows as the workers' results come in)
-    cached = set.intersection(*(cache.images(*keys[n]) for n in needs))
-    send = list(dict.fromkeys(
-        r.image for r in catalog.rows
-        if r.sha256 is None or r.sha256 not in cached or (thumbs_dir is not None and r.sha256 not in known_thumbs)))
+    # images whose vectors the cache held under every need; and those the workers' results added
+    cached = functools.reduce(operator.and_, (cache.images(*keys[n]) for n in needs))
+    added: set[bytes] = set()
+    rows = catalog.rows
+    todo = np.zeros(len(rows), dtype=bool)
+    for i, sha in enumerate(rows.sha256):
+        todo[i] = sha is None or sha not in cached or (thumbs_dir is not None and sha not in known_thumbs)
+    # each distinct image file once (rows sharing a path share its results)
+    first, image_of_row = rows.image.distinct()
+    sent = np.unique(image_of_row[todo])
+    send_of_image = np.full(len(first), -1, dtype=np.int64)
+    send_of_image[sent] = np.arange(len(sent))
+    send = [rows.image[int(first[g])] for g in sent]
     job = CatalogJob(model=models.model_path.read_bytes(), model_info=models.model_info, preprocess=models.preprocess,
                      needs=tuple(needs), teacher=teacher if "teacher" in needs else None,
                      teacher_preprocess=models.teacher_preprocess or models.preprocess, threads=threads,
-                     cached=frozenset(cached), thumbed=frozenset(known_thumbs) if thumbs_dir is not None else None)
+                     cached=cached, thumbed=known_thumbs if thumbs_dir is not None else None)
     if "teacher" in needs and teacher is None:
         raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
-    found: dict[str, str] = {}  # image path -> sha256
-    errors: dict[str, str] = {}
+    found, thumbs = ShaColumn.empty(len(send)), ShaColumn.empty(len(send))  # by position in `send`
+    errors: dict[int, str] = {}
     embedded = {n: 0 for n in needs}
-    made: dict[str, str] = {}
+    made = 0
 
     def take(batch: dict) -> None:
+        nonlocal made
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         for i, e in enumerate(batch["error"]):
             if e:
-                errors[send[int(batch["row"][i])]] = str(e)
-        # one str per image, shared by the cache's set, the rows and the thumbnails (numpy makes a new
-        # object at every index, and a million images hold each sha256 for the whole build)
+                errors[int(batch["row"][i])] = str(e)
         shas = [str(x) for x in batch["sha"]]
         # an image embedded now (the same bytes under two paths: once)
-        fresh = {shas[i]: i for i in ok if batch["embedded"][i] and shas[i] not in cached}
+        fresh = {shas[i]: i for i in ok if batch["embedded"][i] and shas[i] not in cached
+                 and bytes.fromhex(shas[i]) not in added}
         for n in needs:
             cache.put(keys[n][0], {sha: batch[n][i] for sha, i in fresh.items()}, keys[n][1])
             embedded[n] += len(fresh)
-        cached.update(fresh)
+        added.update(bytes.fromhex(sha) for sha in fresh)
         for i in ok:
-            sha = shas[i]
-            found[send[int(batch["row"][i])]] = sha
-            if thumbs_dir is not None and sha not in made and sha not in known_thumbs and len(batch["thumb"][i]):
+            at = int(batch["row"][i])
+            found.set(at, shas[i])
+            if thumbs_dir is not None and len(batch["thumb"][i]):
                 data = bytes(batch["thumb"][i])
-                path = thumbs_dir / Path(thumbnail_name(data)).name
-                if not path.exists():
+                digest = sha256_bytes(data)
+                path = os.path.join(thumbs_dir, f"{digest}.jpg")  # (a str: pathlib interns each name)
+                if not os.path.exists(path):
                     atomic_write_bytes(path, data)
-                made[sha] = str(path)
+                    made += 1
+                thumbs.set(at, digest)
 
     embed_catalog(engine, send, job, take, progress=progress)
-    problems = [f"{catalog.source} line {r.line}: image {r.image}: {errors[r.image]}" for r in catalog.rows
-                if r.image in errors]
+    at = send_of_image[image_of_row]
+    failed = np.zeros(len(rows), dtype=bool)
+    if errors:
+        failed = np.isin(at, np.fromiter(errors, dtype=np.int64))
+    problems = [f"{catalog.source} line {int(rows.line[r])}: image {rows.image[r]}: {errors[int(at[r])]}"
+                for r in np.flatnonzero(failed)]
     if problems and not skip_bad:
         listing = "; ".join(problems[:20]) + (f"; … and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise CatalogError(f"{catalog.source}: {len(problems)} bad row(s), nothing written (use --skip-bad to go "
                            f"on): {listing}")
-    rows = tuple(replace(r, sha256=found.get(r.image, r.sha256)) for r in catalog.rows if r.image not in errors)
-    if not rows:
+    sent_rows = np.flatnonzero((at >= 0) & ~failed)
+    rows = rows.changed(sha256=rows.sha256.overlaid(sent_rows, found, at[sent_rows]),
+                        thumb=rows.thumb.overlaid(sent_rows, thumbs, at[sent_rows]))
+    if failed.any():
+        rows = rows.take(np.flatnonzero(~failed))
+    if not len(rows):
         raise CatalogError(f"{catalog.source}: no usable product images")
     return replace(catalog, rows=rows, skipped=catalog.skipped + tuple(problems)), embedded, made
 
 
-def product_table(catalog: Catalog, shas: list[str], thumb_names: dict[str, str] | None = None) -> ProductTable:
+def product_table(catalog: Catalog, thumbs: ShaColumn | None = None) -> ProductTable:
     """Products in catalog order; index key i is catalog row i, whatever order a product's rows come in.
-    Each product's thumbnail is its first image's (by image sha in `thumb_names`; none without)."""
-    products = []
-    for pid, keys in catalog.positions().items():
-        rows = [catalog.rows[i] for i in keys]
-        pick = lambda attr: next((getattr(r, attr) for r in rows if getattr(r, attr) is not None), None)  # noqa: E731
-        meta = {}
-        for r in rows:
-            meta.update({k: v for k, v in r.meta.items() if k not in meta})
-        products.append(Product(id=pid, name=pick("name") or pid, keys=tuple(keys), price=pick("price"),
-                                category=pick("category"), description=pick("description"),
-                                thumbnail=thumb_names[shas[keys[0]]] if thumb_names is not None else None,
-                                meta=meta or NO_META))
-    return ProductTable.from_products(products, len(catalog.rows))
+    Each product's thumbnail is its first image's (by digest in `thumbs`; none without)."""
+    return catalog_table(catalog, thumbs)
 
 
 def vectors_per_image(encoder: str) -> int:
@@ -453,19 +477,15 @@ def keyed_table(table: ProductTable, layout: KeyLayout) -> ProductTable:
     """The shipped product table: `table` (keys = catalog rows) with each image's index keys, block by block."""
     keys = layout.row_keys
     if keys.shape[1] == 1 and not len(layout.removed) and np.array_equal(keys[:, 0], np.arange(len(keys))):
-        return table  # one vector per image, keyed by its row: the same table (not a copy of every product)
-    return ProductTable.from_products(
-        [replace(p, keys=tuple(int(keys[r, b]) for b in range(keys.shape[1]) for r in p.keys)) for p in table.products],
-        layout.key_space, layout.removed)
+        return table  # one vector per image, keyed by its row: the same table
+    return rekeyed_table(table, keys, layout.key_space, layout.removed)
 
 
 def blocked_table(table: ProductTable, blocks: int, images: int) -> ProductTable:
     """Image i's vectors have keys i, N + i, 2N + i, ... (one per block)."""
     if blocks == 1:
         return table
-    return ProductTable.from_products(
-        [replace(p, keys=tuple(k + b * images for b in range(blocks) for k in p.keys)) for p in table.products],
-        blocks * images)
+    return rekeyed_table(table, np.arange(images)[:, None] + images * np.arange(blocks)[None, :], blocks * images)
 
 
 class GateBook:
@@ -489,12 +509,12 @@ class GateBook:
 MAX_GATE_IMAGES = 2000  # the self-retrieval gates search the whole index per query: a larger catalog is sampled
 
 
-def gate_rows(count: int, seed: int, first: list[int] = ()) -> np.ndarray:
+def gate_rows(count: int, seed: int, first: Sequence[int] = ()) -> np.ndarray:
     """The catalog rows the self-retrieval gates query: all of them up to MAX_GATE_IMAGES, else `first`
     (e.g. the images a catalog build embedded for the first time) and a seeded sample of the rest."""
     if count <= MAX_GATE_IMAGES:
         return np.arange(count)
-    must = np.asarray(sorted(set(first)), dtype=np.int64)[:MAX_GATE_IMAGES]
+    must = np.unique(np.asarray(first, dtype=np.int64))[:MAX_GATE_IMAGES]
     rest = np.setdiff1d(np.arange(count), must)
     pick = np.random.default_rng([seed, 31]).choice(rest, MAX_GATE_IMAGES - len(must), replace=False)
     return np.sort(np.concatenate([must, pick]))
@@ -528,15 +548,14 @@ def write_build_record(stage: Path, models: ModelSet, catalog: Catalog, table: P
               "calibration_source": models.calibration.source if models.calibration else None,
               "negatives_source": models.calibration.negatives_source if models.calibration else ""}
     atomic_write_text(stage / RECORD_FILE, json.dumps(record, indent=2) + "\n")
-    position = table.key_to_product
     atomic_write_lines(stage / IMAGES_FILE, (
-        json.dumps({"id": table.products[position[i]].id, "sha256": s, "keys": layout.row_keys[i].tolist()}) + "\n"
+        json.dumps({"id": catalog.rows.id(i), "sha256": s, "keys": layout.row_keys[i].tolist()}) + "\n"
         for i, s in enumerate(shas)))
     if models.calibration is not None:
         c = models.calibration
-        for name, array in ((CALIBRATION_FILE, c.vectors), (NEGATIVES_BUILD, c.negatives)):
-            if array is not None:
-                write_npy(stage / name, np.asarray(array, np.float32))
+        for name, vectors in ((CALIBRATION_FILE, c.vectors), (NEGATIVES_BUILD, c.negatives)):
+            if vectors is not None:
+                write_npy(stage / name, np.asarray(vectors, np.float32))
         atomic_write_text(stage / CALIBRATION_IDS, json.dumps(list(c.product_ids)) + "\n")
     return {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted((stage / BUILD_DIR).iterdir())}
 
@@ -618,6 +637,57 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
             replace(info, catalog_encoder=catalog_encoder, delta=delta_info))
 
 
+@dataclass(frozen=True)
+class ShownThumbnails:
+    """The thumbnails a bundle ships (each product's first image's), as sorted digests, not a name each."""
+    digests: np.ndarray  # sorted, distinct: 32-byte voids
+    info: ThumbnailsInfo
+
+    def index_of(self, hex_digest: str) -> int | None:
+        try:
+            key = np.frombuffer(bytes.fromhex(hex_digest), dtype=self.digests.dtype)[0]
+        except ValueError:
+            return None
+        i = int(np.searchsorted(self.digests, key))
+        return i if i < len(self.digests) and self.digests[i] == key else None
+
+    def check_named(self, bundle: Bundle, stage: Path) -> None:
+        """The runtime's reader, a product line at a time, names exactly these thumbnails."""
+        seen = np.zeros(len(self.digests), dtype=bool)
+        products = bundle.product_table().products
+        for p in products.each() if hasattr(products, "each") else products:
+            name = p.thumbnail
+            i = self.index_of(name[len(THUMBS_FOLDER) + 1:-len(".jpg")]) if name and is_thumbnail_name(name) else None
+            if i is None:
+                raise ExportError(f"{stage}: product '{p.id}' names a thumbnail that was not written")
+            seen[i] = True
+        if not seen.all():
+            raise ExportError(f"{stage}: {int((~seen).sum())} thumbnail(s) written that no product names")
+
+
+def shown_thumbnails(stage: Path, table: ProductTable, stream: Stream) -> ShownThumbnails:
+    """Each product's thumbnail (its first image's) linked into the stage, and no other."""
+    rows = len(stream.shas)
+    owner = table.key_to_product[:rows]
+    first = np.full(len(table), rows, dtype=np.int64)
+    np.minimum.at(first, owner, np.arange(rows))
+    digests = stream.thumbs.digests(first)
+    voids = np.ascontiguousarray(digests).view(np.dtype((np.void, 32)))[:, 0]
+    distinct, where = np.unique(voids, return_index=True)
+    sizes = np.zeros(len(distinct), dtype=np.int64)
+    for i, row in enumerate(first[where]):
+        name = stream.thumb_name(int(row))
+        target = os.path.join(stage, name)  # (a str: pathlib interns each name)
+        if not os.path.exists(target):  # (the build may have made it right here)
+            _link(stream.thumb_file(int(row)), target)
+        sizes[i] = os.stat(target).st_size
+    shown = ShownThumbnails(distinct, ThumbnailsInfo.of(sizes.tolist()))
+    for f in (stage / THUMBS_FOLDER).iterdir():  # a product's other images' thumbnails: not shown, not shipped
+        if not is_thumbnail_name(f"{THUMBS_FOLDER}/{f.name}") or shown.index_of(f.name[:-len(".jpg")]) is None:
+            f.unlink()
+    return shown
+
+
 def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, catalog: Catalog, stream: Stream, *,
                   index_choice: Callable[[IndexVectors, ProductTable], IndexPlan] | None,
                   gates: GateBook, fidelity: dict, text_step=None, lineage: dict | None = None,
@@ -626,7 +696,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     """Index, products, thumbnails, gates, no-match rule, manifest and signature, written into `stage`.
     With a segmented `layout` (a build on `base`), the index is the base's file plus a delta segment."""
     if table is None:  # (a catalog build on a base made it already, for its lineage)
-        table = product_table(catalog, stream.shas, stream.thumb_names)
+        table = product_table(catalog, stream.thumbs)
     vectors = IndexVectors.of(stream, models.catalog_encoder)
     blocks = vectors.blocks
     layout = layout or fresh_layout(len(catalog.rows), blocks)
@@ -654,16 +724,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     if layout.reason:
         fidelity["index"] = {**fidelity.get("index", {}), "rebased": layout.reason}
     (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
-    thumb_sizes = {}
-    for p in table.products:  # keys = catalog rows
-        target = stage / p.thumbnail
-        if p.thumbnail not in thumb_sizes:
-            if not target.exists():  # (the build may have made it right here)
-                _link(stream.thumb_file(stream.shas[p.keys[0]]), target)
-            thumb_sizes[p.thumbnail] = target.stat().st_size
-    for f in (stage / THUMBS_FOLDER).iterdir():  # a product's other images' thumbnails: not shown, not shipped
-        if f"{THUMBS_FOLDER}/{f.name}" not in thumb_sizes:
-            f.unlink()
+    shown = shown_thumbnails(stage, table, stream)
     atomic_write_lines(stage / "products.jsonl", index_table.lines())
     atomic_write_bytes(stage / PRODUCT_KEYS_FILE, key_file_bytes(index_table))
 
@@ -684,7 +745,8 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
     calibration, min_score = None, 0.0
     cal = models.calibration
     if cal is not None and len(cal.vectors):
-        position = {p.id: i for i, p in enumerate(table.products)}
+        wanted = set(cal.product_ids)
+        position = {p.id: i for i, p in enumerate(table.products) if p.id in wanted}
         # photos of products this catalog no longer holds are left out (not unknowns: they may be in the store)
         keep = np.array([pid in position for pid in cal.product_ids], dtype=bool)
         truth = np.array([position[pid] for pid in np.asarray(cal.product_ids)[keep]], dtype=np.int64)
@@ -723,27 +785,73 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
         fidelity={**models.fidelity, **fidelity, "seed": models.seed,
                   "catalog": {"source": str(catalog.source), "images": len(catalog.rows), "products": len(table),
                               "skipped": list(catalog.skipped), "embedded": dict(stream.embedded)}},
-        lineage=lineage, thumbnails=ThumbnailsInfo.of(thumb_sizes.values()), build=settings.build,
+        lineage=lineage, thumbnails=shown.info, build=settings.build,
     )
     atomic_write_text(stage / MANIFEST_NAME, manifest.to_json())
     if settings.sign_key is not None:  # signed inside the stage: the published bundle is signed from its first moment
         sign_bundle(stage, settings.sign_key)
     # the runtime's own reader accepts what we wrote; the checksums it would check were taken from these very
     # files a moment ago (and a base's linked thumbnails verified when it was loaded): not hashed twice
-    if Bundle.open(stage, verify=False).thumbnail_names() != sorted(thumb_sizes):
-        raise ExportError(f"{stage}: the product table does not name the thumbnails written")
+    shown.check_named(Bundle.open(stage, verify=False), stage)
     return manifest
 
 
 # --- a base bundle's models ---------------------------------------------------------------------------
+class BaseThumbs:
+    """Image sha256 -> the base's thumbnail file (its path), for the images whose thumbnail it ships: sorted
+    digests, not a dict of str (a million-image base). Read-only, like a Mapping; picklable (Ray ships it)."""
+
+    def __init__(self, root: Path, images: DigestSet, thumbs: np.ndarray, named: dict[str, str]):
+        self._root, self._images, self._thumbs, self._named = str(root), images, thumbs, named
+
+    @classmethod
+    def of(cls, root: Path, pairs: Iterable[tuple[str, str]]) -> "BaseThumbs":
+        """From (image sha256, thumbnail name) pairs; a name that is not thumbs/<sha256>.jpg (a base from
+        before thumbnails were named by their bytes) is kept as it is."""
+        shas, digests, named = [], [], {}
+        for sha, name in pairs:
+            if is_thumbnail_name(name):
+                shas.append(sha)
+                digests.append(bytes.fromhex(name[len(THUMBS_FOLDER) + 1:-len(".jpg")]))
+            else:
+                named[sha] = os.path.join(root, name)
+        keys = np.frombuffer(b"".join(bytes.fromhex(s) for s in shas), dtype=np.uint8).reshape(-1, 32)
+        order = np.argsort(keys.view(np.dtype((np.void, 32)))[:, 0], kind="stable") if len(shas) else []
+        images = DigestSet(keys)
+        thumbs = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[order] if digests else \
+            np.zeros((0, 32), np.uint8)
+        if len(images) != len(thumbs):  # (an image twice: the first product's thumbnail stands)
+            _, first = np.unique(keys.view(np.dtype((np.void, 32)))[:, 0], return_index=True)
+            thumbs = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[first]
+        return cls(root, images, thumbs, named)
+
+    def get(self, sha: str, default=None) -> str | None:
+        at = self._images.position(sha) if isinstance(sha, str) else None
+        if at is None:
+            return self._named.get(sha, default)
+        return os.path.join(self._root, THUMBS_FOLDER, f"{self._thumbs[at].tobytes().hex()}.jpg")
+
+    def __getitem__(self, sha: str) -> str:
+        path = self.get(sha)
+        if path is None:
+            raise KeyError(sha)
+        return path
+
+    def __contains__(self, sha) -> bool:
+        return self.get(sha) is not None
+
+    def __len__(self) -> int:
+        return len(self._images) + len(self._named)
+
+
 @dataclass(frozen=True)
 class Base:
     bundle: Bundle
     models: ModelSet
     manifest_sha256: str
-    images: list[dict]  # build/images.jsonl rows: id, sha256
-    products: dict[str, Product]
-    thumbs: dict[str, str]  # image sha -> the base's thumbnail file (its path), for images it holds
+    images: BaseImages  # build/images.jsonl: each image's id, sha256 and keys
+    products: ProductTable  # its product table (lines parsed when read)
+    thumbs: BaseThumbs  # image sha -> the base's thumbnail file (its path), for images whose thumbnail it ships
 
 
 def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
@@ -784,17 +892,37 @@ def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
                       teacher_sha256=record.get("teacher_sha256"), index=record["index"],
                       teacher_preprocess=_preprocess(record.get("teacher_preprocess")),
                       calibration=calibration, text=m.text, seed=int(record.get("seed", 0)))
-    images = [json.loads(line) for line in (bundle.root / IMAGES_FILE).read_text().splitlines() if line.strip()]
+    blocks = vectors_per_image(record["catalog_encoder"])
+    try:
+        with open_regular_text(bundle.root / IMAGES_FILE, limit=MAX_TABLE_BYTES, what="build record",
+                               error=ExportError) as f:
+            images = BaseImages.of((json.loads(line) for line in f if line.strip()), blocks)
+    except (ValueError, KeyError, TypeError) as e:  # (a checksum matched: written by a build, or by hand)
+        raise ExportError(f"{where}: {IMAGES_FILE} is not a build record ({type(e).__name__}: {e})") from None
     table = bundle.product_table()
-    image_of_key = {keys[0]: img["sha256"]
-                    for img, keys in zip(images, base_image_keys(images, vectors_per_image(record["catalog_encoder"])))}
-    thumbs = {}
-    for p in table.products:
-        if p.thumbnail and p.keys and p.keys[0] in image_of_key:
-            thumbs[image_of_key[p.keys[0]]] = str(bundle.path(p.thumbnail))
+    thumbs = BaseThumbs.of(bundle.root, _base_thumbnails(table, images))
     manifest_sha = sha256_file(bundle.root / MANIFEST_NAME)
-    return Base(bundle=bundle, models=models, manifest_sha256=manifest_sha, images=images,
-                products={p.id: p for p in table.products}, thumbs=thumbs)
+    return Base(bundle=bundle, models=models, manifest_sha256=manifest_sha, images=images, products=table,
+                thumbs=thumbs)
+
+
+def _products(table: ProductTable) -> Iterator[Product]:
+    """Every product, not kept once read (a base's table of a million lines)."""
+    products = table.products
+    return products.each() if hasattr(products, "each") else iter(products)
+
+
+def _base_thumbnails(table: ProductTable, images: BaseImages) -> Iterator[tuple[str, str]]:
+    """(image sha256, thumbnail name) of each base product's thumbnail: its first key's image's."""
+    if images.keys is None or not len(images):
+        return
+    first_keys = images.keys[:, 0]
+    order = np.argsort(first_keys)
+    for p in _products(table):
+        if p.thumbnail and p.keys:
+            at = int(np.searchsorted(first_keys[order], p.keys[0]))
+            if at < len(order) and first_keys[order[at]] == p.keys[0]:
+                yield images.shas[int(order[at])], p.thumbnail
 
 
 def _preprocess(d: dict | None) -> PreprocessCfg | None:
@@ -803,24 +931,51 @@ def _preprocess(d: dict | None) -> PreprocessCfg | None:
     return PreprocessCfg(**{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
 
 
-def catalog_changes(base: Base, table: ProductTable, shas: list[str]) -> dict:
-    """Products added, removed, and changed (metadata only, or images), by id."""
-    old_images: dict[str, list[str]] = {}
-    for row in base.images:
-        old_images.setdefault(row["id"], []).append(row["sha256"])
+def catalog_changes(base: Base, table: ProductTable, shas: Sequence[str]) -> dict:
+    """Products added, removed, and changed (metadata only, or images), by id. One pass over each table,
+    matched by id through columns (not a dict of a million products)."""
+    new_ids = TextColumn.of(p.id for p in _products(table))
+    old_ids = TextColumn.of(p.id for p in _products(base.products))
+    # one code per id, over the new table's, the base's and the base images' ids
+    code = TextColumn.concat([new_ids, old_ids, base.images.ids]).distinct()[1]
+    n_new, n_old = len(new_ids), len(old_ids)
+    new_code, old_code, image_code = code[:n_new], code[n_new:n_new + n_old], code[n_new + n_old:]
+    old_at = np.full(len(code), -1, dtype=np.int64)
+    old_at[old_code] = np.arange(n_old)
+    match = old_at[new_code]  # each new product's line in the base's table, or -1
+    # each base product's images (their sha256, in order), as one digest per product
+
+    def digest(values: Iterable[str]) -> bytes:
+        return hashlib.sha256("\x1f".join(values).encode()).digest()
+
+    order = np.argsort(image_code, kind="stable")
+    bounds = np.searchsorted(image_code[order], np.arange(len(code) + 1))
+    old_digest = np.zeros((len(old_ids), 32), dtype=np.uint8)
+    for j, c in enumerate(old_code):
+        rows = order[bounds[c]:bounds[c + 1]]
+        old_digest[j] = np.frombuffer(digest(base.images.shas[int(r)] for r in rows), dtype=np.uint8)
     added, changed_meta, changed_images = [], [], []
-    for p in table.products:
-        old = base.products.get(p.id)
-        if old is None:
+    same_images = np.zeros(len(old_ids), dtype=bool)  # base lines whose product kept its images
+    same_of = np.full(len(old_ids), -1, dtype=np.int64)
+    for i, p in enumerate(_products(table)):
+        j = int(match[i])
+        if j < 0:
             added.append(p.id)
-            continue
-        if [shas[k] for k in p.keys] != old_images.get(p.id, []):
+        elif digest(shas[k] for k in p.keys) != old_digest[j].tobytes():
             changed_images.append(p.id)
-        elif (p.name, p.price, p.category, p.description, p.meta) != \
-                (old.name, old.price, old.category, old.description, old.meta):
-            changed_meta.append(p.id)
-    ids = {p.id for p in table.products}
-    removed = [pid for pid in base.products if pid not in ids]
+        else:
+            same_images[j], same_of[j] = True, i
+    changed = set()
+    for j, old in enumerate(_products(base.products)):
+        if same_images[j]:
+            p = table.products[int(same_of[j])]
+            if (p.name, p.price, p.category, p.description, p.meta) != \
+                    (old.name, old.price, old.category, old.description, old.meta):
+                changed.add(int(same_of[j]))
+    changed_meta = [new_ids[i] for i in sorted(changed)]
+    kept = np.zeros(len(old_ids), dtype=bool)
+    kept[match[match >= 0]] = True
+    removed = [old_ids[j] for j in np.flatnonzero(~kept)]
     return {"added": added, "removed": removed, "changed_metadata": changed_meta, "changed_images": changed_images}
 
 
@@ -923,18 +1078,10 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
         raise ExportError(f"{cfg.previous}: --previous is not a folder of store bundles")
     base = load_base(Path(cfg.base)) if cfg.base is not None else None
     with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
-        vouched: set[str] = set()  # files the cache already records as they are: not recorded again
-
-        def known(path: str) -> str | None:
-            sha = cache.file_sha(path)
-            if sha is not None:
-                vouched.add(path)
-            return sha
-
         # the base's images decoded when it was built: the same bytes are not decoded again to check them,
         # nor read again when the cache vouches for an unchanged file; on Ray the workers read and decode
-        catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad, known=known, read_images=not cfg.engine.ray,
-                               decoded={row["sha256"] for row in base.images} if base is not None else frozenset())
+        catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad, known=cache.file_sha, read_images=not cfg.engine.ray,
+                               decoded=base.images.digests() if base is not None else frozenset())
         for line in catalog.skipped:
             log.warning("skipped %s", line)
         stores = None
@@ -945,8 +1092,9 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
             catalog = replace(catalog, skipped=catalog.skipped + skipped)
         with open_engine(cfg.engine) as engine:
             manifest, embedded, catalog = _build_into(cfg, out, base, catalog, stores, cache, progress, engine)
-        cache.remember_files(((r.image, r.sha256) for r in catalog.rows if r.sha256 and r.image not in vouched),
-                             start_ns)
+        rows = catalog.rows  # (those the cache vouched for are recorded already)
+        cache.remember_files(((rows.image[i], rows.sha256[i]) for i in np.flatnonzero(~rows.vouched)
+                              if rows.sha256[i]), start_ns)
     return ExportSummary(out=out, manifest=manifest, skipped=catalog.skipped, seconds=time.perf_counter() - t0,
                          embedded=embedded, stores=tuple(stores) if stores is not None else ())
 
@@ -966,13 +1114,12 @@ def _build_into(cfg, out: Path, base: "Base | None", catalog: Catalog, stores: d
             base = load_base(stage / CHAIN)
         teacher, teacher_embed = _teacher_of(cfg, base)
         embedded: dict[str, int] = {}
-        known_thumbs = dict(base.thumbs)
+        known_thumbs = base.thumbs
         with tempfile.TemporaryDirectory(prefix=".thumbs-", dir=stage.parent) as thumbs_dir:
             if engine is not None:
-                catalog, embedded, made = prefill_on_ray(
+                catalog, embedded, _ = prefill_on_ray(
                     engine, catalog, replace(base.models, folder=base.bundle.root), cache, teacher=teacher,
                     thumbs_dir=Path(thumbs_dir), known_thumbs=known_thumbs, skip_bad=cfg.skip_bad, progress=progress)
-                known_thumbs.update(made)
                 teacher_embed = _prefilled if teacher_embed is not None else None
             if stores is None:
                 jobs = [(stage, catalog, cfg.name or out.name)]
@@ -1023,7 +1170,7 @@ def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cach
     jobs, each store is built by a Ray task."""
     build = engine.record() if engine is not None else LOCAL_RECORD
     args = (cfg, base, cache.path.parent, thumbs_dir, teacher_embed, stores,
-            known_thumbs if known_thumbs is not None else dict(base.thumbs), build)
+            known_thumbs if known_thumbs is not None else base.thumbs, build)
     if engine is not None and len(jobs) > 1:
         from .ray_jobs import build_stores
 
@@ -1065,7 +1212,7 @@ def build_one(job: tuple[Path, Catalog, str], cfg, base: "Base", cache_dir: Path
 def _finish_one(folder: Path, cfg, base: "Base", cat: Catalog, name: str, models: ModelSet, stream: Stream,
                 stores: dict | None, build: dict, progress: bool) -> tuple[Manifest, dict[str, int]]:
     random_teacher = bool(base.models.teacher.get("random_weights"))
-    table = product_table(cat, stream.shas, stream.thumb_names)
+    table = product_table(cat, stream.thumbs)
     lineage = {"base": {"name": base.bundle.manifest.name, "manifest_sha256": base.manifest_sha256},
                "changes": catalog_changes(base, table, stream.shas)}
     if stores is not None or name != (cfg.name or Path(cfg.out).name):
@@ -1082,7 +1229,7 @@ def _finish_one(folder: Path, cfg, base: "Base", cat: Catalog, name: str, models
     layout = fresh_layout(len(cat.rows), vectors_per_image(models.catalog_encoder),
                           f"no bundle of store {name} in --previous" if cfg.previous is not None else "") \
         if keys_from is None else \
-        layout_on_base([r.id for r in cat.rows], stream.shas, vectors_per_image(models.catalog_encoder),
+        layout_on_base(cat.rows.row_ids(), stream.shas, vectors_per_image(models.catalog_encoder),
                        base_images=keys_from.images, base_count=keys_from.bundle.manifest.index.count,
                        force_rebase=cfg.rebase)
     manifest = finish_bundle(folder, settings, models, cat, stream,

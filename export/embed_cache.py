@@ -25,6 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
+from edge_search.core.columns import DigestSet
 from edge_search.errors import ExportError
 from edge_search.files import STAT_MARGIN_NS, check_output, file_stamp
 
@@ -70,11 +71,20 @@ class EmbeddingCache:
                     out[image] = vec
         return out
 
-    def images(self, encoder: str, view: str = "") -> set[str]:
-        """Every image the cache holds a vector of under this encoder and view."""
+    def images(self, encoder: str, view: str = "") -> DigestSet:
+        """Every image the cache holds a vector of under this encoder and view (as digests: a cache of a
+        million images as a set of str held ~150 MB on the driver)."""
         rows = self.db.execute("SELECT image FROM vectors WHERE encoder = ? AND view = ? AND length(vector) = 4 * dim",
                                (encoder, view))
-        return {image for (image,) in rows}
+        raw = bytearray()
+        for (image,) in rows:
+            try:
+                digest = bytes.fromhex(image)
+            except (TypeError, ValueError):  # a row some other tool wrote: not an image hash of ours
+                continue
+            if len(digest) == 32:
+                raw += digest
+        return DigestSet(np.frombuffer(bytes(raw), dtype=np.uint8))
 
     def put(self, encoder: str, vectors: dict[str, np.ndarray], view: str = "") -> None:
         rows = [(encoder, image, view, int(v.shape[-1]), np.asarray(v, np.float32).tobytes())

@@ -37,7 +37,7 @@ from .catalog_build import (INDEX_VIEWS, MILD_VIEW_STRENGTH, MILD_VIEWS, Calibra
                             prefill_on_ray, product_table, stream_catalog)
 from .config import ExportConfig
 from .distill import LabelTerm, build_view_bank, distill
-from .embed_cache import EmbeddingCache, sha256_bytes
+from .embed_cache import EmbeddingCache
 from .engine import LOCAL_RECORD, open_engine
 from .finetune import HeldOut, adapt_teacher, product_text
 from .index_choice import choose_index
@@ -196,7 +196,7 @@ def teacher_step(cfg: ExportConfig, catalog, progress: bool) -> TeacherStep:
     if cfg.index_projection is not None and cfg.index_projection > teacher.embed_dim:  # (before any training)
         raise ExportError(f"--index-projection {cfg.index_projection}: the catalog vectors have only "
                           f"{teacher.embed_dim} dimensions")
-    table = product_table(catalog, [sha256_bytes(Path(r.image).read_bytes()) for r in catalog.rows])
+    table = product_table(catalog)
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
     negative_images = _read_negatives(cfg.negatives, cfg.seed, progress) if cfg.negatives else []
@@ -425,13 +425,13 @@ def catalog_encoder_step(cfg: ExportConfig, stage: Path, catalog, t: TeacherStep
     teacher_embed = (lambda imgs: teacher.encode(preprocess_batch(imgs, t.preprocess))) if cfg.student else None
     with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
         (stage / THUMBS_FOLDER).mkdir(exist_ok=True)
-        made, on_ray = None, {}
+        on_ray = {}
         if engine is not None:  # the workers embed and thumbnail; the stream below finds it all done
-            catalog, on_ray, made = prefill_on_ray(engine, catalog, models, cache,
+            catalog, on_ray, _ = prefill_on_ray(engine, catalog, models, cache,
                                                    teacher=teacher if cfg.student else None,
                                                    thumbs_dir=stage / THUMBS_FOLDER, progress=progress)
         stream = stream_catalog(catalog, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
-                                thumbs_dir=stage / THUMBS_FOLDER, base_thumbs=made, progress=progress)
+                                thumbs_dir=stage / THUMBS_FOLDER, progress=progress)
         stream.embedded = {n: k + on_ray.get(n, 0) for n, k in stream.embedded.items()}
     query_src = m.query_src
     queries = _embed(enc, m.query_images, student_pp)

@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge_search.core.catalog import Catalog, CatalogRow
+import numpy as np
+
+from edge_search.core.catalog import Catalog
 from edge_search.display import printable
 from edge_search.errors import CatalogError
 from edge_search.files import MAX_TABLE_BYTES, open_regular_text
@@ -36,7 +38,7 @@ def read_stores(path: str | Path, catalog: Catalog, *, skip_bad: bool = False) -
                                                                                          tuple[str, ...]]:
     """Store id -> its items in file order; and the skipped rows (with skip_bad), each naming its line."""
     path = Path(path)
-    ids = {r.id for r in catalog.rows}
+    ids = set(catalog.rows.ids)
     stores: dict[str, list[StoreItem]] = {}
     seen: dict[tuple[str, str], int] = {}
     problems = []
@@ -89,15 +91,22 @@ def store_catalog(catalog: Catalog, items: list[StoreItem]) -> Catalog:
     """The chain's catalog cut to one store's products, in catalog order, with the store's price,
     aisle and stock (kept in each product's metadata, which search, JSON and the kiosk show)."""
     by_id = {item.id: item for item in items}
-    rows: list[CatalogRow] = []
-    for row in catalog.rows:
-        item = by_id.get(row.id)
-        if item is None:
-            continue
-        meta = dict(row.meta)
+    rows = catalog.rows
+    # the store's products by code (rows share their product's code): one id lookup per product, not per row
+    item_of_code = [by_id.get(rows.ids[c]) for c in range(len(rows.ids))]
+    keep = np.flatnonzero([item_of_code[c] is not None for c in rows.product])
+    cut = rows.take(keep)
+    price = cut.price.copy()
+    meta = {}
+    for j in range(len(cut)):
+        item = item_of_code[int(cut.product[j])]
+        if item.price is not None:
+            price[j] = item.price
+        extra = dict(cut.meta.get(j, {}))
         if item.aisle is not None:
-            meta["aisle"] = item.aisle
+            extra["aisle"] = item.aisle
         if item.in_stock is not None:
-            meta["in_stock"] = item.in_stock
-        rows.append(replace(row, price=item.price if item.price is not None else row.price, meta=meta))
-    return replace(catalog, rows=tuple(rows))
+            extra["in_stock"] = item.in_stock
+        if extra:
+            meta[j] = extra
+    return replace(catalog, rows=cut.changed(price=price, meta=meta))

@@ -190,10 +190,9 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read and decode an image file to RGB uint8."""
-    p = Path(path)
     # a regular file only, and no larger than any photo we accept: a FIFO or /dev/zero is refused, not read
-    data = read_regular(p, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
-    return decode_image(data, str(p))
+    data = read_regular(path, limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
+    return decode_image(data, str(path))
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:

@@ -96,6 +96,13 @@ class ProductLines(Sequence):
     def __iter__(self) -> Iterator[Product]:
         return (self[i] for i in range(len(self)))
 
+    def each(self) -> Iterator[Product]:
+        """Every product, parsed from its line and not kept (one pass over a large table)."""
+        for i in range(len(self)):
+            p = self._parsed[i]
+            yield p if p is not None else _product(self._data[int(self._starts[i]):int(self._ends[i])], self._where,
+                                                   int(self._numbers[i]))
+
 
 @dataclass(frozen=True)
 class ProductTable:

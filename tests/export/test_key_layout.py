@@ -67,3 +67,43 @@ def test_a_delta_past_its_share_re_bases_and_says_why():
     kept = layout_on_base([f"p{r}" for r in range(20)], [f"s{r}" for r in range(20)], 1, base_images=old,
                           base_count=20)
     assert kept.segmented and kept.row_keys[:, 0].tolist() == list(range(20)) and kept.delta_count == 0
+
+
+def reference_layout(ids, shas, blocks, base, base_count):
+    """The layout rule written the plain way (a pool of the base's keys per (id, sha256), taken in order)."""
+    pool = {}
+    for img in base:
+        pool.setdefault((img["id"], img["sha256"]), []).append(img["keys"])
+    row_keys = np.full((len(ids), blocks), -1)
+    carried, new = [], []
+    for r, key in enumerate(zip(ids, shas)):
+        held = pool.get(key)
+        if not held:
+            new.append(r)
+        elif held[0][0] < base_count:
+            row_keys[r] = held.pop(0)
+        else:
+            carried.append((held.pop(0)[0], r))
+    for j, r in enumerate([r for _, r in sorted(carried)] + new):
+        row_keys[r] = base_count + j * blocks + np.arange(blocks)
+    return row_keys
+
+
+def test_the_columnar_layout_matches_the_plain_rule_on_shuffled_catalogs():
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        n, blocks = int(rng.integers(20, 60)), int(rng.integers(1, 3))
+        # some products hold an image twice, some images are shared by two products; the base has a delta
+        ids = [f"p{int(i)}" for i in rng.integers(0, n // 2, n)]
+        shas = [f"{int(s):064x}" for s in rng.integers(0, n // 2, n)]
+        base_count = (n - 4) * blocks
+        keys = np.arange(n)[:, None] + (n - 4) * np.arange(blocks)[None, :]
+        keys[n - 4:] = base_count + np.arange(4 * blocks).reshape(4, blocks)  # the last 4: in the base's delta
+        base = [{"id": i, "sha256": s, "keys": k.tolist()} for i, s, k in zip(ids, shas, keys)]
+        order = rng.permutation(n)[: n - int(rng.integers(0, 3))]  # shuffled, a few gone
+        cat_ids = [ids[i] for i in order] + ["new"]
+        cat_shas = [shas[i] for i in order] + ["f" * 64]
+        layout = layout_on_base(cat_ids, cat_shas, blocks, base_images=base, base_count=base_count,
+                                rebase_share=10.0)
+        assert layout.segmented, trial
+        assert np.array_equal(layout.row_keys, reference_layout(cat_ids, cat_shas, blocks, base, base_count)), trial

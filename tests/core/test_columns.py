@@ -1,0 +1,92 @@
+"""Catalog rows held as columns (issue #15): the same rows back, at a few words per row."""
+
+import csv
+import gc
+import tracemalloc
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from edge_search.core.catalog import Catalog, CatalogRow, CatalogRows, read_catalog
+from edge_search.core.columns import ShaColumn, TextColumn
+
+
+def test_text_column_round_trip_take_and_distinct():
+    values = ["b", "a", None, "b", "a\0", "é", "a", ""]
+    col = TextColumn.of(values)
+    assert list(col) == values and len(col) == 8
+    assert list(col.take(np.array([5, 2, 0, 5]))) == ["é", None, "b", "é"]
+    assert list(col[1:4]) == ["a", None, "b"]
+    first, group = col.distinct()
+    # "a" and "a\0" are different values; the missing entry is in no group
+    assert first.tolist() == [0, 1, 4, 5, 7]
+    assert group.tolist() == [0, 1, -1, 0, 2, 3, 1, 4]
+    assert list(TextColumn.of([])) == [] and TextColumn.of([]).distinct()[0].tolist() == []
+
+
+def test_sha_column_set_take_overlay():
+    a, b = "ab" * 32, "cd" * 32
+    col = ShaColumn.of([None, a, None])
+    assert list(col) == [None, a, None]
+    col.set(0, b)
+    assert col[0] == b and list(col.take([2, 0])) == [None, b]
+    src = ShaColumn.of([a, None])
+    merged = col.overlaid(np.array([2, 1]), src, np.array([0, 1]))  # src's entry 1 is unknown: row 1 keeps a
+    assert list(merged) == [b, a, a] and list(col) == [b, a, None]  # (a copy)
+
+
+def _write(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "image", "name", "price", "category", "aisle"])
+        w.writerows(rows)
+
+
+def test_catalog_rows_read_back_grouped_and_cut(tmp_path):
+    _write(tmp_path / "c.csv", [["milk", "m1.jpg", "Milk", "1.5", "dairy", ""],
+                                ["tea", "t.jpg", "Tea", "", "", "4"],
+                                ["milk", "m2.jpg", "", "", "dairy", ""]])
+    cat = read_catalog(tmp_path / "c.csv", read_images=False)
+    assert isinstance(cat.rows, CatalogRows)
+    assert cat.rows[0] == CatalogRow(line=2, id="milk", image=str(tmp_path / "m1.jpg"), name="Milk", price=1.5,
+                                     category="dairy")
+    assert cat.rows[1].meta == {"aisle": "4"} and cat.rows[1].price is None and cat.rows[-1].line == 4
+    assert cat.positions() == {"milk": [0, 2], "tea": [1]}
+    cut = cat.rows.take(np.array([1, 2]))
+    assert [r.id for r in cut] == ["tea", "milk"] and cut[0].meta == {"aisle": "4"} and cut[1].meta == {}
+    # rows given as objects are held as columns too, and read back equal
+    again = Catalog(source=cat.source, rows=tuple(cat.rows))
+    assert isinstance(again.rows, CatalogRows) and list(again.rows) == list(cat.rows)
+    changed = replace(cat, rows=(replace(cat.rows[0], sha256="f" * 64), *cat.rows[1:]))
+    assert changed.rows[0].sha256 == "f" * 64 and changed.rows[1].sha256 is None
+
+
+def test_conflicting_rows_still_refused_with_both_lines(tmp_path):
+    from edge_search.errors import CatalogError
+
+    _write(tmp_path / "c.csv", [["milk", "m1.jpg", "Milk", "1.5", "", ""], ["milk", "m2.jpg", "Milk", "2", "", ""]])
+    with pytest.raises(CatalogError, match=r"line 3: id 'milk' repeats with another price 2.0 \(line 2 says 1.5\)"):
+        read_catalog(tmp_path / "c.csv", read_images=False)
+    kept = read_catalog(tmp_path / "c.csv", read_images=False, skip_bad=True)
+    assert [r.line for r in kept.rows] == [2]
+
+
+def test_a_large_catalog_costs_its_text_not_objects(tmp_path):
+    """20 000 rows held by the build: each costs its text's bytes plus ~135 in fixed-width columns (offsets,
+    price, codes, two digests); as CatalogRow objects with their strings it was ~400 bytes a row."""
+    n = 20_000
+    _write(tmp_path / "c.csv", [[f"p{i:06d}", f"/images/{i:06d}.jpg", f"Product {i}", "1.00", "dairy", ""]
+                                for i in range(n)])
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        cat = read_catalog(tmp_path / "c.csv", read_images=False)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(cat.rows) == n and cat.rows[n - 1].id == f"p{n - 1:06d}"
+    text = sum(len(s) for s in (f"p{n - 1:06d}", "/images/000000.jpg", f"Product {n - 1}"))
+    assert held / n < text + 160, f"{held / n:.0f} bytes a row"
