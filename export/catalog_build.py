@@ -45,7 +45,7 @@ from edge_search.core.index import SegmentedIndex, VectorIndex, load_projection
 from edge_search.core.manifest import (MANIFEST_NAME, IndexDelta, IndexInfo,
                                        Manifest, ModelInfo, PreprocessCfg, TextInfo)
 from edge_search.core.preprocess import preprocess_batch
-from edge_search.core.products import PRODUCT_KEYS_FILE, Product, ProductTable, key_file_bytes, product_words
+from edge_search.core.products import PRODUCT_KEYS_FILE, Product, each_product, ProductTable, key_file_bytes, product_words
 from edge_search.core.search import Searcher
 from edge_search.core.signing import sign_bundle
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, ThumbnailsInfo, is_thumbnail_name, thumbnail_name
@@ -654,8 +654,7 @@ class ShownThumbnails:
     def check_named(self, bundle: Bundle, stage: Path) -> None:
         """The runtime's reader, a product line at a time, names exactly these thumbnails."""
         seen = np.zeros(len(self.digests), dtype=bool)
-        products = bundle.product_table().products
-        for p in products.each() if hasattr(products, "each") else products:
+        for p in each_product(bundle.product_table().products):
             name = p.thumbnail
             i = self.index_of(name[len(THUMBS_FOLDER) + 1:-len(".jpg")]) if name and is_thumbnail_name(name) else None
             if i is None:
@@ -808,21 +807,18 @@ class BaseThumbs:
     def of(cls, root: Path, pairs: Iterable[tuple[str, str]]) -> "BaseThumbs":
         """From (image sha256, thumbnail name) pairs; a name that is not thumbs/<sha256>.jpg (a base from
         before thumbnails were named by their bytes) is kept as it is."""
-        shas, digests, named = [], [], {}
+        shas, digests, named = bytearray(), bytearray(), {}
         for sha, name in pairs:
             if is_thumbnail_name(name):
-                shas.append(sha)
-                digests.append(bytes.fromhex(name[len(THUMBS_FOLDER) + 1:-len(".jpg")]))
+                shas += bytes.fromhex(sha)
+                digests += bytes.fromhex(name[len(THUMBS_FOLDER) + 1:-len(".jpg")])
             else:
                 named[sha] = os.path.join(root, name)
-        keys = np.frombuffer(b"".join(bytes.fromhex(s) for s in shas), dtype=np.uint8).reshape(-1, 32)
-        order = np.argsort(keys.view(np.dtype((np.void, 32)))[:, 0], kind="stable") if len(shas) else []
-        images = DigestSet(keys)
-        thumbs = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[order] if digests else \
-            np.zeros((0, 32), np.uint8)
-        if len(images) != len(thumbs):  # (an image twice: the first product's thumbnail stands)
-            _, first = np.unique(keys.view(np.dtype((np.void, 32)))[:, 0], return_index=True)
-            thumbs = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)[first]
+        keys = np.frombuffer(shas, dtype=np.uint8).reshape(-1, 32)
+        images = DigestSet(keys)  # (sorted, distinct)
+        # each distinct image's thumbnail, in that order (an image twice: the first product's stands)
+        _, first = np.unique(keys.view(np.dtype((np.void, 32)))[:, 0], return_index=True)
+        thumbs = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 32)[first]
         return cls(root, images, thumbs, named)
 
     def get(self, sha: str, default=None) -> str | None:
@@ -908,8 +904,7 @@ def load_base(path: Path, *, trusted_key: Path | None = None) -> Base:
 
 def _products(table: ProductTable) -> Iterator[Product]:
     """Every product, not kept once read (a base's table of a million lines)."""
-    products = table.products
-    return products.each() if hasattr(products, "each") else iter(products)
+    return each_product(table.products)
 
 
 def _base_thumbnails(table: ProductTable, images: BaseImages) -> Iterator[tuple[str, str]]:

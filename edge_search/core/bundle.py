@@ -96,8 +96,11 @@ class Bundle:
         # read once per Bundle: verify, pack and install each ask, and the table grows with the catalog
         if self.manifest.thumbnails is None:
             return ()
+        from edge_search.core.products import each_product
+
         table = self.product_table()
-        return tuple(named((p.thumbnail for p in table.products), str(self.path(self.manifest.products_file))))
+        return tuple(named((p.thumbnail for p in each_product(table.products)),
+                           str(self.path(self.manifest.products_file))))
 
     def model_sha256(self) -> str | None:
         """The image model file's sha256 as the manifest lists it (names its device-threads record)."""

@@ -8,6 +8,7 @@ Python objects only when one is read. Must not import torch, open_clip or onnx.
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from typing import Iterable, Iterator, Sequence
 
@@ -69,19 +70,23 @@ class TextColumn(Sequence):
         group = np.full(len(self), -1, dtype=np.int64)
         if not len(present):
             return present, group
-        lengths = self._offsets[present + 1] - self._offsets[present]
-        # each value, then 0xFF (never a byte of UTF-8: "a" and "a\0" pad apart), then zeros to one width
-        fixed = np.zeros((len(present), int(lengths.max()) + 1), dtype=np.uint8)
-        rows = np.repeat(np.arange(len(present)), lengths)
-        cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        fixed[rows, cols] = self._data[np.repeat(self._offsets[present], lengths) + cols]
-        fixed[np.arange(len(present)), lengths] = 0xFF
-        keyed = fixed.view(np.dtype((np.void, fixed.shape[1])))[:, 0]
+        # values are told apart by a 128-bit hash each (not padded to one width: a million 80-byte ids padded
+        # and indexed byte by byte took gigabytes), then every entry is checked equal to its group's first
+        data, offsets = self._data, self._offsets
+        hashes = bytearray()
+        for i in present:
+            hashes += hashlib.blake2b(data[offsets[i]:offsets[i + 1]], digest_size=16).digest()
+        keyed = np.frombuffer(hashes, dtype=np.dtype((np.void, 16)))
         _, first, inverse = np.unique(keyed, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+        for j, i in enumerate(present):
+            f = present[first[inverse[j]]]
+            if f != i and data[offsets[i]:offsets[i + 1]].tobytes() != data[offsets[f]:offsets[f + 1]].tobytes():
+                raise ValueError("two different texts with one 128-bit hash")  # (never seen; not silently merged)
         order = np.argsort(first)
         rank = np.empty(len(first), dtype=np.int64)
         rank[order] = np.arange(len(first))
-        group[present] = rank[inverse.ravel()]
+        group[present] = rank[inverse]
         return present[first[order]], group
 
 

@@ -104,6 +104,11 @@ class ProductLines(Sequence):
                                                    int(self._numbers[i]))
 
 
+def each_product(products: Sequence[Product]) -> Iterator[Product]:
+    """Every product once, not kept where they are parsed from lines (a check of a large table)."""
+    return products.each() if isinstance(products, ProductLines) else iter(products)
+
+
 @dataclass(frozen=True)
 class ProductTable:
     products: Sequence[Product]  # a tuple, or ProductLines (parsed when asked for) when read with its key file
@@ -165,7 +170,7 @@ class ProductTable:
         """Every line parsed, and the keys the lines give are the key file's (what `load` with a key
         file takes on trust until this runs: install and a checked open run it)."""
         try:
-            lookup = _key_lookup(list(self.products), len(self.key_to_product), removed)
+            lookup = _key_lookup(self.products, len(self.key_to_product), removed)
         except ValueError as e:
             raise BundleError(f"{path}: {e}") from None
         if not np.array_equal(lookup, self.key_to_product):
@@ -182,7 +187,7 @@ class ProductTable:
 def _key_lookup(products: Sequence[Product], key_count: int, removed: np.ndarray | None) -> np.ndarray:
     """Index key -> product position, checked: every key but the `removed` ones belongs to one product."""
     lookup = np.full(key_count, -1, dtype=np.int64)
-    for pos, p in enumerate(products):
+    for pos, p in enumerate(each_product(products)):
         for key in p.keys:
             if not 0 <= key < key_count or lookup[key] != -1:
                 raise ValueError(f"product '{p.id}': key {key} out of range or shared")
