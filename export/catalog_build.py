@@ -639,24 +639,17 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
 
 @dataclass(frozen=True)
 class ShownThumbnails:
-    """The thumbnails a bundle ships (each product's first image's), as sorted digests, not a name each."""
-    digests: np.ndarray  # sorted, distinct: 32-byte voids
+    """The thumbnails a bundle ships (each product's first image's), as digests, not a name each."""
+    digests: DigestSet
     info: ThumbnailsInfo
-
-    def index_of(self, hex_digest: str) -> int | None:
-        try:
-            key = np.frombuffer(bytes.fromhex(hex_digest), dtype=self.digests.dtype)[0]
-        except ValueError:
-            return None
-        i = int(np.searchsorted(self.digests, key))
-        return i if i < len(self.digests) and self.digests[i] == key else None
 
     def check_named(self, bundle: Bundle, stage: Path) -> None:
         """The runtime's reader, a product line at a time, names exactly these thumbnails."""
         seen = np.zeros(len(self.digests), dtype=bool)
         for p in each_product(bundle.product_table().products):
             name = p.thumbnail
-            i = self.index_of(name[len(THUMBS_FOLDER) + 1:-len(".jpg")]) if name and is_thumbnail_name(name) else None
+            i = self.digests.position(name[len(THUMBS_FOLDER) + 1:-len(".jpg")]) \
+                if name and is_thumbnail_name(name) else None
             if i is None:
                 raise ExportError(f"{stage}: product '{p.id}' names a thumbnail that was not written")
             seen[i] = True
@@ -680,9 +673,9 @@ def shown_thumbnails(stage: Path, table: ProductTable, stream: Stream) -> ShownT
         if not os.path.exists(target):  # (the build may have made it right here)
             _link(stream.thumb_file(int(row)), target)
         sizes[i] = os.stat(target).st_size
-    shown = ShownThumbnails(distinct, ThumbnailsInfo.of(sizes.tolist()))
+    shown = ShownThumbnails(DigestSet(digests[where]), ThumbnailsInfo.of(sizes.tolist()))
     for f in (stage / THUMBS_FOLDER).iterdir():  # a product's other images' thumbnails: not shown, not shipped
-        if not is_thumbnail_name(f"{THUMBS_FOLDER}/{f.name}") or shown.index_of(f.name[:-len(".jpg")]) is None:
+        if not is_thumbnail_name(f"{THUMBS_FOLDER}/{f.name}") or shown.digests.position(f.name[:-len(".jpg")]) is None:
             f.unlink()
     return shown
 

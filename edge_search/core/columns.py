@@ -52,9 +52,6 @@ class TextColumn(Sequence):
         source = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
         return TextColumn(self._data[source], offsets, self._missing[positions])
 
-    def nbytes(self) -> int:
-        return self._data.nbytes + self._offsets.nbytes + self._missing.nbytes
-
     @staticmethod
     def concat(columns: Sequence["TextColumn"]) -> "TextColumn":
         data = np.concatenate([c._data[:c._offsets[-1]] for c in columns]) if columns else np.zeros(0, np.uint8)
@@ -176,8 +173,6 @@ class ShaColumn(Sequence):
     def known(self) -> np.ndarray:
         return self._known.copy()
 
-    def nbytes(self) -> int:
-        return self._digests.nbytes + self._known.nbytes
 
 
 class DigestSet:
@@ -211,6 +206,3 @@ class DigestSet:
         both = DigestSet(np.zeros((0, 32), np.uint8))
         both._sorted = np.intersect1d(self._sorted, other._sorted, assume_unique=True)
         return both
-
-    def __iter__(self):
-        return (v.tobytes().hex() for v in self._sorted)
