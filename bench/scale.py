@@ -188,7 +188,7 @@ def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) ->
                               env={"EDGE_SEARCH_CACHE_DIR": str(work / f"mem-cache-{n}")})
         nm = json.loads((work / f"mem-nightly-bundle-{n}" / "manifest.json").read_text())
         nightly["segmented"] = nm["index"].get("delta") is not None
-        nightly["changes"] = {k: len(v) for k, v in nm["lineage"]["changes"].items()}
+        nightly["changes"] = nm["lineage"]["change_counts"]
         res["nightly"] = nightly
         out[str(n)] = res
         shutil.rmtree(work / f"mem-cache-{n}")

@@ -344,7 +344,6 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
     known_thumbs = known_thumbs or {}
     # images whose vectors the cache held under every need; and those the workers' results added
     cached = functools.reduce(operator.and_, (cache.images(*keys[n]) for n in needs))
-    added: set[bytes] = set()
     rows = catalog.rows
     todo = np.zeros(len(rows), dtype=bool)
     for i, sha in enumerate(rows.sha256):
@@ -354,7 +353,7 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
     sent = np.unique(image_of_row[todo])
     send_of_image = np.full(len(first), -1, dtype=np.int64)
     send_of_image[sent] = np.arange(len(sent))
-    send = [rows.image[int(first[g])] for g in sent]
+    send = rows.image.take(first[sent])
     job = CatalogJob(model=models.model_path.read_bytes(), model_info=models.model_info, preprocess=models.preprocess,
                      needs=tuple(needs), teacher=teacher if "teacher" in needs else None,
                      teacher_preprocess=models.teacher_preprocess or models.preprocess, threads=threads,
@@ -363,7 +362,7 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
         raise ExportError("this catalog is embedded by the teacher: the build needs the teacher's weights")
     found, thumbs = ShaColumn.empty(len(send)), ShaColumn.empty(len(send))  # by position in `send`
     errors: dict[int, str] = {}
-    embedded = {n: 0 for n in needs}
+    fresh_at = np.zeros(len(send), dtype=bool)  # by position in `send`: embedded by this pass
     made = 0
 
     def take(batch: dict) -> None:
@@ -373,16 +372,15 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
             if e:
                 errors[int(batch["row"][i])] = str(e)
         shas = [str(x) for x in batch["sha"]]
-        # an image embedded now (the same bytes under two paths: once)
-        fresh = {shas[i]: i for i in ok if batch["embedded"][i] and shas[i] not in cached
-                 and bytes.fromhex(shas[i]) not in added}
+        # an image embedded now (the same bytes under two paths arrive twice: the cache keeps one, and they
+        # are counted once below)
+        fresh = {shas[i]: i for i in ok if batch["embedded"][i] and shas[i] not in cached}
         for n in needs:
             cache.put(keys[n][0], {sha: batch[n][i] for sha, i in fresh.items()}, keys[n][1])
-            embedded[n] += len(fresh)
-        added.update(bytes.fromhex(sha) for sha in fresh)
         for i in ok:
             at = int(batch["row"][i])
             found.set(at, shas[i])
+            fresh_at[at] = shas[i] in fresh
             if thumbs_dir is not None and len(batch["thumb"][i]):
                 data = bytes(batch["thumb"][i])
                 digest = sha256_bytes(data)
@@ -393,6 +391,8 @@ def prefill_on_ray(engine, catalog: Catalog, models: ModelSet, cache: EmbeddingC
                 thumbs.set(at, digest)
 
     embed_catalog(engine, send, job, take, progress=progress)
+    distinct = len(np.unique(found.digests(np.flatnonzero(fresh_at)), axis=0))
+    embedded = {n: distinct for n in needs}
     at = send_of_image[image_of_row]
     failed = np.zeros(len(rows), dtype=bool)
     if errors:
@@ -674,9 +674,12 @@ def shown_thumbnails(stage: Path, table: ProductTable, stream: Stream) -> ShownT
             _link(stream.thumb_file(int(row)), target)
         sizes[i] = os.stat(target).st_size
     shown = ShownThumbnails(DigestSet(digests[where]), ThumbnailsInfo.of(sizes.tolist()))
-    for f in (stage / THUMBS_FOLDER).iterdir():  # a product's other images' thumbnails: not shown, not shipped
-        if not is_thumbnail_name(f"{THUMBS_FOLDER}/{f.name}") or shown.digests.position(f.name[:-len(".jpg")]) is None:
-            f.unlink()
+    # a product's other images' thumbnails: not shown, not shipped (listed as str: a Path per file interns
+    # its name in a table that never shrinks)
+    with os.scandir(os.path.join(stage, THUMBS_FOLDER)) as listing:
+        for f in listing:
+            if not is_thumbnail_name(f"{THUMBS_FOLDER}/{f.name}") or shown.digests.position(f.name[:-len(".jpg")]) is None:
+                os.unlink(f.path)
     return shown
 
 
@@ -757,6 +760,7 @@ def finish_bundle(stage: Path, settings: CatalogSettings, models: ModelSet, cata
                                                 (vectors, blocked_table(table, blocks, len(catalog.rows))))
         fidelity["gates"] = {"enforced": gates.enforce, "results": gates.results}
 
+    del searcher, index  # (the gates are done: the index is not held while the bundle is read back below)
     build_files = write_build_record(stage, models, catalog, table, stream.shas, layout)
     files = {}
     for rel in _listed_files(stage):
@@ -919,9 +923,15 @@ def _preprocess(d: dict | None) -> PreprocessCfg | None:
     return PreprocessCfg(**{**d, "size": tuple(d["size"]), "mean": tuple(d["mean"]), "std": tuple(d["std"])})
 
 
-def catalog_changes(base: Base, table: ProductTable, shas: Sequence[str]) -> dict:
-    """Products added, removed, and changed (metadata only, or images), by id. One pass over each table,
-    matched by id through columns (not a dict of a million products)."""
+# ids listed per kind of change in a manifest's lineage (its counts are always whole): a fresh build of a
+# million products listed a million ids, ~15 MB of JSON that the build held and every device parses
+CHANGES_LISTED = 100
+
+
+def catalog_changes(base: Base, table: ProductTable, shas: Sequence[str]) -> tuple[dict, dict]:
+    """Products added, removed, and changed (metadata only, or images), by id: the first CHANGES_LISTED of
+    each kind in table order, and how many of each. One pass over each table, matched by id through
+    columns (not a dict of a million products)."""
     new_ids = TextColumn.of(p.id for p in _products(table))
     old_ids = TextColumn.of(p.id for p in _products(base.products))
     # one code per id, over the new table's, the base's and the base images' ids
@@ -942,29 +952,31 @@ def catalog_changes(base: Base, table: ProductTable, shas: Sequence[str]) -> dic
     for j, c in enumerate(old_code):
         rows = order[bounds[c]:bounds[c + 1]]
         old_digest[j] = np.frombuffer(digest(base.images.shas[int(r)] for r in rows), dtype=np.uint8)
-    added, changed_meta, changed_images = [], [], []
+    kind = np.zeros(n_new, dtype=np.int8)  # 0 kept, 1 added, 2 changed images, 3 changed metadata only
     same_images = np.zeros(len(old_ids), dtype=bool)  # base lines whose product kept its images
     same_of = np.full(len(old_ids), -1, dtype=np.int64)
     for i, p in enumerate(_products(table)):
         j = int(match[i])
         if j < 0:
-            added.append(p.id)
+            kind[i] = 1
         elif digest(shas[k] for k in p.keys) != old_digest[j].tobytes():
-            changed_images.append(p.id)
+            kind[i] = 2
         else:
             same_images[j], same_of[j] = True, i
-    changed = set()
     for j, old in enumerate(_products(base.products)):
         if same_images[j]:
             p = table.products[int(same_of[j])]
             if (p.name, p.price, p.category, p.description, p.meta) != \
                     (old.name, old.price, old.category, old.description, old.meta):
-                changed.add(int(same_of[j]))
-    changed_meta = [new_ids[i] for i in sorted(changed)]
+                kind[int(same_of[j])] = 3
     kept = np.zeros(len(old_ids), dtype=bool)
     kept[match[match >= 0]] = True
-    removed = [old_ids[j] for j in np.flatnonzero(~kept)]
-    return {"added": added, "removed": removed, "changed_metadata": changed_meta, "changed_images": changed_images}
+    removed = np.flatnonzero(~kept)
+    picked = {"added": np.flatnonzero(kind == 1), "removed": removed, "changed_metadata": np.flatnonzero(kind == 3),
+              "changed_images": np.flatnonzero(kind == 2)}
+    ids = {"removed": old_ids}
+    changes = {k: [ids.get(k, new_ids)[int(i)] for i in v[:CHANGES_LISTED]] for k, v in picked.items()}
+    return changes, {k: int(len(v)) for k, v in picked.items()}
 
 
 CHOICE_VECTORS = 50_000
@@ -992,7 +1004,7 @@ def base_index_choice(base: Base, stream: Stream, threshold: float):
     its model was built), and its exact-or-HNSW choice while the catalog is within twice the base's size
     either way; beyond that, decided again by timing both on mild views of this catalog (a base of 12
     products searched exactly would have 100 000 searched exactly too)."""
-    from .index_choice import choose_search
+    from .index_choice import RowSource, choose_search
 
     index = base.models.index
     base_count = base.bundle.manifest.index.count
@@ -1013,7 +1025,7 @@ def base_index_choice(base: Base, stream: Stream, threshold: float):
         keep = np.arange(len(vectors)) if len(vectors) <= CHOICE_VECTORS else \
             np.sort(rng.choice(len(vectors), CHOICE_VECTORS, replace=False))
         key_product = index_table.key_to_product[keep]  # (its keys are block-major positions)
-        exact, timing = choose_search(vectors.take(keep), key_product, mild, dtype=index["dtype"],
+        exact, timing = choose_search(RowSource.of(vectors).subset(keep), key_product, mild, dtype=index["dtype"],
                                       rescore=index["rescore"], threshold=threshold, projection=projection)
         return IndexPlan(index["dtype"], exact, index["rescore"], {**report, **timing, "search_from_base": False,
                                                                    "timed_on_vectors": int(len(keep))}, projection)
@@ -1201,8 +1213,9 @@ def _finish_one(folder: Path, cfg, base: "Base", cat: Catalog, name: str, models
                 stores: dict | None, build: dict, progress: bool) -> tuple[Manifest, dict[str, int]]:
     random_teacher = bool(base.models.teacher.get("random_weights"))
     table = product_table(cat, stream.thumbs)
+    changes, counts = catalog_changes(base, table, stream.shas)
     lineage = {"base": {"name": base.bundle.manifest.name, "manifest_sha256": base.manifest_sha256},
-               "changes": catalog_changes(base, table, stream.shas)}
+               "changes": changes, "change_counts": counts}
     if stores is not None or name != (cfg.name or Path(cfg.out).name):
         lineage["store"] = name
     settings = CatalogSettings(out=folder, name=name, gates=cfg.gates, no_match=cfg.no_match,

@@ -110,9 +110,9 @@ def run_export_command(args: argparse.Namespace) -> int:
     if summary.embedded is not None:
         embedded = summary.embedded.get("student", 0)
         say(f"embedded {embedded} of {images} catalog images (the rest from the embedding cache)")
-    changes = (m.lineage or {}).get("changes")
-    if changes:
-        say(f"on {m.lineage['base']['name']}: " + ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in changes.items()))
+    counts = (m.lineage or {}).get("change_counts")
+    if counts:
+        say(f"on {m.lineage['base']['name']}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
 
 

@@ -17,11 +17,12 @@ its ctime past that and the entry no longer matches.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sqlite3
 import stat as stat_mod
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -106,21 +107,25 @@ class EmbeddingCache:
 
     def remember_files(self, hashed: Iterable[tuple[str | Path, str]], build_start_ns: int) -> int:
         """Remember the sha256 a build took of each file whose ctime is safely older than the build's
-        start (see the module doc); returns how many were."""
-        rows = []
-        for path, sha in hashed:
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat_mod.S_ISREG(st.st_mode) and st.st_ctime_ns < build_start_ns - STAT_MARGIN_NS:
-                rows.append((os.path.abspath(path), file_stamp(path, st), sha))
+        start (see the module doc); returns how many were. One transaction, written REMEMBER_CHUNK files at
+        a time (a catalog of a million files is not listed in memory)."""
+        count = 0
         try:
             with self.db:
-                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", rows)
+                for chunk in _chunked(hashed, REMEMBER_CHUNK):
+                    rows = []
+                    for path, sha in chunk:
+                        try:
+                            st = os.stat(path, follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if stat_mod.S_ISREG(st.st_mode) and st.st_ctime_ns < build_start_ns - STAT_MARGIN_NS:
+                            rows.append((os.path.abspath(path), file_stamp(path, st), sha))
+                    self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", rows)
+                    count += len(rows)
         except sqlite3.Error as e:
             raise ExportError(f"{self.path}: cannot write the embedding cache ({e})") from None
-        return len(rows)
+        return count
 
     def close(self) -> None:
         self.db.close()
@@ -131,3 +136,11 @@ class EmbeddingCache:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+REMEMBER_CHUNK = 2000
+
+
+def _chunked(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk

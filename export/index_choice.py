@@ -14,10 +14,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
-from edge_search.core.index import SMALL_DELTA, VectorIndex
+from edge_search.core.index import SMALL_DELTA, VectorIndex, unit
 
 # (label, dtype, rescore)
 CANDIDATES = (
@@ -50,35 +51,73 @@ TIE = 1e-5
 
 
 EXACT_CHUNK = 1024  # catalog vectors scored against every query at once (1 000 queries: 4 MB at a time)
+BUILD_CHUNK = 8192  # catalog vectors read at once into an index being built
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """Catalog vectors read by position, a chunk at a time: an array in memory, or a catalog build's vectors
+    on disk (IndexVectors), whose choice must not hold them all at once (a copy per step was 3x the index)."""
+
+    take: Callable[[np.ndarray], np.ndarray]  # positions -> their vectors, float32
+    count: int
+    dim: int
+
+    @classmethod
+    def of(cls, vectors) -> "RowSource":
+        if isinstance(vectors, RowSource):
+            return vectors
+        if isinstance(vectors, np.ndarray):
+            return cls(take=lambda p: vectors[p], count=len(vectors), dim=int(vectors.shape[1]))
+        return cls(take=vectors.take, count=len(vectors), dim=int(vectors.dim))
+
+    def subset(self, positions: np.ndarray) -> "RowSource":
+        """These positions of this source, renumbered 0 .. len(positions) - 1."""
+        return RowSource(take=lambda p: self.take(positions[p]), count=len(positions), dim=self.dim)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, self.count, size):
+            positions = np.arange(start, min(start + size, self.count))
+            yield positions, np.asarray(self.take(positions), np.float32)
+
+    def index(self, *, dtype: str, rescore: bool, projection: np.ndarray | None = None,
+              exact: bool = True) -> VectorIndex:
+        return VectorIndex.build_keyed(self.chunks(BUILD_CHUNK), count=self.count, dim=self.dim, dtype=dtype,
+                                       exact=exact, rescore=rescore, projection=projection)
 
 
 @dataclass(frozen=True)
 class ExactTop1:
     """Exact f32 search's top-1 for each query, kept as a key and a score per query rather than a queries x
-    catalog matrix of scores (which grows with the catalog: 500 queries x 50 000 images is 100 MB)."""
+    catalog matrix of scores (which grows with the catalog: 500 queries x 50 000 images is 100 MB); the
+    catalog's vectors are read again where a score is needed, not kept."""
 
-    unit: np.ndarray  # the catalog's vectors, unit length
+    rows: RowSource  # the catalog's vectors
     queries: np.ndarray  # unit length
     best: np.ndarray  # each query's top-1 catalog row
     best_score: np.ndarray
 
     @classmethod
-    def of(cls, vectors: np.ndarray, queries: np.ndarray) -> "ExactTop1":
-        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    def of(cls, vectors, queries: np.ndarray) -> "ExactTop1":
+        rows = RowSource.of(vectors)
         qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
         best = np.zeros(len(qn), np.int64)
         best_score = np.full(len(qn), -np.inf, np.float32)
-        for start in range(0, len(unit), EXACT_CHUNK):
-            scores = qn @ unit[start:start + EXACT_CHUNK].T
+        for positions, chunk in rows.chunks(EXACT_CHUNK):
+            scores = qn @ unit(chunk).T
             top = scores.argmax(axis=1)
             score = scores[np.arange(len(qn)), top]
             better = score > best_score  # (strictly: the first of equal scores wins, as argmax over all would)
-            best[better], best_score[better] = top[better] + start, score[better]
-        return cls(unit=unit, queries=qn, best=best, best_score=best_score)
+            best[better], best_score[better] = positions[top[better]], score[better]
+        return cls(rows=rows, queries=qn, best=best, best_score=best_score)
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Each query's exact f32 score against the catalog row given for it."""
-        return np.einsum("ij,ij->i", self.queries, self.unit[rows])
+        wanted, back = np.unique(rows, return_inverse=True)
+        return np.einsum("ij,ij->i", self.queries, unit(self.rows.take(wanted))[back])
 
 
 def _agreement(index: VectorIndex, queries: np.ndarray, exact: ExactTop1, key_product: np.ndarray) -> float:
@@ -140,16 +179,17 @@ def choose_index(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarr
 EXPANSIONS = (64, 128, 256, 512)
 
 
-def choose_search(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndarray, *, dtype: str, rescore: bool,
+def choose_search(vectors, key_product: np.ndarray, queries: np.ndarray, *, dtype: str, rescore: bool,
                   threshold: float, exact: ExactTop1 | None = None,
                   projection: np.ndarray | None = None) -> tuple[bool, dict]:
     """Exact search or HNSW for an index of these vectors, timed on these queries: HNSW only when, at the
     narrowest of EXPANSIONS that is as faithful (top-1 product agreement with exact f32 at the threshold),
     it is faster by a fifth; always HNSW on a projected graph. Returns (exact, figures); with HNSW,
-    figures["expansion_search"] is its width."""
+    figures["expansion_search"] is its width. `vectors`: an array or a RowSource, read a chunk at a time."""
+    vectors = RowSource.of(vectors)
     if exact is None:
         exact = ExactTop1.of(vectors, queries)
-    chosen = VectorIndex.build(vectors, dtype=dtype, rescore=rescore, projection=projection)
+    chosen = vectors.index(dtype=dtype, rescore=rescore, projection=projection)
     k = min(5, len(vectors))
     exact_ms = _time_search(chosen, queries[:200], k)
     chosen.exact = False
@@ -164,7 +204,7 @@ def choose_search(vectors: np.ndarray, key_product: np.ndarray, queries: np.ndar
     # small catalogs search exactly, whatever the timing says: under SMALL_DELTA components one exact pass
     # costs less than a usearch call's own overhead, and a timing of 12 vectors is the machine's noise
     # (it chose HNSW for the tiny test bundle one run in a few)
-    use_hnsw = projection is not None or (vectors.size > SMALL_DELTA and hnsw_ms < 0.8 * exact_ms
+    use_hnsw = projection is not None or (len(vectors) * vectors.dim > SMALL_DELTA and hnsw_ms < 0.8 * exact_ms
                                           and tried[-1]["hnsw_top1_agreement"] >= threshold)
     return not use_hnsw, {"queries": int(len(queries)), "exact_search_ms": round(exact_ms, 4),
                           "hnsw_search_ms": round(hnsw_ms, 4), "hnsw_top1_agreement": tried[-1]["hnsw_top1_agreement"],

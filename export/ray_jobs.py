@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from edge_search.core.columns import TextColumn
 from edge_search.core.manifest import ModelInfo, PreprocessCfg
 from edge_search.errors import EdgeSearchError, ExportError
 
@@ -49,10 +50,14 @@ class CatalogJob:
     # thumbnail the build has
     cached: Any = None
     thumbed: Any = None
+    # ray.ObjectRef of the images' paths (a TextColumn, one object for the whole pass): a batch is only the
+    # positions in it, so the driver holds no per-image input while the pass runs
+    paths: Any = None
 
 
 class CatalogEmbedder:
-    """A Ray Data actor: a batch of (row, path) -> sha256, error, a vector column per need, thumbnail."""
+    """A Ray Data actor: a batch of rows (positions in the job's paths) -> sha256, error, a vector column per
+    need, thumbnail."""
 
     def __init__(self, job: CatalogJob):
         import onnxruntime  # noqa: F401  (before usearch, which catalog_build imports: see README)
@@ -69,6 +74,7 @@ class CatalogEmbedder:
                                        threads=job.threads)
         finally:
             os.unlink(path)
+        self.paths = ray.get(job.paths)
         self.cached = ray.get(job.cached) if job.cached is not None else frozenset()
         self.thumbed = ray.get(job.thumbed) if job.thumbed is not None else frozenset()
         self.teacher_embed = None
@@ -89,9 +95,11 @@ class CatalogEmbedder:
         from .catalog_build import embed_images
         from .embed_cache import sha256_bytes
 
-        n = len(batch["row"])
+        rows = np.asarray(batch["id"], np.int64)
+        n = len(rows)
         shas, errors, images, thumbs = [""] * n, [""] * n, {}, [b""] * n
-        for i, path in enumerate(batch["path"]):
+        for i, row in enumerate(rows):
+            path = self.paths[int(row)]
             try:
                 data = read_regular(Path(path), limit=MAX_IMAGE_BYTES, what="image", error=ImageError)
                 shas[i] = sha256_bytes(data)
@@ -103,7 +111,7 @@ class CatalogEmbedder:
             except EdgeSearchError as e:
                 errors[i] = str(e).split(": ", 1)[-1]
         ok = [i for i in sorted(images) if shas[i] not in self.cached]
-        out: dict[str, np.ndarray] = {"row": np.asarray(batch["row"]), "sha": np.asarray(shas, dtype=object),
+        out: dict[str, np.ndarray] = {"row": rows, "sha": np.asarray(shas, dtype=object),
                                       "error": np.asarray(errors, dtype=object),
                                       "thumb": np.asarray(thumbs, dtype=object),
                                       "embedded": np.isin(np.arange(n), ok)}
@@ -124,15 +132,16 @@ def _blocks(n: int, engine: RayEngine) -> int:
     return max(batch, min(batch * 8, math.ceil(n / (engine.workers * 4))))
 
 
-def _map(engine: RayEngine, columns: dict[str, list], actor, job, threads: int):
+def _positions(engine: RayEngine, n: int):
+    """Rows 0 .. n - 1 as a Ray dataset (column `id`) of int64 blocks: 8 bytes per image on the driver, where
+    a column of paths was ~200; and its number of blocks. (Ray's own `range` dataset, made by read tasks,
+    hung in tests/export/test_ray_engine.py's killed-worker test: the re-run batch never came back.)"""
     import pyarrow as pa
     import ray.data
 
-    n = len(next(iter(columns.values())))
     size = _blocks(n, engine)
-    tables = [pa.table({k: v[i:i + size] for k, v in columns.items()}) for i in range(0, n, size)]
-    return _pool(ray.data.from_arrow(tables), actor, job, engine.settings.batch, threads,
-                 min(engine.workers, len(tables)))
+    tables = [pa.table({"id": pa.array(np.arange(i, min(i + size, n), dtype=np.int64))}) for i in range(0, n, size)]
+    return ray.data.from_arrow(tables), len(tables)
 
 
 def _pool(ds, actor, job, batch: int, threads: int, size: int):
@@ -185,21 +194,21 @@ def native_stderr() -> Iterator[Any]:
             real.close()
 
 
-def embed_catalog(engine: RayEngine, paths: list[str], job: CatalogJob, on_batch: Callable[[dict], None], *,
+def embed_catalog(engine: RayEngine, paths: TextColumn, job: CatalogJob, on_batch: Callable[[dict], None], *,
                   progress: bool, desc: str = "embedding catalog on Ray") -> None:
     """Every path through a CatalogEmbedder pool; `on_batch` gets each result batch (columns `row`: the
     position in `paths`, `sha`, `error`, `thumb`, one per need) as it arrives, in no set order."""
     import ray
 
-    if not paths:
+    if not len(paths):
         return
     def put(x):
         return x if x is None or isinstance(x, ray.ObjectRef) else ray.put(x)
 
     job = replace(job, model=put(job.model), teacher=put(job.teacher), cached=put(job.cached),
-                  thumbed=put(job.thumbed))
-    ds = _map(engine, {"row": list(range(len(paths))), "path": [str(p) for p in paths]}, CatalogEmbedder, job,
-              job.threads)
+                  thumbed=put(job.thumbed), paths=put(paths))
+    ds, blocks = _positions(engine, len(paths))
+    ds = _pool(ds, CatalogEmbedder, job, engine.settings.batch, job.threads, min(engine.workers, blocks))
     with native_stderr() as stderr, _bar(len(paths), desc, progress, file=stderr) as bar:
         for batch in _iterate(ds):
             on_batch(batch)

@@ -72,6 +72,8 @@ def test_a_changed_catalog_embeds_only_its_new_images(tmp_path, student_base, sa
     ch = read_manifest(out)["lineage"]["changes"]
     assert ch == {"added": ["new-product"], "removed": [removed], "changed_metadata": [data[0]["id"]],
                   "changed_images": []}
+    assert read_manifest(out)["lineage"]["change_counts"] == {"added": 1, "removed": 1, "changed_metadata": 1,
+                                                              "changed_images": 0}
     hits = search_ids(out, [new_image])[0]
     assert hits[0][0] == "new-product" and abs(hits[0][1] - 1.0) < 1e-3  # its own image: cosine 1
     products = [json.loads(line) for line in (out / "products.jsonl").read_text().splitlines()]

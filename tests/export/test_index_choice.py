@@ -8,7 +8,7 @@ import pytest
 
 import edge_search_export.index_choice as index_choice
 from edge_search.core.index import VectorIndex
-from edge_search_export.index_choice import ExactTop1, _agreement
+from edge_search_export.index_choice import ExactTop1, RowSource, _agreement
 
 
 @pytest.fixture
@@ -51,8 +51,38 @@ def test_agreement_counts_a_tie_with_another_product_as_agreeing():
     assert _agreement(index, queries, exact, key_product) == 1.0
     wrong = np.array([0, 1, 0])  # row 2 filed under product 0: the second query's exact answer is product 0 now
     assert _agreement(index, queries, exact, wrong) == 1.0
-    shifted = ExactTop1(unit=exact.unit, queries=exact.queries, best=np.array([2, 2]), best_score=np.array([1.0, 1.0]))
+    shifted = ExactTop1(rows=exact.rows, queries=exact.queries, best=np.array([2, 2]), best_score=np.array([1.0, 1.0]))
     assert _agreement(index, queries, shifted, key_product) == 0.5  # the first query's answer (row 0/1) is not row 2's
+
+
+def test_a_sample_read_a_chunk_at_a_time_chooses_as_the_same_vectors_in_memory(monkeypatch):
+    # a catalog build's choice reads a seeded sample of its vectors from disk: never more than a chunk at once
+    monkeypatch.setattr(index_choice, "EXACT_CHUNK", 5)
+    monkeypatch.setattr(index_choice, "BUILD_CHUNK", 7)
+    monkeypatch.setattr(index_choice, "_time_search", lambda index, q, k: 1.0 if index.exact else 0.5)
+    vectors, queries = _clustered(300, dim=16)
+    keep = np.sort(np.random.default_rng(1).choice(300, 120, replace=False))
+    reads = []
+
+    def take(positions):
+        reads.append(len(positions))
+        return vectors[positions]
+
+    sample = RowSource(take=take, count=300, dim=16).subset(keep)
+    whole, chunked = ExactTop1.of(vectors[keep], queries), ExactTop1.of(sample, queries)
+    assert chunked.best.tolist() == whole.best.tolist()
+    assert np.allclose(chunked.best_score, whole.best_score, atol=1e-6)
+    assert np.allclose(chunked.score(np.arange(60) % 120), whole.score(np.arange(60) % 120), atol=1e-6)
+    built = sample.index(dtype="f32", rescore=False)
+    keys, _ = built.search(queries, 3)
+    keys_whole, _ = VectorIndex.build(vectors[keep], dtype="f32").search(queries, 3)
+    assert keys.tolist() == keys_whole.tolist()
+    reads.clear()
+    key_product = np.arange(120) // 3
+    got = index_choice.choose_search(sample, key_product, queries, dtype="f16", rescore=False, threshold=0.9)
+    assert reads and max(reads) <= 60  # chunks, and the scores of 60 queries' answers
+    assert got == index_choice.choose_search(vectors[keep], key_product, queries, dtype="f16", rescore=False,
+                                             threshold=0.9)
 
 
 

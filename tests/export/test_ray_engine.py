@@ -241,7 +241,15 @@ def test_a_worker_killed_mid_catalog_is_replaced_and_its_batch_runs_again(cluste
     assert killed is not None, "no catalog worker was seen running"
     assert proc.returncode == 0, err[-3000:]
     assert "embedded 360 of 360 catalog images" in out
-    assert read_manifest(tmp_path / "out")["products"]["count"] == 360
+    m = read_manifest(tmp_path / "out")
+    assert m["products"]["count"] == 360
+    # every product is new to the 12-product base: the lineage counts all 360, and lists the first 100 ids
+    base_ids = [p["id"] for p in map(json.loads, (Path(tiny_bundle) / "products.jsonl").read_text().splitlines())]
+    assert m["lineage"]["change_counts"] == {"added": 360, "removed": len(base_ids), "changed_metadata": 0,
+                                             "changed_images": 0}
+    assert m["lineage"]["changes"]["added"] == [r["id"] for r in many[:100]]
+    assert m["lineage"]["changes"]["removed"] == base_ids
+    assert f"on tiny-bundle: 360 added, {len(base_ids)} removed, 0 changed metadata, 0 changed images" in out
 
 
 def test_a_model_build_on_ray_distills_on_the_views_it_embedded(cluster, exported_bundle, sample_catalog,

@@ -347,3 +347,24 @@ def test_the_cache_vouches_for_a_file_only_while_its_stat_is_unchanged(tmp_path)
         image.write_bytes(b"other version")  # same size, other bytes
         assert cache.file_sha(image) is None
         assert cache.file_sha(tmp_path / "missing.jpg") is None
+
+
+def test_the_cache_remembers_a_long_listing_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """A million-file catalog's hashes are written as they are listed (a generator, REMEMBER_CHUNK at a time),
+    every one of them, with missing files and folders left out wherever they fall."""
+    import hashlib
+    import time
+
+    import edge_search_export.embed_cache as embed_cache
+
+    monkeypatch.setattr(embed_cache, "REMEMBER_CHUNK", 2)
+    files = []
+    for i in range(5):
+        f = tmp_path / f"{i}.jpg"
+        f.write_bytes(b"image %d" % i)
+        files.append((str(f), hashlib.sha256(f.read_bytes()).hexdigest()))
+    listing = [files[0], (str(tmp_path / "gone.jpg"), "0" * 64), *files[1:3], (str(tmp_path), "1" * 64), *files[3:]]
+    with embed_cache.EmbeddingCache(tmp_path / "cache") as cache:
+        assert cache.remember_files((pair for pair in listing), build_start_ns=time.time_ns() + 10**10) == 5
+        assert [cache.file_sha(path) for path, _ in files] == [sha for _, sha in files]
+        assert cache.file_sha(tmp_path / "gone.jpg") is None and cache.file_sha(tmp_path) is None
