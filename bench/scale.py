@@ -14,7 +14,9 @@ memory as the catalog grows, and a million-vector index built from streamed shar
    results into the embedding cache, then builds the catalog: its vectors on disk, the index from them
    chunk by chunk, the gates, the manifest) in its own process, which writes its own peak RSS (Ray's
    workers are other processes); what one more image costs the driver, beside what the index it built
-   holds per image (its files' bytes). Then the nightly build on that bundle (`--base` it, 1 % of the prices
+   holds per image (its files' bytes), and step by step: the peak of the driver's RssAnon in each step of
+   the build (bench/driver_phases.py: the Ray pass, reading the vectors back, the index choice, the index,
+   the gates, ...). Then the nightly build on that bundle (`--base` it, 1 % of the prices
    changed, 1 % new products), sampled the same way: what a base of that size costs the driver.
    `--ray-pass` also measures the Ray embedding pass alone.
 3. **Streamed index** (`streamed_index`): `--vectors` synthetic 512-d unit vectors (clustered, seeded),
@@ -46,7 +48,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
-from bench.update import CHILD, RELAXED, run, write_catalog  # noqa: E402
+from bench.update import RELAXED, run, write_catalog  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
 SHARD = 50_000  # vectors per shard file
@@ -136,10 +138,26 @@ def run_sampled(*args, env=None, every: float = 0.1) -> dict:
     kernel's high-water mark) and the peaks of its parts. RssAnon is the driver's own memory; RssShmem is
     Ray's object store (shared memory every Ray process maps: the driver reads its results from there
     without copying, and the pages it touched stay counted until the store reuses them); RssFile is
-    mapped files (libraries, the index being saved), which the kernel can drop."""
+    mapped files (libraries, the index being saved), which the kernel can drop. The child runs under
+    bench/driver_phases.py, which also gives RssAnon's peak in each step of the build."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    with tempfile.TemporaryDirectory() as tmp:
+        phases = os.path.join(tmp, "phases.json")
+        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "driver_phases.py"), phases, *map(str, args)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **(env or {})})
+        peaks, out, err = _sample(proc, every)
+        if proc.returncode != 0:
+            raise SystemExit(f"edge-search {' '.join(map(str, args))} failed:\n{err[-2000:]}")
+        with open(phases) as f:
+            sampled = json.load(f)
+    return {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": sampled["peak_rss_mb"],
+            **{f"peak_{k.lower()}_mb": round(v / 1024, 1) for k, v in peaks.items() if k != "VmHWM"},
+            "phases_anon_mb": sampled["phases_anon_mb"]}
+
+
+def _sample(proc: subprocess.Popen, every: float) -> tuple[dict, str, str]:
+    """The peaks of a running child's memory parts, read from /proc until it exits; and its output."""
     peaks = {"VmHWM": 0, "RssAnon": 0, "RssFile": 0, "RssShmem": 0}
     while proc.poll() is None:
         try:
@@ -152,11 +170,7 @@ def run_sampled(*args, env=None, every: float = 0.1) -> dict:
             pass
         time.sleep(every)
     out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"edge-search {' '.join(map(str, args))} failed:\n{err[-2000:]}")
-    peak = [int(line.split()[1]) for line in err.splitlines() if line.startswith("__peak_rss_kb ")]
-    return {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak[-1] / 1024, 1),
-            **{f"peak_{k.lower()}_mb": round(v / 1024, 1) for k, v in peaks.items() if k != "VmHWM"}}
+    return peaks, out, err
 
 
 def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) -> dict:
@@ -201,6 +215,10 @@ def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) ->
             b_lo, b_hi = out[lo][step], out[hi][step]
             for part in ("rss", "rssanon", "rssshmem", "rssfile"):
                 out[f"{step}_{part}_kb_per_image"] = round((b_hi[f"peak_{part}_mb"] - b_lo[f"peak_{part}_mb"]) * per, 2)
+            # each step's RssAnon peak: what one more image costs the driver while that step runs
+            out[f"{step}_phases_anon_kb_per_image"] = {
+                p: round((b_hi["phases_anon_mb"][p] - b_lo["phases_anon_mb"][p]) * per, 2)
+                for p in b_hi["phases_anon_mb"] if p in b_lo["phases_anon_mb"]}
         out["index_kb_per_image"] = round((out[hi]["build"]["index_mb"] - out[lo]["build"]["index_mb"]) * per, 2)
         if pass_alone:
             out["ray_pass_kb_per_image"] = round(

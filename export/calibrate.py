@@ -30,6 +30,7 @@ import numpy as np
 
 from edge_search.errors import ExportError
 from edge_search.core.manifest import NoMatchRule
+from edge_search.core.products import each_product
 from edge_search.core.search import RANK_ALL, Searcher
 from edge_search.evaluation.no_match import NoMatchOutcomes
 
@@ -62,11 +63,14 @@ def calibration_scores(searcher: Searcher, vectors: np.ndarray, truth: np.ndarra
     """Rank products for each query with the searcher itself (its index, its
     collapsing of a product's images), no cut-off: the top three products give
     both the full-catalog and the own-product-left-out figures."""
-    position = {p.id: i for i, p in enumerate(searcher.products.products)}
+    hits = [[(h.id, h.score) for h in searcher.search_vector(v, k=3, min_score=RANK_ALL)[0]] for v in vectors]
+    # the positions of the products named, not of every product (a dict of a million ids on the driver)
+    named = {pid for row in hits for pid, _ in row}
+    position = {p.id: i for i, p in enumerate(each_product(searcher.products.products)) if p.id in named}
     out = {f: np.full(len(vectors), -1 if f.endswith("top") else -np.inf) for f in
            ("top", "s1", "s2", "alt_top", "alt_s1", "alt_s2")}
-    for i, v in enumerate(vectors):
-        ranked = [(position[h.id], h.score) for h in searcher.search_vector(v, k=3, min_score=RANK_ALL)[0]]
+    for i, row in enumerate(hits):
+        ranked = [(position[pid], score) for pid, score in row]
         others = [r for r in ranked if r[0] != truth[i]]
         for prefix, rows in (("", ranked), ("alt_", others)):
             if rows:

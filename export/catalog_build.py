@@ -1067,7 +1067,10 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
     from edge_search.core.signing import check_private_key
     from edge_search.files import check_new_folder
 
+    from .heap import return_large_blocks
+
     t0, start_ns = time.perf_counter(), time.time_ns()
+    return_large_blocks()  # (the driver's memory as the catalog grows: see heap.py)
     out = Path(cfg.out)
     if out.exists() and not cfg.force:
         raise ExportError(f"{out}: already exists (pass --force to replace it)")

@@ -1,0 +1,86 @@
+"""`edge-search ARGS` in this process, its memory sampled by phase: what bench/scale.py's driver memory
+runs, so that what one more catalog image costs the driver is given step by step, not only as a peak.
+
+    python bench/driver_phases.py OUT.json export --catalog C --out B ...
+
+A thread reads this process's RssAnon every 0.1 s with the step of ours the main thread is in (the
+innermost of PHASES on its stack; "other" when none is); at exit OUT.json gets each step's highest
+RssAnon in MB and the process's peak RSS (the kernel's high-water mark, which also counts mapped files).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import resource
+import runpy
+import sys
+import threading
+import time
+
+# (phase, the function whose frame marks it), matched innermost first
+PHASES = (
+    ("read_catalog", "read_catalog"),
+    ("ray_pass", "prefill_on_ray"),
+    ("read_vectors", "stream_catalog"),
+    ("lineage", "catalog_changes"),
+    ("index_choice", "choose_search"),
+    ("index", "write_index"),
+    ("thumbnails", "shown_thumbnails"),
+    ("self_retrieval", "self_retrieval"),
+    ("no_match_rule", "calibrate_no_match"),
+    ("build_record", "write_build_record"),
+    ("read_back", "check_named"),
+    ("publish", "staged_directory"),
+    ("remember_files", "remember_files"),
+)
+MARKS = {fn: phase for phase, fn in PHASES}
+
+
+def _anon_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _phase(frame) -> str:
+    while frame is not None:
+        phase = MARKS.get(frame.f_code.co_name)
+        if phase is not None:
+            return phase
+        frame = frame.f_back
+    return "other"
+
+
+def main() -> None:
+    out, args = sys.argv[1], sys.argv[2:]
+    main_thread = threading.get_ident()
+    peaks: dict[str, int] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            phase = _phase(sys._current_frames().get(main_thread))
+            peaks[phase] = max(peaks.get(phase, 0), _anon_kb())
+            time.sleep(0.1)
+
+    def write() -> None:
+        done.set()
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        report = {"phases_anon_mb": {p: round(kb / 1024, 1) for p, kb in peaks.items()},
+                  "peak_rss_mb": round(peak_kb / 1024, 1)}
+        with open(out + ".tmp", "w") as f:
+            json.dump(report, f)
+        os.replace(out + ".tmp", out)
+
+    threading.Thread(target=sample, daemon=True).start()
+    atexit.register(write)
+    sys.argv = ["edge-search", *args]
+    runpy.run_module("edge_search", run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
