@@ -17,7 +17,7 @@ from edge_search.errors import BundleError
 from edge_search.files import sha256_file
 from edge_search.core.checked import already_checked, record_checked
 from edge_search.core.manifest import MANIFEST_NAME, Manifest, manifest_from_bytes, read_manifest_bytes
-from edge_search.core.thumbnails import named, verify_thumbnails
+from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER, named, verify_thumbnails
 
 
 @dataclass(frozen=True)
@@ -87,20 +87,23 @@ class Bundle:
         return table
 
     def thumbnail_names(self) -> list[str]:
-        """The thumbnail files the product table names, when the manifest counts them (a
+        """The thumbnail files the product table names, sorted, when the manifest counts them (a
         `thumbnails` section) rather than listing each in `files`; [] otherwise."""
-        return list(self._thumbnail_names)
+        return [f"{THUMBS_FOLDER}/{bytes(d).hex()}.jpg" for d in self._thumbnail_digests]
 
     @cached_property
-    def _thumbnail_names(self) -> tuple[str, ...]:
-        # read once per Bundle: verify, pack and install each ask, and the table grows with the catalog
+    def _thumbnail_digests(self) -> np.ndarray:
+        # read once per Bundle: verify, pack and install each ask, and the table grows with the catalog; kept
+        # as 32 bytes each, not as names (~130 bytes each: a nightly build holds its base bundle throughout)
         if self.manifest.thumbnails is None:
-            return ()
+            return np.zeros((0, 32), dtype=np.uint8)
         from edge_search.core.products import each_product
 
         table = self.product_table()
-        return tuple(named((p.thumbnail for p in each_product(table.products)),
-                           str(self.path(self.manifest.products_file))))
+        names = named((p.thumbnail for p in each_product(table.products)), str(self.path(self.manifest.products_file)))
+        # (a checked name is lowercase hex, so the names come back as they were, in the same order)
+        raw = b"".join(bytes.fromhex(n[len(THUMBS_FOLDER) + 1:-len(".jpg")]) for n in names)
+        return np.frombuffer(raw, dtype=np.uint8).reshape(-1, 32)
 
     def model_sha256(self) -> str | None:
         """The image model file's sha256 as the manifest lists it (names its device-threads record)."""
