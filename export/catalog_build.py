@@ -974,8 +974,8 @@ def catalog_changes(base: Base, table: ProductTable, shas: Sequence[str]) -> tup
     removed = np.flatnonzero(~kept)
     picked = {"added": np.flatnonzero(kind == 1), "removed": removed, "changed_metadata": np.flatnonzero(kind == 3),
               "changed_images": np.flatnonzero(kind == 2)}
-    ids = {"removed": old_ids}
-    changes = {k: [ids.get(k, new_ids)[int(i)] for i in v[:CHANGES_LISTED]] for k, v in picked.items()}
+    changes = {k: [(old_ids if k == "removed" else new_ids)[int(i)] for i in v[:CHANGES_LISTED]]
+               for k, v in picked.items()}
     return changes, {k: int(len(v)) for k, v in picked.items()}
 
 

@@ -174,7 +174,6 @@ class ShaColumn(Sequence):
         return self._known.copy()
 
 
-
 class DigestSet:
     """A set of SHA-256 digests as one sorted array: `hex in s` by binary search (a base bundle's million
     image hashes as a Python set of str cost ~150 bytes each; here 32)."""

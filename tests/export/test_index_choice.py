@@ -85,7 +85,6 @@ def test_a_sample_read_a_chunk_at_a_time_chooses_as_the_same_vectors_in_memory(m
                                              threshold=0.9)
 
 
-
 def _clustered(n: int, dim: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n // 10, dim)).astype(np.float32)
