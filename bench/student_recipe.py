@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="distillation epochs; several: one student each, on one set of teacher targets")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--learning-rate", type=float, default=2e-3)
+    ap.add_argument("--learning-rate", type=float, default=None,
+                    help="default: the export's for this student (export/student.distill_learning_rate)")
     ap.add_argument("--relational-weight", type=float, default=1.0)
     ap.add_argument("--label-weight", type=float, default=1.0)
     args = ap.parse_args(argv)

@@ -16,9 +16,11 @@ With --negatives N the training also sees N train-split negatives (cut from the
 fit photos only). Writes OUT/result.json and, with --save, OUT/teacher.pt (the
 checkpoint `load_teacher(config, path)` reads) and OUT/teacher.json.
 
-`--speed` only times the teacher's image tower against the shipped student
-(MobileNetV3-S), both ONNX int8 at the teacher's input size, batch 1,
-interleaved (random weights: latency does not depend on them).
+`--speed` only times the teacher's image tower (ONNX int8, its test sides)
+against a student (`--student`, default MobileNetV3-S; `teacher-tower` too) as
+ONNX int8 and fp32 at `--student-side`, batch 1, each model alone in its own
+process per round (random weights: latency does not depend on them); the ratio
+is against the student's faster form.
 """
 
 from __future__ import annotations
@@ -135,43 +137,42 @@ def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev
 
 def speed(teacher_config: str, student_arch: str, rounds: int, threads: int, teacher_side: int | None = None,
           student_side: int | None = None) -> dict:
-    """ms per image (p50) of the teacher's and the student's int8 towers, interleaved;
-    sides default to the teacher config's input size."""
+    """ms per image (p50, batch 1) of the teacher's int8 tower and of the student as int8 and as fp32 (the
+    export ships the faster form that passes its gates; fp16-stored weights run as fp32), each model alone
+    in its own process per round (export/timing.py); sides default to the teacher config's input size."""
     import tempfile
 
     import torch
 
-    from bench.encoders import timed_runs
-    from edge_search.core.encoder import OnnxEncoder
     from edge_search_export.onnx_export import export_onnx
     from edge_search_export.quantize import quantize_int8
-    from edge_search_export.student import Embedder, build_student
+    from edge_search_export.student import Embedder, make_student
     from edge_search_export.teacher import load_teacher
+    from edge_search_export.timing import time_alone
 
     teacher = load_teacher(teacher_config, "random")
     t_side = teacher_side or teacher.preprocess.size[0]
     s_side = student_side or teacher.preprocess.size[0]
     torch.manual_seed(0)
-    student = build_student(student_arch, teacher.embed_dim, s_side)
+    student = make_student(student_arch, teacher, s_side)
     rng = np.random.default_rng(0)
-    encoders, batch = {}, {}
+    models = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, module, side in (("teacher_int8", Embedder(teacher.image_tower), t_side),
-                                   ("student_int8", Embedder(student), s_side)):
-            fp32, int8 = Path(tmp) / f"{name}.fp32.onnx", Path(tmp) / f"{name}.onnx"
+        for name, module, side in (("teacher", Embedder(teacher.image_tower), t_side),
+                                   ("student", Embedder(student), s_side)):
+            fp32, int8 = Path(tmp) / f"{name}.fp32.onnx", Path(tmp) / f"{name}.int8.onnx"
             export_onnx(module.eval(), (side, side), fp32)
             quantize_int8(fp32, int8, rng.standard_normal((16, 3, side, side)).astype(np.float32))
-            encoders[name] = OnnxEncoder(int8, input_name="image", output_name="embedding", threads=threads)
-            batch[name] = rng.standard_normal((1, 3, side, side)).astype(np.float32)
-        times = timed_runs(encoders, batch, rounds)
+            models[f"{name}_int8"] = (int8, (side, side))
+            if name == "student":
+                models["student_fp32"] = (fp32, (side, side))
+        times = time_alone(models, rounds, 20, threads, progress=True)
     p50 = {k: float(np.median(v)) for k, v in times.items()}
-    # on a shared machine the fastest of the interleaved rounds is the least disturbed one
-    best = {k: float(np.min(v)) for k, v in times.items()}
-    return {"ms_p50": {k: round(v, 3) for k, v in p50.items()}, "ms_min": {k: round(v, 3) for k, v in best.items()},
-            "teacher_side": t_side, "student_side": s_side, "student": student_arch,
-            "teacher_slower_x": round(p50["teacher_int8"] / p50["student_int8"], 2),
-            "teacher_slower_x_min": round(best["teacher_int8"] / best["student_int8"], 2), "rounds": rounds,
-            "threads": threads, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    fastest = min(("student_int8", "student_fp32"), key=p50.get)
+    return {"ms_p50": {k: round(v, 3) for k, v in p50.items()}, "teacher_side": t_side, "student_side": s_side,
+            "student": student_arch, "student_fastest": fastest,
+            "teacher_slower_x": round(p50["teacher_int8"] / p50[fastest], 2), "rounds": rounds,
+            "calls_per_round": 20, "threads": threads, "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--out", required=True)
-    ap.add_argument("--speed", action="store_true", help="only time teacher vs student (int8, batch 1)")
+    ap.add_argument("--speed", action="store_true", help="only time teacher (int8) vs student (int8 and fp32), batch 1")
     ap.add_argument("--student", default="mobilenetv3_small_100")
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--teacher-side", type=int, default=None, help="--speed: teacher input side (default: config's)")

@@ -162,7 +162,9 @@ def add_export_parser(sub) -> None:
     e.add_argument("--pretrained", default=d["pretrained"],
                    help="open_clip pretrained tag (downloads), a local checkpoint file, or 'random' "
                         "(random weights: a pipeline check, offline)")
-    e.add_argument("--student", default=d["student"], help="timm architecture, or 'none' to ship the teacher's tower")
+    e.add_argument("--student", default=d["student"],
+                   help="timm architecture; 'teacher-tower': the teacher's own tower, one pass at --image-size, "
+                        "distilled from its weights; 'none': ship the teacher's tower as it is")
     e.add_argument("--student-pretrained", action="store_true", help="start the student from ImageNet weights (downloads)")
     e.add_argument("--distill-images", nargs="+", default=[], metavar="DIR", help="unlabeled photos to distill on")
     e.add_argument("--epochs", type=int, default=d["epochs"], help="distillation epochs")

@@ -16,6 +16,8 @@ DEFAULT_TEACHER = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 # ~1.5 M parameters: an int8 file well under 5 MB and a few ms per frame on 2 cores.
 DEFAULT_STUDENT = "mobilenetv3_small_100"
+# --student: a copy of the teacher's single-pass image tower, distilled from its weights (student.make_student)
+TEACHER_TOWER = "teacher-tower"
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class ExportConfig:
     epochs: int = 30
     views_per_image: int = 16
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float | None = None  # distillation's; None: student.distill_learning_rate(student)
     relational_weight: float = 1.0
     # product cross-entropy on views whose product is known (catalog images, labeled photos)
     label_weight: float = 1.0
@@ -212,6 +214,11 @@ class ExportConfig:
         if self.catalog_encoder not in (None, "teacher", "student", "teacher+student", "teacher+student+views"):
             raise ExportError(f"--catalog-encoder must be teacher, student, teacher+student or "
                               f"teacher+student+views, got {self.catalog_encoder!r}")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            raise ExportError(f"distillation learning rate must be in (0, 1), got {self.learning_rate}")
+        if self.student == TEACHER_TOWER and self.student_pretrained:
+            raise ExportError(f"--student-pretrained starts a timm student from ImageNet weights; "
+                              f"'{TEACHER_TOWER}' starts from the teacher's")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ExportError(f"--image-size must be between 32 and 1024, got {self.image_size}")
         if self.no_match.rule is not None and self.no_match.rule.endswith("negatives") and self.negatives is None:

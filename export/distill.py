@@ -151,11 +151,14 @@ def distill_loss(s: torch.Tensor, t: torch.Tensor, relational_weight: float, *,
 def distill(student: torch.nn.Module, bank: ViewBank, student_pp: PreprocessCfg, *, epochs: int,
             batch_size: int, learning_rate: float, relational_weight: float, seed: int,
             progress: bool = True, label_term: LabelTerm | None = None,
-            negative_weight: float = NEGATIVE_WEIGHT, negative_margin: float = NEGATIVE_MARGIN) -> DistillReport:
+            negative_weight: float = NEGATIVE_WEIGHT, negative_margin: float = NEGATIVE_MARGIN,
+            keep_norm_statistics: bool = False) -> DistillReport:
     """Train `student` on the bank's views. Views labelled NEGATIVE (see
     build_view_bank) are also pushed under `negative_margin` against the label
     term's product prototypes, weighted by `negative_weight`; a bank without
-    negatives (or no label term) trains exactly as before."""
+    negatives (or no label term) trains exactly as before.
+    `keep_norm_statistics`: batch norms normalise by the statistics the student came with (a trained
+    tower's) instead of each batch's, and keep them; their scales and shifts still train."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n = len(bank.crops)
@@ -179,6 +182,10 @@ def distill(student: torch.nn.Module, bank: ViewBank, student_pp: PreprocessCfg,
     bar = tqdm(range(epochs), desc="distilling student", unit="epoch", disable=not progress)
     for epoch in bar:
         student.train()
+        if keep_norm_statistics:
+            for m in student.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         order = torch.randperm(n, generator=gen)
         losses, cosines = [], []
         for step in range(steps_per_epoch):

@@ -45,7 +45,7 @@ from .interpolation import choose_interpolation
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
 from .precision import BUDGET_BYTES, TIE_SHARE, choose, store_fp16, time_models
 from .quantize import RECIPES, quantize_until
-from .student import Embedder, build_student
+from .student import TEACHER_TOWER, Embedder, distill_learning_rate, make_student
 from .teacher import load_teacher
 from .text_export import export_text
 from .views import views
@@ -272,16 +272,22 @@ def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: Dist
         return StudentStep(module=Embedder(t.teacher.image_tower).eval(), preprocess=t.preprocess, info=None,
                            calib_photos=[], gate_photos=[])
     side = cfg.image_size or t.preprocess.size[0]
-    student = build_student(cfg.student, t.teacher.embed_dim, side, pretrained=cfg.student_pretrained)
+    student = make_student(cfg.student, t.teacher, side, pretrained=cfg.student_pretrained)
     d = inputs or distill_set(cfg, t, progress, engine)
     if d.preprocess.size != (side, side):
         raise ExportError(f"internal: a distill set at {d.preprocess.size} for a student at {side} px")
     pick = np.random.default_rng([cfg.seed, 5]).permutation(len(d.extra))
+    lr = cfg.learning_rate or distill_learning_rate(cfg.student)
+    # the teacher's batch-norm statistics come from every fit photo; a batch of views would replace them
+    from_teacher = cfg.student == TEACHER_TOWER
     report = distill(student, d.bank, d.preprocess, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                     learning_rate=cfg.learning_rate, relational_weight=cfg.relational_weight,
+                     learning_rate=lr, relational_weight=cfg.relational_weight,
                      seed=cfg.seed, progress=progress,
-                     label_term=LabelTerm(d.prototypes, t.teacher.logit_scale, cfg.label_weight))
-    info = {"arch": cfg.student, "pretrained": "imagenet (timm)" if cfg.student_pretrained else None,
+                     label_term=LabelTerm(d.prototypes, t.teacher.logit_scale, cfg.label_weight),
+                     keep_norm_statistics=from_teacher)
+    started = ("the teacher's weights" if from_teacher else
+               "imagenet (timm)" if cfg.student_pretrained else None)
+    info = {"arch": cfg.student, "pretrained": started, "learning_rate": lr, "kept_norm_statistics": from_teacher,
             "image_size": side, "distill_images": len(d.extra),
             "views_per_image": cfg.views_per_image, "seed": cfg.seed,
             "params": int(sum(p.numel() for p in student.parameters())),

@@ -1,14 +1,45 @@
 """The student image encoder: a small timm backbone projected into the
-teacher's embedding space, L2-normalized inside the network (and so inside
+teacher's embedding space, or the teacher's own single-pass image tower
+(`--student teacher-tower`), L2-normalized inside the network (and so inside
 the ONNX graph)."""
 
 from __future__ import annotations
+
+import copy
 
 import timm
 import torch
 from torch import nn
 
 from edge_search.errors import ExportError
+
+from .config import TEACHER_TOWER
+
+FRESH_LR = 2e-3  # distillation learning rate of a student started from random or ImageNet weights
+# from the teacher's trained weights a fresh student's rate unlearns them before it can follow the targets
+FROM_TEACHER_LR = 2e-4
+
+
+def distill_learning_rate(arch: str) -> float:
+    return FROM_TEACHER_LR if arch == TEACHER_TOWER else FRESH_LR
+
+
+def make_student(arch: str, teacher, image_size: int, *, pretrained: bool = False) -> nn.Module:
+    """The module distillation trains: `arch` a timm name, or TEACHER_TOWER for a trainable copy of
+    `teacher`'s single-pass tower (export.teacher.Teacher). That copy runs once at the student's side
+    where the teacher runs at each of its test sides: distillation teaches one small pass what the
+    teacher's ensemble sees, starting from everything the teacher learned about photos."""
+    if arch != TEACHER_TOWER:
+        return build_student(arch, teacher.embed_dim, image_size, pretrained=pretrained)
+    tower = copy.deepcopy(teacher.visual).eval()
+    tower.requires_grad_(True)  # a loaded teacher is frozen
+    try:  # a CNN runs at any side; a ViT's position embeddings fix its own
+        with torch.no_grad():
+            tower(torch.zeros(1, 3, image_size, image_size))
+    except Exception as e:  # torch raises RuntimeError, AssertionError or ValueError here, by architecture
+        raise ExportError(f"--student {TEACHER_TOWER}: teacher '{teacher.name}' cannot run at {image_size} px "
+                          f"({type(e).__name__}); give --image-size {teacher.preprocess.size[0]}, its own side") from None
+    return tower
 
 
 class Embedder(nn.Module):

@@ -26,6 +26,12 @@ import pytest
 import edge_search  # noqa: F401  (onnxruntime before anything imports usearch)
 from make_tiny_bundle import COMMITTED, TINY_TEACHER, make_checkpoint  # noqa: F401  (shared with the tests)
 
+# a tiny timm CNN teacher (open_clip config): unlike the tiny ViT it runs at any input side
+TINY_CNN = {"embed_dim": 32,
+            "vision_cfg": {"timm_model_name": "test_resnet", "timm_model_pretrained": False, "timm_pool": "avg",
+                           "timm_proj": "linear", "image_size": 64},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
 REPO = Path(__file__).resolve().parent.parent
 EXPORT_DIR = Path(__file__).resolve().parent / "export"
 EXPORT_INSTALLED = all(importlib.util.find_spec(m) is not None for m in ("torch", "open_clip"))

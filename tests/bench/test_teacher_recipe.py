@@ -40,3 +40,22 @@ def test_unknown_products_are_refused_unless_they_look_like_a_kept_one():
     got = unknown_rejection(sims, products, left_out=1, draws=400)
     assert got == pytest.approx(0.75, abs=0.06)
     assert got == unknown_rejection(sims, products, left_out=1, draws=400)  # seeded
+
+
+@pytest.mark.export
+def test_speed_times_each_model_and_divides_by_the_students_faster_form(tmp_path):
+    pytest.importorskip("torch", reason="timing a teacher needs the [export] extra")
+    import json
+
+    from bench.teacher_recipe import speed
+
+    from conftest import TINY_CNN
+
+    config = tmp_path / "tiny-cnn.json"
+    config.write_text(json.dumps({**TINY_CNN, "test_sides": [32, 64]}))
+    got = speed(str(config), "teacher-tower", rounds=1, threads=1, student_side=32)
+    ms = got["ms_p50"]
+    assert set(ms) == {"teacher_int8", "student_int8", "student_fp32"} and min(ms.values()) > 0
+    assert got["student_fastest"] == min(("student_int8", "student_fp32"), key=ms.get)
+    assert got["teacher_slower_x"] == pytest.approx(ms["teacher_int8"] / ms[got["student_fastest"]], rel=1e-2)
+    assert (got["teacher_side"], got["student_side"]) == (64, 32)

@@ -9,15 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_checkpoint, one_line_error, run_cli
+from conftest import TINY_CNN as CNN, make_checkpoint, one_line_error, run_cli
 
 pytestmark = pytest.mark.export
 torch = pytest.importorskip("torch", reason="export tests need the [export] extra")
-
-CNN = {"embed_dim": 32,
-       "vision_cfg": {"timm_model_name": "test_resnet", "timm_model_pretrained": False, "timm_pool": "avg",
-                      "timm_proj": "linear", "image_size": 64},
-       "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
 def _config(folder: Path, name: str, **extra) -> Path:
