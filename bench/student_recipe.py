@@ -162,8 +162,8 @@ def _epoch_list(text: str) -> list[int]:
         epochs = [int(e) for e in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if any(e < 1 for e in epochs):
-        raise argparse.ArgumentTypeError(f"epochs must be >= 1, got {text!r}")
+    if any(e < 0 for e in epochs):
+        raise argparse.ArgumentTypeError(f"epochs must be >= 0, got {text!r}")
     return epochs
 
 
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--student", default="mobilenetv3_small_100")
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--epochs", default=[8], metavar="E1,E2,...", type=_epoch_list,
-                    help="distillation epochs; several: one student each, on one set of teacher targets")
+                    help="distillation epochs; several: one student each, on one set of teacher targets; 0: the "
+                         "student as it starts (with teacher-tower: the teacher's own single pass at its side)")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=None,
