@@ -137,8 +137,10 @@ def markdown(r: dict) -> str:
     if r.get("speed"):
         s = r["speed"]
         lines += ["", "## Speed (`speed`)", "",
-                  f"Batch 1, {s['threads']} threads, {s['rounds']} interleaved rounds"
-                  + (f" of {s['calls_per_round']} timed calls per model" if s.get("calls_per_round") else "")
+                  f"Batch 1, {s['threads']} threads, {s['rounds']} "
+                  + ("rounds, each ONNX model alone in a fresh process per round (export/timing.py), the PyTorch "
+                     "teacher in the benchmark's process" if s.get("how") else "interleaved rounds")
+                  + (f", {s['calls_per_round']} timed calls per model per round" if s.get("calls_per_round") else "")
                   + "; ratio of medians, interval from resampled calls.", ""]
         lines += _table(["model", "input", "ms (median)"],
                         [[k, "×".join(map(str, s["inputs"][k])), f"{v:.2f}"] for k, v in s["ms_p50"].items()])

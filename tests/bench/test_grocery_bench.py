@@ -102,9 +102,16 @@ def test_grocery_bench_miniature(tmp_path):
 
     created = json.loads((out / "bundle" / "manifest.json").read_text())["created"]
     t0 = time.monotonic()
-    again = bench(out)
+    again = bench(out, "--speed", "teacher", "--rounds", "2")  # the cached run also times the models
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "bundle" / "manifest.json").read_text())["created"] == created  # export cached
     r2 = json.loads((out / "report.json").read_text())
     assert r2["models"] == r["models"] and r2["k_photos"] == r["k_photos"]  # the same seeds, the same figures
     assert time.monotonic() - t0 < 120
+    s = r2["speed"]
+    ms = s["ms_p50"]
+    assert set(ms) == {"teacher (PyTorch fp32)", "teacher (ONNX int8)", shipped} and min(ms.values()) > 0
+    assert (s["rounds"], s["calls_per_round"]) == (2, 30) and "alone in a fresh process" in s["how"]
+    assert s["teacher_int8_over_student"]["n"] == 60  # every timed call of the 2 rounds
+    assert s["teacher_int8_over_student"]["value"] == pytest.approx(ms["teacher (ONNX int8)"] / ms[shipped], rel=0.01)
+    assert "## Speed" in (out / "grocery.md").read_text()
