@@ -16,7 +16,7 @@ from pathlib import Path
 from edge_search.errors import SignatureError, TrustError
 from edge_search.files import (MAX_KEY_BYTES, MAX_SIGNATURE_BYTES, atomic_write_bytes, check_output, ensure_folder, plain_name,
                     read_regular)
-from edge_search.core.manifest import MANIFEST_NAME, read_manifest_bytes
+from edge_search.core.manifest import read_manifest_bytes
 
 SIGNATURE_NAME = "manifest.sig"
 TRUSTED_KEY_ENV = "EDGE_SEARCH_TRUSTED_KEY"
@@ -103,7 +103,7 @@ def _read_key(path: Path, kind: str):
         else:
             key = serialization.load_pem_public_key(data)
             want = Ed25519PublicKey
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError):
         hint = " (is this the .pub.pem file?)" if kind == "private" else " (is this the private key?)"
         raise TrustError(f"{path}: not a PEM {kind} key{hint}") from None
     except Exception as e:  # cryptography raises its own types for unsupported keys
