@@ -645,15 +645,15 @@ def main(argv: list[str] | None = None) -> int:
 
     words = _words(student, products) if student.has_text else None
 
-    # --- 8: speed, the student against the same teacher, interleaved -------
+    # --- 8: speed, the student against the same teacher ---------------------
     speed = None
     if args.speed != "none":
-        # the ONNX models each alone in a fresh process per round, as the export times its candidates
-        # (export/timing.py): beside this process's PyTorch teacher and sessions the bundle's ResNet-18
-        # student took 7.1 ms a call against 2.1 ms alone, and the ratio said 1.65x where it was 5.4x
-        onnx_files = {"teacher (ONNX int8)": (t_int8, teacher_pp.size), shipped: (bundle / m.model.file, s_pp.size)}
         from edge_search_export.timing import time_alone
 
+        # the ONNX models each alone in a fresh process per round, as the export times its candidates
+        # (export/timing.py): beside this process's PyTorch teacher and sessions a student is slowed far
+        # more than the teacher (docs/benchmarks/README.md, footnote 1 of the grocery table)
+        onnx_files = {"teacher (ONNX int8)": (t_int8, teacher_pp.size), shipped: (bundle / m.model.file, s_pp.size)}
         times = time_alone(onnx_files, args.rounds, SPEED_CALLS, args.threads, progress=progress)
         # the PyTorch teacher in this process, nothing else timed beside it
         batch = np.random.default_rng(1).standard_normal((1, 3, *teacher_pp.size)).astype(np.float32)

@@ -135,6 +135,9 @@ def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev
     return out
 
 
+SPEED_CALLS = 20  # timed calls per model per round of --speed
+
+
 def speed(teacher_config: str, student_arch: str, rounds: int, threads: int, teacher_side: int | None = None,
           student_side: int | None = None) -> dict:
     """ms per image (p50, batch 1) of the teacher's int8 tower and of the student as int8 and as fp32 (the
@@ -166,13 +169,13 @@ def speed(teacher_config: str, student_arch: str, rounds: int, threads: int, tea
             models[f"{name}_int8"] = (int8, (side, side))
             if name == "student":
                 models["student_fp32"] = (fp32, (side, side))
-        times = time_alone(models, rounds, 20, threads, progress=True)
+        times = time_alone(models, rounds, SPEED_CALLS, threads, progress=True)
     p50 = {k: float(np.median(v)) for k, v in times.items()}
     fastest = min(("student_int8", "student_fp32"), key=p50.get)
     return {"ms_p50": {k: round(v, 3) for k, v in p50.items()}, "teacher_side": t_side, "student_side": s_side,
             "student": student_arch, "student_fastest": fastest,
             "teacher_slower_x": round(p50["teacher_int8"] / p50[fastest], 2), "rounds": rounds,
-            "calls_per_round": 20, "threads": threads, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            "calls_per_round": SPEED_CALLS, "threads": threads, "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv: list[str] | None = None) -> int:
