@@ -338,7 +338,7 @@ def _made_by(checkpoint: str | None) -> dict | None:
     if side is None or not side.is_file():
         return None
     info = json.loads(side.read_text(encoding="utf-8"))
-    return {k: info.get(k) for k in ("command", "seed", "dev", "train_seconds", "negatives_train")}
+    return {k: info.get(k) for k in ("command", "init_made_by", "seed", "dev", "train_seconds", "negatives_train")}
 
 
 def main(argv: list[str] | None = None) -> int:

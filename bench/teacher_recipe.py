@@ -122,9 +122,12 @@ def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev
     sims = q @ catalog_vecs.T
     order = np.argsort(-sims, axis=1)
     top1 = order[:, 0] == dev_products
+    own = np.arange(sims.shape[1])[None, :] == dev_products[:, None]
     out = {"dev_r1": round(float(top1.mean()), 4),
            "dev_r5": round(float((order[:, :5] == dev_products[:, None]).any(1).mean()), 4),
-           "unknown_rejected_at_5pct": round(unknown_rejection(sims, dev_products), 4)}
+           "unknown_rejected_at_5pct": round(unknown_rejection(sims, dev_products), 4),
+           # what a photo of a product missing from the index would score: its nearest other product
+           "other_p50": round(float(np.median(np.where(own, -np.inf, sims).max(1))), 4)}
     if negatives:
         neg = teacher.encode(preprocess_batch(negatives, pp)) @ catalog_vecs.T
         floor, rejected = rejection_at_budget(sims.max(1)[top1], neg.max(1))
@@ -293,11 +296,16 @@ def main(argv: list[str] | None = None) -> int:
                               progress=True, negatives=train_neg, on_epoch=on_epoch)
     wall = time.perf_counter() - t0
     final = report.history[-1]
-    result = {"teacher": args.teacher, "init": args.init, "settings": asdict(settings), "seed": args.seed,
+    # a teacher trained on from a saved one: how that one was made, so its command chain reproduces it
+    init_info = Path(args.init).with_suffix(".json") if args.init != "random" else None
+    init_made_by = json.loads(init_info.read_text(encoding="utf-8")).get("command") \
+        if init_info is not None and init_info.is_file() else None
+    result = {"teacher": args.teacher, "init": args.init, "init_made_by": init_made_by,
+              "settings": asdict(settings), "seed": args.seed,
               "negatives_train": len(train_neg), "negatives_dev": len(dev_neg),
               "fit_photos": len(photos), "held_back_for_calibration": len(held_idx),
               "dev_photos": len(dev_images),
-              "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "unknown_", "floor", "correct_"))},
+              "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "unknown_", "floor", "correct_", "other_"))},
               "train_seconds": round(wall, 1), "loadavg_start": [round(x, 2) for x in load],
               "loadavg_end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,
               "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"] + (argv or sys.argv[1:])),
@@ -308,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.save({"state_dict": teacher.model.state_dict()}, buf)
         atomic_write_bytes(out / "teacher.pt", buf.getvalue())
         atomic_write_text(out / "teacher.json", json.dumps({k: result[k] for k in (
-            "teacher", "command", "settings", "seed", "negatives_train", "dev", "train_seconds", "loadavg_start",
+            "teacher", "command", "init_made_by", "settings", "seed", "negatives_train", "dev", "train_seconds", "loadavg_start",
             "loadavg_end", "threads")}, indent=2) + "\n")
     print(json.dumps({"dev": result["dev"], "train_seconds": result["train_seconds"]}))
     return 0

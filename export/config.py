@@ -98,6 +98,13 @@ class FinetuneSettings:
     negative_weight: float = 1.0
     negative_margin: float = 0.2
     negatives_per_step: int = 16
+    # Products missing from a catalog: each photo is also a stand-in for a product the index lacks, so
+    # its cosine to the nearest OTHER product's catalog image (embedded once an epoch) is hinged at
+    # unknown_margin. The other terms only rank its own product first; this one bounds how close the
+    # rest may come, which a single no-match floor needs. 0: no term.
+    unknown_weight: float = 0.0
+    unknown_margin: float = 0.5
+    known_margin: float = 0.7  # ... and its cosine to its own product's image held above this
 
     def __post_init__(self) -> None:
         # epochs 0: hold photos back and calibrate on them, but keep the teacher as loaded
@@ -122,6 +129,9 @@ class FinetuneSettings:
         if self.negative_weight < 0 or not -1 <= self.negative_margin <= 1 or self.negatives_per_step < 1:
             raise ExportError("fine-tuning negative weight must be >= 0, its margin a cosine in [-1, 1] "
                               "and negatives per step >= 1")
+        if self.unknown_weight < 0 or not -1 <= self.unknown_margin <= self.known_margin <= 1:
+            raise ExportError("fine-tuning unknown-product weight must be >= 0 and its margins cosines in [-1, 1], "
+                              "the unknown one no higher than the known one")
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,10 @@ class FinetuneReport:
                  f"(scale {st['class_scale']:g}, label smoothing {st['label_smoothing']:g})"
                  if self.class_weight else "",
                  f"{st['negative_weight']:g} x negatives' soft-max product cosine above {st['negative_margin']:g} "
-                 f"({self.negatives} negatives)" if self.negatives and st["negative_weight"] else ""]
+                 f"({self.negatives} negatives)" if self.negatives and st["negative_weight"] else "",
+                 f"{st['unknown_weight']:g} x each photo's cosine to the nearest other product's catalog image "
+                 f"above {st['unknown_margin']:g} and to its own below {st['known_margin']:g}"
+                 if st.get("unknown_weight") else ""]
         return {"labels": self.labels, "rows": self.rows, "photos": self.photos, "holdout_photos": self.holdout,
                 "products": self.products, "trained_towers": self.towers,
                 "loss": "; ".join(t for t in terms if t), "negatives": self.negatives,
@@ -228,6 +231,33 @@ def _multi_positive_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~mask, float("-inf")), 1)).mean()
 
 
+@torch.no_grad()
+def _catalog_bank(model, catalog: list[np.ndarray], pp: PreprocessCfg, batch: int = 64) -> torch.Tensor:
+    """Every catalog image's unit embedding, clean (as the index holds it), the model in eval mode."""
+    model.eval()
+    out = [F.normalize(model.encode_image(torch.from_numpy(np.stack(
+        [normalize(resize_and_crop(c, pp), pp) for c in catalog[i:i + batch]]))), dim=-1)
+        for i in range(0, len(catalog), batch)]
+    return torch.cat(out)
+
+
+def unknown_penalty(f: torch.Tensor, labels: np.ndarray, anchors: torch.Tensor, anchor_products: np.ndarray,
+                    margin: float, known_margin: float) -> torch.Tensor:
+    """Absolute margins for photos `f` (N x D, unit) against catalog images `anchors` (M x D, unit, each
+    of product `anchor_products`): the cosine to the nearest image of ANOTHER product, hinged above
+    `margin` (what the photo would score were its own product missing from the index), plus the cosine
+    to the nearest image of its own product, hinged below `known_margin`. Without the second half the
+    cheap way down is to move all photos away from all catalog images, the right ones included."""
+    s = f @ anchors.T
+    own = torch.from_numpy(labels[:, None] == anchor_products[None, :])
+    nearest_other = s.masked_fill(own, float("-inf")).max(1).values
+    nearest_own = s.masked_fill(~own, float("-inf")).max(1).values
+    loss = torch.relu(nearest_other - margin)
+    has_own = own.any(1)
+    loss = loss + torch.where(has_own, torch.relu(known_margin - nearest_own), torch.zeros_like(loss))
+    return loss.mean()
+
+
 def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products: np.ndarray,
                      catalog: list[np.ndarray], catalog_products: np.ndarray, texts: list[str],
                      settings: FinetuneSettings, *, seed: int, labels_name: str = "", rows: int = 0,
@@ -293,9 +323,13 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
                             towers=["image", "text"] if train_text and use_text else ["image"], learning_rate=lr,
                             image_size=side, settings=asdict(settings), seed=seed, class_weight=class_weight,
                             negatives=len(negatives) if use_negatives else 0)
+    use_unknown = settings.unknown_weight > 0 and len(np.unique(catalog_products)) > 1
     t0 = time.perf_counter()
     bar = tqdm(range(settings.epochs), desc="fine-tuning teacher", unit="epoch", disable=not progress)
     for epoch in bar:
+        # the other products' catalog images, embedded once an epoch: a little stale by its end,
+        # but every product is an anchor at every step, not only the 16 a step draws
+        bank = _catalog_bank(model, catalog, pp) if use_unknown else None
         model.train()  # a frozen text tower is never run here: its features were computed once, above
         batches = _batches(photo_products, settings.photos_per_product, settings.batch_size, steps_per_epoch,
                            np.random.default_rng([seed, epoch]))
@@ -343,6 +377,12 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
                 anchors = g if prototypes is None else torch.cat([g, F.normalize(prototypes, dim=-1)])
                 loss = loss + settings.negative_weight * negatives_penalty(
                     feats[len(idx) + len(uniq):], anchors, settings.negative_margin, settings.class_scale)
+            if bank is not None:
+                # the step's own catalog views carry the gradient to the catalog side too: with the bank
+                # alone the photos chase images that move with them (a random tower never got apart)
+                loss = loss + settings.unknown_weight * unknown_penalty(
+                    f, labels, torch.cat([g, bank]), np.concatenate([uniq, catalog_products]), settings.unknown_margin,
+                    settings.known_margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -59,3 +59,17 @@ def test_speed_times_each_model_and_divides_by_the_students_faster_form(tmp_path
     assert got["student_fastest"] == min(("student_int8", "student_fp32"), key=ms.get)
     assert got["teacher_slower_x"] == pytest.approx(ms["teacher_int8"] / ms[got["student_fastest"]], rel=1e-2)
     assert (got["teacher_side"], got["student_side"]) == (64, 32)
+
+
+def test_the_report_names_every_command_a_continued_teacher_took():
+    """A teacher trained on from a saved one (`--init T.pt`) records what T was made by; grocery.md's
+    protocol line then gives both commands, in order."""
+    from bench.grocery_report import _teacher_line
+
+    made = {"command": "train-more --init a/teacher.pt", "init_made_by": "train-from-scratch"}
+    r = {"export": {"teacher": {"model": "grocery-resnet", "config": "models/teachers/grocery-resnet.json"}},
+         "protocol": {"teacher_checkpoint": "b/teacher.pt", "teacher_checkpoint_made_by": made}}
+    assert "made by `train-from-scratch`, then `train-more --init a/teacher.pt` on the fit photos" in _teacher_line(r)
+    made.pop("init_made_by")
+    line = _teacher_line(r)
+    assert "made by `train-more --init a/teacher.pt` on the fit photos" in line and "then" not in line

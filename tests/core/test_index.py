@@ -3,6 +3,8 @@ exact and HNSW search, and f16 rescoring, checked against numpy."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
