@@ -90,7 +90,9 @@ def markdown(r: dict) -> str:
               "correctly named calibration photos refused) on the export's calibration photos (held back from "
               "the fit photos) and the train negatives, with the full catalog; then applied on val with "
               f"{len(nm['left_out'])} products removed from the index: {nm['known_photos']} photos of kept "
-              f"products, {nm['unknown_photos']} of left-out ones.", ""]
+              f"products, {nm['unknown_photos']} of left-out ones. The models trained on every product, these "
+              f"{len(nm['left_out'])} included; products no model ever saw are measured on dev only "
+              "(`bench/teacher_recipe.py --unseen-products`, docs/benchmarks/README.md).", ""]
     lines += _table(["rule", "refused of correct (val)", "answered right", "unknown products refused",
                      "val non-product refused", "sample images refused", "chosen"],
                     [[name, fmt(x["false_reject_of_correct"]), fmt(x["answered_right"]), fmt(x["unknown_rejected"]),

@@ -13,7 +13,10 @@ only (val is never read here):
     dev photos) rejected by the score floor that rejects at most 5 % of the
     correctly named dev photos.
 With --negatives N the training also sees N train-split negatives (cut from the
-fit photos only). Writes OUT/result.json and, with --save, OUT/teacher.pt (the
+fit photos only). With --unseen-products N, N products (drawn by --seed) are kept
+out of training altogether, and the dev figures add how their photos fare as
+products no model ever saw: refused when left out of the index, named when added
+to it without retraining (unseen_*). Writes OUT/result.json and, with --save, OUT/teacher.pt (the
 checkpoint `load_teacher(config, path)` reads) and OUT/teacher.json.
 
 `--speed` only times the teacher's image tower (ONNX int8, its test sides)
@@ -115,8 +118,25 @@ def unknown_rejection(sims: np.ndarray, products: np.ndarray, left_out: int = LE
     return refused / max(1, total)
 
 
+def unseen_figures(sims: np.ndarray, products: np.ndarray, unseen: np.ndarray,
+                   budget: float = MAX_FALSE_REJECT) -> dict:
+    """Products the teacher never trained on (`unseen` positions; --unseen-products): refused when left out
+    of the index, by the top-1 floor refusing at most `budget` of the other products' correctly named
+    photos; and named right when their catalog image is in it (a product added without retraining).
+    `sims`: photos x catalog products scores; `products`: each photo's product position."""
+    new = np.isin(products, unseen)
+    kept = np.setdiff1d(np.arange(sims.shape[1]), unseen)
+    s = sims[:, kept]
+    right = ~new & (kept[s.argmax(1)] == products)
+    floor = score_floor(s.max(1)[right], budget)
+    return {"unseen_refused_at_5pct": round(float(np.mean(s.max(1)[new] < floor)), 4),
+            "unseen_r1_in_index": round(float(np.mean(sims[new].argmax(1) == products[new])), 4),
+            "seen_r1": round(float(np.mean(sims[~new].argmax(1) == products[~new])), 4),
+            "unseen_photos": int(new.sum())}
+
+
 def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev_products: np.ndarray,
-            negatives: list[np.ndarray]) -> dict:
+            negatives: list[np.ndarray], unseen: np.ndarray | None = None) -> dict:
     pp = teacher.preprocess
     q = teacher.encode(preprocess_batch(dev_images, pp))
     sims = q @ catalog_vecs.T
@@ -128,6 +148,8 @@ def measure(teacher, catalog_vecs: np.ndarray, dev_images: list[np.ndarray], dev
            "unknown_rejected_at_5pct": round(unknown_rejection(sims, dev_products), 4),
            # what a photo of a product missing from the index would score: its nearest other product
            "other_p50": round(float(np.median(np.where(own, -np.inf, sims).max(1))), 4)}
+    if unseen is not None and len(unseen):
+        out.update(unseen_figures(sims, dev_products, unseen))
     if negatives:
         neg = teacher.encode(preprocess_batch(negatives, pp)) @ catalog_vecs.T
         floor, rejected = rejection_at_budget(sims.max(1)[top1], neg.max(1))
@@ -205,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev-negatives", type=int, default=300)
     ap.add_argument("--negatives-dir", default="bench-out/negatives",
                     help="where the negatives folders are built, kept between runs (default: %(default)s)")
+    ap.add_argument("--unseen-products", type=int, default=0, metavar="N",
+                    help="N products (drawn by --seed) the teacher never trains on: their fit photos, catalog "
+                         "images and texts are left out; the dev figures add how their photos are refused "
+                         "(unseen_*). With --sides: the same products, measured on the --init teacher")
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -249,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                                     FinetuneSettings().holdout)
     fit = [fit[i] for i in train_idx]
 
+    unseen = np.sort(np.random.default_rng([args.seed, 31337]).choice(
+        len(classes), args.unseen_products, replace=False)) if args.unseen_products else None
     teacher = load_teacher(args.teacher, args.init)
     side = settings.image_size or teacher.preprocess.size[0]
     dev_images = [load_image(p) for p, _ in dev]
@@ -268,16 +296,21 @@ def main(argv: list[str] | None = None) -> int:
             sides = tuple(int(x) for x in entry.split("+"))
             teacher.preprocess = replace(trained_pp, size=(max(sides), max(sides)))
             teacher.sides = sides if len(sides) > 1 else ()
-            rows[entry] = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg)
+            rows[entry] = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg, unseen)
             print(json.dumps({"side": entry, **rows[entry]}), flush=True)
         teacher.preprocess, teacher.sides = trained_pp, trained_sides
         atomic_write_text(out / "sides.json", json.dumps(
             {"init": args.init, "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"]
-                                                    + (argv or sys.argv[1:])), "dev": rows}, indent=2) + "\n")
+                                                    + (argv or sys.argv[1:])), "dev": rows,
+             "unseen_products": [classes[p]["id"] for p in unseen] if unseen is not None else []}, indent=2) + "\n")
         return 0
 
+    # the products trained on; unseen ones lose their photos, catalog images and texts alike
+    seen = np.setdiff1d(np.arange(len(classes)), unseen) if unseen is not None else np.arange(len(classes))
+    train_position = {int(p): i for i, p in enumerate(seen)}
+    fit = [row for row in fit if position[row[1]] in train_position]
     photos, kept, _ = load_photos([p for p, _ in fit], side, False, "")
-    fit_products = np.array([position[fit[i][1]] for i in kept])
+    fit_products = np.array([train_position[position[fit[i][1]]] for i in kept])
     train_neg = [load_image(p) for p in build_negatives(data, neg_root / f"train-{args.negatives}-s{args.seed}",
                                                         split="train", count=args.negatives, seed=args.seed)] \
         if args.negatives else []
@@ -285,13 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     def on_epoch(epoch: int) -> dict:
         if epoch % args.eval_every and epoch not in (1, settings.epochs):  # epoch 1: fail fast
             return {}
-        row = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg)
+        row = measure(teacher, catalog_vecs(), dev_images, dev_products, dev_neg, unseen)
         print(json.dumps({"epoch": epoch, **row}), flush=True)
         return row
 
     load = os.getloadavg()
     t0 = time.perf_counter()
-    report = finetune_teacher(teacher, photos, fit_products, catalog, np.arange(len(catalog)), texts, settings,
+    report = finetune_teacher(teacher, photos, fit_products, [catalog[p] for p in seen], np.arange(len(seen)),
+                              [texts[p] for p in seen], settings,
                               seed=args.seed, labels_name="train.txt (dev split: fit photos)", rows=len(fit),
                               progress=True, negatives=train_neg, on_epoch=on_epoch)
     wall = time.perf_counter() - t0
@@ -301,11 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     init_made_by = json.loads(init_info.read_text(encoding="utf-8")).get("command") \
         if init_info is not None and init_info.is_file() else None
     result = {"teacher": args.teacher, "init": args.init, "init_made_by": init_made_by,
+              "unseen_products": [classes[p]["id"] for p in unseen] if unseen is not None else [],
               "settings": asdict(settings), "seed": args.seed,
               "negatives_train": len(train_neg), "negatives_dev": len(dev_neg),
               "fit_photos": len(photos), "held_back_for_calibration": len(held_idx),
               "dev_photos": len(dev_images),
-              "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "unknown_", "floor", "correct_", "other_"))},
+              "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "unknown_", "floor", "correct_", "other_", "unseen_", "seen_"))},
               "train_seconds": round(wall, 1), "loadavg_start": [round(x, 2) for x in load],
               "loadavg_end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,
               "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"] + (argv or sys.argv[1:])),

@@ -73,3 +73,18 @@ def test_the_report_names_every_command_a_continued_teacher_took():
     made.pop("init_made_by")
     line = _teacher_line(r)
     assert "made by `train-more --init a/teacher.pt` on the fit photos" in line and "then" not in line
+
+
+def test_unseen_products_are_measured_against_the_other_products_floor():
+    from bench.teacher_recipe import unseen_figures
+
+    products = np.array([0, 0, 1, 1, 2, 2])  # product 2 never trained on
+    sims = np.array([[0.9, 0.2, 0.3], [0.7, 0.2, 0.1],
+                     [0.2, 0.8, 0.3], [0.6, 0.5, 0.2],  # the second photo of product 1 is named 0: not correct
+                     [0.65, 0.2, 0.9], [0.3, 0.75, 0.95]])
+    # three correct photos of products 0 and 1 (0.9, 0.7, 0.8): 5 % of them is none, so the floor is 0.7;
+    # product 2 left out of the index, its photos' best scores are 0.65 (refused) and 0.75 (named)
+    assert unseen_figures(sims, products, np.array([2])) == {
+        "unseen_refused_at_5pct": 0.5, "unseen_r1_in_index": 1.0, "seen_r1": 0.75, "unseen_photos": 2}
+    # a budget of one photo in three: the floor is 0.8 and both are refused
+    assert unseen_figures(sims, products, np.array([2]), budget=0.34)["unseen_refused_at_5pct"] == 1.0
