@@ -258,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
                                                  else (int(v) if v.lstrip("-").isdigit() else float(v)))
     settings = FinetuneSettings(**{**TEACHER_RECIPE, **overrides})
     data, out = Path(args.data).resolve(), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     classes = read_classes(data)
+    if not 0 <= args.unseen_products <= len(classes) - 2:  # two products left to tell apart and refuse by
+        ap.error(f"--unseen-products must be between 0 and {len(classes) - 2} ({len(classes)} products), "
+                 f"got {args.unseen_products}")
+    out.mkdir(parents=True, exist_ok=True)
     ids = {c["class_id"]: c["id"] for c in classes}
     position = {c["id"]: i for i, c in enumerate(classes)}
     texts = []
@@ -340,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
               "negatives_train": len(train_neg), "negatives_dev": len(dev_neg),
               "fit_photos": len(photos), "held_back_for_calibration": len(held_idx),
               "dev_photos": len(dev_images),
-              "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "unknown_", "floor", "correct_", "other_", "unseen_", "seen_"))},
+              "dev": {k: final[k] for k in final if k.startswith(("dev_", "neg_", "unknown_", "floor", "correct_",
+                                                                   "other_", "unseen_", "seen_"))},
               "train_seconds": round(wall, 1), "loadavg_start": [round(x, 2) for x in load],
               "loadavg_end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,
               "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"] + (argv or sys.argv[1:])),
@@ -351,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.save({"state_dict": teacher.model.state_dict()}, buf)
         atomic_write_bytes(out / "teacher.pt", buf.getvalue())
         atomic_write_text(out / "teacher.json", json.dumps({k: result[k] for k in (
-            "teacher", "command", "init_made_by", "settings", "seed", "negatives_train", "dev", "train_seconds", "loadavg_start",
-            "loadavg_end", "threads")}, indent=2) + "\n")
+            "teacher", "command", "init_made_by", "settings", "seed", "negatives_train", "dev", "train_seconds",
+            "loadavg_start", "loadavg_end", "threads")}, indent=2) + "\n")
     print(json.dumps({"dev": result["dev"], "train_seconds": result["train_seconds"]}))
     return 0
 

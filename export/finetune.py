@@ -38,7 +38,7 @@ from edge_search.errors import EdgeSearchError, ExportError, ImageError
 from edge_search.evaluation.evaluate import read_queries
 from edge_search.core.images import load_image
 from edge_search.core.manifest import PreprocessCfg
-from edge_search.core.preprocess import normalize, resize_and_crop
+from edge_search.core.preprocess import normalize, preprocess_batch, resize_and_crop
 
 from .config import FinetuneSettings
 from .distill import negatives_penalty
@@ -235,9 +235,8 @@ def _multi_positive_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 def _catalog_bank(model, catalog: list[np.ndarray], pp: PreprocessCfg, batch: int = 64) -> torch.Tensor:
     """Every catalog image's unit embedding, clean (as the index holds it), the model in eval mode."""
     model.eval()
-    out = [F.normalize(model.encode_image(torch.from_numpy(np.stack(
-        [normalize(resize_and_crop(c, pp), pp) for c in catalog[i:i + batch]]))), dim=-1)
-        for i in range(0, len(catalog), batch)]
+    out = [F.normalize(model.encode_image(torch.from_numpy(preprocess_batch(catalog[i:i + batch], pp))), dim=-1)
+           for i in range(0, len(catalog), batch)]
     return torch.cat(out)
 
 
