@@ -5,7 +5,7 @@ runs, so that what one more catalog image costs the driver is given step by step
 
 A thread reads this process's RssAnon every 0.1 s with the step of ours the main thread is in (the
 innermost of PHASES on its stack; "other" when none is); at exit OUT.json gets each step's highest
-RssAnon in MB and the process's peak RSS (the kernel's high-water mark, which also counts mapped files).
+RssAnon in MB and the process's peak RSS (the kernel's high-water mark VmHWM, which also counts mapped files).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import resource
 import runpy
 import sys
 import threading
@@ -38,12 +37,16 @@ PHASES = (
 MARKS = {fn: phase for phase, fn in PHASES}
 
 
-def _anon_kb() -> int:
+def _status_kb(key: str = "RssAnon") -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("RssAnon:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def _anon_kb() -> int:
+    return _status_kb("RssAnon")
 
 
 def _phase(frame) -> str:
@@ -69,7 +72,9 @@ def main() -> None:
 
     def write() -> None:
         done.set()
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # VmHWM, not getrusage's ru_maxrss: that one survives exec, so it would report the parent's size
+        # when the parent that started this process was the larger
+        peak_kb = _status_kb("VmHWM")
         report = {"phases_anon_mb": {p: round(kb / 1024, 1) for p, kb in peaks.items()},
                   "peak_rss_mb": round(peak_kb / 1024, 1)}
         with open(out + ".tmp", "w") as f:

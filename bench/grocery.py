@@ -224,22 +224,32 @@ def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unkno
     return out
 
 
-SEPARATORS = ("top-1 score", "margin over the runner-up", "top-1 minus nearest no-product scene")
+SEPARATORS = ("top-1 score", "margin over the runner-up", "top-1 minus nearest no-product scene",
+              "top-1 minus the next 9 products' mean", "softmax share of the top product (T 0.05)")
+SOFTMAX_T = 0.05  # a temperature of the order CLIP trains with (0.01) and above, where shares are not all 0 or 1
+NEXT = 9  # products after the top one whose mean score is its baseline
 
 
 def _scores(searcher: Searcher, vecs: np.ndarray, negatives: np.ndarray | None) -> dict[str, np.ndarray]:
     """Each query's value of every single-number separator (higher: more like a catalog product), and its
-    top product's id under "top"."""
-    top, s1, s2 = [], [], []
+    top product's id under "top". The last two judge the top score against the query's own scores for the
+    other products: a photo taken in other light scores lower against every product, not only its own."""
+    top, ranked = [], []
     for v in vecs:
-        hits = searcher.search_vector(v, k=2, min_score=RANK_ALL)[0]
+        hits = searcher.search_vector(v, k=len(searcher.products.products), min_score=RANK_ALL)[0]
         top.append(hits[0].id)
-        s1.append(hits[0].score)
-        s2.append(hits[1].score if len(hits) > 1 else -1.0)
-    s1, s2 = np.asarray(s1), np.asarray(s2)
+        ranked.append([h.score for h in hits])
+    width = max((len(r) for r in ranked), default=0)
+    s = np.full((len(ranked), max(width, 2)), np.nan)
+    for i, r in enumerate(ranked):
+        s[i, :len(r)] = r
+    s1, s2 = s[:, 0], np.nan_to_num(s[:, 1], nan=-1.0)
     out = {"top": np.asarray(top, object), SEPARATORS[0]: s1, SEPARATORS[1]: s1 - s2}
     if negatives is not None and len(negatives) and len(vecs):
         out[SEPARATORS[2]] = s1 - (vecs @ negatives.T).max(1)
+    if width > 1:
+        out[SEPARATORS[3]] = s1 - np.nanmean(s[:, 1:1 + NEXT], axis=1)
+        out[SEPARATORS[4]] = 1.0 / np.nansum(np.exp((s - s1[:, None]) / SOFTMAX_T), axis=1)
     return out
 
 

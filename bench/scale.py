@@ -16,8 +16,12 @@ memory as the catalog grows, and a million-vector index built from streamed shar
    workers are other processes); what one more image costs the driver, beside what the index it built
    holds per image (its files' bytes), and step by step: the peak of the driver's RssAnon in each step of
    the build (bench/driver_phases.py: the Ray pass, reading the vectors back, the index choice, the index,
-   the gates, ...). Then the nightly build on that bundle (`--base` it, 1 % of the prices
+   the gates, ...). Beside it the index itself (`index_alone`): the same index built alone in a fresh
+   process, whose memory (not its smaller file) is what "beyond the index" is measured against. Then the
+   nightly build on that bundle (`--base` it, 1 % of the prices
    changed, 1 % new products), sampled the same way: what a base of that size costs the driver.
+   `--base-width 512` runs it all on the tiny tower widened to a real model's embedding (the default base's
+   64-d index file is a quarter of a 512-d one's).
    `--ray-pass` also measures the Ray embedding pass alone.
 3. **Streamed index** (`streamed_index`): `--vectors` synthetic 512-d unit vectors (clustered, seeded),
    written as .npy shards, read back one at a time (memory-mapped) into one usearch HNSW index (f16, the
@@ -125,9 +129,41 @@ def prefill(catalog: str, base: str, cache: str) -> dict:
             "peak_rss_mb_before_pass": before, "peak_rss_mb": peak_mb()}
 
 
+def index_alone(count: str, dim: str, dtype: str, exact: str, rescore: str) -> dict:
+    """The index a catalog build of `count` images makes, built alone in this fresh process as the build
+    makes it (VectorIndex.build_keyed, 8 192 rows at a time) from random unit vectors: what the index
+    itself holds in memory (RssAnon growth; usearch's own count beside it). Its file is smaller: usearch
+    grows its node arrays to the next power of two and allocates its vectors and links in arenas."""
+    from edge_search.core.index import VectorIndex
+    from edge_search_export.heap import return_large_blocks
+
+    return_large_blocks()  # as the catalog build does
+    n, d = int(count), int(dim)
+    rng = np.random.default_rng(0)
+
+    def chunks():
+        for start in range(0, n, 8192):
+            rows = min(8192, n - start)
+            yield np.arange(start, start + rows), rng.standard_normal((rows, d)).astype(np.float32)
+
+    before = _anon_mb()
+    index = VectorIndex.build_keyed(chunks(), count=n, dim=d, dtype=dtype, exact=exact == "True",
+                                    rescore=rescore == "True")
+    return {"count": n, "anon_mb": round(_anon_mb() - before, 1),
+            "usearch_memory_mb": round(index.index.memory_usage / 2**20, 1)}
+
+
+def _anon_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def index_bytes(bundle: Path) -> int:
-    """The bundle's index files (the usearch file, f16 rescoring vectors, a delta segment): what a catalog's
-    index holds, in memory while it is built."""
+    """The bundle's index files (the usearch file, f16 rescoring vectors, a delta segment). The index holds
+    more in memory while it is built: see index_alone."""
     m = json.loads((bundle / "manifest.json").read_text())
     return sum((bundle / name).stat().st_size for name in m["files"]
                if name.endswith(".usearch") or name.endswith(".f16.npy"))
@@ -192,6 +228,8 @@ def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) ->
         m = json.loads((bundle / "manifest.json").read_text())
         build["index"] = {k: m["index"].get(k) for k in ("count", "dtype", "exact")}
         res["build"] = build
+        res["index_alone"] = child("index-alone", n, m["model"]["embed_dim"], m["index"]["dtype"],
+                                   bool(m["index"]["exact"]), m["index"].get("rescore_file") is not None)
         # the nightly build on it: 1 % of the prices changed and 1 % new products (the new images embedded on
         # Ray, the rest from the cache), its layout matched against the base's build record
         changed = list(range(n)) + list(range(n, n + n // 100))
@@ -220,6 +258,11 @@ def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) ->
                 p: round((b_hi["phases_anon_mb"][p] - b_lo["phases_anon_mb"][p]) * per, 2)
                 for p in b_hi["phases_anon_mb"] if p in b_lo["phases_anon_mb"]}
         out["index_kb_per_image"] = round((out[hi]["build"]["index_mb"] - out[lo]["build"]["index_mb"]) * per, 2)
+        # the same index built alone: what the index itself holds in memory while the driver builds it
+        out["index_in_memory_kb_per_image"] = round(
+            (out[hi]["index_alone"]["anon_mb"] - out[lo]["index_alone"]["anon_mb"]) * per, 2)
+        out["index_usearch_memory_kb_per_image"] = round(
+            (out[hi]["index_alone"]["usearch_memory_mb"] - out[lo]["index_alone"]["usearch_memory_mb"]) * per, 2)
         if pass_alone:
             out["ray_pass_kb_per_image"] = round(
                 (out[hi]["ray_pass"]["peak_rss_mb"] - out[lo]["ray_pass"]["peak_rss_mb"]) * per, 2)
@@ -311,6 +354,8 @@ def main() -> None:
             res = ray_start()
         elif mode == "prefill":
             res = prefill(*args)
+        elif mode == "index-alone":
+            res = index_alone(*args)
         elif mode == "index":
             res = streamed_index(args[2:], args[0], int(args[1]))
         else:
@@ -325,6 +370,8 @@ def main() -> None:
     ap.add_argument("--vectors", type=int, default=1_000_000, help="vectors of the streamed index (0: skip)")
     ap.add_argument("--index-threads", type=int, default=2, help="threads adding to the streamed index")
     ap.add_argument("--base", type=Path, default=REPO / "tests" / "data" / "tiny-bundle")
+    ap.add_argument("--base-width", type=int, default=None,
+                    help="instead of --base, the tiny bundle rebuilt with this embedding width (512: a ViT-B-32's)")
     ap.add_argument("--out", type=Path, default=Path("bench-out/scale.json"))
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed after")
     a = ap.parse_args()
@@ -332,9 +379,19 @@ def main() -> None:
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="scale-"))
     work.mkdir(parents=True, exist_ok=True)
+    if a.base_width is not None:
+        # the tiny model's 64-d index is 0.27 KB per image; what a real model's width costs the driver
+        # beside its index is measured on the same tiny tower with a wider projection. Built in a child:
+        # a process's peak RSS survives exec, so this one must not load torch before it starts the builds
+        a.base = work / f"base-{a.base_width}d"
+        shutil.rmtree(a.base, ignore_errors=True)
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                        "from tests.make_tiny_bundle import build; build(Path(sys.argv[2]), embed_dim=int(sys.argv[3]))",
+                        str(REPO), str(a.base), str(a.base_width)], check=True, capture_output=True)
     report = {"command": " ".join(["bench/scale.py"] + sys.argv[1:]), "cpus": os.cpu_count(),
               "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "ray": ray.__version__,
-              "python": platform.python_version(), "base": str(a.base)}
+              "python": platform.python_version(), "base": str(a.base),
+              "embed_dim": json.loads((a.base / "manifest.json").read_text())["model"]["embed_dim"]}
     try:
         if a.images:
             report["throughput"] = throughput(a.images, a.base, work, a.rounds)

@@ -69,15 +69,20 @@ def make_checkpoint(config: Path, out: Path, seed: int = SEED) -> Path:
     return out
 
 
-def build(out: Path) -> Path:
-    """Export the tiny bundle into `out` (which must not exist yet)."""
+def build(out: Path, embed_dim: int | None = None) -> Path:
+    """Export the tiny bundle into `out` (which must not exist yet). `embed_dim` widens the tiny teacher's
+    embedding (default: the config's 64) for benchmarks that need a real model's width (bench/scale.py)."""
     from edge_search_export.sample_catalog import write_sample_catalog
 
     out = Path(out).resolve()
     with tempfile.TemporaryDirectory(prefix="tiny-bundle-") as tmp:
         work = Path(tmp)
         write_sample_catalog(work / "catalog")
-        shutil.copyfile(TINY_TEACHER, work / TINY_TEACHER.name)
+        if embed_dim is None:
+            shutil.copyfile(TINY_TEACHER, work / TINY_TEACHER.name)
+        else:
+            config = json.loads(TINY_TEACHER.read_text())
+            (work / TINY_TEACHER.name).write_text(json.dumps({**config, "embed_dim": embed_dim}))
         checkpoint = make_checkpoint(work / TINY_TEACHER.name, work / "tiny-vit-test.pt")
         cmd = [sys.executable, "-m", "edge_search", "export", "--catalog", "catalog/catalog.csv",
                "--out", str(out), "--name", NAME, "--teacher", TINY_TEACHER.name, "--pretrained", checkpoint.name,

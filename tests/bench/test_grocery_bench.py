@@ -79,7 +79,8 @@ def test_grocery_bench_miniature(tmp_path):
     assert r["export"]["no_match"]["negatives_given"] if r["export"]["no_match"]["calibrated"] else \
         "20 no-product scenes" in r["export"]["no_match"]["source"]
     sep = nm["separability"]  # each separator cut on val at the budget: at most 5 % of the correct refused
-    assert set(sep) == {"top-1 score", "margin over the runner-up", "top-1 minus nearest no-product scene"}
+    assert set(sep) == {"top-1 score", "margin over the runner-up", "top-1 minus nearest no-product scene",
+                        "top-1 minus the next 9 products' mean", "softmax share of the top product (T 0.05)"}
     for row in sep.values():
         frr = row["false_reject_of_correct"]
         assert frr["value"] <= 0.05 and frr["n"] >= 1 and row["val_negatives_rejected"]["n"] == 20

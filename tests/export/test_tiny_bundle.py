@@ -80,3 +80,17 @@ def test_the_comparison_forgives_rounding_and_nothing_more(tmp_path):
         f"manifest.fidelity.quantization.percentile: 99.9 vs {quant['percentile']!r}"]
     assert manifest_differences({**m, "search": {**m["search"], "min_score": m["search"]["min_score"] - 0.3}}, m)
     assert manifest_differences({**m, "name": "other"}, m) == ["manifest.name: 'other' vs 'tiny-bundle'"]
+
+
+def test_a_wider_tiny_bundle_for_the_scale_bench(tmp_path):
+    """bench/scale.py --base-width: the same tiny tower, a real model's embedding width, every vector of it."""
+    wide = build(tmp_path / "wide", embed_dim=512)
+    bundle = Bundle.open(wide)
+    assert bundle.manifest.product_count == 12
+    assert json.loads((wide / "manifest.json").read_text())["model"]["embed_dim"] == 512
+    from usearch.index import Index
+
+    index = Index.restore(str(wide / "index.usearch"))
+    assert (index.ndim, len(index)) == (512, 12)
+    committed = json.loads((COMMITTED / "manifest.json").read_text())
+    assert committed["model"]["embed_dim"] == 64  # the default is untouched

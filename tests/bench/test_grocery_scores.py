@@ -1,0 +1,50 @@
+"""The no-match separators of bench/grocery.py on cases counted by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.grocery import SEPARATORS, SOFTMAX_T, _scores, _searcher
+from edge_search.core.products import Product
+
+# three products on a circle: A at 0°, B at 90°, C at 180°
+CATALOG = np.asarray([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], np.float32)
+PRODUCTS = [Product(id=pid, name=pid, keys=(i,)) for i, pid in enumerate("ABC")]
+QUERIES = np.asarray([[1.0, 0.0], [math.sqrt(0.5), math.sqrt(0.5)]], np.float32)  # on A; halfway A-B
+SCENE = np.asarray([[0.0, 1.0]], np.float32)  # a no-product scene where B is
+
+
+def test_every_separator_on_two_queries():
+    s = _scores(_searcher(None, CATALOG, PRODUCTS, None), QUERIES, SCENE)
+    h = math.sqrt(0.5)
+    assert s["top"][0] == "A" and s["top"][1] in ("A", "B")
+    np.testing.assert_allclose(s[SEPARATORS[0]], [1.0, h], atol=1e-3)  # top-1
+    np.testing.assert_allclose(s[SEPARATORS[1]], [1.0, 0.0], atol=1e-3)  # A over B; A and B tied
+    np.testing.assert_allclose(s[SEPARATORS[2]], [1.0 - 0.0, h - h], atol=1e-3)  # minus the scene
+    # the next products' mean: (0 + -1) / 2 and (h + -h) / 2
+    np.testing.assert_allclose(s[SEPARATORS[3]], [1.0 + 0.5, h - 0.0], atol=1e-3)
+    # the softmax share: alone on top, then split evenly with B (C far below both)
+    np.testing.assert_allclose(s[SEPARATORS[4]][1], 1 / (2 + math.exp(-2 * h / SOFTMAX_T)), atol=1e-3)
+    assert s[SEPARATORS[4]][0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_one_product_has_no_runner_up():
+    s = _scores(_searcher(None, CATALOG, PRODUCTS, None, keep=[0]), QUERIES[:1], None)
+    assert s[SEPARATORS[1]][0] == pytest.approx(2.0, abs=1e-3)  # against -1: no runner-up
+    assert SEPARATORS[2] not in s and SEPARATORS[3] not in s and SEPARATORS[4] not in s
+
+
+def test_the_cut_refuses_at_most_the_budget_of_the_right_answers():
+    from bench.separators import cut_figures
+
+    # 20 right answers scoring 0.50 .. 0.69; at a 5 % budget the cut is the second lowest, 0.51: one refused
+    known = {SEPARATORS[0]: np.round(np.arange(20) * 0.01 + 0.5, 2)}
+    right = np.ones(20, bool)
+    others = {"unknown": {SEPARATORS[0]: np.asarray([0.3, 0.505, 0.52, 0.9])}}
+    row = cut_figures(known, right, others, 0.05)[SEPARATORS[0]]
+    assert row["cut"] == pytest.approx(0.51)
+    assert row["false_reject_of_correct"] == pytest.approx(1 / 20)
+    assert row["unknown_rejected"] == pytest.approx(2 / 4)  # 0.3 and 0.505 fall below the cut
