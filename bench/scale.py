@@ -56,6 +56,8 @@ from bench.update import RELAXED, run, write_catalog  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
 SHARD = 50_000  # vectors per shard file
+MAKE_WIDE_BASE = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                  "from tests.make_tiny_bundle import build; build(Path(sys.argv[2]), embed_dim=int(sys.argv[3]))")
 QUERIES = 200
 
 
@@ -375,6 +377,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/scale.json"))
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed after")
     a = ap.parse_args()
+    if a.base_width is not None and a.base_width < 1:
+        ap.error(f"--base-width must be 1 or more, got {a.base_width}")
     import ray
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="scale-"))
@@ -385,9 +389,11 @@ def main() -> None:
         # a process's peak RSS survives exec, so this one must not load torch before it starts the builds
         a.base = work / f"base-{a.base_width}d"
         shutil.rmtree(a.base, ignore_errors=True)
-        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-                        "from tests.make_tiny_bundle import build; build(Path(sys.argv[2]), embed_dim=int(sys.argv[3]))",
-                        str(REPO), str(a.base), str(a.base_width)], check=True, capture_output=True)
+        made = subprocess.run([sys.executable, "-c", MAKE_WIDE_BASE, str(REPO), str(a.base), str(a.base_width)],
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            raise SystemExit(f"bench/scale.py: the {a.base_width}-d base could not be made "
+                             f"(it needs the [export] extra):\n{made.stderr[-2000:]}")
     report = {"command": " ".join(["bench/scale.py"] + sys.argv[1:]), "cpus": os.cpu_count(),
               "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "ray": ray.__version__,
               "python": platform.python_version(), "base": str(a.base),

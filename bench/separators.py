@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +31,7 @@ from bench.grocery_data import DEFAULT_DATA  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.search import Searcher  # noqa: E402
+from edge_search.errors import EdgeSearchError  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
@@ -63,11 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench-out/separators-dev.json"))
     a = ap.parse_args(argv)
+    if a.draws < 1 or not 0 < a.budget < 1 or a.negatives < 1:
+        ap.error("--draws and --negatives must be 1 or more, --budget between 0 and 1")
 
     student = Searcher.from_bundle(a.bundle, threads=2)
     pp = student.manifest.preprocess
     products = list(student.products.products)
+    if not 1 <= a.leave_out < len(products) - 1:
+        ap.error(f"--leave-out must be 1 to {len(products) - 2}: the bundle has {len(products)} products")
     n_keys = sum(len(p.keys) for p in products)
+    if not hasattr(student.index, "index"):
+        raise SystemExit(f"{a.bundle}: a bundle with a delta segment; rebuild it whole first")
     vectors = np.asarray(student.index.index.get(np.arange(n_keys, dtype=np.uint64)), np.float32)
     queries = read_queries(a.queries)
     q_vecs = _embed(student.encoder, [load_image(q.image) for q in queries], pp)
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         left = set(rng.choice(len(products), a.leave_out, replace=False).tolist())
         kept = [i for i in range(len(products)) if i not in left]
         left_ids = {products[i].id for i in left}
-        searcher = _searcher(student.encoder, vectors, [replace(p) for p in products], pp, keep=kept)
+        searcher = _searcher(student.encoder, vectors, products, pp, keep=kept)
         unknown = np.asarray([pid in left_ids for pid in q_ids])
         known = _scores(searcher, q_vecs[~unknown], None)
         right = known["top"] == q_ids[~unknown]
@@ -104,4 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        sys.exit(main())
+    except EdgeSearchError as e:
+        print(f"bench/separators.py: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -84,6 +84,18 @@ def test_grocery_bench_miniature(tmp_path):
     for row in sep.values():
         frr = row["false_reject_of_correct"]
         assert frr["value"] <= 0.05 and frr["n"] >= 1 and row["val_negatives_rejected"]["n"] == 20
+    # the same separators on the 21 dev photos, before val (bench/separators.py): 3 draws of 1 product left out
+    seps = subprocess.run([sys.executable, str(REPO / "bench" / "separators.py"), "--bundle", str(out / "bundle"),
+                           "--queries", str(out / "data" / "dev.csv"), "--data", str(GROCERY), "--leave-out", "1",
+                           "--draws", "3", "--negatives", "12", "--out", str(tmp_path / "separators.json")],
+                          capture_output=True, text=True)
+    assert seps.returncode == 0, seps.stderr[-3000:]
+    dev = json.loads((tmp_path / "separators.json").read_text())
+    assert (dev["queries"], dev["dev_negatives"], len(dev["by_draw"])) == (21, 12, 3)
+    assert set(dev["mean_over_draws"]) == set(sep) - {"top-1 minus nearest no-product scene"}
+    for draw in dev["by_draw"]:
+        for row in draw.values():
+            assert row["false_reject_of_correct"] <= 0.05  # the cut refuses at most the budget
     k = r["k_photos"]["by_k"]
     assert {kk: x["photos_added"] for kk, x in k.items()} == {"0": 0, "1": 4, "3": 12, "5": 20}
     assert k["0"]["val_recall@1_all_products"] == cat[r["export"]["index"]["catalog_encoder"]]["val_recall@1"]
