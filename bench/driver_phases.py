@@ -22,6 +22,7 @@ import time
 PHASES = (
     ("read_catalog", "read_catalog"),
     ("ray_pass", "prefill_on_ray"),
+    ("ray_pass", "prefill_apart"),  # the pass in a child process (export/ray_pass.py): the driver waits
     ("read_vectors", "stream_catalog"),
     ("lineage", "catalog_changes"),
     ("index_choice", "choose_search"),

@@ -156,11 +156,7 @@ def index_alone(count: str, dim: str, dtype: str, exact: str, rescore: str) -> d
 
 
 def _anon_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _rss_anon_kb("self") / 1024
 
 
 def index_bytes(bundle: Path) -> int:
@@ -176,7 +172,8 @@ def run_sampled(*args, env=None, every: float = 0.1) -> dict:
     kernel's high-water mark) and the peaks of its parts. RssAnon is the driver's own memory; RssShmem is
     Ray's object store (shared memory every Ray process maps: the driver reads its results from there
     without copying, and the pages it touched stay counted until the store reuses them); RssFile is
-    mapped files (libraries, the index being saved), which the kernel can drop. The child runs under
+    mapped files (libraries, the index being saved), which the kernel can drop; ChildRssAnon the largest of
+    its own child processes (the Ray pass runs in one, export/ray_pass.py), Ray's excluded. The child runs under
     bench/driver_phases.py, which also gives RssAnon's peak in each step of the build."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +193,7 @@ def run_sampled(*args, env=None, every: float = 0.1) -> dict:
 
 def _sample(proc: subprocess.Popen, every: float) -> tuple[dict, str, str]:
     """The peaks of a running child's memory parts, read from /proc until it exits; and its output."""
-    peaks = {"VmHWM": 0, "RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+    peaks = {"VmHWM": 0, "RssAnon": 0, "RssFile": 0, "RssShmem": 0, "ChildRssAnon": 0}
     while proc.poll() is None:
         try:
             with open(f"/proc/{proc.pid}/status") as f:
@@ -204,11 +201,26 @@ def _sample(proc: subprocess.Popen, every: float) -> tuple[dict, str, str]:
                     key, _, value = line.partition(":")
                     if key in peaks:
                         peaks[key] = max(peaks[key], int(value.split()[0]))
+            # the build's own child processes (the Ray pass runs in one: export/ray_pass.py), not Ray's
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                for pid in f.read().split():
+                    peaks["ChildRssAnon"] = max(peaks["ChildRssAnon"], _rss_anon_kb(pid))
         except (OSError, ValueError):
             pass
         time.sleep(every)
     out, err = proc.communicate()
     return peaks, out, err
+
+
+def _rss_anon_kb(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) -> dict:
@@ -253,7 +265,7 @@ def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) ->
         per = 1024 / (int(hi) - int(lo))
         for step in ("build", "nightly"):
             b_lo, b_hi = out[lo][step], out[hi][step]
-            for part in ("rss", "rssanon", "rssshmem", "rssfile"):
+            for part in ("rss", "rssanon", "rssshmem", "rssfile", "childrssanon"):
                 out[f"{step}_{part}_kb_per_image"] = round((b_hi[f"peak_{part}_mb"] - b_lo[f"peak_{part}_mb"]) * per, 2)
             # each step's RssAnon peak: what one more image costs the driver while that step runs
             out[f"{step}_phases_anon_kb_per_image"] = {

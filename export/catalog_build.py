@@ -1093,8 +1093,13 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
 
             stores, skipped = read_stores(cfg.stores, catalog, skip_bad=cfg.skip_bad)
             catalog = replace(catalog, skipped=catalog.skipped + skipped)
-        with open_engine(cfg.engine) as engine:
-            manifest, embedded, catalog = _build_into(cfg, out, base, catalog, stores, cache, progress, engine)
+        # one build on Ray embeds in a process of its own (ray_pass.py) and Ray never starts here; a --stores
+        # build keeps Ray here for its per-store tasks
+        apart = cfg.engine.ray and stores is None and base is not None
+        with open_engine(replace(cfg.engine, name="local", address=None, workers=None, cpus=None)
+                         if apart else cfg.engine) as engine:
+            manifest, embedded, catalog = _build_into(cfg, out, base, catalog, stores, cache, progress, engine,
+                                                      apart=apart)
         rows = catalog.rows  # (those the cache vouched for are recorded already)
         cache.remember_files(((rows.image[i], rows.sha256[i]) for i in np.flatnonzero(~rows.vouched)
                               if rows.sha256[i]), start_ns)
@@ -1103,9 +1108,10 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
 
 
 def _build_into(cfg, out: Path, base: "Base | None", catalog: Catalog, stores: dict | None, cache: EmbeddingCache,
-                progress: bool, engine=None) -> tuple[Manifest, dict[str, int], Catalog]:
+                progress: bool, engine=None, apart: bool = False) -> tuple[Manifest, dict[str, int], Catalog]:
     """The catalog build(s) into a staged --out, published whole. With a Ray `engine`, the catalog's new
-    images are embedded on Ray first (bad ones dropped or reported), and each store is a Ray task.
+    images are embedded on Ray first (bad ones dropped or reported), and each store is a Ray task; with
+    `apart`, that embedding runs on Ray from a child process (ray_pass.py) and the build here.
     -> the last manifest, the images embedded, and the catalog as built."""
     from edge_search.files import staged_directory
 
@@ -1115,10 +1121,19 @@ def _build_into(cfg, out: Path, base: "Base | None", catalog: Catalog, stores: d
 
             run_export(replace(cfg, out=stage / CHAIN, stores=None, force=False, name=CHAIN), progress=progress)
             base = load_base(stage / CHAIN)
-        teacher, teacher_embed = _teacher_of(cfg, base)
         embedded: dict[str, int] = {}
         known_thumbs = base.thumbs
+        record = None
         with tempfile.TemporaryDirectory(prefix=".thumbs-", dir=stage.parent) as thumbs_dir:
+            if apart:  # the catalog's every image is in the cache afterwards: the teacher is not loaded here
+                from .ray_pass import PassJob, prefill_apart
+
+                catalog, embedded, record = prefill_apart(PassJob(
+                    cfg=cfg, base=base.bundle.root, catalog=catalog, cache=cache.path.parent,
+                    thumbs_dir=Path(thumbs_dir), progress=progress))
+                teacher_embed = _prefilled if base.models.catalog_encoder.startswith("teacher") else None
+            else:
+                teacher, teacher_embed = _teacher_of(cfg, base)
             if engine is not None:
                 catalog, embedded, _ = prefill_on_ray(
                     engine, catalog, replace(base.models, folder=base.bundle.root), cache, teacher=teacher,
@@ -1130,7 +1145,7 @@ def _build_into(cfg, out: Path, base: "Base | None", catalog: Catalog, stores: d
                 jobs = [(stage / store, store_catalog(catalog, items), store) for store, items in stores.items()]
             manifest, more = build_on_base(cfg, base, jobs, cache, thumbs_dir=Path(thumbs_dir), progress=progress,
                                            stores=stores, engine=engine, teacher_embed=teacher_embed,
-                                           known_thumbs=known_thumbs)
+                                           known_thumbs=known_thumbs, record=record)
         for k, v in more.items():
             embedded[k] = embedded.get(k, 0) + v
         return manifest, embedded, catalog
@@ -1166,12 +1181,13 @@ def previous_store(previous: Path | None, store: str, base: Base) -> Base | None
 
 def build_on_base(cfg, base: "Base", jobs: list[tuple[Path, Catalog, str]], cache: EmbeddingCache, *,
                   thumbs_dir: Path, progress: bool, stores: dict | None = None, engine=None, teacher_embed=None,
-                  known_thumbs: dict[str, str] | None = None) -> tuple[Manifest, dict[str, int]]:
+                  known_thumbs: dict[str, str] | None = None, record: dict | None = None
+                  ) -> tuple[Manifest, dict[str, int]]:
     """Catalog builds on the base's models, each into its (staged) folder; -> the last manifest and the
     images embedded in all (each image at most once: the cache serves the next store, and a thumbnail
     made for one store is linked into the next from `thumbs_dir`). With a Ray `engine` and several
     jobs, each store is built by a Ray task."""
-    build = engine.record() if engine is not None else LOCAL_RECORD
+    build = record or (engine.record() if engine is not None else LOCAL_RECORD)
     args = (cfg, base, cache.path.parent, thumbs_dir, teacher_embed, stores,
             known_thumbs if known_thumbs is not None else base.thumbs, build)
     if engine is not None and len(jobs) > 1:

@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -268,3 +269,23 @@ def test_a_model_build_on_ray_distills_on_the_views_it_embedded(cluster, exporte
     assert da["views"] == db["views"] > 0
     assert da["final"]["loss"] == pytest.approx(db["final"]["loss"], rel=1e-3)
     assert a["teacher"] == b["teacher"] and a["products"] == b["products"] and sorted(a["files"]) == sorted(b["files"])
+
+
+DRIVER_WATCH = ("import atexit, runpy, sys\n"
+                "atexit.register(lambda: print('ray imported by the driver:', 'ray' in sys.modules))\n"
+                "sys.argv = ['edge-search', *sys.argv[1:]]\n"
+                "runpy.run_module('edge_search', run_name='__main__')\n")
+
+
+def test_the_ray_pass_runs_apart_and_the_driver_never_starts_ray(tiny_bundle, sample_catalog, tmp_path):
+    """What the pass leaves in a process (Ray's and pyarrow's native memory) goes with its child process:
+    the driver that builds the index never imports ray (export/ray_pass.py); the build record still says Ray."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", DRIVER_WATCH, "export", "--catalog", str(sample_catalog), "--out",
+                           str(out), "--base", str(tiny_bundle), "--rebase", *BASE_BUILD, "--engine", "ray"],
+                          capture_output=True, text=True, env={**os.environ, "EDGE_SEARCH_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ray imported by the driver: False" in proc.stdout
+    build = read_manifest(out)["build"]
+    assert build["engine"] == "ray" and build["workers"] >= 1 and build["address"] == "local"
+    assert "embedded 12 of 12 catalog images" in proc.stdout
