@@ -98,6 +98,8 @@ def main(argv: list[str]) -> int:
         result: object = _run(pickle.loads(job_file.read_bytes()))
     except EdgeSearchError as e:  # one line at the CLI edge, as in the driver
         result = e
+    except Exception as e:  # noqa: BLE001  (a bug of ours: still one line there, not this process's traceback)
+        result = ExportError(f"the Ray embedding pass failed: {type(e).__name__}: {e}")
     try:
         data = pickle.dumps(result)
     except (pickle.PicklingError, TypeError, AttributeError):

@@ -47,3 +47,19 @@ def test_an_error_in_the_child_is_raised_in_the_driver_as_it_was(sample_catalog,
                   thumbs_dir=tmp_path, progress=False)
     with pytest.raises(EdgeSearchError, match="no-such-base"):
         prefill_apart(job)  # the child's load_base refuses the folder before Ray starts
+
+
+def test_a_bug_in_the_child_is_one_line_not_its_traceback(sample_catalog, tmp_path, capfd):
+    import pytest
+
+    from edge_search.errors import ExportError
+    from edge_search_export.ray_pass import PassJob, prefill_apart
+    from make_tiny_bundle import COMMITTED
+
+    catalog = read_catalog(sample_catalog, read_images=False)
+    # a config without the engine settings the child reads after loading the base: an AttributeError there
+    job = PassJob(cfg=object(), base=COMMITTED, catalog=catalog, cache=tmp_path / "cache", thumbs_dir=tmp_path,
+                  progress=False)
+    with pytest.raises(ExportError, match="the Ray embedding pass failed: AttributeError"):
+        prefill_apart(job)
+    assert "Traceback" not in capfd.readouterr().err
