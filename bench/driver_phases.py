@@ -38,16 +38,20 @@ PHASES = (
 MARKS = {fn: phase for phase, fn in PHASES}
 
 
-def _status_kb(key: str = "RssAnon") -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
+def status_kb(key: str = "RssAnon", pid: str = "self") -> int:
+    """A field of /proc/PID/status in KB (0 when the process is gone; bench/scale.py reads its children)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return 0
 
 
 def _anon_kb() -> int:
-    return _status_kb("RssAnon")
+    return status_kb("RssAnon")
 
 
 def _phase(frame) -> str:
@@ -75,7 +79,7 @@ def main() -> None:
         done.set()
         # VmHWM, not getrusage's ru_maxrss: that one survives exec, so it would report the parent's size
         # when the parent that started this process was the larger
-        peak_kb = _status_kb("VmHWM")
+        peak_kb = status_kb("VmHWM")
         report = {"phases_anon_mb": {p: round(kb / 1024, 1) for p, kb in peaks.items()},
                   "peak_rss_mb": round(peak_kb / 1024, 1)}
         with open(out + ".tmp", "w") as f:

@@ -253,6 +253,12 @@ def _scores(searcher: Searcher, vecs: np.ndarray, negatives: np.ndarray | None) 
     return out
 
 
+def budget_cut(values: np.ndarray, budget: float) -> float:
+    """The cut below which at most `budget` of `values` (the right answers' separator values) fall."""
+    ordered = np.sort(values)
+    return float(ordered[int(np.floor(budget * len(ordered)))])
+
+
 def _separability(searcher: Searcher, known: tuple[np.ndarray, list[str]], unknown: np.ndarray,
                   no_product: dict[str, np.ndarray], negatives: np.ndarray | None, idx: dict[str, np.ndarray],
                   budget: float) -> dict:
@@ -267,8 +273,7 @@ def _separability(searcher: Searcher, known: tuple[np.ndarray, list[str]], unkno
     for sep in SEPARATORS:
         if sep not in k or not right.any():
             continue
-        ordered = np.sort(k[sep][right])
-        cut = float(ordered[int(np.floor(budget * len(ordered)))])  # at most the budget falls below it
+        cut = budget_cut(k[sep][right], budget)
         row = {"cut": round(cut, 4),
                "false_reject_of_correct": stats.share(k[sep] < cut, idx["known"], within=right).to_json()}
         for name, sc in others.items():

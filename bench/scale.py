@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
+from bench.driver_phases import status_kb  # noqa: E402
 from bench.update import RELAXED, run, write_catalog  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
@@ -156,7 +157,7 @@ def index_alone(count: str, dim: str, dtype: str, exact: str, rescore: str) -> d
 
 
 def _anon_mb() -> float:
-    return _rss_anon_kb("self") / 1024
+    return status_kb("RssAnon") / 1024
 
 
 def index_bytes(bundle: Path) -> int:
@@ -204,23 +205,12 @@ def _sample(proc: subprocess.Popen, every: float) -> tuple[dict, str, str]:
             # the build's own child processes (the Ray pass runs in one: export/ray_pass.py), not Ray's
             with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
                 for pid in f.read().split():
-                    peaks["ChildRssAnon"] = max(peaks["ChildRssAnon"], _rss_anon_kb(pid))
+                    peaks["ChildRssAnon"] = max(peaks["ChildRssAnon"], status_kb("RssAnon", pid))
         except (OSError, ValueError):
             pass
         time.sleep(every)
     out, err = proc.communicate()
     return peaks, out, err
-
-
-def _rss_anon_kb(pid: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) -> dict:

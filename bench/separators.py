@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
-from bench.grocery import SEPARATORS, _embed, _scores, _searcher  # noqa: E402
+from bench.grocery import SEPARATORS, _embed, _scores, _searcher, budget_cut  # noqa: E402
 from bench.grocery_data import DEFAULT_DATA  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
@@ -43,8 +43,7 @@ def cut_figures(known: dict, right: np.ndarray, others: dict[str, dict], budget:
     for sep in SEPARATORS:
         if sep not in known or not right.any():
             continue
-        ordered = np.sort(known[sep][right])
-        cut = float(ordered[int(np.floor(budget * len(ordered)))])
+        cut = budget_cut(known[sep][right], budget)
         out[sep] = {"cut": cut, "false_reject_of_correct": float((known[sep][right] < cut).mean()),
                     **{f"{name}_rejected": float((sc[sep] < cut).mean()) for name, sc in others.items()
                        if sep in sc and len(sc[sep])}}

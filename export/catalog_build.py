@@ -15,6 +15,7 @@ the caller hands in a function that embeds with it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -1096,8 +1097,7 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
         # one build on Ray embeds in a process of its own (ray_pass.py) and Ray never starts here; a --stores
         # build keeps Ray here for its per-store tasks
         apart = cfg.engine.ray and stores is None and base is not None
-        with open_engine(replace(cfg.engine, name="local", address=None, workers=None, cpus=None)
-                         if apart else cfg.engine) as engine:
+        with contextlib.nullcontext() if apart else open_engine(cfg.engine) as engine:
             manifest, embedded, catalog = _build_into(cfg, out, base, catalog, stores, cache, progress, engine,
                                                       apart=apart)
         rows = catalog.rows  # (those the cache vouched for are recorded already)
