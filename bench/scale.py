@@ -17,7 +17,9 @@ memory as the catalog grows, and a million-vector index built from streamed shar
    holds per image (its files' bytes), and step by step: the peak of the driver's RssAnon in each step of
    the build (bench/driver_phases.py: the Ray pass, reading the vectors back, the index choice, the index,
    the gates, ...). Beside it the index itself (`index_alone`): the same index built alone in a fresh
-   process, whose memory (not its smaller file) is what "beyond the index" is measured against. Then the
+   process, whose memory (not its smaller file) is what "beyond the index" is measured against: what it
+   holds once built, and its build's peak (usearch grows its arrays as vectors arrive), sampled as often
+   as the driver is, which is what the driver's peak is compared with. Then the
    nightly build on that bundle (`--base` it, 1 % of the prices
    changed, 1 % new products), sampled the same way: what a base of that size costs the driver.
    `--base-width 512` runs it all on the tiny tower widened to a real model's embedding (the default base's
@@ -35,6 +37,7 @@ overhead here; what grows with workers is said in docs/scale-out.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -43,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,7 +56,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
-from bench.driver_phases import status_kb  # noqa: E402
+from bench.driver_phases import SAMPLE_S, status_kb  # noqa: E402
 from bench.update import RELAXED, run, write_catalog  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
@@ -150,10 +154,31 @@ def index_alone(count: str, dim: str, dtype: str, exact: str, rescore: str) -> d
             yield np.arange(start, start + rows), rng.standard_normal((rows, d)).astype(np.float32)
 
     before = _anon_mb()
-    index = VectorIndex.build_keyed(chunks(), count=n, dim=d, dtype=dtype, exact=exact == "True",
-                                    rescore=rescore == "True")
-    return {"count": n, "anon_mb": round(_anon_mb() - before, 1),
+    with _peak_anon() as peak:
+        index = VectorIndex.build_keyed(chunks(), count=n, dim=d, dtype=dtype, exact=exact == "True",
+                                        rescore=rescore == "True")
+    return {"count": n, "anon_mb": round(_anon_mb() - before, 1), "peak_anon_mb": round(peak[0] - before, 1),
             "usearch_memory_mb": round(index.index.memory_usage / 2**20, 1)}
+
+
+@contextlib.contextmanager
+def _peak_anon():
+    """[the highest RssAnon in MB] while the block runs, read as often as the build's driver is read."""
+    peak, done = [_anon_mb()], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _anon_mb())
+            time.sleep(SAMPLE_S)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+        peak[0] = max(peak[0], _anon_mb())
 
 
 def _anon_mb() -> float:
@@ -168,7 +193,7 @@ def index_bytes(bundle: Path) -> int:
                if name.endswith(".usearch") or name.endswith(".f16.npy"))
 
 
-def run_sampled(*args, env=None, every: float = 0.1) -> dict:
+def run_sampled(*args, env=None, every: float = SAMPLE_S) -> dict:
     """One `edge-search` call in a child process, its memory read from /proc every `every` s: peak RSS (the
     kernel's high-water mark) and the peaks of its parts. RssAnon is the driver's own memory; RssShmem is
     Ray's object store (shared memory every Ray process maps: the driver reads its results from there
@@ -262,9 +287,12 @@ def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) ->
                 p: round((b_hi["phases_anon_mb"][p] - b_lo["phases_anon_mb"][p]) * per, 2)
                 for p in b_hi["phases_anon_mb"] if p in b_lo["phases_anon_mb"]}
         out["index_kb_per_image"] = round((out[hi]["build"]["index_mb"] - out[lo]["build"]["index_mb"]) * per, 2)
-        # the same index built alone: what the index itself holds in memory while the driver builds it
+        # the same index built alone: what the index itself holds in memory once built, and at its build's
+        # peak (usearch grows its arrays as vectors arrive): the driver's peak is compared with the latter
         out["index_in_memory_kb_per_image"] = round(
             (out[hi]["index_alone"]["anon_mb"] - out[lo]["index_alone"]["anon_mb"]) * per, 2)
+        out["index_build_peak_kb_per_image"] = round(
+            (out[hi]["index_alone"]["peak_anon_mb"] - out[lo]["index_alone"]["peak_anon_mb"]) * per, 2)
         out["index_usearch_memory_kb_per_image"] = round(
             (out[hi]["index_alone"]["usearch_memory_mb"] - out[lo]["index_alone"]["usearch_memory_mb"]) * per, 2)
         if pass_alone:

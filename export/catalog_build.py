@@ -39,7 +39,7 @@ import usearch
 import edge_search
 from edge_search.core.bundle import Bundle
 from edge_search.core.catalog import Catalog, CatalogRow, CatalogRows
-from edge_search.core.columns import DigestSet, ShaColumn, TextColumn
+from edge_search.core.columns import DigestSet, ShaColumn, Spill, TextColumn
 from edge_search.core.encoder import OnnxEncoder
 from edge_search.core.images import decode_image, encode_jpeg, thumbnail
 from edge_search.core.index import SegmentedIndex, VectorIndex, load_projection
@@ -56,7 +56,7 @@ from edge_search.files import (MAX_IMAGE_BYTES, MAX_MANIFEST_BYTES, MAX_TABLE_BY
                                read_regular, sha256_file)
 
 from .calibrate import calibrate_no_match
-from .catalog_products import catalog_table, rekeyed_table
+from .catalog_products import catalog_table, rekeyed_table, spilled_table
 from .config import Gates, NoMatchSettings
 from .embed_cache import EmbeddingCache, sha256_bytes
 from .engine import LOCAL_RECORD, open_engine
@@ -184,6 +184,12 @@ class Stream:
 
     def thumb_name(self, row: int) -> str:
         return f"{THUMBS_FOLDER}/{self.thumbs[row]}.jpg"
+
+    def spill(self, to: Spill) -> None:
+        """The per-row columns mapped from files in `to`, in place (see columns.Spill)."""
+        self.shas.spill(to)
+        self.thumbs.spill(to)
+        self.new_rows = to.array(np.frombuffer(self.new_rows, dtype=np.int64)) if len(self.new_rows) else self.new_rows
 
     def thumb_file(self, row: int) -> str:
         source = self.base_thumbs.get(self.shas[row])
@@ -596,17 +602,18 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
     segment and the removed keys beside them. `projection`: the graph holds the vectors times it (a delta
     segment's is its base's), and every segment keeps the full vectors to rescore with."""
     rescore = rescore or projection is not None
-    keys = layout.block_major_keys()
+    rows = len(layout.row_keys)
 
-    def keyed(positions: np.ndarray):  # (keys, vectors) of these block-major positions, CHUNK_ROWS at a time
+    def keyed(positions: Sequence[int]):  # (keys, vectors) of these block-major positions, CHUNK_ROWS at a time
         bar = progress and len(positions) > 4 * CHUNK_ROWS  # (a small index is done in a moment)
         for start in _progress(range(0, len(positions), CHUNK_ROWS), "indexing", bar, unit="chunk"):
-            pick = positions[start:start + CHUNK_ROWS]
-            yield keys[pick], vectors.take(pick)
+            pick = np.asarray(positions[start:start + CHUNK_ROWS], dtype=np.int64)
+            # (block-major position p is row p % rows of block p // rows: no key array as long as the index)
+            yield layout.row_keys[pick % rows, pick // rows], vectors.take(pick)
 
     if not layout.segmented:
-        index = VectorIndex.build_keyed(keyed(np.arange(len(vectors))), count=len(vectors), dim=vectors.dim, dtype=dtype, exact=exact,
-                                        rescore=rescore, projection=projection)
+        index = VectorIndex.build_keyed(keyed(range(len(vectors))), count=len(vectors), dim=vectors.dim, dtype=dtype,
+                                        exact=exact, rescore=rescore, projection=projection)
         rescore_name = "vectors.f16.npy" if rescore else None
         index.save(stage / "index.usearch", stage / rescore_name if rescore_name else None)
         if projection is not None:
@@ -623,7 +630,7 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
             _link(base.path(name), stage / name)
     base_index = VectorIndex.open(stage / info.file, info, stage / info.rescore_file if info.rescore_file else None,
                                   projection=projection)
-    fresh = np.flatnonzero(keys >= layout.base_count)  # only the delta's vectors are read
+    fresh = np.flatnonzero((layout.row_keys >= layout.base_count).T.ravel())  # only the delta's vectors are read
     added = len(fresh)
     delta = VectorIndex.build_keyed(keyed(fresh), count=added, dim=vectors.dim, dtype=dtype, exact=exact,
                                     rescore=rescore, first_key=layout.base_count, projection=projection)
@@ -663,18 +670,21 @@ def shown_thumbnails(stage: Path, table: ProductTable, stream: Stream) -> ShownT
     rows = len(stream.shas)
     owner = table.key_to_product[:rows]
     first = np.full(len(table), rows, dtype=np.int64)
-    np.minimum.at(first, owner, np.arange(rows))
-    digests = stream.thumbs.digests(first)
-    voids = np.ascontiguousarray(digests).view(np.dtype((np.void, 32)))[:, 0]
+    for start in range(0, rows, CHUNK_ROWS):  # (the index is in memory by now: no row-long array beside it)
+        np.minimum.at(first, owner[start:start + CHUNK_ROWS], np.arange(start, min(start + CHUNK_ROWS, rows)))
+    voids = np.ascontiguousarray(stream.thumbs.digests(first)).view(np.dtype((np.void, 32)))[:, 0]
     distinct, where = np.unique(voids, return_index=True)
+    rows_shown = first[where]
+    del voids, first, where
     sizes = np.zeros(len(distinct), dtype=np.int64)
-    for i, row in enumerate(first[where]):
+    for i, row in enumerate(rows_shown):
         name = stream.thumb_name(int(row))
         target = os.path.join(stage, name)  # (a str: pathlib interns each name)
         if not os.path.exists(target):  # (the build may have made it right here)
             _link(stream.thumb_file(int(row)), target)
         sizes[i] = os.stat(target).st_size
-    shown = ShownThumbnails(DigestSet(digests[where]), ThumbnailsInfo.of(sizes.tolist()))
+    shown = ShownThumbnails(DigestSet.of_distinct(distinct),
+                            ThumbnailsInfo(count=len(sizes), bytes=int(sizes.sum()), max_bytes=int(sizes.max(initial=0))))
     # a product's other images' thumbnails: not shown, not shipped (listed as str: a Path per file interns
     # its name in a table that never shrinks)
     with os.scandir(os.path.join(stage, THUMBS_FOLDER)) as listing:
@@ -1081,11 +1091,14 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
     if cfg.previous is not None and not Path(cfg.previous).is_dir():
         raise ExportError(f"{cfg.previous}: --previous is not a folder of store bundles")
     base = load_base(Path(cfg.base)) if cfg.base is not None else None
-    with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache:
+    with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache, \
+            tempfile.TemporaryDirectory(prefix=".columns-", dir=out.parent) as columns:
         # the base's images decoded when it was built: the same bytes are not decoded again to check them,
         # nor read again when the cache vouches for an unchanged file; on Ray the workers read and decode
         catalog = read_catalog(cfg.catalog, skip_bad=cfg.skip_bad, known=cache.file_sha, read_images=not cfg.engine.ray,
                                decoded=base.images.digests() if base is not None else frozenset())
+        # on files before anything copies a column, so that the catalogs made from this one share them
+        catalog.rows.spill(Spill(columns))
         for line in catalog.skipped:
             log.warning("skipped %s", line)
         stores = None
@@ -1225,13 +1238,18 @@ def build_one(job: tuple[Path, Catalog, str], cfg, base: "Base", cache_dir: Path
         stream = stream_catalog(cat, models, cache=cache, threads=cfg.threads, teacher_embed=teacher_embed,
                                 thumbs_dir=thumbs_dir, base_thumbs=known_thumbs, progress=progress,
                                 vectors_dir=Path(vectors_dir))
-        return _finish_one(folder, cfg, base, cat, name, models, stream, stores, build, progress)
+        # what the index is built beside goes to files too: the columns this build made (a store's rows,
+        # the digests the Ray pass found, the stream's) and, in _finish_one, the product table and the keys
+        spill = Spill(vectors_dir)
+        cat.rows.spill(spill)
+        stream.spill(spill)
+        return _finish_one(folder, cfg, base, cat, name, models, stream, stores, build, progress, spill)
 
 
 def _finish_one(folder: Path, cfg, base: "Base", cat: Catalog, name: str, models: ModelSet, stream: Stream,
-                stores: dict | None, build: dict, progress: bool) -> tuple[Manifest, dict[str, int]]:
+                stores: dict | None, build: dict, progress: bool, spill: Spill) -> tuple[Manifest, dict[str, int]]:
     random_teacher = bool(base.models.teacher.get("random_weights"))
-    table = product_table(cat, stream.thumbs)
+    table = spilled_table(product_table(cat, stream.thumbs), spill)
     changes, counts = catalog_changes(base, table, stream.shas)
     lineage = {"base": {"name": base.bundle.manifest.name, "manifest_sha256": base.manifest_sha256},
                "changes": changes, "change_counts": counts}
@@ -1252,6 +1270,7 @@ def _finish_one(folder: Path, cfg, base: "Base", cat: Catalog, name: str, models
         layout_on_base(cat.rows.row_ids(), stream.shas, vectors_per_image(models.catalog_encoder),
                        base_images=keys_from.images, base_count=keys_from.bundle.manifest.index.count,
                        force_rebase=cfg.rebase)
+    layout = replace(layout, row_keys=spill.array(layout.row_keys), removed=spill.array(layout.removed))
     manifest = finish_bundle(folder, settings, models, cat, stream,
                              index_choice=base_index_choice(base, stream, cfg.gates.index_top1_agreement),
                              gates=GateBook(cfg.gates.enforce and not random_teacher), fidelity=fidelity,

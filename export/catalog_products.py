@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from edge_search.core.catalog import Catalog
-from edge_search.core.columns import ShaColumn
+from edge_search.core.columns import ShaColumn, Spill
 from edge_search.core.products import NO_META, Product, ProductTable
 from edge_search.core.thumbnails import FOLDER as THUMBS_FOLDER
 
@@ -30,6 +30,9 @@ class CatalogProducts(Sequence):
 
     def __len__(self) -> int:
         return len(self._starts) - 1
+
+    def spill(self, to: Spill) -> None:
+        self._order, self._starts = to.array(self._order), to.array(self._starts)
 
     def keys_of(self, i: int) -> np.ndarray:
         return self._order[self._starts[i]:self._starts[i + 1]]
@@ -88,6 +91,13 @@ class RekeyedProducts(Sequence):
 def catalog_table(catalog: Catalog, thumbs: ShaColumn | None = None) -> ProductTable:
     products = CatalogProducts(catalog, thumbs)
     return ProductTable(products=products, key_to_product=products.key_to_product())
+
+
+def spilled_table(table: ProductTable, to: Spill) -> ProductTable:
+    """`table` with its per-key and per-row arrays mapped from files in `to` (columns.Spill)."""
+    if isinstance(table.products, CatalogProducts):
+        table.products.spill(to)
+    return ProductTable(products=table.products, key_to_product=to.array(table.key_to_product))
 
 
 def rekeyed_table(table: ProductTable, row_keys: np.ndarray, key_space: int,

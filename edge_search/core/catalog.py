@@ -22,7 +22,7 @@ import numpy as np
 from edge_search.display import has_control, printable
 from edge_search.errors import CatalogError, ImageError
 from edge_search.files import MAX_IMAGE_BYTES, MAX_TABLE_BYTES, open_regular_text, read_regular
-from edge_search.core.columns import ShaColumn, TextBuilder, TextColumn
+from edge_search.core.columns import ShaColumn, Spill, TextBuilder, TextColumn
 from edge_search.core.images import decode_image, load_image
 from edge_search.core.products import NO_META
 
@@ -118,6 +118,13 @@ class CatalogRows(Sequence):
 
     def id(self, i: int) -> str:
         return self.ids[int(self.product[i])]
+
+    def spill(self, to: Spill) -> None:
+        """Every column mapped from a file in `to` (Spill), in place: the same rows, no longer in memory."""
+        for text in (self.ids, self.image, self.name, self.description, self.sha256, self.thumb):
+            text.spill(to)
+        self.line, self.product, self.price = to.array(self.line), to.array(self.product), to.array(self.price)
+        self.category, self.vouched = to.array(self.category), to.array(self.vouched)
 
     def row_ids(self) -> TextColumn:
         """Each row's product id, as a column."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_search.core.catalog import Catalog, CatalogRow, CatalogRows, read_catalog
-from edge_search.core.columns import ShaColumn, TextColumn
+from edge_search.core.columns import DigestSet, ShaColumn, Spill, TextColumn
 
 
 def test_text_column_round_trip_take_and_distinct():
@@ -90,3 +90,53 @@ def test_a_large_catalog_costs_its_text_not_objects(tmp_path):
     assert len(cat.rows) == n and cat.rows[n - 1].id == f"p{n - 1:06d}"
     text = sum(len(s) for s in (f"p{n - 1:06d}", "/images/000000.jpg", f"Product {n - 1}"))
     assert held / n < text + 160, f"{held / n:.0f} bytes a row"
+
+
+def test_spilled_columns_read_the_same_from_files_that_may_be_removed(tmp_path):
+    """A build moves its finished columns to files (issue #15): the same values, read through mappings
+    that outlive the files' names, no longer held in memory; a digest column can still be filled in."""
+    n = 20_000
+    _write(tmp_path / "c.csv", [[f"p{i // 2:06d}", f"/images/{i:06d}.jpg", f"Product {i // 2}", "1.00",
+                                 "dairy" if i % 3 else "", "x" if i == 7 else ""] for i in range(n)])
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    spill = Spill(folder)
+    gc.collect()
+    tracemalloc.start()  # (before the columns are made: only what it saw allocated counts as freed)
+    try:
+        cat = read_catalog(tmp_path / "c.csv", read_images=False)
+        digests = ShaColumn.of([None] * n)
+        before = list(cat.rows)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+        cat.rows.spill(spill)
+        digests.spill(spill)
+        gc.collect()
+        freed = held - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(cat.rows.image._data, np.memmap) and isinstance(cat.rows.line, np.memmap)
+    assert isinstance(cat.rows.sha256._digests, np.memmap) and isinstance(digests._digests, np.memmap)
+    # the builder's buffers the columns were views of went with them (the bytes of text, offsets and digests)
+    assert freed > 150 * n, f"{freed / n:.0f} bytes a row freed"
+    for f in folder.iterdir():
+        f.unlink()
+    folder.rmdir()
+    assert list(cat.rows) == before and cat.positions()["p000003"] == [6, 7] and cat.rows[7].meta == {"aisle": "x"}
+    digests.set(n - 1, "ab" * 32)
+    assert digests[n - 1] == "ab" * 32 and digests[0] is None
+    # a small column stays in memory, and spilling twice moves nothing again
+    small = TextColumn.of(["a", None])
+    small.spill(spill)
+    assert not isinstance(small._data, np.memmap) and list(small) == ["a", None]
+    kept = cat.rows.line
+    cat.rows.spill(Spill(tmp_path / "nowhere"))  # (every column is mapped already: no file is written)
+    assert cat.rows.line is kept
+
+
+def test_a_digest_set_of_distinct_sorted_digests_finds_each():
+    hexes = ["00" * 32, "0f" * 32, "f0" * 32]
+    voids = np.frombuffer(bytes.fromhex("".join(hexes)), np.uint8).reshape(3, 32).view(np.dtype((np.void, 32)))[:, 0]
+    found = DigestSet.of_distinct(voids)
+    assert len(found) == 3 and [found.position(h) for h in hexes] == [0, 1, 2]
+    assert "ff" * 32 not in found and found.position("not hex") is None

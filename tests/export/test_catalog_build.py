@@ -141,3 +141,28 @@ def test_the_manifest_lists_every_file_but_the_build_record_and_the_thumbnails(t
     (tmp_path / "text" / "build").mkdir()  # only the top-level build/ and thumbs/ are left out
     (tmp_path / "text" / "build" / "kept.bin").write_bytes(b"x")
     assert _listed_files(tmp_path) == ["index.usearch", "model.onnx", "text/build/kept.bin", "text/words.onnx"]
+
+
+def test_a_build_whose_columns_all_go_to_files_is_the_same_bundle(tmp_path, monkeypatch, student_base,
+                                                                    sample_catalog, tiny_checkpoint):
+    """A large catalog's columns wait on files while its index is built (columns.Spill, issue #15); a small
+    one's stay in memory. With every column sent to files, the build writes the very same bundle."""
+    from edge_search.cli import main
+    from edge_search.core.columns import Spill
+
+    moved = []
+    original = Spill.array
+
+    def array(self, a):
+        out = original(self, a)
+        moved.append(out is not a)
+        return out
+
+    monkeypatch.setattr(Spill, "SMALL", 0)
+    monkeypatch.setattr(Spill, "array", array)
+    out = tmp_path / "spilled"
+    assert main([str(a) for a in base_args(sample_catalog, out, student_base, tiny_checkpoint)]) == 0
+    assert sum(moved) >= 20  # the catalog's columns, the stream's, the product table's and the keys
+    for name in ("index.usearch", "products.jsonl", "products.keys.npy", "build/images.jsonl"):
+        assert (out / name).read_bytes() == (student_base / name).read_bytes(), name
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left behind
