@@ -15,13 +15,15 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from edge_search.errors import FileError
+
 
 class Spill:
     """A folder that a build's finished columns move to: mapped from their files, they are pages the kernel
     can drop and read again, not memory the build holds beside its index while it builds it (issue #15: at
     100 000 images they were 0.27 KB per image of the driver's anonymous memory). A column is moved in
-    place, so every holder of it lets go of the memory. The folder must outlive nothing: on POSIX a mapped
-    file stays readable after its name is removed, so the folder may go when the build's temporary files do."""
+    place, so every holder of it lets go of the memory. The folder need not outlive the columns: on POSIX a
+    mapped file stays readable after its name is removed, so it goes with the build's other temporary files."""
 
     SMALL = 1 << 16  # bytes; an array below it stays in memory (a file and a mapping each would cost more)
 
@@ -34,8 +36,11 @@ class Spill:
             return a
         path = os.path.join(self.folder, f"column-{self._files}.npy")
         self._files += 1
-        np.save(path, a, allow_pickle=False)
-        return np.load(path, mmap_mode="r+", allow_pickle=False)
+        try:
+            np.save(path, a, allow_pickle=False)
+            return np.load(path, mmap_mode="r+", allow_pickle=False)
+        except OSError as e:  # (a full disk: one line naming the file, at the CLI's edge)
+            raise FileError(f"{path}: cannot hold the build's columns ({e.strerror or e})") from None
 
 
 class TextColumn(Sequence):

@@ -140,3 +140,10 @@ def test_a_digest_set_of_distinct_sorted_digests_finds_each():
     found = DigestSet.of_distinct(voids)
     assert len(found) == 3 and [found.position(h) for h in hexes] == [0, 1, 2]
     assert "ff" * 32 not in found and found.position("not hex") is None
+
+
+def test_a_spill_that_cannot_write_is_one_error_naming_its_file(tmp_path):
+    from edge_search.errors import FileError
+
+    with pytest.raises(FileError, match=r"missing/column-0.npy: cannot hold the build's columns"):
+        Spill(tmp_path / "missing").array(np.zeros(1 << 16, np.uint8))
