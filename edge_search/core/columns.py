@@ -32,7 +32,8 @@ class Spill:
 
     def array(self, a: np.ndarray) -> np.ndarray:
         """`a`'s contents, mapped from a new file in the folder (writable: a column may still be filled in)."""
-        if isinstance(a, np.memmap) or a.nbytes < self.SMALL or not a.size:  # (an empty file cannot be mapped)
+        # (a memmap that came by pickle has no file: it is in memory like any array)
+        if getattr(a, "filename", None) is not None or a.nbytes < self.SMALL or not a.size:
             return a
         path = os.path.join(self.folder, f"column-{self._files}.npy")
         self._files += 1

@@ -147,3 +147,24 @@ def test_a_spill_that_cannot_write_is_one_error_naming_its_file(tmp_path):
 
     with pytest.raises(FileError, match=r"missing/column-0.npy: cannot hold the build's columns"):
         Spill(tmp_path / "missing").array(np.zeros(1 << 16, np.uint8))
+
+
+def test_spilled_rows_travel_by_pickle_as_their_values(tmp_path):
+    """A spilled catalog still goes to the Ray pass's process and to store tasks by pickle: its values go,
+    not its files (which that process may not see, and which the build removes)."""
+    import pickle
+
+    n = 10_000
+    _write(tmp_path / "c.csv", [[f"p{i:05d}", f"/images/{i:05d}.jpg", "", "", "", ""] for i in range(n)])
+    cat = read_catalog(tmp_path / "c.csv", read_images=False)
+    (tmp_path / "spill").mkdir()
+    cat.rows.spill(Spill(tmp_path / "spill"))
+    data = pickle.dumps(cat)
+    for f in (tmp_path / "spill").iterdir():
+        f.unlink()
+    back = pickle.loads(data)
+    assert back.rows[n - 1] == cat.rows[n - 1] and list(back.rows.image) == list(cat.rows.image)
+    # in memory there (a memmap by type, with no file): a build there moves it to its own files again
+    (tmp_path / "there").mkdir()
+    back.rows.spill(Spill(tmp_path / "there"))
+    assert back.rows.line.filename is not None and back.rows.line.filename.startswith(str(tmp_path / "there"))
