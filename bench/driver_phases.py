@@ -3,9 +3,10 @@ runs, so that what one more catalog image costs the driver is given step by step
 
     python bench/driver_phases.py OUT.json export --catalog C --out B ...
 
-A thread reads this process's RssAnon every SAMPLE_S seconds with the step of ours the main thread is in (the
-innermost of PHASES on its stack; "other" when none is); at exit OUT.json gets each step's highest
-RssAnon in MB and the process's peak RSS (the kernel's high-water mark VmHWM, which also counts mapped files).
+A thread reads this process's RssAnon and RssFile every SAMPLE_S seconds with the step of ours the main
+thread is in (the innermost of PHASES on its stack; "other" when none is); at exit OUT.json gets each
+step's highest RssAnon and RssFile (mapped files) in MB and the process's peak RSS (the kernel's
+high-water mark VmHWM, which counts mapped files too).
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ def main() -> None:
     out, args = sys.argv[1], sys.argv[2:]
     main_thread = threading.get_ident()
     peaks: dict[str, int] = {}
+    files: dict[str, int] = {}  # RssFile beside it: mapped files (libraries, models, column and index files)
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
             phase = _phase(sys._current_frames().get(main_thread))
             peaks[phase] = max(peaks.get(phase, 0), _anon_kb())
+            files[phase] = max(files.get(phase, 0), status_kb("RssFile"))
             time.sleep(SAMPLE_S)
 
     def write() -> None:
@@ -84,6 +87,7 @@ def main() -> None:
         # when the parent that started this process was the larger
         peak_kb = status_kb("VmHWM")
         report = {"phases_anon_mb": {p: round(kb / 1024, 1) for p, kb in peaks.items()},
+                  "phases_file_mb": {p: round(kb / 1024, 1) for p, kb in files.items()},
                   "peak_rss_mb": round(peak_kb / 1024, 1)}
         with open(out + ".tmp", "w") as f:
             json.dump(report, f)

@@ -214,7 +214,7 @@ def run_sampled(*args, env=None, every: float = SAMPLE_S) -> dict:
             sampled = json.load(f)
     return {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": sampled["peak_rss_mb"],
             **{f"peak_{k.lower()}_mb": round(v / 1024, 1) for k, v in peaks.items() if k != "VmHWM"},
-            "phases_anon_mb": sampled["phases_anon_mb"]}
+            "phases_anon_mb": sampled["phases_anon_mb"], "phases_file_mb": sampled["phases_file_mb"]}
 
 
 def _sample(proc: subprocess.Popen, every: float) -> tuple[dict, str, str]:
@@ -286,6 +286,9 @@ def driver_memory(sizes: list[int], base: Path, work: Path, pass_alone: bool) ->
             out[f"{step}_phases_anon_kb_per_image"] = {
                 p: round((b_hi["phases_anon_mb"][p] - b_lo["phases_anon_mb"][p]) * per, 2)
                 for p in b_hi["phases_anon_mb"] if p in b_lo["phases_anon_mb"]}
+            out[f"{step}_phases_file_kb_per_image"] = {
+                p: round((b_hi["phases_file_mb"][p] - b_lo["phases_file_mb"][p]) * per, 2)
+                for p in b_hi["phases_file_mb"] if p in b_lo["phases_file_mb"]}
         out["index_kb_per_image"] = round((out[hi]["build"]["index_mb"] - out[lo]["build"]["index_mb"]) * per, 2)
         # the same index built alone: what the index itself holds in memory once built, and at its build's
         # peak (usearch grows its arrays as vectors arrive): the driver's peak is compared with the latter

@@ -65,3 +65,39 @@ def test_index_vectors_from_files_are_the_in_memory_ones_block_by_block(tmp_path
     positions = np.unique([0, n - 1, min(n, len(expected) - 1), len(expected) - 1])
     assert np.array_equal(v.take(positions), expected[positions])
     assert np.array_equal(index_vectors(Stream(shas=shas, vectors=mem), encoder)[0], expected)
+
+
+def test_picked_rows_in_any_order_with_repeats_masks_and_negatives(tmp_path):
+    a = np.random.default_rng(2).standard_normal((500, 6)).astype(np.float32)
+    f = written(tmp_path / "v.npy", a, 64)
+    for pick in (np.array([499, 0, 3, 3, 4, 5, 250, -1]), np.array([], np.int64), np.arange(0, 500, 7)):
+        assert np.array_equal(f[pick], a[pick])
+    mask = np.zeros(500, bool)
+    mask[[1, 2, 3, 400]] = True
+    assert np.array_equal(f[mask], a[mask]) and np.array_equal(f[::3], a[::3])
+    assert np.array_equal(f[10:10], a[10:10])
+    with pytest.raises(IndexError):
+        f[np.array([500])]
+
+
+def test_picked_rows_are_read_not_mapped(tmp_path, monkeypatch):
+    """The gates' sampled rows are read with plain reads: a mapping would put every page of the file the
+    kernel maps around each fault into the build's memory (issue #15)."""
+    import mmap
+
+    a = np.zeros((100, 4), np.float32)
+    f = written(tmp_path / "v.npy", a, 100)
+    monkeypatch.setattr(mmap, "mmap", lambda *args, **kw: pytest.fail("mapped"))
+    monkeypatch.setattr(np, "memmap", lambda *args, **kw: pytest.fail("mapped"))
+    assert f[np.array([7, 90, 8])].shape == (3, 4)
+
+
+def test_a_file_cut_short_is_refused_by_name(tmp_path):
+    a = np.ones((10, 4), np.float32)
+    f = written(tmp_path / "v.npy", a, 10)
+    with open(tmp_path / "v.npy", "r+b") as g:
+        g.truncate(f.offset + 5 * 16)
+    with pytest.raises(ExportError, match="v.npy: the build's vectors were cut short"):
+        f[np.array([8])]
+    with pytest.raises(ExportError, match="cut short"):
+        f.rows(slice(0, 10))
