@@ -185,15 +185,15 @@ class Stream:
     def thumb_name(self, row: int) -> str:
         return f"{THUMBS_FOLDER}/{self.thumbs[row]}.jpg"
 
+    def thumb_file(self, row: int) -> str:
+        source = self.base_thumbs.get(self.shas[row])
+        return source if source is not None else os.path.join(self.thumbs_dir, f"{self.thumbs[row]}.jpg")
+
     def spill(self, to: Spill) -> None:
         """The per-row columns mapped from files in `to`, in place (see columns.Spill)."""
         self.shas.spill(to)
         self.thumbs.spill(to)
         self.new_rows = to.array(np.frombuffer(self.new_rows, dtype=np.int64)) if len(self.new_rows) else self.new_rows
-
-    def thumb_file(self, row: int) -> str:
-        source = self.base_thumbs.get(self.shas[row])
-        return source if source is not None else os.path.join(self.thumbs_dir, f"{self.thumbs[row]}.jpg")
 
 
 def _read(row: CatalogRow) -> bytes:
@@ -602,14 +602,12 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
     segment and the removed keys beside them. `projection`: the graph holds the vectors times it (a delta
     segment's is its base's), and every segment keeps the full vectors to rescore with."""
     rescore = rescore or projection is not None
-    rows = len(layout.row_keys)
 
     def keyed(positions: Sequence[int]):  # (keys, vectors) of these block-major positions, CHUNK_ROWS at a time
         bar = progress and len(positions) > 4 * CHUNK_ROWS  # (a small index is done in a moment)
         for start in _progress(range(0, len(positions), CHUNK_ROWS), "indexing", bar, unit="chunk"):
             pick = np.asarray(positions[start:start + CHUNK_ROWS], dtype=np.int64)
-            # (block-major position p is row p % rows of block p // rows: no key array as long as the index)
-            yield layout.row_keys[pick % rows, pick // rows], vectors.take(pick)
+            yield layout.keys_at(pick), vectors.take(pick)
 
     if not layout.segmented:
         index = VectorIndex.build_keyed(keyed(range(len(vectors))), count=len(vectors), dim=vectors.dim, dtype=dtype,
@@ -630,7 +628,7 @@ def write_index(stage: Path, layout: KeyLayout, vectors: IndexVectors, *, dtype:
             _link(base.path(name), stage / name)
     base_index = VectorIndex.open(stage / info.file, info, stage / info.rescore_file if info.rescore_file else None,
                                   projection=projection)
-    fresh = np.flatnonzero((layout.row_keys >= layout.base_count).T.ravel())  # only the delta's vectors are read
+    fresh = layout.delta_positions()  # only the delta's vectors are read
     added = len(fresh)
     delta = VectorIndex.build_keyed(keyed(fresh), count=added, dim=vectors.dim, dtype=dtype, exact=exact,
                                     rescore=rescore, first_key=layout.base_count, projection=projection)

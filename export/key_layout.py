@@ -42,9 +42,16 @@ class KeyLayout:
     def delta_count(self) -> int:
         return self.key_space - self.base_count if self.segmented else 0
 
-    def block_major_keys(self) -> np.ndarray:
-        """The key of each row of the block-major vector array (block 0's rows, then block 1's, ...)."""
-        return self.row_keys.T.ravel()
+    def keys_at(self, positions: np.ndarray) -> np.ndarray:
+        """The keys of these rows of the block-major vector array (block 0's rows, then block 1's, ...):
+        position p is row p % rows of block p // rows (no key array as long as the index is made)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        rows = len(self.row_keys)
+        return self.row_keys[positions % rows, positions // rows] if len(positions) else np.zeros(0, np.int64)
+
+    def delta_positions(self) -> np.ndarray:
+        """The block-major positions whose keys are past the base segment (a delta segment's vectors)."""
+        return np.flatnonzero((self.row_keys >= self.base_count).T.ravel())
 
 
 def fresh_layout(rows: int, blocks: int, reason: str = "") -> KeyLayout:

@@ -18,7 +18,8 @@ def test_a_fresh_layout_numbers_images_block_by_block():
     assert layout.row_keys.tolist() == [[0, 3], [1, 4], [2, 5]]
     assert layout.key_space == 6 and not layout.segmented and layout.delta_count == 0
     # block-major rows (row r of block b at b * 3 + r) are the keys themselves
-    assert layout.block_major_keys().tolist() == [0, 1, 2, 3, 4, 5]
+    assert layout.keys_at(np.arange(6)).tolist() == [0, 1, 2, 3, 4, 5]
+    assert layout.keys_at(np.array([4, 1])).tolist() == [4, 1] and layout.delta_positions().tolist() == []
 
 
 def test_kept_images_keep_their_keys_and_the_delta_follows_the_base_segment():
@@ -31,9 +32,8 @@ def test_kept_images_keep_their_keys_and_the_delta_follows_the_base_segment():
     assert layout.row_keys[-1].tolist() == [80, 81]  # the new image, both blocks, after the base segment
     assert layout.key_space == 82 and layout.delta_count == 2
     # of the block-major vectors (block 0's rows, then block 1's), the delta holds the new image's two
-    keys = layout.block_major_keys()
-    assert np.flatnonzero(keys >= layout.base_count).tolist() == [39, 79]
-    assert keys[[39, 79]].tolist() == [80, 81]
+    assert layout.delta_positions().tolist() == [39, 79]
+    assert layout.keys_at(np.array([39, 79])).tolist() == [80, 81]
 
 
 def test_a_delta_on_a_delta_carries_its_images_first_and_stays_dense():
