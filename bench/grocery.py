@@ -205,6 +205,15 @@ def _refused(flags, idx: np.ndarray) -> dict | None:
     return _ci(NoMatchOutcomes(negatives_refused=flags).shares()["negative_reject"], idx)
 
 
+def _wrong_names(right: np.ndarray, named: np.ndarray, idx: np.ndarray) -> dict:
+    """What a shopper meets, photo by photo: `named` photos got a product name, `right` ones their own
+    product's (a photo of a product the index lacks is never right) -> the share of all photos given a
+    wrong name, and the share of the names given that were right."""
+    right, named = np.asarray(right, bool), np.asarray(named, bool)
+    return {"named_wrong": stats.share(named & ~right, idx).to_json(),
+            "right_when_named": stats.share(right, idx, within=named).to_json()}
+
+
 def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unknown: np.ndarray,
                   negatives: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
     """The searcher's own rule on val photos of kept products, of left-out ones, and on no-product sets."""
@@ -214,11 +223,14 @@ def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unkno
         rejected.append(not searcher.search_vector(v, k=1)[0])
         right.append(top == pid)
     refuse = lambda vecs: np.asarray([not searcher.search_vector(v, k=1)[0] for v in vecs], bool)  # noqa: E731
-    shares = NoMatchOutcomes(right=right, refused=rejected, unknown_refused=refuse(unknown)).shares()
+    unknown_refused = refuse(unknown)
+    shares = NoMatchOutcomes(right=right, refused=rejected, unknown_refused=unknown_refused).shares()
     out = {"raw_recall@1": _ci(shares["top1"], idx["known"]),
            "answered_right": _ci(shares["answered_right"], idx["known"]),
            "false_reject_of_correct": _ci(shares["false_reject_of_correct"], idx["known"]),
-           "unknown_rejected": _ci(shares["reject_recall"], idx["unknown"])}
+           "unknown_rejected": _ci(shares["reject_recall"], idx["unknown"]),
+           **_wrong_names(np.concatenate([np.asarray(right, bool), np.zeros(len(unknown_refused), bool)]),
+                          ~np.concatenate([np.asarray(rejected, bool), unknown_refused]), idx["all"])}
     for name, vecs in negatives.items():
         out[f"{name}_rejected"] = _refused(refuse(vecs), idx[name])
     return out
@@ -557,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle_row = {"raw_recall@1": _ci(shares["top1"], val_idx),
                   "answered_right": _ci(shares["answered_right"], val_idx),
                   "false_reject_of_correct": _ci(shares["false_reject_of_correct"], val_idx),
+                  **_wrong_names(s_hits, answered, val_idx),
                   "student_over_teacher_recall@1": stats.ratio(s_hits, t_hits, val_idx).to_json(3)}
 
     # --- 4: who embeds the catalog; catalog self-retrieval -----------------
@@ -590,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
                   "skimage": _embed(student.encoder, sk_images, s_pp)}
     idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
            "val_negatives": stats.resamples(len(no_product["val_negatives"]), stream=6),
-           "skimage": stats.resamples(len(no_product["skimage"]), stream=7)}
+           "skimage": stats.resamples(len(no_product["skimage"]), stream=7),
+           "all": stats.resamples(len(known) + len(unknown), stream=8)}
     known_set = (s_val[known], [val_ids[i] for i in known])
     # the export's calibration photos: its held-back share of the fit photos, same seed
     fin = m.teacher.get("finetune") or {}
@@ -627,11 +641,12 @@ def main(argv: list[str] | None = None) -> int:
     kiosk_named = lambda imgs: [pipe.lookup(Frame(index=i, image=im, captured=0.0, wall=0.0)).result.hits  # noqa: E731
                                 for i, im in enumerate(imgs)]
     kiosk_val = kiosk_named(val_images)
-    kiosk = {"answered_right": stats.share(np.asarray([bool(h) and h[0].id == pid for h, pid in
-                                                      zip(kiosk_val, val_ids)]), val_idx).to_json(),
+    kiosk_right = np.asarray([bool(h) and h[0].id == pid for h, pid in zip(kiosk_val, val_ids)])
+    kiosk = {"answered_right": stats.share(kiosk_right, val_idx).to_json(),
+             **_wrong_names(kiosk_right, np.asarray([bool(h) for h in kiosk_val]), val_idx),
              "val_negatives_rejected": _refused([not h for h in kiosk_named(val_neg_images)], idx["val_negatives"]),
              "skimage_rejected": _refused([not h for h in kiosk_named(sk_images)], idx["skimage"]),
-             "retries": list(pipe.retries)}
+             "retries": list(pipe.retries), "retry_rule": pipe.retry_rule}
 
     # --- 6: k in-store photos per product added to the catalog -------------
     held_set = {labeled.paths[i].resolve() for i in held}

@@ -67,17 +67,25 @@ def markdown(r: dict) -> str:
     b = r["bundle"]
     lines += ["", "## The bundle as shipped (`bundle`)", "",
               "Raw R@1 ranks without the no-match rule; *answered right* applies the bundle's rule (a refused "
-              "photo counts as not answered right).", ""]
-    lines += _table(["raw R@1", "answered right", "correctly named photos refused", "student / teacher R@1"],
+              "photo counts as not answered right). *Named wrong*: val photos given another product's name, what "
+              "a shopper trusts least; *right when named*: of the names the bundle gave, the share that were "
+              "right.", ""]
+    lines += _table(["raw R@1", "answered right", "correctly named photos refused", "named wrong",
+                     "right when named", "student / teacher R@1"],
                     [[fmt(b["raw_recall@1"]), fmt(b["answered_right"]), fmt(b["false_reject_of_correct"]),
+                      fmt(b.get("named_wrong")), fmt(b.get("right_when_named")),
                       fmt(b["student_over_teacher_recall@1"], pct=False)]])
     kq = r["kiosk"]
     lines += ["", "## The kiosk's path (`kiosk`)", "",
               "The bundle as shipped, full catalog, through `edge_search.kiosk.loop.KioskLoop.lookup`: the rule, and "
               f"when the whole frame is refused, its retries ({', '.join(kq['retries'])}), each another chance to "
-              "name a product.", ""]
-    lines += _table(["val photos answered right", "val non-product refused", "sample images refused"],
-                    [[fmt(kq["answered_right"]), fmt(kq["val_negatives_rejected"]), fmt(kq["skimage_rejected"])]])
+              "name a product" + (": a retry answers only with the product the whole frame ranked first (retry "
+                                  "rule `agree`, chosen on dev by `bench/retries.py`)" if kq.get("retry_rule") == "agree"
+                                  else f" (retry rule `{kq.get('retry_rule', 'any')}`)") + ".", ""]
+    lines += _table(["val photos answered right", "named wrong", "right when named", "val non-product refused",
+                     "sample images refused"],
+                    [[fmt(kq["answered_right"]), fmt(kq.get("named_wrong")), fmt(kq.get("right_when_named")),
+                      fmt(kq["val_negatives_rejected"]), fmt(kq["skimage_rejected"])]])
     lines += ["", "## Who embeds the catalog (`catalog_embedded_by`)", "",
               "The bundle's student queries each catalog; self top-1: the catalog's own images (and two mild "
               "views of each) name their product. The export keeps the best on its held-out fit photos among the "
@@ -92,10 +100,14 @@ def markdown(r: dict) -> str:
               f"{len(nm['left_out'])} products removed from the index: {nm['known_photos']} photos of kept "
               f"products, {nm['unknown_photos']} of left-out ones. The models trained on every product, these "
               f"{len(nm['left_out'])} included; products no model ever saw are measured on dev only "
-              "(`bench/teacher_recipe.py --unseen-products`, docs/benchmarks/README.md).", ""]
+              "(`bench/teacher_recipe.py --unseen-products`, docs/benchmarks/README.md). *Named wrong* and "
+              "*right when named* count every val photo, left-out products' included (any name given them is "
+              "wrong).", ""]
     lines += _table(["rule", "refused of correct (val)", "answered right", "unknown products refused",
-                     "val non-product refused", "sample images refused", "chosen"],
+                     "named wrong", "right when named", "val non-product refused", "sample images refused",
+                     "chosen"],
                     [[name, fmt(x["false_reject_of_correct"]), fmt(x["answered_right"]), fmt(x["unknown_rejected"]),
+                      fmt(x.get("named_wrong")), fmt(x.get("right_when_named")),
                       fmt(x.get("val_negatives_rejected")), fmt(x.get("skimage_rejected")),
                       "✔" if x["chosen_by_export"] else ""] for name, x in nm["rules"].items()])
     chosen = next((x for x in nm["rules"].values() if x["chosen_by_export"]), None)
@@ -120,9 +132,9 @@ def markdown(r: dict) -> str:
               f"the same calibration photos; the models are not retrained. R@1 is over all products; the rest "
               f"with {len(nm['left_out'])} left out.", ""]
     lines += _table(["k", "photos added", "val R@1", "answered right", "refused of correct", "unknown refused",
-                     "non-product refused", "sample images refused"],
+                     "named wrong", "non-product refused", "sample images refused"],
                     [[kk, str(x["photos_added"]), fmt(x["val_recall@1_all_products"]), fmt(x["answered_right"]),
-                      fmt(x["false_reject_of_correct"]), fmt(x["unknown_rejected"]),
+                      fmt(x["false_reject_of_correct"]), fmt(x["unknown_rejected"]), fmt(x.get("named_wrong")),
                       fmt(x.get("val_negatives_rejected")), fmt(x.get("skimage_rejected"))]
                      for kk, x in k["by_k"].items()])
     if r.get("words"):

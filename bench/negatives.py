@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import script  # noqa: E402
 from bench.grocery_data import DEFAULT_DATA, dev_split  # noqa: E402
 from edge_search.errors import EdgeSearchError  # noqa: E402
 from edge_search.files import staged_directory  # noqa: E402
@@ -209,8 +210,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except EdgeSearchError as e:
-        print(f"bench/negatives.py: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    script.run(main, "bench/negatives.py")

@@ -15,9 +15,7 @@ table then shows the same separators on val, cut on val).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,14 +24,9 @@ sys.path.insert(0, str(REPO))
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
+from bench import dev_setup, script  # noqa: E402
 from bench.grocery import SEPARATORS, _embed, _scores, _searcher, budget_cut  # noqa: E402
-from bench.grocery_data import DEFAULT_DATA  # noqa: E402
-from bench.negatives import build_negatives  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
-from edge_search.core.search import Searcher  # noqa: E402
-from edge_search.errors import EdgeSearchError  # noqa: E402
-from edge_search.evaluation.evaluate import read_queries  # noqa: E402
-from edge_search.files import atomic_write_text  # noqa: E402
 
 
 def cut_figures(known: dict, right: np.ndarray, others: dict[str, dict], budget: float) -> dict:
@@ -52,42 +45,22 @@ def cut_figures(known: dict, right: np.ndarray, others: dict[str, dict], budget:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", type=Path, required=True)
-    ap.add_argument("--queries", type=Path, required=True, help="a query CSV (image,id) of dev photos")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the dataset, for the dev negatives")
-    ap.add_argument("--negatives", type=int, default=300, help="no-product scenes cut from dev photos")
-    ap.add_argument("--leave-out", type=int, default=10)
-    ap.add_argument("--draws", type=int, default=20)
+    dev_setup.add_arguments(ap, out="bench-out/separators-dev.json")
     ap.add_argument("--budget", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("bench-out/separators-dev.json"))
     a = ap.parse_args(argv)
-    if a.draws < 1 or not 0 < a.budget < 1 or a.negatives < 1:
-        ap.error("--draws and --negatives must be 1 or more, --budget between 0 and 1")
-
-    student = Searcher.from_bundle(a.bundle, threads=2)
-    pp = student.manifest.preprocess
-    products = list(student.products.products)
-    if not 1 <= a.leave_out < len(products) - 1:
-        ap.error(f"--leave-out must be 1 to {len(products) - 2}: the bundle has {len(products)} products")
-    n_keys = sum(len(p.keys) for p in products)
-    if not hasattr(student.index, "index"):
-        raise SystemExit(f"{a.bundle}: a bundle with a delta segment; rebuild it whole first")
-    vectors = np.asarray(student.index.index.get(np.arange(n_keys, dtype=np.uint64)), np.float32)
-    queries = read_queries(a.queries)
+    if not 0 < a.budget < 1:
+        ap.error("--budget must be between 0 and 1")
+    d = dev_setup.open_setup(a, ap)
+    student, pp, products, queries = d.bundle, d.preprocess, d.products, d.queries
     q_vecs = _embed(student.encoder, [load_image(q.image) for q in queries], pp)
     q_ids = np.asarray([q.id for q in queries], object)
-    with tempfile.TemporaryDirectory() as tmp:
-        scenes = build_negatives(a.data, Path(tmp) / "dev", split="dev", count=a.negatives, seed=a.seed)
-        n_vecs = _embed(student.encoder, [load_image(p) for p in scenes], pp)
+    n_vecs = _embed(student.encoder, d.scenes, pp)
 
     draws = []
-    rng = np.random.default_rng([a.seed, 10])
-    for _ in range(a.draws):
-        left = set(rng.choice(len(products), a.leave_out, replace=False).tolist())
+    for left in d.draws:
         kept = [i for i in range(len(products)) if i not in left]
         left_ids = {products[i].id for i in left}
-        searcher = _searcher(student.encoder, vectors, products, pp, keep=kept)
+        searcher = _searcher(student.encoder, d.vectors, products, pp, keep=kept)
         unknown = np.asarray([pid in left_ids for pid in q_ids])
         known = _scores(searcher, q_vecs[~unknown], None)
         right = known["top"] == q_ids[~unknown]
@@ -102,15 +75,9 @@ def main(argv: list[str] | None = None) -> int:
               "mean_over_draws": mean, "by_draw": draws}
     for sep, row in mean.items():
         print(f"{sep:45s} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(a.out, json.dumps(report, indent=1) + "\n")
-    print(f"wrote {a.out}")
+    script.write_report(a.out, report)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except EdgeSearchError as e:
-        print(f"bench/separators.py: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    script.run(main, "bench/separators.py")

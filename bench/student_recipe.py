@@ -70,6 +70,13 @@ def dev_figures(q_t: np.ndarray, q_s: np.ndarray, cat_t: np.ndarray, cat_s: np.n
     neg_idx = stats.resamples(len(neg_t), stream=51)
     out = {}
     hits = {}
+    # how closely the student follows the teacher, right or wrong: the same top product, and the cosine of
+    # the two embeddings, on dev photos and on dev no-product scenes (inputs further from what it distilled on)
+    fidelity = {"top1_agreement_dev": stats.share((q_s @ cat_t.T).argmax(1) == (q_t @ cat_t.T).argmax(1), idx).to_json(),
+                "top1_agreement_negatives": stats.share((neg_s @ cat_t.T).argmax(1) == (neg_t @ cat_t.T).argmax(1),
+                                                        neg_idx).to_json(),
+                "cosine_dev": round(float(np.mean(np.sum(_unit(q_s) * _unit(q_t), 1))), 4),
+                "cosine_negatives": round(float(np.mean(np.sum(_unit(neg_s) * _unit(neg_t), 1))), 4)}
     for name, q, cat, neg in (("teacher", q_t, cat_t, neg_t), ("student|teacher catalog", q_s, cat_t, neg_s),
                               ("student|own catalog", q_s, cat_s, neg_s)):
         sims = q @ cat.T
@@ -83,7 +90,33 @@ def dev_figures(q_t: np.ndarray, q_s: np.ndarray, cat_t: np.ndarray, cat_s: np.n
                      "unknown_rejected_at_5pct": round(unknown_rejection(sims, products), 4)}
     for name in ("student|teacher catalog", "student|own catalog"):
         out[name]["of_teacher"] = stats.ratio(hits[name], hits["teacher"], idx).to_json()
+    out["student|teacher catalog"]["follows_teacher"] = fidelity
     return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+MIX = (0.25, 0.75)  # the share of the first photo in a mixed image: both photos stay visible
+
+
+def write_mixed(photos: list[Path], count: int, folder: Path, seed: int) -> Path:
+    """`count` images each blending two different `photos` (the share drawn from MIX), as JPEGs in `folder`:
+    unlabelled inputs between the photos, where the student learns to follow the teacher too."""
+    import cv2
+
+    rng = np.random.default_rng([seed, 77])
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        i, j = rng.choice(len(photos), 2, replace=False)
+        a, b = load_image(photos[i]), load_image(photos[j])
+        b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+        lam = rng.uniform(*MIX)
+        mixed = np.clip(lam * a.astype(np.float32) + (1 - lam) * b.astype(np.float32), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(mixed, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        (folder / f"mixed-{n:05d}.jpg").write_bytes(buf.tobytes())
+    return folder
 
 
 @dataclass
@@ -117,10 +150,10 @@ def add_setup_arguments(ap: argparse.ArgumentParser, negatives: int, dev_negativ
     ap.add_argument("--threads", type=int, default=2)
 
 
-def prepare(args, out: Path, **cfg_fields) -> Prepared:
+def prepare(args, out: Path, mixed: int = 0, **cfg_fields) -> Prepared:
     """`args` carries data, teacher, teacher_checkpoint, negatives, dev_negatives, negatives_dir, seed,
     threads (and optionally class_ids: only those products); `cfg_fields` the ExportConfig fields of the
-    student's recipe."""
+    student's recipe; `mixed`: that many blends of two fit photos (never calibration photos) distilled on too."""
     from edge_search_export.config import ExportConfig
     from edge_search_export.pipeline import teacher_step
 
@@ -145,6 +178,11 @@ def prepare(args, out: Path, **cfg_fields) -> Prepared:
     cfg = replace(cfg, finetune=replace(ft, epochs=0, batch_size=min(ft.batch_size, ft.photos_per_product * (
         len(classes) if classes else ft.batch_size))))
     t = teacher_step(cfg, read_catalog(catalog_csv), progress=True)
+    if mixed:
+        held = {p.resolve() for p in t.held.paths} if t.held else set()
+        mix_from = [q.image for q in fit if q.image.resolve() not in held]
+        cfg = replace(cfg, distill_images=cfg.distill_images + (
+            write_mixed(mix_from, mixed, out / "data" / f"mixed-{mixed}-s{args.seed}", args.seed),))
     pos = {p.id: i for i, p in enumerate(t.table.products)}
     dev_images = [load_image(q.image) for q in dev]
     negs = [load_image(p) for p in dev_neg_paths]
@@ -181,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="default: the export's for this student (export/student.distill_learning_rate)")
     ap.add_argument("--relational-weight", type=float, default=1.0)
     ap.add_argument("--label-weight", type=float, default=1.0)
+    ap.add_argument("--onnx", type=Path, default=None, metavar="FILE",
+                    help="distil nothing: measure this student, already exported (an fp32 ONNX file at "
+                         "--image-size, e.g. bench/grocery.py's OUT/models/student.fp32.onnx), the same way")
+    ap.add_argument("--mixed", type=int, default=0, metavar="N",
+                    help="also distil on N blends of two fit photos (write_mixed; calibration photos never used)")
     args = ap.parse_args(argv)
 
     import torch
@@ -191,14 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     load = os.getloadavg()
     t0 = time.perf_counter()
-    d = prepare(args, out, student=args.student, image_size=args.image_size,
+    d = prepare(args, out, mixed=args.mixed, student=args.student, image_size=args.image_size,
                 views_per_image=args.views_per_image, batch_size=args.batch_size, learning_rate=args.learning_rate,
                 relational_weight=args.relational_weight, label_weight=args.label_weight)
     cfg, t = d.cfg, d.teacher_step
-    shared = distill_set(cfg, t, progress=True)
-    bank_seconds = time.perf_counter() - t0
     dev, dev_images, dev_products, negs = d.dev, d.dev_images, d.dev_products, d.negatives
     q_t, cat_t, neg_t = d.q_t, d.cat_t, d.neg_t
+    if args.onnx:
+        return _measure_onnx(args, argv, d, out)
+    shared = distill_set(cfg, t, progress=True)
+    bank_seconds = time.perf_counter() - t0
     runs = []
     for epochs in args.epochs:
         torch.manual_seed(args.seed)  # every student starts from the same weights
@@ -215,6 +260,30 @@ def main(argv: list[str] | None = None) -> int:
               "teacher_targets_seconds": round(bank_seconds, 1), "views": int(len(shared.bank.crops)),
               "seconds": round(time.perf_counter() - t0, 1), "bootstrap_seed": stats.SEED,
               "loadavg_start": [round(x, 2) for x in load], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+def _measure_onnx(args, argv, d: Prepared, out: Path) -> int:
+    """--onnx: the dev figures of a student exported elsewhere, beside the teacher's (OUT/result.json)."""
+    from edge_search.core.encoder import OnnxEncoder
+    from edge_search_export.onnx_export import INPUT, OUTPUT
+
+    if not args.image_size:
+        raise SystemExit("bench/student_recipe.py: --onnx needs --image-size (the file's input side)")
+    enc = OnnxEncoder(args.onnx, input_name=INPUT, output_name=OUTPUT, threads=args.threads)
+    pp = replace(d.teacher_step.preprocess, size=(args.image_size, args.image_size))
+    vec = lambda images: np.concatenate([enc.embed(preprocess_batch(images[i:i + 64], pp))  # noqa: E731
+                                         for i in range(0, len(images), 64)]).astype(np.float32)
+    figures = dev_figures(q_t=d.q_t, q_s=vec(d.dev_images), cat_t=d.cat_t, cat_s=vec(d.teacher_step.images),
+                          products=d.dev_products, neg_t=d.neg_t, neg_s=vec(d.negatives))
+    print(json.dumps({"onnx": str(args.onnx), "dev": figures}), flush=True)
+    result = {"command": " ".join([".venv/bin/python", "bench/student_recipe.py"] + (argv or sys.argv[1:])),
+              "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                           if k not in ("data", "out")},
+              "runs": [{"onnx": str(args.onnx), "dev": figures}], "dev_photos": len(d.dev),
+              "dev_negatives": len(d.negatives), "bootstrap_seed": stats.SEED}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=str) + "\n")
     return 0

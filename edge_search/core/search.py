@@ -94,6 +94,7 @@ class SearchResult:
     margin: float = float("inf")  # best_score minus the second product's score (inf with one product)
     negative_score: float = float("-inf")  # the nearest no-product scene's score (bundles with negatives)
     short: Short | None = None  # why fewer than k products came back; None when k did
+    best_id: str | None = None  # the top product's id, even when it was refused (None: nothing ranked)
 
     @property
     def no_match(self) -> bool:
@@ -280,7 +281,7 @@ class Searcher:
             n *= FETCH_GROWTH
 
     def _search(self, vector: np.ndarray, q: QueryParams, *, words: bool = False, calibrated: bool = True,
-                exact: int | None = None) -> tuple[list[SearchHit], float, float, float, Short | None]:
+                exact: int | None = None) -> tuple[list[SearchHit], float, float, float, Short | None, str | None]:
         k, min_score, allow = q.k, q.min_score, q.filter
         # two products at least: the margin needs the runner-up
         want = max(k, 2)
@@ -297,13 +298,13 @@ class Searcher:
         # fewer than `want` ranked: every product that passes the filter (or the whole catalog) is in
         exhausted = Short.FILTER if allow else Short.CATALOG
         if not ranked:
-            return [], float("-inf"), float("inf"), negative, exhausted
-        best = ranked[0][1]
+            return [], float("-inf"), float("inf"), negative, exhausted, None
+        best, top = ranked[0][1], self.products.products[ranked[0][0]].id
         margin = best - ranked[1][1] if len(ranked) > 1 else float("inf")
         if not calibrated and min_score is None:
             min_score = RANK_ALL  # the rule was fitted on photos: words are answered, ranked
         if exact is None and not self.accepts(ranked[0][0], best, margin, min_score, negative):
-            return [], best, margin, negative, Short.NO_MATCH
+            return [], best, margin, negative, Short.NO_MATCH, top
         threshold = self.min_score if min_score is None else min_score
         hits, short = [], None
         for rank_no, (pos, score) in enumerate(ranked[:k]):
@@ -315,13 +316,13 @@ class Searcher:
                                   exact=pos == exact))
         if short is None and len(hits) < k:
             short = exhausted
-        return hits, best, margin, negative, short
+        return hits, best, margin, negative, short, top
 
     def search_vector(self, vector: np.ndarray, k: int = DEFAULT_K, min_score: float | None = None,
                       filter: Filter | None = None) -> tuple[list[SearchHit], float]:
         """Best products for one embedding; several images of a product count once.
         Empty when the query is answered "no match" (see `accepts`)."""
-        hits, best, _, _, _ = self._search(vector, QueryParams(k, min_score, filter=filter))
+        hits, best, _, _, _, _ = self._search(vector, QueryParams(k, min_score, filter=filter))
         return hits, best
 
     def _need_text(self) -> TextEncoder:
@@ -342,12 +343,12 @@ class Searcher:
             raise TextQueryError("the text query is empty")
         vector = encoder.embed([text])[0]
         t1 = time.perf_counter()
-        hits, best, margin, _, short = self._search(
+        hits, best, margin, _, short, top = self._search(
             vector, q, words=True, calibrated=False,
             exact=self._exact.get(text.strip().casefold()) if exact_lookup else None)
         t2 = time.perf_counter()
         return SearchResult(hits=hits, timings_ms={"embed": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3},
-                            best_score=best, margin=margin, short=short)
+                            best_score=best, margin=margin, short=short, best_id=top)
 
     def fuse(self, image_vector: np.ndarray, text_vector: np.ndarray, alpha: float | None = None) -> np.ndarray:
         """normalize(alpha * image + (1 - alpha) * text); alpha defaults to the bundle's."""
@@ -379,11 +380,11 @@ class Searcher:
         if text is not None:
             vector = self._fuse(vector, self.text_encoder.embed([text])[0], q.alpha)
         t3 = time.perf_counter()
-        hits, best, margin, negative, short = self._search(vector, q, calibrated=text is None)
+        hits, best, margin, negative, short, top = self._search(vector, q, calibrated=text is None)
         t4 = time.perf_counter()
         timings.update(preprocess=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3, search=(t4 - t3) * 1e3)
         return SearchResult(hits=hits, timings_ms=timings, best_score=best, margin=margin, negative_score=negative,
-                            short=short)
+                            short=short, best_id=top)
 
 
 def _load_negatives(path: Path, dim: int) -> np.ndarray:

@@ -31,6 +31,12 @@ from edge_search.core.search import DEFAULT_K, QueryParams, SearchResult
 
 MAX_K = 20  # the most products the kiosk shows (on screen, or per JSON line)
 
+# When the whole frame is refused, what a retry (an enhanced copy of it) may answer:
+AGREE = "agree"  # only the product the whole frame ranked first: the retry confirms what the frame showed
+ANY = "any"  # whatever passes the rule: each retry is one more chance to name some product, a wrong one too
+RETRY_RULES = (AGREE, ANY)
+DEFAULT_RETRY_RULE = AGREE  # bench/retries.py on the dev photos: as many right answers as ANY, fewer wrong
+
 
 class KioskSearcher(Protocol):
     """What the kiosk needs from a searcher; `search.Searcher` is one, tests pass fakes."""
@@ -131,10 +137,12 @@ class KioskLoop:
 
     def __init__(self, searcher: KioskSearcher | None, *, k: int = DEFAULT_K, min_score: float | None = None,
                  quality: QualityConfig | None = None, retries: tuple[str, ...] = DEFAULT_RETRIES,
-                 filter: Filter | None = None):
+                 filter: Filter | None = None, retry_rule: str = DEFAULT_RETRY_RULE):
         unknown = [r for r in retries if r not in ENHANCEMENTS]
         if unknown:
             raise ValueError(f"unknown enhancements {unknown}; known: {sorted(ENHANCEMENTS)}")
+        if retry_rule not in RETRY_RULES:
+            raise ValueError(f"unknown retry rule {retry_rule!r}; known: {', '.join(RETRY_RULES)}")
         params = QueryParams(k=k, min_score=min_score, filter=filter or None, max_k=MAX_K)
         self._explicit_min_score = params.min_score
         self._k = params.k
@@ -143,6 +151,7 @@ class KioskLoop:
         self.min_score = 0.0 if min_score is None else float(min_score)
         self.quality = QualityCheck(quality)
         self.retries = retries
+        self.retry_rule = retry_rule
         self.epoch = 0
         self.paused = False
         self._reset_wanted = False
@@ -211,16 +220,17 @@ class KioskLoop:
         totals = {"quality": quality_ms, "enhance": 0.0, "preprocess": 0.0, "embed": 0.0, "search": 0.0}
         variant, tried = ORIGINAL, [ORIGINAL]
         result = self._search(frame.image, k, totals)
+        first = result.best_id
         for name in self.retries if result.no_match else ():
             t1 = time.perf_counter()
             image = ENHANCEMENTS[name][0](frame.image)
             totals["enhance"] += (time.perf_counter() - t1) * 1e3
             tried.append(name)
             retry = self._search(image, k, totals)
-            if not retry.no_match:
+            if not retry.no_match and (self.retry_rule == ANY or retry.hits[0].id == first):
                 result, variant = retry, name
                 break
-            if retry.best_score > result.best_score:  # the no-match shown says how close we came
+            if retry.no_match and retry.best_score > result.best_score:  # the no-match shown: how close we came
                 result = retry
         totals["total"] = quality_ms + (time.perf_counter() - t0) * 1e3
         return Lookup(frame=frame, result=result, variant=variant, tried=tuple(tried), k=k,

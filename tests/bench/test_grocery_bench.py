@@ -32,6 +32,16 @@ def bench(out, *extra):
                            str(out), *MINI, *extra], capture_output=True, text=True, timeout=300)
 
 
+def on_dev(out, tmp_path, script: str, *extra) -> dict:
+    """A bench script run on the miniature's bundle and dev photos -> its JSON report."""
+    report = tmp_path / f"{script}.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--bundle", str(out / "bundle"),
+                           "--queries", str(out / "data" / "dev.csv"), "--data", str(GROCERY), *extra,
+                           "--out", str(report)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(report.read_text())
+
+
 def test_grocery_bench_miniature(tmp_path):
     if not (GROCERY / "classes.csv").is_file():
         pytest.skip(f"grocery dataset not found at {GROCERY} (set EDGE_SEARCH_GROCERY)")
@@ -66,6 +76,11 @@ def test_grocery_bench_miniature(tmp_path):
     b = r["bundle"]
     assert b["raw_recall@1"] == rows[shipped]["recall@1"]
     assert b["answered_right"]["value"] <= b["raw_recall@1"]["value"]
+    # every val photo is answered right, named wrong or refused; of the names given, the right share
+    named = b["answered_right"]["value"] + b["named_wrong"]["value"]
+    assert b["named_wrong"]["n"] == 14 and b["right_when_named"]["n"] == round(14 * named)
+    if named:
+        assert b["right_when_named"]["value"] == pytest.approx(b["answered_right"]["value"] / named, abs=1e-3)
     kq = r["kiosk"]  # the kiosk's own path: the rule plus its retries
     assert kq["retries"] == ["centre-crop", "equalized"] and kq["val_negatives_rejected"]["n"] == 20
     assert kq["answered_right"]["n"] == 14
@@ -85,17 +100,29 @@ def test_grocery_bench_miniature(tmp_path):
         frr = row["false_reject_of_correct"]
         assert frr["value"] <= 0.05 and frr["n"] >= 1 and row["val_negatives_rejected"]["n"] == 20
     # the same separators on the 21 dev photos, before val (bench/separators.py): 3 draws of 1 product left out
-    seps = subprocess.run([sys.executable, str(REPO / "bench" / "separators.py"), "--bundle", str(out / "bundle"),
-                           "--queries", str(out / "data" / "dev.csv"), "--data", str(GROCERY), "--leave-out", "1",
-                           "--draws", "3", "--negatives", "12", "--out", str(tmp_path / "separators.json")],
-                          capture_output=True, text=True)
-    assert seps.returncode == 0, seps.stderr[-3000:]
-    dev = json.loads((tmp_path / "separators.json").read_text())
+    dev = on_dev(out, tmp_path, "separators.py", "--leave-out", "1", "--draws", "3", "--negatives", "12")
     assert (dev["queries"], dev["dev_negatives"], len(dev["by_draw"])) == (21, 12, 3)
     assert set(dev["mean_over_draws"]) == set(sep) - {"top-1 minus nearest no-product scene"}
     for draw in dev["by_draw"]:
         for row in draw.values():
             assert row["false_reject_of_correct"] <= 0.05  # the cut refuses at most the budget
+    # the kiosk's retry rules on the dev photos (bench/retries.py): each rule names a superset of the photos
+    # the stricter one names, whole frame only < agree < any
+    rr = on_dev(out, tmp_path, "retries.py", "--leave-out", "1", "--draws", "2", "--negatives", "12")
+    assert (rr["queries"], rr["dev_negatives"], rr["chosen"] in rr["rules"]) == (21, 12, True)
+    named = [rr["rules"][n]["answered_right"]["value"] + rr["rules"][n]["named_wrong"]["value"]
+             for n in ("whole frame only", "agree", "any")]
+    assert named == sorted(named)
+    for key in ("unknown_products_named", "dev_negatives_named"):
+        assert [rr["rules"][n][key] for n in ("whole frame only", "agree", "any")] == \
+            sorted(rr["rules"][n][key] for n in ("whole frame only", "agree", "any"))
+    # the kiosk as a user runs it (`edge-search run --no-tui`) on a hand-held video of the dev photos and
+    # dev scenes (bench/kiosk_video.py)
+    kv = on_dev(out, tmp_path, "kiosk_video.py", "--split", "dev", "--scenes", "5", "--held", "6")
+    assert (kv["products_shown"], kv["scenes_shown"], len(kv["items"])) == (21, 5, 26)
+    searches = sum(i["searches"] for i in kv["items"])
+    assert kv["kiosk_summary"].startswith(f"edge-search: {26 * 6} frames, {searches} searched")
+    assert kv["answered_right"]["value"] + kv["named_wrong"]["value"] <= kv["products_searched"]["value"] + 1e-4
     k = r["k_photos"]["by_k"]
     assert {kk: x["photos_added"] for kk, x in k.items()} == {"0": 0, "1": 4, "3": 12, "5": 20}
     assert k["0"]["val_recall@1_all_products"] == cat[r["export"]["index"]["catalog_encoder"]]["val_recall@1"]

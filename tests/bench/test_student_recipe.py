@@ -25,3 +25,33 @@ def test_dev_figures_count_hits_rejections_and_the_paired_ratio():
     assert f["teacher"]["neg_rejected_at_5pct"]["value"] == 0.5  # the far scene, not the close one
     low, high = f["student|teacher catalog"]["dev_r1"]["ci95"]
     assert low < 0.75 < high  # four photos: the interval is wide
+    # how closely the student follows the teacher, right or wrong: three photos of four end on the same
+    # product; the fourth's vectors are at cos (0.09 + 0.09) / 0.82; the scenes are embedded alike
+    follows = f["student|teacher catalog"]["follows_teacher"]
+    assert follows["top1_agreement_dev"]["value"] == 0.75 and follows["top1_agreement_negatives"]["value"] == 1.0
+    assert follows["cosine_dev"] == round((3 + 0.18 / 0.82) / 4, 4) and follows["cosine_negatives"] == 1.0
+
+
+def test_mixed_images_blend_two_different_photos(tmp_path):
+    import cv2
+
+    from bench.student_recipe import MIX, write_mixed
+
+    # three flat photos, one colour channel each: a blend shows exactly two of them, in MIX's proportions
+    photos = []
+    for c in range(3):
+        rgb = np.zeros((40, 30, 3), np.uint8)
+        rgb[..., c] = 200
+        photos.append(tmp_path / f"p{c}.png")
+        cv2.imwrite(str(photos[-1]), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    folder = write_mixed(photos, 6, tmp_path / "mixed", seed=0)
+    made = sorted(folder.glob("*.jpg"))
+    assert len(made) == 6
+    for path in made:
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).reshape(-1, 3).mean(0)
+        shown = rgb > 20
+        assert shown.sum() == 2  # two different photos, never one twice
+        share = rgb[shown] / 200
+        assert abs(share.sum() - 1) < 0.05 and MIX[0] - 0.05 < share.min() <= 0.5
+    again = write_mixed(photos, 6, tmp_path / "again", seed=0)
+    assert [p.read_bytes() for p in made] == [p.read_bytes() for p in sorted(again.glob("*.jpg"))]  # seeded

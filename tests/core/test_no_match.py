@@ -98,10 +98,12 @@ def test_calibrated_rule_uses_margin_and_per_product_floors():
     s = searcher(NoMatchRule(min_margin=0.05, product_min_score={"b": 0.7}))
     close = query(s, [0.6, 0.58, 0, 0.5])  # a leads b by ~0.02 < 0.05: ambiguous, rejected
     assert close.no_match and close.best_score > 0.2 and 0 < close.margin < 0.05
+    assert close.best_id == "a"  # refused, the product it ranked first is still known (the kiosk's retries)
     clear = query(s, [0.7, 0.3, 0, 0.5])
     assert not clear.no_match and clear.hits[0].id == "a"
     # b's own floor (0.7) is above the flat 0.2: a b-ish photo scoring ~0.6 is rejected ...
-    assert query(s, [0.2, 0.6, 0, 0.77]).no_match
+    b_ish = query(s, [0.2, 0.6, 0, 0.77])
+    assert b_ish.no_match and b_ish.best_id == "b"
     # ... while the same score on a product without its own floor is answered
     assert not query(s, [0.0, 0.2, 0.6, 0.77]).no_match
     # an explicit cut-off replaces the calibrated rule (what `--min-score` and eval's -inf rely on) ...

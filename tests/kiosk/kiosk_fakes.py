@@ -67,7 +67,7 @@ class FakeSearcher:
             self.text_calls.append((text, True, filter))
             scores, threshold = 0.8 * scores + 0.2 * self.word_scores(text), float("-inf")
         return SearchResult(hits=self._ranked(scores, k, threshold, filter), timings_ms=dict(TIMINGS),
-                            best_score=float(scores.max()))
+                            best_score=float(scores.max()), best_id=self.products[int(np.argmax(scores))].id)
 
     def search_text(self, text, k=5, min_score=None, filter=None) -> SearchResult:
         self.text_calls.append((text, False, filter))

@@ -16,7 +16,9 @@ import edge_search  # noqa: F401  (onnxruntime before usearch)
 from conftest import read_manifest, run_cli
 from edge_search.errors import EdgeSearchError
 from edge_search.kiosk.frames import Frame, SourceError, SourceStatus
-from edge_search.kiosk.loop import BundleInfo, FrameSaver, FrameSeen, Lookup, KioskLoop, RateMeter, open_or_fail, run_kiosk
+from edge_search.kiosk.enhance import CROP_KEEP
+from edge_search.kiosk.loop import (ANY, BundleInfo, FrameSaver, FrameSeen, KioskLoop, Lookup, RateMeter, open_or_fail,
+                                   run_kiosk)
 from edge_search.kiosk.session import RunTally, Session
 from edge_search_export.sample_catalog import draw_product
 from edge_search.core.search import SearchResult
@@ -59,7 +61,18 @@ class CentreOnly(FakeSearcher):
     def search_image(self, image, k=5, min_score=None):
         r = super().search_image(image, k, min_score=0.0)
         if image.shape[0] >= 320:
-            return SearchResult(hits=[], timings_ms=r.timings_ms, best_score=0.1)
+            return SearchResult(hits=[], timings_ms=r.timings_ms, best_score=0.1, best_id=r.best_id)
+        return r
+
+
+class CropShowsAnother(FakeSearcher):
+    """The whole frame ranks its own product first, below the rule's floor; its centre crop passes with
+    product `crop_names` (the one drawn at the centre)."""
+
+    def search_image(self, image, k=5, min_score=None):
+        r = super().search_image(image, k, min_score=0.0)
+        if image.shape[0] >= 320:
+            return SearchResult(hits=[], timings_ms=r.timings_ms, best_score=0.4, best_id=r.best_id)
         return r
 
 
@@ -69,6 +82,36 @@ def test_low_confidence_retries_with_an_enhancement_and_says_which():
     assert not lk.result.no_match and lk.timings_ms["enhance"] >= 0
     # three searches' worth of embed time would mean it did not stop at the first match
     assert lk.timings_ms["embed"] == pytest.approx(2 * 4.25)
+
+
+def framed(outer: int, inner: int) -> np.ndarray:
+    """Product `outer` drawn over the whole frame, product `inner` over its centre (what the crop keeps)."""
+    image = draw_product(outer).copy()
+    h, w = image.shape[:2]
+    small = cv2.resize(draw_product(inner), (round(w * CROP_KEEP), round(h * CROP_KEEP)), interpolation=cv2.INTER_AREA)
+    top, left = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
+    image[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return image
+
+
+def test_a_retry_names_only_the_product_the_whole_frame_ranked_first():
+    searcher = CropShowsAnother()
+    whole = searcher.search_image(framed(0, 0), k=1).best_id  # refused, but ranked first
+    assert whole == searcher.products[0].id
+    # the crop agrees with the whole frame: named, from the crop
+    lk = KioskLoop(searcher, k=1).lookup(frame(0, framed(0, 0)))
+    assert lk.variant == "centre-crop" and lk.result.hits[0].id == whole
+    # the whole frame ranked product 0 first, the crop passes with product 3: refused under AGREE (the default),
+    # named product 3 under ANY; the refusal keeps the whole frame's closest score, not the crop's answer
+    mixed = framed(0, 3)
+    assert searcher.search_image(mixed, k=1).best_id == whole
+    refused = KioskLoop(searcher, k=1).lookup(frame(1, mixed))
+    assert refused.result.no_match and refused.variant == "original"
+    assert refused.tried == ("original", "centre-crop", "equalized") and refused.result.best_score == 0.4
+    anyone = KioskLoop(searcher, k=1, retry_rule=ANY).lookup(frame(1, mixed))
+    assert anyone.variant == "centre-crop" and anyone.result.hits[0].id == searcher.products[3].id
+    with pytest.raises(ValueError, match="unknown retry rule"):
+        KioskLoop(searcher, retry_rule="sometimes")
 
 
 def test_no_match_after_every_retry_keeps_the_closest_score():
