@@ -61,6 +61,28 @@ def ratio(a: np.ndarray, b: np.ndarray, idx: np.ndarray | None = None) -> Estima
     return Estimate(float(a.sum() / b.sum()) if b.sum() else float("nan"), float(low), float(high), len(a))
 
 
+def auc_value(values: np.ndarray, positive: np.ndarray) -> float:
+    """P(a positive's value > a negative's), ties counting half (Mann-Whitney); nan without both kinds."""
+    pos, neg = values[positive], values[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.sort(neg)
+    below = np.searchsorted(order, pos, side="left")
+    ties = np.searchsorted(order, pos, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))
+
+
+def auc(values: np.ndarray, positive: np.ndarray, idx: np.ndarray | None = None) -> Estimate:
+    """How well `values` rank the `positive` rows above the others: 0.5 is no better than chance, 1 perfect
+    (e.g. a confidence score's right answers above its wrong ones). n: the rows."""
+    values, positive = np.asarray(values, float), np.asarray(positive, bool)
+    idx = resamples(len(values)) if idx is None else idx
+    boot = np.asarray([auc_value(values[i], positive[i]) for i in idx])
+    boot = boot[~np.isnan(boot)]
+    low, high = np.percentile(boot, [2.5, 97.5]) if len(boot) else (float("nan"), float("nan"))
+    return Estimate(auc_value(values, positive), float(low), float(high), len(values))
+
+
 def median_ratio(slow: np.ndarray, fast: np.ndarray, seed: int = SEED, rounds: int = ROUNDS) -> Estimate:
     """median(slow) / median(fast) of two sets of timings, each resampled on its own."""
     slow, fast = np.asarray(slow, float), np.asarray(fast, float)

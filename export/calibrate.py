@@ -13,7 +13,8 @@ no-product scenes are scored against the other negatives (leave-one-out).
 
 Every candidate rule (`RULES`) is fitted to the same budget: it rejects at
 most `max_false_reject` of the calibration photos the model names correctly,
-and, within it, as many simulated unknowns and negatives as it can. The rule
+and, within it, as many simulated unknowns, wrongly named calibration photos
+(`NoMatchSettings.refuse_wrong`) and negatives as it can. The rule
 kept is the one that does best at 2-fold cross-validation (rejections minus
 false rejects on the half it was not fitted on), so rules are compared at
 the same false-reject rate.
@@ -154,22 +155,32 @@ def _rejects(top, s1, s2, neg, fit: Fitted) -> np.ndarray:
 
 
 def _figures(sc: CalibrationScores, fit: Fitted, ng: NegativeScores | None) -> dict:
+    refused = _rejects(sc.top, sc.s1, sc.s2, sc.neg, fit)
+    wrong = sc.top != sc.truth
     outcomes = NoMatchOutcomes(
-        right=sc.top == sc.truth, refused=_rejects(sc.top, sc.s1, sc.s2, sc.neg, fit),
+        right=sc.top == sc.truth, refused=refused,
         unknown_refused=_rejects(sc.alt_top, sc.alt_s1, sc.alt_s2, sc.neg, fit),
         negatives_refused=_rejects(ng.top, ng.s1, ng.s2, ng.neg, fit) if ng is not None else ())
     f = outcomes.figures()
     out = {"queries": int(len(sc.truth)), **{k: f[k] for k in ("top1", "reject_recall", "false_reject_of_correct",
                                                                 "false_reject_all", "precision_of_answers")}}
+    # calibration photos the model names as another product: a wrong name, as for a product it lacks
+    out["wrong_refused"] = round(float(refused[wrong].mean()), 4) if wrong.any() else None
     if ng is not None and len(ng.top):
         out["negative_reject"], out["negatives"] = f["negative_reject"], int(len(ng.top))
     return out
 
 
-def _objective(f: dict) -> float:
-    """What a rule is fitted and chosen for: the share of queries it should refuse that it does
-    (simulated unknown products and, when given, no-product scenes, weighted equally)."""
-    return float(np.mean([f["reject_recall"]] + ([f["negative_reject"]] if "negative_reject" in f else [])))
+def _objective(f: dict, settings: NoMatchSettings) -> float:
+    """What a rule is fitted and chosen for: the share of queries it should refuse that it does, weighted
+    equally: simulated unknown products, the photos it names wrongly (`refuse_wrong`), and, when given,
+    no-product scenes."""
+    terms = [f["reject_recall"]]
+    if settings.refuse_wrong and f.get("wrong_refused") is not None:
+        terms.append(f["wrong_refused"])
+    if "negative_reject" in f:
+        terms.append(f["negative_reject"])
+    return float(np.mean(terms))
 
 
 def _floor_for_budget(slack: np.ndarray, budget: int) -> float:
@@ -221,7 +232,7 @@ def _fit(sc: CalibrationScores, ng: NegativeScores | None, n_products: int, sett
                              _floor_for_budget(negdiff[keep], budget), -1.0)
             else:
                 fit = Fitted(np.full(n_products, -1.0), float(m), -np.inf, -1.0)
-            score = _objective(_figures(sc, fit, ng))
+            score = _objective(_figures(sc, fit, ng), settings)
             if best is None or score > best[0] + 1e-12:
                 best = (score, fit)
     return best[1]
@@ -270,7 +281,7 @@ def calibrate_no_match(searcher: Searcher, vectors: np.ndarray, truth: np.ndarra
                        len(products), settings, name)
             f = _figures(sc.take(np.flatnonzero(fold == k)), fit, ng.take(np.flatnonzero(nfold == k)) if ng else None)
             # a half with no correctly named photo has none to reject wrongly
-            cv.append(_objective(f) - (f["false_reject_of_correct"] or 0.0))
+            cv.append(_objective(f, settings) - (f["false_reject_of_correct"] or 0.0))
         fit = _fit(sc, ng, len(products), settings, name)
         rules[name] = {"cross_validation": round(float(np.mean(cv)), 4), **_figures(sc, fit, ng)}
     chosen = max(names, key=lambda n: (rules[n]["cross_validation"], -names.index(n)))
@@ -289,6 +300,7 @@ def calibrate_no_match(searcher: Searcher, vectors: np.ndarray, truth: np.ndarra
               "negatives_used": bool(neg_used), "negatives_given": 0 if negatives is None else int(len(negatives)),
               "min_score": flat, "min_margin": rule.min_margin, "negative_margin": rule.negative_margin,
               **_figures(sc, written, ng), "rules": rules,
-              "chosen_by": "2-fold cross-validation of (rejected unknowns and negatives) - false rejects, "
-                           "every rule fitted to the same false-reject budget"}
+              "chosen_by": "2-fold cross-validation of (rejected unknowns" + (", wrong answers" if settings.refuse_wrong
+                                                                            else "") +
+                           " and negatives) - false rejects, every rule fitted to the same false-reject budget"}
     return rule, flat, report

@@ -80,6 +80,10 @@ def run_export_command(args: argparse.Namespace) -> int:
             check_reachable(cfg.engine.address)
     if args.no_match_rule != "auto":
         cfg = replace(cfg, no_match=replace(cfg.no_match, rule=args.no_match_rule))
+    if args.max_false_reject is not None:
+        if not 0 <= args.max_false_reject < 0.5:
+            raise EdgeSearchError(f"--max-false-reject must be at least 0 and under 0.5, got {args.max_false_reject}")
+        cfg = replace(cfg, no_match=replace(cfg.no_match, max_false_reject=args.max_false_reject))
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
         raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
     if args.finetune_epochs is not None or args.finetune_batch is not None:
@@ -191,6 +195,10 @@ def add_export_parser(sub) -> None:
     e.add_argument("--no-match-rule", default="auto", choices=("auto",) + NO_MATCH_RULES,
                    help="the 'no match' rule (auto: the candidate that does best at 2-fold cross-validation, "
                         "all fitted to the same false-reject budget; *negatives need --negatives)")
+    e.add_argument("--max-false-reject", type=float, default=None, metavar="SHARE",
+                   help="the share of correctly named calibration photos the 'no match' rule may refuse, 0 to "
+                        "0.5 (default 0.05): higher refuses more wrong answers and more right ones "
+                        "(docs/benchmarks/grocery.md, no_match.budgets)")
     e.add_argument("--seed", type=int, default=d["seed"], help="seed of every random choice")
     e.add_argument("--skip-bad", action="store_true", help="skip bad catalog rows instead of stopping")
     e.add_argument("--force", action="store_true", help="replace --out if it exists (only once the new bundle is complete)")

@@ -142,6 +142,10 @@ class NoMatchSettings:
     # None: the candidate of calibrate.RULES that does best at 2-fold cross-validation; a name forces it
     rule: str | None = None
     shrinkage: float = 8.0  # pseudo-photos pulling a product's floor towards the pooled one
+    # True: the calibration photos the model names as another product count among those the rule should
+    # refuse, beside the simulated unknown products and the negatives. Off: on the grocery dev photos it
+    # refused 7 right answers for 7 wrong ones (bench/calibration_dev.py, docs/benchmarks/README.md)
+    refuse_wrong: bool = False
 
     def __post_init__(self) -> None:
         from .calibrate import RULES

@@ -93,6 +93,11 @@ def test_grocery_bench_miniature(tmp_path):
     assert nm["val_negatives"] == 20 and nm["skimage_images"] in (0, 18)  # 18 with the [bench] extra
     assert r["export"]["no_match"]["negatives_given"] if r["export"]["no_match"]["calibrated"] else \
         "20 no-product scenes" in r["export"]["no_match"]["source"]
+    bud = nm["budgets"]  # the export's rule fitted to larger budgets: each keeps its budget where it was fitted
+    assert bud["rule"] == r["export"]["no_match"].get("rule") or not bud["by_budget"]
+    assert set(bud["by_budget"]) <= {"0.05", "0.1", "0.2", "0.3"}
+    for budget, x in bud["by_budget"].items():
+        assert x["fit_false_reject_of_correct"] <= float(budget) + 1e-9 and x["named_wrong"]["n"] == 14
     sep = nm["separability"]  # each separator cut on val at the budget: at most 5 % of the correct refused
     assert set(sep) == {"top-1 score", "margin over the runner-up", "top-1 minus nearest no-product scene",
                         "top-1 minus the next 9 products' mean", "softmax share of the top product (T 0.05)"}
@@ -116,6 +121,15 @@ def test_grocery_bench_miniature(tmp_path):
     for key in ("unknown_products_named", "dev_negatives_named"):
         assert [rr["rules"][n][key] for n in ("whole frame only", "agree", "any")] == \
             sorted(rr["rules"][n][key] for n in ("whole frame only", "agree", "any"))
+    # the no-match calibration refitted under each objective, measured on dev (bench/calibration_dev.py); the
+    # export's 10 % of 121 fit photos name too few right for a rule, so a larger share of them here
+    cal = on_dev(out, tmp_path, "calibration_dev.py", "--fit", str(out / "data" / "fit.csv"), "--holdout", "0.45",
+                 "--train-negatives", str(out / "negatives" / "train-20-seed0"), "--leave-out", "1", "--draws", "2",
+                 "--negatives", "12")
+    assert set(cal["objectives"]) == {"unknowns and scenes", "unknowns, wrong answers and scenes"}
+    assert cal["chosen"] in cal["objectives"] and cal["train_negatives"] == 20 and cal["queries"] == 21
+    for row in cal["objectives"].values():
+        assert row["calibration"]["false_reject_of_correct"] <= cal["budget"] + 1e-9
     # the kiosk as a user runs it (`edge-search run --no-tui`) on a hand-held video of the dev photos and
     # dev scenes (bench/kiosk_video.py)
     kv = on_dev(out, tmp_path, "kiosk_video.py", "--split", "dev", "--scenes", "5", "--held", "6")

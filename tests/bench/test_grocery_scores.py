@@ -62,3 +62,16 @@ def test_wrong_names_counted_by_hand():
     assert w["named_wrong"]["value"] == pytest.approx(2 / 5, abs=1e-4) and w["named_wrong"]["n"] == 5
     assert w["right_when_named"]["value"] == pytest.approx(1 / 3, abs=1e-4) and w["right_when_named"]["n"] == 3
     assert w["named_wrong"]["ci95"][0] <= 0.4 <= w["named_wrong"]["ci95"][1]
+
+
+def test_auc_counted_by_hand():
+    from bench.stats import auc, resamples
+
+    # right answers at 0.9, 0.7, 0.5; wrong ones at 0.6, 0.5: of the 6 pairs the right one is higher in
+    # 0.9>0.6, 0.9>0.5, 0.7>0.6, 0.7>0.5, and ties once (0.5 = 0.5) -> (4 + 0.5) / 6
+    values = np.asarray([0.9, 0.7, 0.5, 0.6, 0.5])
+    right = np.asarray([True, True, True, False, False])
+    e = auc(values, right, resamples(5, stream=98))
+    assert e.value == pytest.approx(4.5 / 6) and e.n == 5 and e.low <= e.value <= e.high
+    assert auc(values, ~right).value == pytest.approx(1.5 / 6)  # the other way round
+    assert np.isnan(auc(values, np.ones(5, bool)).value)  # no wrong answers: undefined

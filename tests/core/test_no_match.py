@@ -323,6 +323,15 @@ def test_the_calibration_measures_a_rule_with_the_shared_figures():
                            alt_s2=np.array([0.1, 0.1, 0.2, 0.1]), neg=np.full(4, -np.inf))
     fit = Fitted(floors=np.full(3, 0.6), margin=0.1, negative_margin=-np.inf, flat=0.6)
     # refused: photo 2 (0.5 under the floor), photo 4 (0.05 margin); unknowns 1 and 2 (under the floor)
+    # the wrongly named photo 3 scores 0.8, leads by 0.6: answered, so none of the wrong answers is refused
     assert _figures(sc, fit, None) == {"queries": 4, "top1": 0.75, "reject_recall": 0.5,
                                        "false_reject_of_correct": 0.6667, "false_reject_all": 0.5,
-                                       "precision_of_answers": 0.5}
+                                       "precision_of_answers": 0.5, "wrong_refused": 0.0}
+    # a floor of 0.85 refuses it too: the objective counts it beside the unknowns, unless told not to
+    from edge_search_export.calibrate import _objective
+
+    strict = _figures(sc, Fitted(floors=np.full(3, 0.85), margin=0.1, negative_margin=-np.inf, flat=0.85), None)
+    assert strict["wrong_refused"] == 1.0 and strict["reject_recall"] == 1.0
+    loose = _figures(sc, fit, None)
+    assert _objective(loose, NoMatchSettings(refuse_wrong=True)) == 0.25  # (unknowns 0.5 + wrong 0.0) / 2
+    assert _objective(loose, NoMatchSettings()) == 0.5  # the default: unknowns (and negatives) only

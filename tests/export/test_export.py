@@ -234,7 +234,7 @@ def test_negatives_and_sign_key(tmp_path, sample_catalog, tiny_checkpoint):
     run_cli("keygen", "--out", keys)
     out = tmp_path / "neg"
     proc = run_cli(*export_args(sample_catalog, out, tiny_checkpoint, "--negatives", negs,
-                                "--no-match-rule", "floor+margin+negatives",
+                                "--no-match-rule", "floor+margin+negatives", "--max-false-reject", "0.2",
                                 "--sign-key", keys / "edge-search.key.pem"), check=False)
     assert proc.returncode == 0, proc.stderr
     m = read_manifest(out)
@@ -242,6 +242,7 @@ def test_negatives_and_sign_key(tmp_path, sample_catalog, tiny_checkpoint):
     assert nm["negatives_given"] == 12 and nm["negatives_dir"] == str(negs) and "12 no-product scenes" in nm["source"]
     assert cal["rule"] == nm["rule"] == "floor+margin+negatives" and cal["negatives"] == "negatives.npy"
     assert set(nm["rules"]) == {"floor+margin+negatives"}  # forced: the only candidate
+    assert cal["max_false_reject"] == 0.2  # --max-false-reject: the budget the rule was fitted to
     stored = np.load(out / "negatives.npy")
     assert stored.shape == (12, 64) and "negatives.npy" in m["files"]
     # the runtime reads them: a negative's own embedding finds itself at cosine 1, and the rule applies
@@ -262,6 +263,11 @@ def test_negatives_and_sign_key(tmp_path, sample_catalog, tiny_checkpoint):
     proc = run_cli(*export_args(sample_catalog, tmp_path / "x", tiny_checkpoint, "--no-match-rule", "negatives"),
                    check=False)
     assert proc.returncode == 2 and "needs --negatives" in proc.stderr and not (tmp_path / "x").exists()
+    # a budget outside [0, 0.5) is one line, before any work
+    proc = run_cli(*export_args(sample_catalog, tmp_path / "x", tiny_checkpoint, "--max-false-reject", "0.7"),
+                   check=False)
+    assert proc.returncode == 2 and "--max-false-reject must be at least 0 and under 0.5, got 0.7" in proc.stderr and not (tmp_path / "x").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_loading_a_teacher_config_leaves_no_temp_folder(tmp_path, monkeypatch, tiny_checkpoint):
