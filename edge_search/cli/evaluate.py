@@ -35,6 +35,11 @@ def run_eval(args: argparse.Namespace) -> int:
     say(f"  MRR {report.mrr:.3f}   no match {report.no_match_share:.1%} of in-catalog photos ({rule})")
     if report.false_reject_of_correct is not None:
         say(f"  false rejects: {report.false_reject_of_correct:.1%} of the photos ranked right")
+    if report.named_wrong is not None:
+        given = "no name given" if report.right_when_named is None else \
+            f"{report.right_when_named:.1%} of the names given were right"
+        say(f"  answered right {report.answered_right:.1%} of in-catalog photos; named wrong "
+            f"{report.named_wrong:.1%} of all photos; {given}")
     if report.reject_recall is not None:
         say(f"  reject recall: {report.reject_recall:.1%} of {len(report.unknown_ids)} photos of products "
               "the bundle lacks answered no match")

@@ -86,12 +86,19 @@ class EvalReport:
     false_reject_of_correct: float | None = None
     # photos of products the bundle lacks (their ids are in unknown_ids) that were refused
     reject_recall: float | None = None
+    # what a shopper meets: in-catalog photos named right with the rule applied; of every photo counted
+    # (in-catalog and not in the bundle), the share given a wrong product's name; of the names given, the
+    # share that were right (None: no name given)
+    answered_right: float | None = None
+    named_wrong: float | None = None
+    right_when_named: float | None = None
     caveat: str | None = None  # said before any figure: e.g. a random-weight teacher's figures mean nothing
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["recall"] = {f"@{k}": round(v, 4) for k, v in self.recall.items()}
-        for key in ("mrr", "no_match_share", "false_reject_of_correct", "reject_recall"):
+        for key in ("mrr", "no_match_share", "false_reject_of_correct", "reject_recall", "answered_right",
+                    "named_wrong", "right_when_named"):
             d[key] = None if d[key] is None else round(d[key], 4)
         return d
 
@@ -144,6 +151,9 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
         sel = np.array([c == cat for c in categories])
         per_cat[cat] = {"queries": int(sel.sum()), "recall@1": round(float((r[sel] == 1).mean()), 4)}
     no_match = NoMatchOutcomes(right=r == 1, refused=refused, unknown_refused=unknown_refused).shares()
+    # a name given to a photo of a product the bundle lacks is always a wrong one
+    named = np.concatenate([~np.asarray(refused, bool), ~np.asarray(unknown_refused, bool)])
+    right = np.concatenate([r == 1, np.zeros(len(unknown_refused), bool)])
     pct = lambda xs, p: round(float(np.percentile(xs, p)), 3)  # noqa: E731
     return EvalReport(
         queries=len(ranks),
@@ -159,5 +169,8 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
         calibrated=searcher.calibration is not None,
         false_reject_of_correct=no_match["false_reject_of_correct"].value,
         reject_recall=no_match["reject_recall"].value,
+        answered_right=no_match["answered_right"].value,
+        named_wrong=float((named & ~right).mean()),
+        right_when_named=float(right[named].mean()) if named.any() else None,
         caveat=_caveat(searcher),
     )

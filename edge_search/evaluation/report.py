@@ -88,6 +88,12 @@ def write_report(report: EvalReport, out: Path, title: str) -> list[Path]:
     if report.reject_recall is not None:
         lines.append(f"| reject recall ({len(report.unknown_ids)} photos of products not in the bundle) "
                      f"| {report.reject_recall:.4f} |")
+    if report.answered_right is not None:
+        lines.append(f"| answered right (in-catalog photos, the rule applied) | {report.answered_right:.4f} |")
+    if report.named_wrong is not None:
+        lines.append(f"| named wrong (every photo counted) | {report.named_wrong:.4f} |")
+    if report.right_when_named is not None:
+        lines.append(f"| right when named (of the names given) | {report.right_when_named:.4f} |")
     lines += [f"| {k.replace('_', ' ')} ms | {v:.3f} |" for k, v in lat.items()]
     lines += ["", "![recall@k](recall_at_k.png)", "![latency](latency.png)", "",
               "## Per category", "", "| category | queries | recall@1 |", "|---|---|---|"]

@@ -218,6 +218,10 @@ def test_eval_applies_the_calibrated_rule_and_measures_reject_recall(tmp_path):
     assert report.false_reject_of_correct == pytest.approx(2 / 3)
     assert report.reject_recall == pytest.approx(1 / 2)  # the c-like photo is (wrongly) answered
     assert report.unknown_ids == ["line 5: zz", "line 6: zz"]
+    # what a shopper meets: one right answer of three; of five photos, the c-like one got a wrong name; of the
+    # two names given, one was right
+    assert report.answered_right == pytest.approx(1 / 3) and report.named_wrong == pytest.approx(1 / 5)
+    assert report.right_when_named == pytest.approx(1 / 2)
 
 
 def test_negatives_keys_round_trip_and_are_checked():
