@@ -19,7 +19,7 @@ def run_kiosk_command(args: argparse.Namespace) -> int:
     with flags_named():  # a bad -k or --min-score fails before any screen or camera
         session = open_session(args.bundle, source=args.source, k=args.k, min_score=args.min_score,
                                filter=args.filter, save_frames=args.save_frames, trusted_key=trusted_key(args),
-                               realtime=not args.no_tui)
+                               realtime=not args.no_tui, retries=args.retries)
     if args.no_tui:
         return _headless(session, args.max_frames)
     from edge_search.kiosk.tui import build_app  # textual is imported only for the screen
@@ -77,5 +77,10 @@ def add_parsers(sub) -> None:
                    help="write each searched frame to DIR as JPEG (by default frames never leave memory)")
     r.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help="only products where EXPR holds, e.g. category=Fruit, price<2.5 (repeatable; c clears on screen)")
+    # the names of edge_search.kiosk.loop.RETRY_RULES, plus off (that module is not imported to parse flags)
+    r.add_argument("--retries", choices=("agree", "any", "off"), default="agree",
+                   help="when the rule refuses a whole frame, search a centre crop and an equalized copy: agree "
+                        "(default) names only the product the whole frame ranked first, any whatever passes, off "
+                        "never retries (docs/benchmarks: bench/retries.py)")
     add_trusted_key(r)
     r.set_defaults(func=run_kiosk_command)

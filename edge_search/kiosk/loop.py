@@ -35,6 +35,7 @@ MAX_K = 20  # the most products the kiosk shows (on screen, or per JSON line)
 AGREE = "agree"  # only the product the whole frame ranked first: the retry confirms what the frame showed
 ANY = "any"  # whatever passes the rule: each retry is one more chance to name some product, a wrong one too
 RETRY_RULES = (AGREE, ANY)
+RETRIES_OFF = "off"  # `edge-search run --retries off`: the whole frame only
 DEFAULT_RETRY_RULE = AGREE  # bench/retries.py on the dev photos: as many right answers as ANY, fewer wrong
 
 

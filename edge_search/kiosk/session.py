@@ -23,7 +23,9 @@ from edge_search.core.bundle import Bundle
 from edge_search.core.filters import Filter
 from edge_search.core.search import DEFAULT_K, QueryParams, Searcher
 from edge_search.kiosk.frames import FrameSource, open_source
-from edge_search.kiosk.loop import MAX_K, BundleWatcher, Event, FrameSaver, FrameSeen, KioskLoop, KioskSearcher, Lookup
+from edge_search.kiosk.enhance import DEFAULT_RETRIES
+from edge_search.kiosk.loop import (DEFAULT_RETRY_RULE, MAX_K, RETRIES_OFF, BundleWatcher, Event, FrameSaver, FrameSeen,
+                                    KioskLoop, KioskSearcher, Lookup)
 from edge_search.kiosk.quality import QualityConfig
 
 
@@ -52,12 +54,12 @@ class Session:
 def open_session(bundle: str | Path, *, source: str | int = "0", k: int = DEFAULT_K,
                  min_score: float | None = None, filter: Sequence[str] = (), save_frames: str | Path | None = None,
                  trusted_key: str | Path | None = None, realtime: bool = True,
-                 quality: QualityConfig | None = None) -> Session:
+                 quality: QualityConfig | None = None, retries: str = DEFAULT_RETRY_RULE) -> Session:
     """The kiosk for `bundle` and `source`, not started and not yet searching (`Session.load`).
 
     Fails here, in one line, for a bad setting, a missing or untrusted bundle,
     a malformed filter, a missing source file or an unusable --save-frames
-    folder. `realtime=False` (headless runs) hands over every frame of a file
+    folder. `retries`: a retry rule of the loop (RETRY_RULES), or "off". `realtime=False` (headless runs) hands over every frame of a file
     or folder, so the output does not depend on this machine's speed."""
     QueryParams(k=k, min_score=min_score, max_k=MAX_K)  # before anything is opened
     opened = Bundle.open(Path(bundle), verify=False, trusted_key=trusted_key)
@@ -66,7 +68,9 @@ def open_session(bundle: str | Path, *, source: str | int = "0", k: int = DEFAUL
     saver = FrameSaver(save_frames) if save_frames else None
     # a new active bundle (DIR/current switched by install) is loaded aside and swapped in between frames
     watcher = BundleWatcher(bundle, lambda path: Searcher.from_bundle(path, trusted_key=trusted_key))
-    loop = KioskLoop(None, k=k, min_score=min_score, quality=quality, filter=flt)
+    off = retries == RETRIES_OFF
+    loop = KioskLoop(None, k=k, min_score=min_score, quality=quality, filter=flt,
+                     retries=() if off else DEFAULT_RETRIES, retry_rule=DEFAULT_RETRY_RULE if off else retries)
     return Session(source=capture, loop=loop, loader=lambda: Searcher.from_bundle(opened), saver=saver,
                    watcher=watcher)
 

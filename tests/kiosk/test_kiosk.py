@@ -318,6 +318,27 @@ def test_headless_folder_max_frames_and_save_frames(tmp_path, student_bundle, sa
     assert len(list(saved.glob("*.jpg"))) == 5 and not list(saved.glob("*.part"))
 
 
+def test_headless_retries_follow_the_flag(tmp_path, student_bundle, sample_catalog):
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    # a floor no noise reaches: every frame is refused, so each is retried, unless --retries off
+    tried = {}
+    for flag in ("agree", "any", "off"):
+        proc = run_cli("run", "--bundle", student_bundle, "--source", folder, "--no-tui", "-k", "1",
+                       "--max-frames", "2", "--min-score", "0.9999", "--retries", flag)
+        lines = json_lines(proc.stdout)
+        assert len(lines) == 2 and all(d["no_match"] for d in lines)
+        tried[flag] = {tuple(d["tried"]) for d in lines}
+    assert tried["agree"] == tried["any"] == {("original", "centre-crop", "equalized")}
+    assert tried["off"] == {("original",)}
+    bad = run_cli("run", "--bundle", student_bundle, "--source", folder, "--no-tui", "--retries", "sometimes",
+                  check=False)
+    assert bad.returncode == 2 and "--retries" in bad.stderr
+
+
 @pytest.mark.export
 def test_open_session_reads_the_bundle_once_and_checks_the_filter_against_its_products(
         tmp_path, student_bundle, sample_catalog, monkeypatch):
