@@ -59,8 +59,9 @@ def open_session(bundle: str | Path, *, source: str | int = "0", k: int = DEFAUL
 
     Fails here, in one line, for a bad setting, a missing or untrusted bundle,
     a malformed filter, a missing source file or an unusable --save-frames
-    folder. `retries`: a retry rule of the loop (RETRY_RULES), or "off". `realtime=False` (headless runs) hands over every frame of a file
-    or folder, so the output does not depend on this machine's speed."""
+    folder. `realtime=False` (headless runs) hands over every frame of a file
+    or folder, so the output does not depend on this machine's speed.
+    `retries`: the loop's retry rule (RETRY_RULES), or RETRIES_OFF."""
     QueryParams(k=k, min_score=min_score, max_k=MAX_K)  # before anything is opened
     opened = Bundle.open(Path(bundle), verify=False, trusted_key=trusted_key)
     flt = Filter.parse(filter) if filter else None  # its fields are checked once the products are loaded
