@@ -654,16 +654,20 @@ def main(argv: list[str] | None = None) -> int:
     from edge_search.kiosk.frames import Frame
     from edge_search.kiosk.loop import KioskLoop
 
+    def kiosk_path(pipe: KioskLoop) -> dict:
+        named = lambda imgs: [pipe.lookup(Frame(index=i, image=im, captured=0.0, wall=0.0)).result.hits  # noqa: E731
+                              for i, im in enumerate(imgs)]
+        on_val = named(val_images)
+        right = np.asarray([bool(h) and h[0].id == pid for h, pid in zip(on_val, val_ids)])
+        return {"answered_right": stats.share(right, val_idx).to_json(),
+                **_wrong_names(right, np.asarray([bool(h) for h in on_val]), val_idx),
+                "val_negatives_rejected": _refused([not h for h in named(val_neg_images)], idx["val_negatives"]),
+                "skimage_rejected": _refused([not h for h in named(sk_images)], idx["skimage"])}
+
     pipe = KioskLoop(student, k=1)
-    kiosk_named = lambda imgs: [pipe.lookup(Frame(index=i, image=im, captured=0.0, wall=0.0)).result.hits  # noqa: E731
-                                for i, im in enumerate(imgs)]
-    kiosk_val = kiosk_named(val_images)
-    kiosk_right = np.asarray([bool(h) and h[0].id == pid for h, pid in zip(kiosk_val, val_ids)])
-    kiosk = {"answered_right": stats.share(kiosk_right, val_idx).to_json(),
-             **_wrong_names(kiosk_right, np.asarray([bool(h) for h in kiosk_val]), val_idx),
-             "val_negatives_rejected": _refused([not h for h in kiosk_named(val_neg_images)], idx["val_negatives"]),
-             "skimage_rejected": _refused([not h for h in kiosk_named(sk_images)], idx["skimage"]),
-             "retries": list(pipe.retries), "retry_rule": pipe.retry_rule}
+    kiosk = {**kiosk_path(pipe), "retries": list(pipe.retries), "retry_rule": pipe.retry_rule,
+             # the opt-in `edge-search run --confirm`: measured, not chosen (the default is above)
+             "confirm": kiosk_path(KioskLoop(student, k=1, confirm=True))}
 
     # --- 6: k in-store photos per product added to the catalog -------------
     held_set = {labeled.paths[i].resolve() for i in held}

@@ -82,10 +82,12 @@ def markdown(r: dict) -> str:
               "name a product" + (": a retry answers only with the product the whole frame ranked first (retry "
                                   "rule `agree`, chosen on dev by `bench/retries.py`)" if kq.get("retry_rule") == "agree"
                                   else f" (retry rule `{kq.get('retry_rule', 'any')}`)") + ".", ""]
-    lines += _table(["val photos answered right", "named wrong", "right when named", "val non-product refused",
+    rows = [("as shipped", kq)] + ([("with `--confirm` (an opt-in: an answer stands only when the frame's centre "
+                                    "ranks the same product first)", kq["confirm"])] if kq.get("confirm") else [])
+    lines += _table(["kiosk", "val photos answered right", "named wrong", "right when named", "val non-product refused",
                      "sample images refused"],
-                    [[fmt(kq["answered_right"]), fmt(kq.get("named_wrong")), fmt(kq.get("right_when_named")),
-                      fmt(kq["val_negatives_rejected"]), fmt(kq["skimage_rejected"])]])
+                    [[name, fmt(x["answered_right"]), fmt(x.get("named_wrong")), fmt(x.get("right_when_named")),
+                      fmt(x["val_negatives_rejected"]), fmt(x["skimage_rejected"])] for name, x in rows])
     lines += ["", "## Who embeds the catalog (`catalog_embedded_by`)", "",
               "The bundle's student queries each catalog; self top-1: the catalog's own images (and two mild "
               "views of each) name their product. The export keeps the best on its held-out fit photos among the "

@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", type=int, default=0, help="photos shown (0: every photo of the split)")
     ap.add_argument("--scenes", type=int, default=100, help="no-product scenes shown between them")
     ap.add_argument("--held", type=int, default=12, help="frames each item is held in view")
+    ap.add_argument("--kiosk", nargs=argparse.REMAINDER, default=[], metavar="FLAG",
+                    help="last: flags passed on to edge-search run, e.g. --kiosk --confirm")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench-out/kiosk-video.json"))
     a = ap.parse_args(argv)
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         items = [items[i] for i in rng.permutation(len(items))]
         video = render(items, a.held, tmp / "shown.mp4", a.seed)
         cmd = [sys.executable, "-m", "edge_search", "run", "--bundle", str(a.bundle), "--source", str(video),
-               "--no-tui", "-k", "1"]
+               "--no-tui", "-k", "1", *a.kiosk]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise VideoError(f"edge-search run failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": " ".join([".venv/bin/python", "bench/kiosk_video.py"] +
                                   (argv if argv is not None else sys.argv[1:])),
               "bundle": str(a.bundle), "split": a.split, "held_frames": a.held, "fps": FPS, "seed": a.seed,
-              "bootstrap_seed": stats.SEED, "kiosk": "edge-search run --no-tui -k 1 (its defaults)",
+              "bootstrap_seed": stats.SEED,
+              "kiosk": "edge-search run --no-tui -k 1 " + (" ".join(a.kiosk) if a.kiosk else "(its defaults)"),
               "kiosk_summary": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "",
               **figures(shown), "items": [{"image": str(img), **s} for (img, _), s in zip(items, shown)]}
     for key in ("products_searched", "answered_right", "named_wrong", "right_when_named", "scenes_searched",

@@ -6,12 +6,15 @@
 When the bundle's rule refuses a whole frame, the kiosk searches enhanced copies of it (a centre crop, the
 contrast equalized; edge_search/kiosk/enhance.py). Each is one more chance to pass the rule, for a wrong
 product as much as for the right one. This runs `KioskLoop.lookup`, the kiosk's own path, on the dev photos
-under each retry rule (none: the whole frame only; `any`; `agree`, edge_search/kiosk/loop.py) and counts:
+under each retry rule (none: the whole frame only; `any`; `agree`, edge_search/kiosk/loop.py), and with
+`agree` plus `confirm` (an answer stands only when the frame's centre ranks the same product first), and
+counts:
   - in-catalog photos, full catalog: answered right, named wrong (another product's name), right when named;
   - photos of products left out of the index (`--draws` draws of `--leave-out`): named at all (wrong);
   - no-product scenes cut from dev photos (bench/negatives.py, split dev): named at all (wrong).
 Chosen by (decided before this ran): the most in-catalog photos answered right minus named wrong, a wrong
-name costing what a right one gains; the other two sets are reported beside it.
+name costing what a right one gains; the other two sets are reported beside it. `confirm` is an opt-in
+(`edge-search run --confirm`) for shops that count a wrong name as worse; it is measured, not chosen here.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from bench import dev_setup, script, stats  # noqa: E402
 from bench.grocery import _searcher, _wrong_names  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.kiosk.frames import Frame  # noqa: E402
-from edge_search.kiosk.loop import AGREE, ANY, KioskLoop  # noqa: E402
+from edge_search.kiosk.loop import AGREE, ANY, CONFIRM, KioskLoop  # noqa: E402
 
-RULES = {"whole frame only": {"retries": ()}, ANY: {"retry_rule": ANY}, AGREE: {"retry_rule": AGREE}}
+RULES = {"whole frame only": {"retries": ()}, ANY: {"retry_rule": ANY}, AGREE: {"retry_rule": AGREE},
+         f"{AGREE} + {CONFIRM}": {"retry_rule": AGREE, "confirm": True}}
 
 
 def named(searcher, images: list[np.ndarray], **rule) -> list[str | None]:
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:18s} right {stats.fmt(row['answered_right'])}  wrong {stats.fmt(row['named_wrong'])}  "
               f"right when named {stats.fmt(row['right_when_named'])}  unknown named "
               f"{row['unknown_products_named']:.3f}  scenes named {row['dev_negatives_named']:.3f}", flush=True)
-    chosen = max(report_rules, key=lambda n: report_rules[n]["right_minus_wrong"])
+    chosen = max((n for n in report_rules if "confirm" not in RULES[n]),
+                 key=lambda n: report_rules[n]["right_minus_wrong"])
     report = {"command": " ".join(["bench/retries.py"] + (argv if argv is not None else sys.argv[1:])),
               "bundle": str(a.bundle), "queries": len(queries), "dev_negatives": len(scenes),
               "leave_out": a.leave_out, "draws": a.draws, "seed": a.seed, "bootstrap_seed": stats.SEED,

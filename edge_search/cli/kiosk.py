@@ -19,7 +19,7 @@ def run_kiosk_command(args: argparse.Namespace) -> int:
     with flags_named():  # a bad -k or --min-score fails before any screen or camera
         session = open_session(args.bundle, source=args.source, k=args.k, min_score=args.min_score,
                                filter=args.filter, save_frames=args.save_frames, trusted_key=trusted_key(args),
-                               realtime=not args.no_tui, retries=args.retries)
+                               realtime=not args.no_tui, retries=args.retries, confirm=args.confirm)
     if args.no_tui:
         return _headless(session, args.max_frames)
     from edge_search.kiosk.tui import build_app  # textual is imported only for the screen
@@ -82,5 +82,8 @@ def add_parsers(sub) -> None:
                    help="when the rule refuses a whole frame, search a centre crop and an equalized copy: agree "
                         "(default) names only the product the whole frame ranked first, any whatever passes, off "
                         "never retries (docs/benchmarks: bench/retries.py)")
+    r.add_argument("--confirm", action="store_true",
+                   help="name a product only when the centre of the frame ranks it first too: one more search per "
+                        "answer, far fewer wrong names and fewer right ones (docs/benchmarks: bench/retries.py)")
     add_trusted_key(r)
     r.set_defaults(func=run_kiosk_command)

@@ -34,8 +34,9 @@ def equalize(rgb: np.ndarray) -> np.ndarray:
 
 ORIGINAL = "original"
 # name -> (function, words for the screen); tried in this order
+CENTRE_CROP = "centre-crop"
 ENHANCEMENTS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
-    "centre-crop": (centre_crop, "the centre of the frame"),
+    CENTRE_CROP: (centre_crop, "the centre of the frame"),
     "equalized": (equalize, "the frame with contrast equalized"),
 }
 DEFAULT_RETRIES = tuple(ENHANCEMENTS)

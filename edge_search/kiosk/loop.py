@@ -14,20 +14,21 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from edge_search.kiosk.enhance import DEFAULT_RETRIES, ENHANCEMENTS, ORIGINAL
+from edge_search.kiosk.enhance import CENTRE_CROP, DEFAULT_RETRIES, ENHANCEMENTS, ORIGINAL
 from edge_search.errors import EdgeSearchError
 from edge_search.files import atomic_write_bytes, ensure_folder
 from edge_search.core.filters import Filter
 from edge_search.kiosk.frames import Frame, FrameSource, SourceError, SourceStatus, wait_until_open
 from edge_search.kiosk.quality import QualityCheck, QualityConfig, Verdict
 from edge_search.core.images import encode_jpeg
-from edge_search.core.search import DEFAULT_K, QueryParams, SearchResult
+from edge_search.core.query import RANK_ALL
+from edge_search.core.search import DEFAULT_K, QueryParams, SearchResult, Short
 
 MAX_K = 20  # the most products the kiosk shows (on screen, or per JSON line)
 
@@ -37,6 +38,7 @@ ANY = "any"  # whatever passes the rule: each retry is one more chance to name s
 RETRY_RULES = (AGREE, ANY)
 RETRIES_OFF = "off"  # `edge-search run --retries off`: the whole frame only
 DEFAULT_RETRY_RULE = AGREE  # bench/retries.py on the dev photos: as many right answers as ANY, fewer wrong
+CONFIRM = "confirm"  # `tried`'s name for the centre crop searched to confirm an answer (KioskLoop confirm=True)
 
 
 class KioskSearcher(Protocol):
@@ -138,7 +140,7 @@ class KioskLoop:
 
     def __init__(self, searcher: KioskSearcher | None, *, k: int = DEFAULT_K, min_score: float | None = None,
                  quality: QualityConfig | None = None, retries: tuple[str, ...] = DEFAULT_RETRIES,
-                 filter: Filter | None = None, retry_rule: str = DEFAULT_RETRY_RULE):
+                 filter: Filter | None = None, retry_rule: str = DEFAULT_RETRY_RULE, confirm: bool = False):
         unknown = [r for r in retries if r not in ENHANCEMENTS]
         if unknown:
             raise ValueError(f"unknown enhancements {unknown}; known: {sorted(ENHANCEMENTS)}")
@@ -153,6 +155,9 @@ class KioskLoop:
         self.quality = QualityCheck(quality)
         self.retries = retries
         self.retry_rule = retry_rule
+        # an answer stands only when the centre of the frame ranks the same product first: one more embed per
+        # answer, far fewer wrong names and fewer right ones (bench/retries.py); off by default
+        self.confirm = confirm
         self.epoch = 0
         self.paused = False
         self._reset_wanted = False
@@ -233,9 +238,22 @@ class KioskLoop:
                 break
             if retry.no_match and retry.best_score > result.best_score:  # the no-match shown: how close we came
                 result = retry
+        # a centre-crop answer already agreed with the whole frame (AGREE); any other answer is checked
+        if self.confirm and not result.no_match and (variant != CENTRE_CROP or self.retry_rule == ANY):
+            tried.append(CONFIRM)
+            if self._top(ENHANCEMENTS[CENTRE_CROP][0](frame.image), totals) != result.hits[0].id:
+                result = replace(result, hits=[], short=Short.NO_MATCH)
         totals["total"] = quality_ms + (time.perf_counter() - t0) * 1e3
         return Lookup(frame=frame, result=result, variant=variant, tried=tuple(tried), k=k,
                       min_score=self.min_score, epoch=epoch, timings_ms=totals)
+
+    def _top(self, image: np.ndarray, totals: dict[str, float]) -> str | None:
+        """The product `image` ranks first, whatever the rule says."""
+        extra = {"filter": self._filter} if self._filter else {}
+        result = self.searcher.search_image(image, k=1, min_score=RANK_ALL, **extra)
+        for stage in ("preprocess", "embed", "search"):
+            totals[stage] += result.timings_ms.get(stage, 0.0)
+        return result.hits[0].id if result.hits else None
 
     def _search(self, image: np.ndarray, k: int, totals: dict[str, float]) -> SearchResult:
         # only a set filter is passed: searchers without filters (fakes) keep working

@@ -54,14 +54,15 @@ class Session:
 def open_session(bundle: str | Path, *, source: str | int = "0", k: int = DEFAULT_K,
                  min_score: float | None = None, filter: Sequence[str] = (), save_frames: str | Path | None = None,
                  trusted_key: str | Path | None = None, realtime: bool = True,
-                 quality: QualityConfig | None = None, retries: str = DEFAULT_RETRY_RULE) -> Session:
+                 quality: QualityConfig | None = None, retries: str = DEFAULT_RETRY_RULE,
+                 confirm: bool = False) -> Session:
     """The kiosk for `bundle` and `source`, not started and not yet searching (`Session.load`).
 
     Fails here, in one line, for a bad setting, a missing or untrusted bundle,
     a malformed filter, a missing source file or an unusable --save-frames
     folder. `realtime=False` (headless runs) hands over every frame of a file
     or folder, so the output does not depend on this machine's speed.
-    `retries`: the loop's retry rule (RETRY_RULES), or RETRIES_OFF."""
+    `retries`: the loop's retry rule (RETRY_RULES), or RETRIES_OFF; `confirm`: KioskLoop's."""
     QueryParams(k=k, min_score=min_score, max_k=MAX_K)  # before anything is opened
     opened = Bundle.open(Path(bundle), verify=False, trusted_key=trusted_key)
     flt = Filter.parse(filter) if filter else None  # its fields are checked once the products are loaded
@@ -71,7 +72,8 @@ def open_session(bundle: str | Path, *, source: str | int = "0", k: int = DEFAUL
     watcher = BundleWatcher(bundle, lambda path: Searcher.from_bundle(path, trusted_key=trusted_key))
     off = retries == RETRIES_OFF
     loop = KioskLoop(None, k=k, min_score=min_score, quality=quality, filter=flt,
-                     retries=() if off else DEFAULT_RETRIES, retry_rule=DEFAULT_RETRY_RULE if off else retries)
+                     retries=() if off else DEFAULT_RETRIES, retry_rule=DEFAULT_RETRY_RULE if off else retries,
+                     confirm=confirm)
     return Session(source=capture, loop=loop, loader=lambda: Searcher.from_bundle(opened), saver=saver,
                    watcher=watcher)
 

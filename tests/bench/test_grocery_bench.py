@@ -84,6 +84,11 @@ def test_grocery_bench_miniature(tmp_path):
     kq = r["kiosk"]  # the kiosk's own path: the rule plus its retries
     assert kq["retries"] == ["centre-crop", "equalized"] and kq["val_negatives_rejected"]["n"] == 20
     assert kq["answered_right"]["n"] == 14
+    # --confirm only takes answers away: never more right or wrong names than the kiosk as shipped
+    kc = kq["confirm"]
+    assert kc["answered_right"]["value"] <= kq["answered_right"]["value"]
+    assert kc["named_wrong"]["value"] <= kq["named_wrong"]["value"]
+    assert kc["val_negatives_rejected"]["value"] >= kq["val_negatives_rejected"]["value"]
     cat = r["catalog_embedded_by"]
     assert set(cat) == {"teacher", "student", "teacher+student", "teacher+student+views"}
     assert cat["student"]["catalog_self_top1"]["value"] == 1.0  # the student's own vectors name every image

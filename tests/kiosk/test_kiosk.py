@@ -114,6 +114,20 @@ def test_a_retry_names_only_the_product_the_whole_frame_ranked_first():
         KioskLoop(searcher, retry_rule="sometimes")
 
 
+def test_confirm_names_a_product_only_when_the_frame_centre_agrees():
+    searcher = FakeSearcher(min_score=0.0)  # every frame passes the rule
+    first, centre = searcher.products[0].id, searcher.products[3].id
+    mixed = framed(0, 3)  # product 0 fills the frame, product 3 its centre
+    plain = KioskLoop(searcher, k=1).lookup(frame(0, mixed))
+    assert plain.result.hits[0].id == first and plain.tried == ("original",)
+    checked = KioskLoop(searcher, k=1, confirm=True).lookup(frame(0, mixed))
+    assert checked.result.no_match and checked.tried == ("original", "confirm")
+    assert checked.result.best_id == first and checked.result.best_score == plain.result.best_score
+    assert checked.timings_ms["embed"] == pytest.approx(2 * plain.timings_ms["embed"])  # the centre searched too
+    agreed = KioskLoop(searcher, k=1, confirm=True).lookup(frame(1, draw_product(3)))  # its centre: product 3
+    assert agreed.result.hits[0].id == centre and agreed.tried == ("original", "confirm")
+
+
 def test_no_match_after_every_retry_keeps_the_closest_score():
     searcher = FakeSearcher(min_score=0.99)
     lk = KioskLoop(searcher).lookup(frame(0, draw_product(9)))  # not in the fake catalog
@@ -237,7 +251,7 @@ def test_both_run_paths_are_wired_by_open_session(monkeypatch, capsys):
     assert re.fullmatch(r"edge-search: 3 frames, 1 searched, 1 answered, 0 no match, \d+\.\d s\n", err), err
     assert main(args + ["--max-frames", "9"]) == 0
     common = {"source": "fake.mp4", "k": 2, "min_score": None, "filter": ["category=Fruit"], "save_frames": None,
-              "trusted_key": None}
+              "trusted_key": None, "retries": "agree", "confirm": False}
     assert opened == [("b", {**common, "realtime": False}), ("b", {**common, "realtime": True})]
     assert len(shown) == 1 and shown[0][1] == {"max_frames": 9} and shown[0][0].loop.k == 2
 
@@ -337,6 +351,13 @@ def test_headless_retries_follow_the_flag(tmp_path, student_bundle, sample_catal
     bad = run_cli("run", "--bundle", student_bundle, "--source", folder, "--no-tui", "--retries", "sometimes",
                   check=False)
     assert bad.returncode == 2 and "--retries" in bad.stderr
+    # --confirm: each answer is checked against the frame's centre (a catalog image's centre is its product)
+    images = sample_catalog.parent / "images"
+    proc = run_cli("run", "--bundle", student_bundle, "--source", images, "--no-tui", "-k", "1", "--max-frames", "3",
+                   "--confirm")
+    lines = json_lines(proc.stdout)
+    assert len(lines) == 3 and all(d["tried"][-1] == "confirm" for d in lines if not d["no_match"])
+    assert any(not d["no_match"] for d in lines)
 
 
 @pytest.mark.export
