@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from bench import dev_setup, script, stats  # noqa: E402
 from bench.grocery import _embed, _searcher, _wrong_names  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
+from edge_search.evaluation.no_match import NoMatchOutcomes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                       "calibration": {k: fit.get(k) for k in ("reject_recall", "wrong_refused", "negative_reject",
                                                               "false_reject_of_correct")},
                       "answered_right": stats.share(right & named, idx).to_json(),
-                      **_wrong_names(right, named, idx),
+                      **_wrong_names(NoMatchOutcomes(right=right, refused=~named), idx),
                       "false_reject_of_correct": stats.share(~named, idx, within=right).to_json(),
                       "right_minus_wrong": round(float((right & named).mean() - (named & ~right).mean()), 4),
                       "unknown_refused": round(float(np.mean(unknown)), 4),

@@ -186,12 +186,9 @@ def run_frames(setups: list[dict], clip: Path, args) -> None:
                 result = st["searcher"].search_image(frame, k=args.k)
                 t3 = time.perf_counter()
                 # `edge-search run --confirm`: the frame's centre searched too (every frame is answered here)
-                confirm_ms = 0.0
                 if args.confirm:
-                    tc = time.perf_counter()
                     st["searcher"].search_image(centre_crop(frame), k=1, min_score=RANK_ALL)
-                    confirm_ms = (time.perf_counter() - tc) * 1e3
-                    t3 = time.perf_counter()
+                t3c = time.perf_counter()
                 render_once(frame, result.hits, st["searcher"].min_score, thumbs, console, st["shown"])
                 t4 = time.perf_counter()
                 if n < args.warmup:
@@ -201,12 +198,12 @@ def run_frames(setups: list[dict], clip: Path, args) -> None:
                 times["quality"].append((t2 - t1) * 1e3)
                 for s in ("preprocess", "embed", "search"):
                     times[s].append(result.timings_ms[s])
-                times["render"].append((t4 - t3) * 1e3)
-                st["totals"].append(capture_ms + (t3 - t1) * 1e3 - confirm_ms)
-                st["with_render"].append(capture_ms + (t4 - t1) * 1e3 - confirm_ms)
+                times["render"].append((t4 - t3c) * 1e3)
+                st["totals"].append(capture_ms + (t3 - t1) * 1e3)
+                st["with_render"].append(capture_ms + (t3 - t1 + t4 - t3c) * 1e3)
                 if args.confirm:
-                    st["confirm"].append(confirm_ms)
-                    st["with_confirm"].append(capture_ms + (t3 - t1) * 1e3)
+                    st["confirm"].append((t3c - t3) * 1e3)
+                    st["with_confirm"].append(capture_ms + (t3c - t1) * 1e3)
     finally:
         reader.close()
 

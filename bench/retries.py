@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from bench import dev_setup, script, stats  # noqa: E402
 from bench.grocery import _searcher, _wrong_names  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
+from edge_search.evaluation.no_match import NoMatchOutcomes  # noqa: E402
 from edge_search.kiosk.frames import Frame  # noqa: E402
 from edge_search.kiosk.loop import AGREE, ANY, CONFIRM, KioskLoop  # noqa: E402
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             mine = [im for im, pid in zip(images, ids) if pid in left_ids]
             unknown_named.append(float(np.mean([g is not None for g in named(s, mine, **rule)])))
         row = {"answered_right": stats.share(right & answered, idx).to_json(),
-               **_wrong_names(right, answered, idx),
+               **_wrong_names(NoMatchOutcomes(right=right, refused=~answered), idx),
                "right_minus_wrong": round(float((right & answered).mean() - (answered & ~right).mean()), 4),
                "unknown_products_named": round(float(np.mean(unknown_named)), 4),
                "dev_negatives_named": round(float(np.mean([g is not None for g in named(bundle, scenes, **rule)])),

@@ -46,10 +46,11 @@ from bench.grocery_data import DEFAULT_DATA, dev_split, write_catalog, write_que
 from bench.negatives import build_negatives  # noqa: E402
 from bench.teacher_recipe import rejection_at_budget, unknown_rejection  # noqa: E402
 from edge_search.core.catalog import read_catalog  # noqa: E402
-from edge_search.core.images import load_image  # noqa: E402
+from edge_search.core.images import encode_jpeg, load_image  # noqa: E402
 from edge_search.core.preprocess import preprocess_batch  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
-from edge_search.files import atomic_write_text  # noqa: E402
+from edge_search.errors import EdgeSearchError  # noqa: E402
+from edge_search.files import atomic_write_text, staged_directory  # noqa: E402
 
 
 def _student_vectors(module, images: list[np.ndarray], pp, batch: int = 64) -> np.ndarray:
@@ -103,19 +104,26 @@ MIX = (0.25, 0.75)  # the share of the first photo in a mixed image: both photos
 
 def write_mixed(photos: list[Path], count: int, folder: Path, seed: int) -> Path:
     """`count` images each blending two different `photos` (the share drawn from MIX), as JPEGs in `folder`:
-    unlabelled inputs between the photos, where the student learns to follow the teacher too."""
+    unlabelled inputs between the photos, where the student learns to follow the teacher too. Written whole
+    into a staging folder renamed to `folder`; a `folder` already holding `count` blends is kept as it is
+    (the same name, the same blends), anything else there is refused."""
     import cv2
 
+    folder = Path(folder)
+    if folder.exists():
+        if folder.is_dir() and not folder.is_symlink() and \
+                sorted(p.name for p in folder.iterdir()) == [f"mixed-{n:05d}.jpg" for n in range(count)]:
+            return folder
+        raise EdgeSearchError(f"{folder}: exists and is not a folder of {count} mixed images; remove it")
     rng = np.random.default_rng([seed, 77])
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in range(count):
-        i, j = rng.choice(len(photos), 2, replace=False)
-        a, b = load_image(photos[i]), load_image(photos[j])
-        b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
-        lam = rng.uniform(*MIX)
-        mixed = np.clip(lam * a.astype(np.float32) + (1 - lam) * b.astype(np.float32), 0, 255).astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(mixed, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        (folder / f"mixed-{n:05d}.jpg").write_bytes(buf.tobytes())
+    with staged_directory(folder) as stage:
+        for n in range(count):
+            i, j = rng.choice(len(photos), 2, replace=False)
+            a, b = load_image(photos[i]), load_image(photos[j])
+            b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+            lam = rng.uniform(*MIX)
+            mixed = np.clip(lam * a.astype(np.float32) + (1 - lam) * b.astype(np.float32), 0, 255).astype(np.uint8)
+            (stage / f"mixed-{n:05d}.jpg").write_bytes(encode_jpeg(mixed, quality=95))
     return folder
 
 

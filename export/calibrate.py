@@ -155,17 +155,15 @@ def _rejects(top, s1, s2, neg, fit: Fitted) -> np.ndarray:
 
 
 def _figures(sc: CalibrationScores, fit: Fitted, ng: NegativeScores | None) -> dict:
-    refused = _rejects(sc.top, sc.s1, sc.s2, sc.neg, fit)
-    wrong = sc.top != sc.truth
     outcomes = NoMatchOutcomes(
-        right=sc.top == sc.truth, refused=refused,
+        right=sc.top == sc.truth, refused=_rejects(sc.top, sc.s1, sc.s2, sc.neg, fit),
         unknown_refused=_rejects(sc.alt_top, sc.alt_s1, sc.alt_s2, sc.neg, fit),
         negatives_refused=_rejects(ng.top, ng.s1, ng.s2, ng.neg, fit) if ng is not None else ())
     f = outcomes.figures()
+    # wrong_refused: calibration photos the model names as another product, refused (refuse_wrong fits on it)
     out = {"queries": int(len(sc.truth)), **{k: f[k] for k in ("top1", "reject_recall", "false_reject_of_correct",
-                                                                "false_reject_all", "precision_of_answers")}}
-    # calibration photos the model names as another product: a wrong name, as for a product it lacks
-    out["wrong_refused"] = round(float(refused[wrong].mean()), 4) if wrong.any() else None
+                                                                "false_reject_all", "precision_of_answers",
+                                                                "wrong_refused")}}
     if ng is not None and len(ng.top):
         out["negative_reject"], out["negatives"] = f["negative_reject"], int(len(ng.top))
     return out

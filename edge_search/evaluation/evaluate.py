@@ -151,9 +151,6 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
         sel = np.array([c == cat for c in categories])
         per_cat[cat] = {"queries": int(sel.sum()), "recall@1": round(float((r[sel] == 1).mean()), 4)}
     no_match = NoMatchOutcomes(right=r == 1, refused=refused, unknown_refused=unknown_refused).shares()
-    # a name given to a photo of a product the bundle lacks is always a wrong one
-    named = np.concatenate([~np.asarray(refused, bool), ~np.asarray(unknown_refused, bool)])
-    right = np.concatenate([r == 1, np.zeros(len(unknown_refused), bool)])
     pct = lambda xs, p: round(float(np.percentile(xs, p)), 3)  # noqa: E731
     return EvalReport(
         queries=len(ranks),
@@ -170,7 +167,7 @@ def evaluate(searcher: Searcher, queries: list[Query], *, on_progress: Callable[
         false_reject_of_correct=no_match["false_reject_of_correct"].value,
         reject_recall=no_match["reject_recall"].value,
         answered_right=no_match["answered_right"].value,
-        named_wrong=float((named & ~right).mean()),
-        right_when_named=float(right[named].mean()) if named.any() else None,
+        named_wrong=no_match["named_wrong"].value,
+        right_when_named=no_match["right_when_named"].value,
         caveat=_caveat(searcher),
     )

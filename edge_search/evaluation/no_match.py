@@ -56,12 +56,19 @@ class NoMatchOutcomes:
         """Every figure as a share, by the name the manifest and reports use."""
         known, unknown, scenes = (np.ones(len(a), bool) for a in
                                   (self.right, self.unknown_refused, self.negatives_refused))
+        # what a shopper meets, over every photo (in-catalog and of products the catalog lacks): a name given
+        # to a photo of a product the catalog lacks is always a wrong one
+        named = np.concatenate([~self.refused, ~self.unknown_refused])
+        right_named = np.concatenate([self.right & ~self.refused, np.zeros(len(self.unknown_refused), bool)])
         return {
             "top1": Share(self.right, known),  # raw recall@1, before the rule
             "answered_right": Share(self.right & ~self.refused, known),
             "false_reject_all": Share(self.refused, known),  # in-catalog photos answered "no match"
             "false_reject_of_correct": Share(self.refused, self.right),
             "precision_of_answers": Share(self.right, ~self.refused),
+            "wrong_refused": Share(self.refused, ~self.right),  # in-catalog photos ranked wrong, refused
+            "named_wrong": Share(named & ~right_named, np.ones(len(named), bool)),
+            "right_when_named": Share(right_named, named),
             "reject_recall": Share(self.unknown_refused, unknown),
             "negative_reject": Share(self.negatives_refused, scenes),
         }

@@ -227,40 +227,46 @@ class KioskLoop:
         variant, tried = ORIGINAL, [ORIGINAL]
         result = self._search(frame.image, k, totals)
         first = result.best_id
+        centre: str | None = None  # the product the frame's centre ranks first, once it has been searched
         for name in self.retries if result.no_match else ():
-            t1 = time.perf_counter()
-            image = ENHANCEMENTS[name][0](frame.image)
-            totals["enhance"] += (time.perf_counter() - t1) * 1e3
+            image = self._enhanced(name, frame.image, totals)
             tried.append(name)
             retry = self._search(image, k, totals)
+            if name == CENTRE_CROP:
+                centre = retry.best_id
             if not retry.no_match and (self.retry_rule == ANY or retry.hits[0].id == first):
                 result, variant = retry, name
                 break
             if retry.no_match and retry.best_score > result.best_score:  # the no-match shown: how close we came
                 result = retry
-        # a centre-crop answer already agreed with the whole frame (AGREE); any other answer is checked
-        if self.confirm and not result.no_match and (variant != CENTRE_CROP or self.retry_rule == ANY):
+        # an answer from the centre crop is the centre's own; any other is checked against it, searched
+        # here unless a retry already did
+        if self.confirm and not result.no_match and variant != CENTRE_CROP:
             tried.append(CONFIRM)
-            if self._top(ENHANCEMENTS[CENTRE_CROP][0](frame.image), totals) != result.hits[0].id:
+            if centre is None:
+                centre = self._search(self._enhanced(CENTRE_CROP, frame.image, totals), 1, totals,
+                                      min_score=RANK_ALL).best_id
+            if centre != result.hits[0].id:
                 result = replace(result, hits=[], short=Short.NO_MATCH)
         totals["total"] = quality_ms + (time.perf_counter() - t0) * 1e3
         return Lookup(frame=frame, result=result, variant=variant, tried=tuple(tried), k=k,
                       min_score=self.min_score, epoch=epoch, timings_ms=totals)
 
-    def _top(self, image: np.ndarray, totals: dict[str, float]) -> str | None:
-        """The product `image` ranks first, whatever the rule says."""
-        extra = {"filter": self._filter} if self._filter else {}
-        result = self.searcher.search_image(image, k=1, min_score=RANK_ALL, **extra)
-        for stage in ("preprocess", "embed", "search"):
-            totals[stage] += result.timings_ms.get(stage, 0.0)
-        return result.hits[0].id if result.hits else None
+    @staticmethod
+    def _enhanced(name: str, image: np.ndarray, totals: dict[str, float]) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = ENHANCEMENTS[name][0](image)
+        totals["enhance"] += (time.perf_counter() - t0) * 1e3
+        return out
 
-    def _search(self, image: np.ndarray, k: int, totals: dict[str, float]) -> SearchResult:
+    def _search(self, image: np.ndarray, k: int, totals: dict[str, float], *,
+                min_score: float | None = None) -> SearchResult:
         # only a set filter is passed: searchers without filters (fakes) keep working
         extra = {"filter": self._filter} if self._filter else {}
-        # None unless --min-score was given: the bundle's own calibrated rule (floors, margin,
+        # None unless --min-score was given (or `min_score`): the bundle's own calibrated rule (floors, margin,
         # no-product scenes) decides, as in `search`; self.min_score is only the score bars' scale
-        result = self.searcher.search_image(image, k=k, min_score=self._explicit_min_score, **extra)
+        result = self.searcher.search_image(image, k=k, min_score=self._explicit_min_score if min_score is None
+                                            else min_score, **extra)
         for stage in ("preprocess", "embed", "search"):
             totals[stage] += result.timings_ms.get(stage, 0.0)
         return result

@@ -54,11 +54,13 @@ def test_wrong_names_counted_by_hand():
     from bench.grocery import _wrong_names
     from bench.stats import resamples
 
+    from edge_search.evaluation.no_match import NoMatchOutcomes
+
     # five photos: right and named, right but refused, wrong and named, wrong and refused, a left-out
     # product's photo named (never right)
-    right = np.asarray([True, True, False, False, False])
-    named = np.asarray([True, False, True, False, True])
-    w = _wrong_names(right, named, resamples(5, stream=99))
+    outcomes = NoMatchOutcomes(right=[True, True, False, False], refused=[False, True, False, True],
+                               unknown_refused=[False])
+    w = _wrong_names(outcomes, resamples(5, stream=99))
     assert w["named_wrong"]["value"] == pytest.approx(2 / 5, abs=1e-4) and w["named_wrong"]["n"] == 5
     assert w["right_when_named"]["value"] == pytest.approx(1 / 3, abs=1e-4) and w["right_when_named"]["n"] == 3
     assert w["named_wrong"]["ci95"][0] <= 0.4 <= w["named_wrong"]["ci95"][1]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+from edge_search.errors import EdgeSearchError
 
 
 def test_dev_figures_count_hits_rejections_and_the_paired_ratio():
@@ -55,3 +58,13 @@ def test_mixed_images_blend_two_different_photos(tmp_path):
         assert abs(share.sum() - 1) < 0.05 and MIX[0] - 0.05 < share.min() <= 0.5
     again = write_mixed(photos, 6, tmp_path / "again", seed=0)
     assert [p.read_bytes() for p in made] == [p.read_bytes() for p in sorted(again.glob("*.jpg"))]  # seeded
+    # a second run keeps the folder it made; a folder holding anything else is refused, nothing written
+    stamp = [p.stat().st_mtime_ns for p in made]
+    assert write_mixed(photos, 6, folder, seed=0) == folder and [p.stat().st_mtime_ns for p in made] == stamp
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(EdgeSearchError, match=r"other: exists and is not a folder of 6 mixed images"):
+        write_mixed(photos, 6, other, seed=0)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left

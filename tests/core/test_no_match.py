@@ -302,7 +302,10 @@ def test_no_match_figures_on_a_hand_made_table():
     assert f == {"top1": 0.75, "answered_right": 0.25, "false_reject_all": 0.5,
                  "false_reject_of_correct": 0.6667,  # photos 2 and 4 of the 3 ranked right
                  "precision_of_answers": 0.5,  # of the 2 answered (photos 1 and 3), photo 1 is right
-                 "reject_recall": 0.6667, "negative_reject": 1.0}
+                 "reject_recall": 0.6667, "negative_reject": 1.0,
+                 "wrong_refused": 0.0,  # photo 3, ranked wrong, answered
+                 # of all 7 photos, photo 3 and the second unknown got a wrong name; of the 3 names, photo 1's right
+                 "named_wrong": 0.2857, "right_when_named": 0.3333}
 
 
 def test_a_figure_with_nothing_to_measure_is_none_not_zero_or_one():
@@ -313,6 +316,7 @@ def test_a_figure_with_nothing_to_measure_is_none_not_zero_or_one():
     # no photo ranked right, none answered, no unknowns, no scenes: undefined, whichever way a default would lean
     assert f["false_reject_of_correct"] is None and f["precision_of_answers"] is None
     assert f["reject_recall"] is None and f["negative_reject"] is None
+    assert f["wrong_refused"] == 1.0 and f["named_wrong"] == 0.0 and f["right_when_named"] is None
     with pytest.raises(ValueError, match="same photos"):
         NoMatchOutcomes(right=[True], refused=[True, False])
 

@@ -128,6 +128,28 @@ def test_confirm_names_a_product_only_when_the_frame_centre_agrees():
     assert agreed.result.hits[0].id == centre and agreed.tried == ("original", "confirm")
 
 
+class PassesThirdSearch(FakeSearcher):
+    """The rule refuses the first two searches of a frame (the whole frame, its centre crop), passes the third."""
+
+    def search_image(self, image, k=5, min_score=None):
+        r = super().search_image(image, k, min_score=0.0 if min_score is None else min_score)
+        if min_score is None and len(self.calls) % 3 in (1, 2):
+            return SearchResult(hits=[], timings_ms=r.timings_ms, best_score=0.4, best_id=r.best_id)
+        return r
+
+
+def test_confirm_reuses_the_centre_a_retry_already_searched():
+    # product 0 fills the frame, product 3 its centre: the equalized copy answers product 0 (as the whole
+    # frame ranked it); the centre crop, refused, ranked product 3, so the answer is not confirmed
+    searcher = PassesThirdSearch()
+    lk = KioskLoop(searcher, k=1, confirm=True).lookup(frame(0, framed(0, 3)))
+    assert lk.tried == ("original", "centre-crop", "equalized", "confirm") and lk.result.no_match
+    assert len(searcher.calls) == 3  # the centre was not searched a second time
+    agreed = KioskLoop(searcher, k=1, confirm=True).lookup(frame(1, draw_product(2)))
+    assert agreed.variant == "equalized" and agreed.result.hits[0].id == searcher.products[2].id
+    assert agreed.tried[-1] == "confirm" and len(searcher.calls) == 6
+
+
 def test_no_match_after_every_retry_keeps_the_closest_score():
     searcher = FakeSearcher(min_score=0.99)
     lk = KioskLoop(searcher).lookup(frame(0, draw_product(9)))  # not in the fake catalog
