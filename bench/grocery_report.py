@@ -206,7 +206,12 @@ def _teacher_line(r: dict) -> str:
         line += (f"; it embeds every image at {', '.join(map(str, t['test_sides']))} px and averages the unit "
                  "vectors (its config's `test_sides`), in PyTorch and in its ONNX form alike")
     if r["export"].get("student"):
-        line += f"; student `{r['export']['student']['arch']}`"
+        st = r["export"]["student"]
+        line += f"; student `{st['arch']}`"
+        loss = (st.get("distillation") or {}).get("loss")
+        if loss:
+            n = st["distillation"].get("epochs")
+            line += f", {st.get('image_size')} px, distilled {n} epoch{'' if n == 1 else 's'} on `{loss}`"
     return line
 
 

@@ -27,6 +27,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/grocery.py
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -213,6 +214,16 @@ def _epoch_list(text: str) -> list[int]:
     return epochs
 
 
+def _weight_list(text: str) -> list[float]:
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(not w >= 0 for w in weights):
+        raise argparse.ArgumentTypeError(f"weights must be >= 0, got {text!r}")
+    return weights
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_setup_arguments(ap, negatives=300, dev_negatives=300)
@@ -226,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--learning-rate", type=float, default=None,
                     help="default: the export's for this student (export/student.distill_learning_rate)")
     ap.add_argument("--relational-weight", type=float, default=1.0)
-    ap.add_argument("--label-weight", type=float, default=1.0)
+    ap.add_argument("--label-weight", default=[None], metavar="W1,W2,...", type=_weight_list,
+                    help="the product cross-entropy's weight (default: the export's for this student, "
+                         "config.distill_label_weight); several: one student per weight and epochs, on one set of "
+                         "teacher targets")
     ap.add_argument("--onnx", type=Path, default=None, metavar="FILE",
                     help="distil nothing: measure this student, already exported (an fp32 ONNX file at "
                          "--image-size, e.g. bench/grocery.py's OUT/models/student.fp32.onnx), the same way")
@@ -244,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     d = prepare(args, out, mixed=args.mixed, student=args.student, image_size=args.image_size,
                 views_per_image=args.views_per_image, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                relational_weight=args.relational_weight, label_weight=args.label_weight)
+                relational_weight=args.relational_weight, label_weight=args.label_weight[0])
     cfg, t = d.cfg, d.teacher_step
     dev, dev_images, dev_products, negs = d.dev, d.dev_images, d.dev_products, d.negatives
     q_t, cat_t, neg_t = d.q_t, d.cat_t, d.neg_t
@@ -253,14 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     shared = distill_set(cfg, t, progress=True)
     bank_seconds = time.perf_counter() - t0
     runs = []
-    for epochs in args.epochs:
+    for label_weight, epochs in itertools.product(args.label_weight, args.epochs):
         torch.manual_seed(args.seed)  # every student starts from the same weights
-        s = student_step(replace(cfg, epochs=epochs), t, True, inputs=shared)
+        s = student_step(replace(cfg, epochs=epochs, label_weight=label_weight), t, True, inputs=shared)
         figures = dev_figures(q_t=q_t, q_s=_student_vectors(s.module, dev_images, s.preprocess), cat_t=cat_t,
                               cat_s=_student_vectors(s.module, t.images, s.preprocess), products=dev_products,
                               neg_t=neg_t, neg_s=_student_vectors(s.module, negs, s.preprocess))
-        runs.append({"epochs": epochs, "student": s.info, "dev": figures})
-        print(json.dumps({"epochs": epochs, "dev": figures,
+        runs.append({"epochs": epochs, "label_weight": s.info["label_weight"], "student": s.info, "dev": figures})
+        print(json.dumps({"epochs": epochs, "label_weight": s.info["label_weight"], "dev": figures,
                           "distill_seconds": s.info["distillation"]["seconds"]}), flush=True)
     result = {"command": " ".join([".venv/bin/python", "bench/student_recipe.py"] + (argv or sys.argv[1:])),
               "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")},

@@ -150,6 +150,8 @@ def test_grocery_bench_miniature(tmp_path):
     # the Markdown table: written by the bench, naming the command that reproduces it
     md = (out / "grocery.md").read_text()
     assert "bench/grocery.py --data" in md and "--classes 4" in md
+    # the student's recipe as it ran: a fresh student keeps the product cross-entropy at weight 1
+    assert "distilled 1 epoch on `cosine + 1 x relational + 1 x product cross-entropy" in md
     for heading in ("## Protocol", "## Models on val", "## The bundle as shipped", "## The kiosk's path",
                     "## Who embeds the catalog",
                     "## No match, 1 products left out", "### What the embedding allows",

@@ -68,3 +68,17 @@ def test_mixed_images_blend_two_different_photos(tmp_path):
         write_mixed(photos, 6, other, seed=0)
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+
+
+def test_epoch_and_weight_lists_parse_or_say_what_is_wrong():
+    import argparse
+
+    from bench.student_recipe import _epoch_list, _weight_list
+
+    assert _epoch_list("0,4,8") == [0, 4, 8]
+    assert _weight_list("0,0.3,1") == [0.0, 0.3, 1.0]
+    for parse, bad, said in [(_epoch_list, "4,-1", "epochs must be >= 0"), (_epoch_list, "4,x", "whole numbers"),
+                             (_weight_list, "0.3,-0.1", "weights must be >= 0"), (_weight_list, "nan", "weights must"),
+                             (_weight_list, "0.3,,1", "comma-separated numbers")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=said):
+            parse(bad)

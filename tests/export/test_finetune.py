@@ -335,7 +335,7 @@ def test_student_distills_on_the_labeled_photos_with_their_products(tmp_path, sa
     s = m["student"]
     # no --distill-images: the 216 labeled photos not held back are the distill photos, and they are labeled
     assert s["distill_images"] == 216, s
-    assert "product cross-entropy" in s["distillation"]["loss"], s["distillation"]
+    assert "+ 1 x product cross-entropy" in s["distillation"]["loss"] and s["label_weight"] == 1.0, s  # a fresh student's
     # who embeds the catalog is decided on the 24 held-out store photos, not on augmented studio shots
     ce = m["fidelity"]["catalog_encoder"]
     assert ce["decided_by"] == "held_out_photo_top1" and ce["held_out_photos"] == 24, ce
@@ -349,7 +349,7 @@ def test_student_distills_on_the_labeled_photos_with_their_products(tmp_path, sa
             "--distill-label-weight", "0", "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_self_top1=0",
             "--gate", "catalog_views_top1=0", "--distill-images", labeled.parent / "photos", "--quiet")
     off_student = read_manifest(off)["student"]
-    assert "cross-entropy" not in off_student["distillation"]["loss"]
+    assert "cross-entropy" not in off_student["distillation"]["loss"] and off_student["label_weight"] == 0
     # the folder holds all 240 labeled photos, the 24 held back among them: still 216 distilled, each once
     assert len(list((labeled.parent / "photos").glob("*.jpg"))) == 240 and off_student["distill_images"] == 216
     proc = run_cli("export", "--catalog", sample_catalog, "--out", tmp_path / "bad", "--distill-label-weight", "-1",
