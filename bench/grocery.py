@@ -392,9 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=24,
                     help="distillation epochs (24: chosen on dev, bench/student_recipe.py)")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
-    ap.add_argument("--distill-label-weight", type=float, default=None,
-                    help="product cross-entropy on labeled views while distilling (0: vectors only; default: the "
-                         "export's for the student)")
+    ap.add_argument("--distill-label-weight", type=float, default=1.0,
+                    help="product cross-entropy on labeled views while distilling (0: vectors only)")
     ap.add_argument("--negatives", type=int, default=300, metavar="N",
                     help="no-product scenes built from the fit photos for export --negatives (0: none)")
     ap.add_argument("--val-negatives", type=int, default=300, metavar="N", help="no-product scenes from val photos")

@@ -237,10 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--learning-rate", type=float, default=None,
                     help="default: the export's for this student (export/student.distill_learning_rate)")
     ap.add_argument("--relational-weight", type=float, default=1.0)
-    ap.add_argument("--label-weight", default=[None], metavar="W1,W2,...", type=_weight_list,
-                    help="the product cross-entropy's weight (default: the export's for this student, "
-                         "config.distill_label_weight); several: one student per weight and epochs, on one set of "
-                         "teacher targets")
+    ap.add_argument("--label-weight", default=[1.0], metavar="W1,W2,...", type=_weight_list,
+                    help="the product cross-entropy's weight; several: one student per weight and epochs, on one "
+                         "set of teacher targets")
     ap.add_argument("--onnx", type=Path, default=None, metavar="FILE",
                     help="distil nothing: measure this student, already exported (an fp32 ONNX file at "
                          "--image-size, e.g. bench/grocery.py's OUT/models/student.fp32.onnx), the same way")

@@ -18,7 +18,7 @@ from pathlib import Path
 from edge_search.cli.output import say
 from edge_search.errors import EdgeSearchError
 
-from .config import FRESH_LABEL_WEIGHT, FROM_TEACHER_LABEL_WEIGHT, TEACHER_TOWER, ExportConfig, FinetuneSettings
+from .config import ExportConfig, FinetuneSettings
 from .engine import ENGINES, EngineSettings, check_reachable, need_scale_extra
 
 # what `pip install 'edge-search[export]'` adds (pyproject.toml), by import name
@@ -175,8 +175,7 @@ def add_export_parser(sub) -> None:
     e.add_argument("--views-per-image", type=int, default=d["views_per_image"], help="augmented views per catalog image")
     e.add_argument("--distill-label-weight", type=float, default=d["label_weight"], metavar="W",
                    help="weight of the product cross-entropy on views of catalog images and labeled photos "
-                        f"(0: reproduce the teacher's vectors only; default: {FROM_TEACHER_LABEL_WEIGHT:g} for "
-                        f"{TEACHER_TOWER}, {FRESH_LABEL_WEIGHT:g} for other students)")
+                        "(0: reproduce the teacher's vectors only)")
     e.add_argument("--image-size", type=int, default=None, help="student input side (default: the teacher's)")
     e.add_argument("--quantize", choices=["auto", "int8", "fp16", "none"], default=d["quantize"],
                    help="the shipped image model's form: int8, fp16-stored weights computed in fp32, plain fp32, "

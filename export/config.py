@@ -19,18 +19,6 @@ DEFAULT_STUDENT = "mobilenetv3_small_100"
 # --student: a copy of the teacher's single-pass image tower, distilled from its weights (student.make_student)
 TEACHER_TOWER = "teacher-tower"
 
-# The product cross-entropy pulls a student towards the products of the photos it distils on, away from
-# the teacher: at 1.0 the teacher's copy beat its teacher on dev photos (1.16) and kept 0.88 of it on
-# val's other stores. At 0.1 it follows the teacher closer (top-1 agreement on dev photos 72 -> 81 %,
-# on no-product scenes 55 -> 71 %) and still keeps >= 0.97 of its dev R@1 (bench/student_recipe.py
-# --label-weight, docs/benchmarks). A fresh student learns the products from the labels; it keeps 1.0.
-FRESH_LABEL_WEIGHT = 1.0
-FROM_TEACHER_LABEL_WEIGHT = 0.1
-
-
-def distill_label_weight(student: str | None) -> float:
-    return FROM_TEACHER_LABEL_WEIGHT if student == TEACHER_TOWER else FRESH_LABEL_WEIGHT
-
 
 @dataclass(frozen=True)
 class Gates:
@@ -182,9 +170,10 @@ class ExportConfig:
     batch_size: int = 32
     learning_rate: float | None = None  # distillation's; None: student.distill_learning_rate(student)
     relational_weight: float = 1.0
-    # product cross-entropy on views whose product is known (catalog images, labeled photos); None: the
-    # student's own (distill_label_weight above)
-    label_weight: float | None = None
+    # product cross-entropy on views whose product is known (catalog images, labeled photos). 1.0 for the
+    # teacher's own copy too: 0.1 made it follow the teacher closer but name wrong more often on dev
+    # (bench/student_recipe.py --label-weight, bench/retries.py; docs/benchmarks)
+    label_weight: float = 1.0
     image_size: int | None = None  # student input side; None: the teacher's
     # the shipped image model's form (precision.py): "auto" times int8 and fp16-stored weights here
     quantize: str = "auto"
@@ -227,7 +216,7 @@ class ExportConfig:
             raise ExportError("--rebase re-bases a catalog build on --base BUNDLE: give --base")
         if self.previous is not None and self.stores is None:
             raise ExportError("--previous names the last release's store bundles: it goes with --stores")
-        if self.label_weight is not None and (not math.isfinite(self.label_weight) or self.label_weight < 0):
+        if not math.isfinite(self.label_weight) or self.label_weight < 0:
             raise ExportError(f"--distill-label-weight must be >= 0, got {self.label_weight}")
         if self.quantize not in ("auto", "int8", "fp16", "none"):
             raise ExportError(f"--quantize must be auto, int8, fp16 or none, got {self.quantize!r}")

@@ -35,7 +35,7 @@ from edge_search.files import atomic_write_bytes, check_new_folder, default_cach
 from .catalog_build import (INDEX_VIEWS, MILD_VIEW_STRENGTH, MILD_VIEWS, Calibration, CatalogSettings,
                             ExportSummary, GateBook, IndexPlan, ModelSet, Stream, finish_bundle, index_vectors,
                             prefill_on_ray, product_table, stream_catalog)
-from .config import ExportConfig, distill_label_weight
+from .config import ExportConfig
 from .distill import LabelTerm, build_view_bank, distill
 from .embed_cache import EmbeddingCache
 from .engine import LOCAL_RECORD, open_engine
@@ -278,17 +278,16 @@ def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: Dist
         raise ExportError(f"internal: a distill set at {d.preprocess.size} for a student at {side} px")
     pick = np.random.default_rng([cfg.seed, 5]).permutation(len(d.extra))
     lr = cfg.learning_rate or distill_learning_rate(cfg.student)
-    label_weight = cfg.label_weight if cfg.label_weight is not None else distill_label_weight(cfg.student)
     # the teacher's batch-norm statistics come from every fit photo; a batch of views would replace them
     from_teacher = cfg.student == TEACHER_TOWER
     report = distill(student, d.bank, d.preprocess, epochs=cfg.epochs, batch_size=cfg.batch_size,
                      learning_rate=lr, relational_weight=cfg.relational_weight,
                      seed=cfg.seed, progress=progress,
-                     label_term=LabelTerm(d.prototypes, t.teacher.logit_scale, label_weight),
+                     label_term=LabelTerm(d.prototypes, t.teacher.logit_scale, cfg.label_weight),
                      keep_norm_statistics=from_teacher)
     started = ("the teacher's weights" if from_teacher else
                "imagenet (timm)" if cfg.student_pretrained else None)
-    info = {"arch": cfg.student, "pretrained": started, "learning_rate": lr, "label_weight": label_weight,
+    info = {"arch": cfg.student, "pretrained": started, "learning_rate": lr, "label_weight": cfg.label_weight,
             "kept_norm_statistics": from_teacher,
             "image_size": side, "distill_images": len(d.extra),
             "views_per_image": cfg.views_per_image, "seed": cfg.seed,

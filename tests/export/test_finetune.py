@@ -335,7 +335,7 @@ def test_student_distills_on_the_labeled_photos_with_their_products(tmp_path, sa
     s = m["student"]
     # no --distill-images: the 216 labeled photos not held back are the distill photos, and they are labeled
     assert s["distill_images"] == 216, s
-    assert "+ 1 x product cross-entropy" in s["distillation"]["loss"] and s["label_weight"] == 1.0, s  # a fresh student's
+    assert "+ 1 x product cross-entropy" in s["distillation"]["loss"] and s["label_weight"] == 1.0, s
     # who embeds the catalog is decided on the 24 held-out store photos, not on augmented studio shots
     ce = m["fidelity"]["catalog_encoder"]
     assert ce["decided_by"] == "held_out_photo_top1" and ce["held_out_photos"] == 24, ce

@@ -87,8 +87,7 @@ def test_export_ships_the_distilled_copy_at_its_own_side(cnn, tmp_path, sample_c
     m = read_manifest(out)
     assert m["student"]["arch"] == "teacher-tower" and m["student"]["pretrained"] == "the teacher's weights"
     assert m["student"]["learning_rate"] == 6e-4 and m["student"]["image_size"] == 32
-    # the copy's own product cross-entropy weight (a fresh student's is 1)
-    assert m["student"]["label_weight"] == 0.1 and "+ 0.1 x product cross-entropy" in m["student"]["distillation"]["loss"]
+    assert m["student"]["label_weight"] == 1.0 and "+ 1 x product cross-entropy" in m["student"]["distillation"]["loss"]
     assert m["student"]["kept_norm_statistics"] is True
     assert m["preprocess"]["size"] == [32, 32] and m["teacher"]["preprocess_size"] == [64, 64]
     from edge_search_export.teacher import load_teacher
