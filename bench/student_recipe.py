@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/grocery.py
 import argparse  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
@@ -204,24 +205,23 @@ def prepare(args, out: Path, mixed: int = 0, **cfg_fields) -> Prepared:
                     neg_t=teacher.encode(preprocess_batch(negs, t.preprocess)))
 
 
-def _epoch_list(text: str) -> list[int]:
+def _number_list(text: str, number: type, kind: str, what: str) -> list:
+    """`text` as comma-separated finite numbers >= 0 of type `number`, or argparse's one-line error."""
     try:
-        epochs = [int(e) for e in text.split(",")]
+        values = [number(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if any(e < 0 for e in epochs):
-        raise argparse.ArgumentTypeError(f"epochs must be >= 0, got {text!r}")
-    return epochs
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {text!r}") from None
+    if any(not (math.isfinite(v) and v >= 0) for v in values):
+        raise argparse.ArgumentTypeError(f"{what} must be finite and >= 0, got {text!r}")
+    return values
+
+
+def _epoch_list(text: str) -> list[int]:
+    return _number_list(text, int, "whole numbers", "epochs")
 
 
 def _weight_list(text: str) -> list[float]:
-    try:
-        weights = [float(w) for w in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if any(not w >= 0 for w in weights):
-        raise argparse.ArgumentTypeError(f"weights must be >= 0, got {text!r}")
-    return weights
+    return _number_list(text, float, "numbers", "weights")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,8 +77,10 @@ def test_epoch_and_weight_lists_parse_or_say_what_is_wrong():
 
     assert _epoch_list("0,4,8") == [0, 4, 8]
     assert _weight_list("0,0.3,1") == [0.0, 0.3, 1.0]
-    for parse, bad, said in [(_epoch_list, "4,-1", "epochs must be >= 0"), (_epoch_list, "4,x", "whole numbers"),
-                             (_weight_list, "0.3,-0.1", "weights must be >= 0"), (_weight_list, "nan", "weights must"),
+    for parse, bad, said in [(_epoch_list, "4,-1", "epochs must be finite and >= 0"),
+                             (_epoch_list, "4,x", "whole numbers"),
+                             (_weight_list, "0.3,-0.1", "weights must be finite and >= 0"),
+                             (_weight_list, "nan", "weights must"), (_weight_list, "0.3,inf", "weights must"),
                              (_weight_list, "0.3,,1", "comma-separated numbers")]:
         with pytest.raises(argparse.ArgumentTypeError, match=said):
             parse(bad)
