@@ -203,6 +203,20 @@ def speed(teacher_config: str, student_arch: str, rounds: int, threads: int, tea
             "calls_per_round": SPEED_CALLS, "threads": threads, "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
+def _setting_value(name: str, text: str, ap: argparse.ArgumentParser):
+    """`--set NAME=VALUE`'s value: None, a bool, a number, or for train_sides a comma list of sides."""
+    try:
+        if name == "train_sides":
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        if text == "None":
+            return None
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        ap.error(f"--set {name}: not a value: {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from edge_search_export.config import FinetuneSettings
     from edge_search_export.finetune import finetune_teacher, held_back, load_photos, product_text
@@ -254,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         k, _, v = item.partition("=")
         if k not in known:
             ap.error(f"unknown setting {k}")
-        overrides[k] = None if v == "None" else (v.lower() == "true" if v.lower() in ("true", "false")
-                                                 else (int(v) if v.lstrip("-").isdigit() else float(v)))
+        overrides[k] = _setting_value(k, v, ap)
     settings = FinetuneSettings(**{**TEACHER_RECIPE, **overrides})
     data, out = Path(args.data).resolve(), Path(args.out)
     classes = read_classes(data)
@@ -281,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     unseen = np.sort(np.random.default_rng([args.seed, 31337]).choice(
         len(classes), args.unseen_products, replace=False)) if args.unseen_products else None
     teacher = load_teacher(args.teacher, args.init)
-    side = settings.image_size or teacher.preprocess.size[0]
+    side = max(settings.sides(teacher.preprocess.size[0]))  # the photos are shrunk for the largest
     dev_images = [load_image(p) for p, _ in dev]
     dev_products = np.array([position[i] for _, i in dev])
     neg_root = Path(args.negatives_dir)

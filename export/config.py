@@ -77,6 +77,9 @@ class FinetuneSettings:
     weight_decay: float = 0.05
     warmup: float = 0.05  # share of the steps with a linear warm-up, then cosine decay
     image_size: int | None = None  # training side (CNN towers only); None: the teacher's own
+    # several training sides (CNN towers only): each step trains at one drawn from them, so every side a
+    # student or a test-time ensemble later runs at is learnt on all the photos; empty: image_size alone
+    train_sides: tuple[int, ...] = ()
     augment: float = 1.0  # strength of the photo augmentation (views.augment)
     catalog_augment: float = 0.5  # catalog views: the device embeds the clean studio shot
     catalog_weight: float = 1.0  # photo <-> catalog image term
@@ -118,6 +121,9 @@ class FinetuneSettings:
             raise ExportError(f"fine-tuning holdout must be in [0, 0.5), got {self.holdout}")
         if self.image_size is not None and not 32 <= self.image_size <= 1024:
             raise ExportError(f"fine-tuning image size must be between 32 and 1024, got {self.image_size}")
+        if any(not isinstance(v, int) or not 32 <= v <= 1024 for v in self.train_sides):
+            raise ExportError(f"fine-tuning training sides must be whole numbers between 32 and 1024, "
+                              f"got {list(self.train_sides)}")
         if min(self.catalog_weight, self.text_weight, self.photo_weight) < 0 or \
                 self.catalog_weight + self.text_weight + self.photo_weight + (self.class_weight or 0) == 0:
             raise ExportError("fine-tuning loss weights must be >= 0, one of them positive")
@@ -132,6 +138,10 @@ class FinetuneSettings:
         if self.unknown_weight < 0 or not -1 <= self.unknown_margin <= self.known_margin <= 1:
             raise ExportError("fine-tuning unknown-product weight must be >= 0 and its margins cosines in [-1, 1], "
                               "the unknown one no higher than the known one")
+
+    def sides(self, teacher_side: int) -> tuple[int, ...]:
+        """The sides training draws from (a teacher whose own side is `teacher_side`)."""
+        return tuple(self.train_sides) or (self.image_size or teacher_side,)
 
 
 @dataclass(frozen=True)

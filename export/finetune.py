@@ -278,12 +278,15 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
     use_negatives = len(negatives) > 0 and settings.negative_weight > 0
     side = settings.image_size or teacher.preprocess.size[0]
     pp: PreprocessCfg = replace(teacher.preprocess, size=(side, side))
-    if side != teacher.preprocess.size[0]:
+    sides = settings.sides(teacher.preprocess.size[0])
+    for s in sides:
+        if s == teacher.preprocess.size[0]:
+            continue
         try:
             with torch.no_grad():
-                model.visual.eval()(torch.zeros(1, 3, side, side))
+                model.visual.eval()(torch.zeros(1, 3, s, s))
         except Exception as e:  # ViT towers have fixed position embeddings
-            raise ExportError(f"teacher {teacher.name} cannot train at {side} px ({type(e).__name__}); "
+            raise ExportError(f"teacher {teacher.name} cannot train at {s} px ({type(e).__name__}); "
                               f"leave the fine-tuning image size at the teacher's "
                               f"{teacher.preprocess.size[0]}") from None
     if len(np.unique(photo_products)) < settings.batch_size // settings.photos_per_product:
@@ -337,16 +340,19 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
             rng = np.random.default_rng([seed, epoch, step])
             labels = photo_products[idx]
             uniq = np.unique(labels)
-            crops = [resize_and_crop(augment(photos[i], rng, settings.augment), pp) for i in idx]
+            # the step's side from its own stream: with one side every other draw stays as it was
+            spp = pp if len(sides) == 1 else replace(pp, size=(s := int(
+                sides[np.random.default_rng([seed, epoch, step, 91]).integers(len(sides))]), s))
+            crops = [resize_and_crop(augment(photos[i], rng, settings.augment), spp) for i in idx]
             for u in uniq:
                 k = int(rng.choice(keys_of[u]))
                 view = augment(catalog[k], rng, settings.catalog_augment) if settings.catalog_augment else catalog[k]
-                crops.append(resize_and_crop(view, pp))
+                crops.append(resize_and_crop(view, spp))
             if use_negatives:  # drawn from their own stream: the photo and catalog draws stay as without negatives
                 nrng = np.random.default_rng([seed, epoch, step, 77])
                 picks = nrng.choice(len(negatives), min(settings.negatives_per_step, len(negatives)), replace=False)
-                crops += [resize_and_crop(augment(negatives[i], nrng, settings.augment), pp) for i in picks]
-            x = torch.from_numpy(np.stack([normalize(c, pp) for c in crops]))
+                crops += [resize_and_crop(augment(negatives[i], nrng, settings.augment), spp) for i in picks]
+            x = torch.from_numpy(np.stack([normalize(c, spp) for c in crops]))
             feats = F.normalize(model.encode_image(x), dim=-1)
             f, g = feats[:len(idx)], feats[len(idx):len(idx) + len(uniq)]
             scale = model.logit_scale.exp().clamp(max=100)
@@ -423,7 +429,7 @@ def adapt_teacher(teacher: Teacher, labels: Path, product_ids: list[str], produc
     -> (what the manifest records under teacher.finetune, the held-back photos, all labeled photos)."""
     labeled = read_labeled(labels, product_ids, skip_bad=skip_bad)
     train_idx, held_idx = labeled.split(settings.holdout)
-    side = settings.image_size or teacher.preprocess.size[0]
+    side = max(settings.sides(teacher.preprocess.size[0]))
     photos, kept, bad = load_photos([labeled.paths[i] for i in train_idx], side, progress, "reading labeled photos")
     held, held_kept, held_bad = load_photos([labeled.paths[i] for i in held_idx], None, progress,
                                             "reading held-out photos")
