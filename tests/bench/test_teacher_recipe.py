@@ -88,3 +88,18 @@ def test_unseen_products_are_measured_against_the_other_products_floor():
         "unseen_refused_at_5pct": 0.5, "unseen_r1_in_index": 1.0, "seen_r1": 0.75, "unseen_photos": 2}
     # a budget of one photo in three: the floor is 0.8 and both are refused
     assert unseen_figures(sims, products, np.array([2]), budget=0.34)["unseen_refused_at_5pct"] == 1.0
+
+
+def test_set_values_parse_as_the_setting_needs():
+    import argparse
+
+    from bench.teacher_recipe import _setting_value
+
+    ap = argparse.ArgumentParser()
+    assert _setting_value("train_sides", "112,128,160", ap) == (112, 128, 160)
+    assert _setting_value("epochs", "28", ap) == 28 and _setting_value("learning_rate", "3e-3", ap) == 0.003
+    assert _setting_value("class_weight", "None", ap) is None and _setting_value("train_text", "False", ap) is False
+    with pytest.raises(SystemExit):
+        _setting_value("train_sides", "112,big", ap)
+    with pytest.raises(SystemExit):
+        _setting_value("epochs", "many", ap)

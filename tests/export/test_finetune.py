@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_TEACHER, read_manifest, run_cli
+from conftest import TINY_TEACHER, make_checkpoint, read_manifest, run_cli
 
 pytestmark = pytest.mark.export
 
@@ -86,7 +86,8 @@ def test_holdout_orders_numbers_in_names_as_numbers_and_keeps_single_photos():
     assert held_back(paths, np.array([0, 1, 0, 0, 2, 2]), 0.0)[1].tolist() == []
 
 
-def train_tiny(labeled, catalog_csv, checkpoint=None, epochs=3, seed=0, negatives=(), **settings):
+def train_tiny(labeled, catalog_csv, checkpoint=None, epochs=3, seed=0, negatives=(), config=TINY_TEACHER,
+               **settings):
     import torch
 
     from edge_search.core.images import load_image
@@ -96,7 +97,7 @@ def train_tiny(labeled, catalog_csv, checkpoint=None, epochs=3, seed=0, negative
     from edge_search_export.teacher import load_teacher
 
     torch.manual_seed(seed)
-    teacher = load_teacher(str(TINY_TEACHER), str(checkpoint) if checkpoint else "random")
+    teacher = load_teacher(str(config), str(checkpoint) if checkpoint else "random")
     lab = read_labeled(labeled, product_ids())
     photos, kept, _ = load_photos(list(lab.paths), 64, False, "")
     catalog = [load_image(catalog_csv.parent / "images" / f"{p[0]}.jpg") for p in PRODUCTS]
@@ -249,6 +250,56 @@ def test_a_vit_teacher_cannot_change_its_input_size(labeled, sample_catalog):
         train_tiny(labeled, sample_catalog, epochs=1, image_size=96)
 
 
+@pytest.fixture(scope="module")
+def tiny_cnn(tmp_path_factory):
+    """A tiny timm CNN teacher (runs at any side): its config and a random-weight checkpoint of it."""
+    from conftest import TINY_CNN
+
+    folder = tmp_path_factory.mktemp("cnn")
+    config = folder / "tiny-cnn-train.json"
+    config.write_text(json.dumps(TINY_CNN), encoding="utf-8")
+    return config, make_checkpoint(config, folder / "tiny-cnn.pt")
+
+
+def _sides_seen(monkeypatch) -> list[tuple[int, int]]:
+    """The side of every crop training normalizes, in order."""
+    from edge_search_export import finetune
+
+    seen, real = [], finetune.normalize
+
+    def spy(crop, pp):
+        seen.append(pp.size)
+        return real(crop, pp)
+
+    monkeypatch.setattr(finetune, "normalize", spy)
+    return seen
+
+
+def test_training_at_several_sides_draws_one_side_a_step(labeled, sample_catalog, tiny_cnn, monkeypatch):
+    config, ckpt = tiny_cnn
+    seen = _sides_seen(monkeypatch)
+    _, report = train_tiny(labeled, sample_catalog, checkpoint=ckpt, config=config, epochs=2, train_sides=(32, 48, 64))
+    # a step: 16 photos of 4 products and those products' 4 catalog views, all at the step's side
+    per_step = 16 + 4
+    steps = [set(seen[i:i + per_step]) for i in range(0, len(seen), per_step)]
+    assert len(seen) == 2 * (240 // 16) * per_step and all(len(s) == 1 for s in steps)
+    assert set().union(*steps) == {(32, 32), (48, 48), (64, 64)}
+    assert report.settings["train_sides"] == (32, 48, 64) and len(report.history) == 2
+    # one side, the teacher's own, trains exactly as no list: the side's draw has its own stream
+    seen.clear()
+    _, one = train_tiny(labeled, sample_catalog, checkpoint=ckpt, config=config, epochs=1, train_sides=(64,))
+    assert set(seen) == {(64, 64)}
+    _, plain = train_tiny(labeled, sample_catalog, checkpoint=ckpt, config=config, epochs=1)
+    assert [h["loss"] for h in one.history] == [h["loss"] for h in plain.history]
+
+
+def test_a_vit_teacher_cannot_train_at_several_sides(labeled, sample_catalog):
+    from edge_search.errors import ExportError
+
+    with pytest.raises(ExportError, match="cannot train at 32 px"):
+        train_tiny(labeled, sample_catalog, epochs=1, train_sides=(32, 64))
+
+
 def test_zero_epochs_keeps_the_teacher_as_loaded(labeled, sample_catalog, tiny_checkpoint):
     """What a re-export with an already fine-tuned teacher asks for: photos are
     still held back for calibration, the weights stay as loaded."""
@@ -270,7 +321,8 @@ def test_settings_are_validated():
     for bad in ({"epochs": -1}, {"batch_size": 4, "photos_per_product": 4}, {"holdout": 0.6}, {"learning_rate": 2.0},
                 {"catalog_weight": 0, "text_weight": 0, "photo_weight": 0}, {"photo_weight": -1},
                 {"class_weight": -1}, {"label_smoothing": 1.0}, {"negative_margin": 1.5}, {"negatives_per_step": 0},
-                {"unknown_weight": -1}, {"unknown_margin": 1.5}):
+                {"unknown_weight": -1}, {"unknown_margin": 1.5}, {"train_sides": (16, 64)},
+                {"train_sides": (64.0,)}):
         with pytest.raises(ExportError):
             FinetuneSettings(**bad)
 
