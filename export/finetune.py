@@ -226,6 +226,13 @@ def _batches(products: np.ndarray, per_product: int, batch_size: int, steps: int
     return out
 
 
+def _step_side(sides: tuple[int, ...], seed: int, epoch: int, step: int) -> int:
+    """The side a training step runs at, drawn from its own stream: every other draw stays as with one side."""
+    if len(sides) == 1:
+        return sides[0]
+    return int(sides[np.random.default_rng([seed, epoch, step, 91]).integers(len(sides))])
+
+
 def _multi_positive_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Rows with several positives: -log(sum over positives / sum over all)."""
     return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~mask, float("-inf")), 1)).mean()
@@ -340,9 +347,8 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
             rng = np.random.default_rng([seed, epoch, step])
             labels = photo_products[idx]
             uniq = np.unique(labels)
-            # the step's side from its own stream: with one side every other draw stays as it was
-            spp = pp if len(sides) == 1 else replace(pp, size=(s := int(
-                sides[np.random.default_rng([seed, epoch, step, 91]).integers(len(sides))]), s))
+            side_now = _step_side(sides, seed, epoch, step)
+            spp = replace(pp, size=(side_now, side_now))
             crops = [resize_and_crop(augment(photos[i], rng, settings.augment), spp) for i in idx]
             for u in uniq:
                 k = int(rng.choice(keys_of[u]))

@@ -291,6 +291,9 @@ def test_training_at_several_sides_draws_one_side_a_step(labeled, sample_catalog
     assert set(seen) == {(64, 64)}
     _, plain = train_tiny(labeled, sample_catalog, checkpoint=ckpt, config=config, epochs=1)
     assert [h["loss"] for h in one.history] == [h["loss"] for h in plain.history]
+    seen.clear()  # one side other than the teacher's is the side it trains at
+    train_tiny(labeled, sample_catalog, checkpoint=ckpt, config=config, epochs=1, train_sides=(32,))
+    assert set(seen) == {(32, 32)}
 
 
 def test_a_vit_teacher_cannot_train_at_several_sides(labeled, sample_catalog):
