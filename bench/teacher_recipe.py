@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 from bench.grocery_data import DEFAULT_DATA, dev_split, read_classes  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
 from edge_search.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+from edge_search.errors import EdgeSearchError  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.preprocess import preprocess_batch  # noqa: E402
 
@@ -271,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         if k not in known:
             ap.error(f"unknown setting {k}")
         overrides[k] = _setting_value(k, v, ap)
-    settings = FinetuneSettings(**{**TEACHER_RECIPE, **overrides})
+    try:
+        settings = FinetuneSettings(**{**TEACHER_RECIPE, **overrides})
+    except EdgeSearchError as e:
+        ap.error(f"--set: {e}")
     data, out = Path(args.data).resolve(), Path(args.out)
     classes = read_classes(data)
     if not 0 <= args.unseen_products <= len(classes) - 2:  # two products left to tell apart and refuse by

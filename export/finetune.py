@@ -293,8 +293,9 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
             with torch.no_grad():
                 model.visual.eval()(torch.zeros(1, 3, s, s))
         except Exception as e:  # ViT towers have fixed position embeddings
+            what = "training sides" if settings.train_sides else "image size"
             raise ExportError(f"teacher {teacher.name} cannot train at {s} px ({type(e).__name__}); "
-                              f"leave the fine-tuning image size at the teacher's "
+                              f"leave the fine-tuning {what} at the teacher's "
                               f"{teacher.preprocess.size[0]}") from None
     if len(np.unique(photo_products)) < settings.batch_size // settings.photos_per_product:
         raise ExportError(f"fine-tuning draws {settings.batch_size // settings.photos_per_product} products a step "

@@ -103,3 +103,15 @@ def test_set_values_parse_as_the_setting_needs():
         _setting_value("train_sides", "112,big", ap)
     with pytest.raises(SystemExit):
         _setting_value("epochs", "many", ap)
+
+
+@pytest.mark.export
+def test_a_setting_the_recipe_refuses_is_one_line_and_writes_nothing(tmp_path, capsys):
+    pytest.importorskip("torch", reason="the recipe's main needs the [export] extra")
+    from bench.teacher_recipe import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "out"), "--set", "train_sides=16,64"])
+    assert stop.value.code == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("--set: fine-tuning training sides must be whole numbers between 32 and 1024, got [16, 64]")
