@@ -116,6 +116,19 @@ def test_grocery_bench_miniature(tmp_path):
     for draw in dev["by_draw"]:
         for row in draw.values():
             assert row["false_reject_of_correct"] <= 0.05  # the cut refuses at most the budget
+    # the bundle under store-like shifts of the dev photos (bench/shifts.py): every shift, every photo
+    sh_out = tmp_path / "shifts.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "shifts.py"), "--bundle", str(out / "bundle"),
+                           "--queries", str(out / "data" / "dev.csv"), "--out", str(sh_out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sh = json.loads(sh_out.read_text())
+    assert sh["queries"] == 21 and list(sh["shifts"]) == ["none", "colour cast", "gamma", "blur",
+                                                          "low resolution", "all four"]
+    for row in sh["shifts"].values():
+        assert row["recall@1"]["n"] == 21
+        if row["right_refused"] is not None:
+            assert row["right_refused"]["n"] == round(row["recall@1"]["value"] * 21)
     # the kiosk's retry rules on the dev photos (bench/retries.py): each rule names a superset of the photos
     # the stricter one names, whole frame only < agree < any
     rr = on_dev(out, tmp_path, "retries.py", "--leave-out", "1", "--draws", "2", "--negatives", "12")
