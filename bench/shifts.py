@@ -6,7 +6,7 @@
 Dev photos come from the train photos' own shooting sessions, so they score like the calibration photos:
 the bundle's rule refuses about its budget of their right answers there, and several times that on val's
 store. This applies one seeded change to every dev photo at a time (SHIFTS: a colour cast, a gamma curve,
-blur, a lower resolution, all four) and reports, through the bundle as shipped (its student, index and
+blur, a lower resolution, all four; and gray-world white balance, the usual undoing of a cast) and reports, through the bundle as shipped (its student, index and
 no-match rule, full catalog): R@1, right answers refused by the rule, and the right answers' score
 percentiles. A shift that moves these towards val's figures is one the training never showed the model.
 Val is never read here.
@@ -59,9 +59,17 @@ def all_four(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return low_resolution(blur(gamma(colour_cast(rgb, rng), rng), rng), rng)
 
 
+def gray_world(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Not a shift but the textbook undoing of one: each channel scaled so its mean is the photo's grey
+    mean. Applied to the query alone, as a device could without retraining."""
+    x = rgb.astype(np.float32)
+    means = x.reshape(-1, 3).mean(0)
+    return np.clip(x * (means.mean() / np.maximum(means, 1.0)), 0, 255).astype(np.uint8)
+
+
 SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray] | None] = {
     "none": None, "colour cast": colour_cast, "gamma": gamma, "blur": blur, "low resolution": low_resolution,
-    "all four": all_four}
+    "all four": all_four, "gray-world balance, query only": gray_world}
 
 
 def shift_figures(searcher: Searcher, vectors: np.ndarray, ids: list[str], idx: np.ndarray) -> dict:
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = shift_figures(bundle, _embed(bundle.encoder, shifted, pp), ids, idx)
         r = rows[name]
         refused = "-" if r["right_refused"] is None else f"{r['right_refused']['value']:.3f}"
-        print(f"{name:16s} R@1 {r['recall@1']['value']:.3f}  right answers refused {refused}  "
+        print(f"{name:31s} R@1 {r['recall@1']['value']:.3f}  right answers refused {refused}  "
               f"right score p5 / p50 {r['right_score_p5']} / {r['right_score_p50']}")
     report = {"command": " ".join(["bench/shifts.py"] + (argv if argv is not None else sys.argv[1:])),
               "bundle": str(a.bundle), "queries": len(queries), "seed": a.seed, "shifts": rows}

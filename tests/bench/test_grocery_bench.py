@@ -124,7 +124,8 @@ def test_grocery_bench_miniature(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     sh = json.loads(sh_out.read_text())
     assert sh["queries"] == 21 and list(sh["shifts"]) == ["none", "colour cast", "gamma", "blur",
-                                                          "low resolution", "all four"]
+                                                          "low resolution", "all four",
+                                                          "gray-world balance, query only"]
     for row in sh["shifts"].values():
         assert row["recall@1"]["n"] == 21
         if row["right_refused"] is not None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.grocery import _searcher
-from bench.shifts import SHIFTS, colour_cast, gamma, low_resolution, shift_figures
+from bench.shifts import SHIFTS, colour_cast, gamma, gray_world, low_resolution, shift_figures
 from bench.stats import resamples
 from edge_search.core.products import Product
 
@@ -35,6 +35,12 @@ def test_low_resolution_keeps_the_size_and_loses_detail():
     out = low_resolution(checker, np.random.default_rng(3))
     assert out.shape == checker.shape
     assert out.astype(float).std() < checker.astype(float).std() / 2  # a 1-px checkerboard blurs to grey
+
+
+def test_gray_world_gives_every_channel_the_grey_mean():
+    cast = np.zeros((10, 10, 3), np.uint8) + np.asarray([100, 128, 160], np.uint8)
+    out = gray_world(cast, np.random.default_rng(0))
+    assert np.all(np.abs(out.astype(int) - 129) <= 1)  # (100 + 128 + 160) / 3 = 129.3 in every channel
 
 
 def test_every_shift_but_none_changes_a_photo():
