@@ -257,7 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sides", default=None, metavar="S1,S2+S3,...",
                     help="no training: measure the --init teacher on dev at these input sides, S2+S3 an ensemble "
                          "of sides (OUT/sides.json)")
+    ap.add_argument("--shift", default=None, metavar="NAME",
+                    help="with --sides: the dev photos under one of bench/shifts.py's seeded shifts "
+                         "(e.g. 'colour cast'), as a store whose light the training never showed")
     args = ap.parse_args(argv)
+    from bench.shifts import SHIFTS
+
+    if args.shift is not None and (not args.sides or SHIFTS.get(args.shift) is None):
+        ap.error(f"--shift goes with --sides and is one of {', '.join(k for k, v in SHIFTS.items() if v)}")
 
     import torch
 
@@ -304,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher = load_teacher(args.teacher, args.init)
     side = max(settings.sides(teacher.preprocess.size[0]))  # the photos are shrunk for the largest
     dev_images = [load_image(p) for p, _ in dev]
+    if args.shift:  # the shift's own seeded stream, as bench/shifts.py (--seed 5) draws it
+        rng = np.random.default_rng([5, list(SHIFTS).index(args.shift)])
+        dev_images = [SHIFTS[args.shift](im, rng) for im in dev_images]
     dev_products = np.array([position[i] for _, i in dev])
     neg_root = Path(args.negatives_dir)
     dev_neg = [load_image(p) for p in build_negatives(data, neg_root / f"dev-{args.dev_negatives}-s{args.seed}",
@@ -324,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"side": entry, **rows[entry]}), flush=True)
         teacher.preprocess, teacher.sides = trained_pp, trained_sides
         atomic_write_text(out / "sides.json", json.dumps(
-            {"init": args.init, "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"]
+            {"init": args.init, "shift": args.shift,
+             "command": " ".join([".venv/bin/python", "bench/teacher_recipe.py"]
                                                     + (argv or sys.argv[1:])), "dev": rows,
              "unseen_products": [classes[p]["id"] for p in unseen] if unseen is not None else []}, indent=2) + "\n")
         return 0

@@ -82,6 +82,8 @@ class FinetuneSettings:
     train_sides: tuple[int, ...] = ()
     augment: float = 1.0  # strength of the photo augmentation (views.augment)
     catalog_augment: float = 0.5  # catalog views: the device embeds the clean studio shot
+    # photos' and negatives' per-channel gain range (views.augment): another store's light; 0: none
+    colour_cast: float = 0.0
     catalog_weight: float = 1.0  # photo <-> catalog image term
     text_weight: float = 1.0  # photo and catalog image <-> product text term
     # photo <-> the other photos of its product in the batch (supervised contrastive): on the grocery
@@ -129,6 +131,8 @@ class FinetuneSettings:
             raise ExportError("fine-tuning loss weights must be >= 0, one of them positive")
         if not 0 <= self.warmup < 1 or not 0 <= self.augment <= 2 or not 0 <= self.catalog_augment <= 2:
             raise ExportError("fine-tuning warmup must be in [0, 1) and augment strengths in [0, 2]")
+        if not 0 <= self.colour_cast <= 0.5:
+            raise ExportError(f"fine-tuning colour cast must be in [0, 0.5], got {self.colour_cast}")
         if (self.class_weight is not None and self.class_weight < 0) or self.class_scale <= 0 \
                 or not 0 <= self.label_smoothing < 1:
             raise ExportError("fine-tuning class weight must be >= 0, class scale > 0, label smoothing in [0, 1)")

@@ -350,7 +350,7 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
             uniq = np.unique(labels)
             side_now = _step_side(sides, seed, epoch, step)
             spp = replace(pp, size=(side_now, side_now))
-            crops = [resize_and_crop(augment(photos[i], rng, settings.augment), spp) for i in idx]
+            crops = [resize_and_crop(augment(photos[i], rng, settings.augment, settings.colour_cast), spp) for i in idx]
             for u in uniq:
                 k = int(rng.choice(keys_of[u]))
                 view = augment(catalog[k], rng, settings.catalog_augment) if settings.catalog_augment else catalog[k]
@@ -358,7 +358,9 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
             if use_negatives:  # drawn from their own stream: the photo and catalog draws stay as without negatives
                 nrng = np.random.default_rng([seed, epoch, step, 77])
                 picks = nrng.choice(len(negatives), min(settings.negatives_per_step, len(negatives)), replace=False)
-                crops += [resize_and_crop(augment(negatives[i], nrng, settings.augment), spp) for i in picks]
+                # negatives take the photos' casts too, or a cast would come to mean "a product"
+                crops += [resize_and_crop(augment(negatives[i], nrng, settings.augment, settings.colour_cast), spp)
+                          for i in picks]
             x = torch.from_numpy(np.stack([normalize(c, spp) for c in crops]))
             feats = F.normalize(model.encode_image(x), dim=-1)
             f, g = feats[:len(idx)], feats[len(idx):len(idx) + len(uniq)]

@@ -11,7 +11,12 @@ import cv2
 import numpy as np
 
 
-def augment(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+def augment(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+            colour_cast: float = 0.0) -> np.ndarray:
+    """One seeded hand-held-looking view. `colour_cast` > 0 also multiplies each channel by its own
+    gain in [1 - colour_cast, 1 + colour_cast]: another store's light or another camera's white balance,
+    which brightness, saturation and a small hue shift do not make (bench/shifts.py). 0 draws nothing
+    more from `rng`, so a view without it is the view it always was."""
     h, w = rgb.shape[:2]
     img = rgb
     # random resized crop: keep 35-100 % of the area at a jittered aspect ratio
@@ -36,6 +41,8 @@ def augment(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0) ->
     x = x * rng.uniform(1 - 0.35 * strength, 1 + 0.35 * strength)
     gray = x.mean(axis=2, keepdims=True)
     x = gray + (x - gray) * rng.uniform(1 - 0.5 * strength, 1 + 0.4 * strength)
+    if colour_cast:
+        x = x * rng.uniform(1 - colour_cast, 1 + colour_cast, 3).astype(np.float32)
     img = np.clip(x, 0, 255).astype(np.uint8)
     if rng.random() < 0.5 * strength:
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
@@ -54,7 +61,8 @@ def augment(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0) ->
     return img
 
 
-def views(rgb: np.ndarray, count: int, seed: int, strength: float = 1.0) -> list[np.ndarray]:
+def views(rgb: np.ndarray, count: int, seed: int, strength: float = 1.0,
+          colour_cast: float = 0.0) -> list[np.ndarray]:
     """`count` views of one image; the first is the image itself."""
     rng = np.random.default_rng(seed)
-    return [rgb] + [augment(rgb, rng, strength) for _ in range(count - 1)]
+    return [rgb] + [augment(rgb, rng, strength, colour_cast) for _ in range(count - 1)]
