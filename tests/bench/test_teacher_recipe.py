@@ -115,3 +115,18 @@ def test_a_setting_the_recipe_refuses_is_one_line_and_writes_nothing(tmp_path, c
     assert stop.value.code == 2 and not (tmp_path / "out").exists()
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.endswith("--set: fine-tuning training sides must be whole numbers between 32 and 1024, got [16, 64]")
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("args", [["--shift", "colour cast"], ["--sides", "112", "--shift", "sepia"],
+                                  ["--sides", "112", "--shift", "none"]])
+def test_a_shift_goes_with_sides_and_names_one_of_bench_shifts(tmp_path, capsys, args):
+    pytest.importorskip("torch", reason="the recipe's main needs the [export] extra")
+    from bench.teacher_recipe import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "out"), *args])
+    assert stop.value.code == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("--shift goes with --sides and is one of colour cast, gamma, blur, low resolution, "
+                        "all four, gray-world balance, query only")

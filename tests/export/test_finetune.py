@@ -296,6 +296,40 @@ def test_training_at_several_sides_draws_one_side_a_step(labeled, sample_catalog
     assert set(seen) == {(32, 32)}
 
 
+def test_a_colour_cast_scales_each_channel_on_its_own_and_zero_draws_nothing():
+    """Strength 0 leaves only the cast (and a crop at a jittered aspect): a flat grey image comes back flat
+    in each channel, at its own gain in [0.8, 1.2]. Without a cast a view is the view it always was (the same draws, in order)."""
+    from edge_search_export.views import augment
+
+    grey = np.full((40, 50, 3), 100, np.uint8)
+    assert (augment(grey, np.random.default_rng(1), 0.0) == 100).all()
+    cast = augment(grey, np.random.default_rng(1), 0.0, colour_cast=0.2).reshape(-1, 3).astype(int)
+    assert (cast == cast[0]).all() and ((80 <= cast[0]) & (cast[0] <= 120)).all() and len(set(cast[0])) == 3
+    photo = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    plain = augment(photo, np.random.default_rng(3))
+    assert np.array_equal(augment(photo, np.random.default_rng(3), 1.0, 0.0), plain)
+    assert not np.array_equal(augment(photo, np.random.default_rng(3), 1.0, 0.2), plain)
+
+
+def test_the_colour_cast_reaches_photos_and_negatives_not_catalog_views(labeled, sample_catalog, tiny_cnn,
+                                                                       monkeypatch):
+    from edge_search_export import finetune
+
+    real, casts = finetune.augment, []
+
+    def spy(rgb, rng, strength=1.0, colour_cast=0.0):
+        casts.append((strength, colour_cast))
+        return real(rgb, rng, strength, colour_cast)
+
+    monkeypatch.setattr(finetune, "augment", spy)
+    config, ckpt = tiny_cnn
+    train_tiny(labeled, sample_catalog, checkpoint=ckpt, config=config, epochs=1, colour_cast=0.2,
+               negatives=_flat_noise(8, seed=0), negatives_per_step=4)
+    # a step: 16 photos (strength 1), 4 catalog views (0.5), 4 negatives (1); 240 photos, 15 steps
+    assert casts.count((1.0, 0.2)) == 15 * (16 + 4) and casts.count((0.5, 0.0)) == 15 * 4
+    assert len(casts) == 15 * 24
+
+
 def test_a_vit_teacher_cannot_train_at_several_sides(labeled, sample_catalog):
     from edge_search.errors import ExportError
 
@@ -325,7 +359,7 @@ def test_settings_are_validated():
                 {"catalog_weight": 0, "text_weight": 0, "photo_weight": 0}, {"photo_weight": -1},
                 {"class_weight": -1}, {"label_smoothing": 1.0}, {"negative_margin": 1.5}, {"negatives_per_step": 0},
                 {"unknown_weight": -1}, {"unknown_margin": 1.5}, {"train_sides": (16, 64)},
-                {"train_sides": (64.0,)}):
+                {"train_sides": (64.0,)}, {"colour_cast": -0.1}, {"colour_cast": 0.6}):
         with pytest.raises(ExportError):
             FinetuneSettings(**bad)
 
