@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=24,
                     help="distillation epochs (24: chosen on dev, bench/student_recipe.py)")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
+    ap.add_argument("--colour-cast", type=float, default=0.0, metavar="G",
+                    help="the export's --colour-cast: distillation views (and a teacher it trains) under colour casts")
     ap.add_argument("--distill-label-weight", type=float, default=1.0,
                     help="product cross-entropy on labeled views while distilling (0: vectors only)")
     ap.add_argument("--negatives", type=int, default=300, metavar="N",
@@ -460,11 +462,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ExportConfig(catalog=catalog_csv, out=bundle, teacher=args.teacher, pretrained="random",
                        student=args.student, image_size=args.image_size, distill_images=(distill_dir,),
                        catalog_encoder=args.catalog_encoder,
-                       epochs=args.epochs, views_per_image=args.views_per_image, seed=args.seed, force=True,
+                       epochs=args.epochs, views_per_image=args.views_per_image, colour_cast=args.colour_cast,
+                       seed=args.seed, force=True,
                        threads=args.threads, label_weight=args.distill_label_weight, finetune_labeled=fit_csv,
                        save_models=models, with_text=not args.no_text, negatives=neg_dir.get("train"),
                        quantize=args.quantize)
-    ft = {"epochs": args.finetune_epochs, "batch_size": args.finetune_batch}
+    ft = {"epochs": args.finetune_epochs, "batch_size": args.finetune_batch, "colour_cast": args.colour_cast}
     if args.finetune_lr:
         ft["learning_rate"] = args.finetune_lr
     cfg = replace(cfg, finetune=replace(cfg.finetune, **ft),
@@ -736,7 +739,8 @@ def main(argv: list[str] | None = None) -> int:
                    "model": asdict(m.model), "precision": m.fidelity.get("precision"), "index": asdict(m.index), "catalog_encoder": m.fidelity.get("catalog_encoder"),
                    "no_match": m.fidelity.get("no_match"), "catalog_self_top1": m.fidelity.get("catalog_self_top1"),
                    "settings": {"finetune_epochs": args.finetune_epochs, "distill_epochs": args.epochs,
-                                "views_per_image": args.views_per_image, "seed": args.seed,
+                                "views_per_image": args.views_per_image, "colour_cast": args.colour_cast,
+                                "seed": args.seed,
                                 "distill_label_weight": args.distill_label_weight}},
         "models": models_table, "bundle": bundle_row, "kiosk": kiosk, "catalog_embedded_by": catalog_table,
         "no_match": {"left_out": sorted(left_ids), "known_photos": len(known), "unknown_photos": len(unknown),

@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="distillation epochs; several: one student each, on one set of teacher targets; 0: the "
                          "student as it starts (with teacher-tower: the teacher's own single pass at its side)")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
+    ap.add_argument("--colour-cast", type=float, default=0.0, metavar="G",
+                    help="each distillation view's channels scaled by their own gain in [1-G, 1+G] (export --colour-cast)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=None,
                     help="default: the export's for this student (export/student.distill_learning_rate)")
@@ -256,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     t0 = time.perf_counter()
     d = prepare(args, out, mixed=args.mixed, student=args.student, image_size=args.image_size,
-                views_per_image=args.views_per_image, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                views_per_image=args.views_per_image, colour_cast=args.colour_cast, batch_size=args.batch_size,
+                learning_rate=args.learning_rate,
                 relational_weight=args.relational_weight, label_weight=args.label_weight[0])
     cfg, t = d.cfg, d.teacher_step
     dev, dev_images, dev_products, negs = d.dev, d.dev_images, d.dev_products, d.negatives

@@ -60,7 +60,8 @@ def run_export_command(args: argparse.Namespace) -> int:
         catalog=Path(args.catalog), out=Path(args.out), teacher=args.teacher, pretrained=args.pretrained,
         student=None if args.student == "none" else args.student, student_pretrained=args.student_pretrained,
         distill_images=tuple(Path(p) for p in args.distill_images), epochs=args.epochs,
-        views_per_image=args.views_per_image, image_size=args.image_size, quantize=args.quantize,
+        views_per_image=args.views_per_image, colour_cast=args.colour_cast, image_size=args.image_size,
+        quantize=args.quantize,
         label_weight=args.distill_label_weight, index_dtype=args.index_dtype,
         index_projection=args.index_projection, catalog_encoder=args.catalog_encoder,
         seed=args.seed, skip_bad=args.skip_bad, force=args.force, name=args.name,
@@ -86,6 +87,8 @@ def run_export_command(args: argparse.Namespace) -> int:
         cfg = replace(cfg, no_match=replace(cfg.no_match, max_false_reject=args.max_false_reject))
     if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
         raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
+    # one store's light for the student's views and, when it is fine-tuned, the teacher's photos alike
+    cfg = replace(cfg, finetune=replace(cfg.finetune, colour_cast=args.colour_cast))
     if args.finetune_epochs is not None or args.finetune_batch is not None:
         cfg = replace(cfg, finetune=replace(cfg.finetune, **{k: v for k, v in (
             ("epochs", args.finetune_epochs), ("batch_size", args.finetune_batch)) if v is not None}))
@@ -173,6 +176,9 @@ def add_export_parser(sub) -> None:
     e.add_argument("--distill-images", nargs="+", default=[], metavar="DIR", help="unlabeled photos to distill on")
     e.add_argument("--epochs", type=int, default=d["epochs"], help="distillation epochs")
     e.add_argument("--views-per-image", type=int, default=d["views_per_image"], help="augmented views per catalog image")
+    e.add_argument("--colour-cast", type=float, default=d["colour_cast"], metavar="G",
+                   help="scale each colour channel of the distillation views (and, with --finetune-labeled, the "
+                        "training photos) by its own gain in [1-G, 1+G], as another store's light would; 0 to 0.5")
     e.add_argument("--distill-label-weight", type=float, default=d["label_weight"], metavar="W",
                    help="weight of the product cross-entropy on views of catalog images and labeled photos "
                         "(0: reproduce the teacher's vectors only)")

@@ -181,6 +181,8 @@ class ExportConfig:
     distill_images: tuple[Path, ...] = ()
     epochs: int = 30
     views_per_image: int = 16
+    # the distillation views' per-channel gain range (views.augment): another store's light; 0: none
+    colour_cast: float = 0.0
     batch_size: int = 32
     learning_rate: float | None = None  # distillation's; None: student.distill_learning_rate(student)
     relational_weight: float = 1.0
@@ -226,6 +228,8 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.views_per_image < 1 or self.batch_size < 2:
             raise ExportError("epochs must be >= 0, views per image >= 1, batch size >= 2")
+        if not 0 <= self.colour_cast <= 0.5:
+            raise ExportError(f"--colour-cast must be between 0 and 0.5, got {self.colour_cast}")
         if self.rebase and self.base is None:
             raise ExportError("--rebase re-bases a catalog build on --base BUNDLE: give --base")
         if self.previous is not None and self.stores is None:

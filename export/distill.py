@@ -54,24 +54,26 @@ class DistillReport:
                 "seconds": round(self.seconds, 1), "final": self.history[-1] if self.history else None}
 
 
-def image_views(rgb: np.ndarray, count: int, seed: int, i: int) -> list[np.ndarray]:
+def image_views(rgb: np.ndarray, count: int, seed: int, i: int, colour_cast: float = 0.0) -> list[np.ndarray]:
     """The views of the bank's image `i` (seeded by the bank's seed and the image's position)."""
-    return views(rgb, count, seed=seed * 1_000_003 + i)
+    return views(rgb, count, seed=seed * 1_000_003 + i, colour_cast=colour_cast)
 
 
 def view_bank_item(teacher: Teacher, rgb: np.ndarray, count: int, student_pp: PreprocessCfg, seed: int,
-                   i: int) -> tuple[np.ndarray, np.ndarray]:
+                   i: int, colour_cast: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One image's part of a ViewBank: its views' student-sized crops and teacher targets (the Ray engine's
     unit of work; the local engine batches views across images, which changes only float rounding)."""
-    vs = image_views(rgb, count, seed, i)
+    vs = image_views(rgb, count, seed, i, colour_cast)
     targets = teacher.encode(np.stack([preprocess(v, teacher.preprocess) for v in vs]))
     return np.stack([resize_and_crop(v, student_pp) for v in vs]), targets.astype(np.float32)
 
 
 def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int], student_pp: PreprocessCfg,
                     seed: int, progress: bool = True, labels: list[int] | None = None,
-                    negatives: Sequence[np.ndarray] = (), negative_views: int = 2, engine=None) -> ViewBank:
-    """Augmented views of `images` (`counts[i]` each) with the teacher's targets.
+                    negatives: Sequence[np.ndarray] = (), negative_views: int = 2, engine=None,
+                    colour_cast: float = 0.0) -> ViewBank:
+    """Augmented views of `images` (`counts[i]` each) with the teacher's targets, each view's channels
+    cast by up to ±`colour_cast` (views.augment).
     `negatives` (non-product images) add `negative_views` views each, labelled
     NEGATIVE, after the images' views; none: the bank is as without them.
     `engine`: a RayEngine to embed the views on (None: here)."""
@@ -83,7 +85,8 @@ def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int
     if engine is not None:
         from .ray_jobs import embed_views
 
-        crops_, targets_, source_ = embed_views(engine, teacher, images, counts, student_pp, seed, progress)
+        crops_, targets_, source_ = embed_views(engine, teacher, images, counts, student_pp, seed, progress,
+                                                colour_cast)
         return ViewBank(crops=crops_, targets=targets_, source=source_, labels=image_labels[source_])
     crops, targets, source = [], [], []
     bar = tqdm(total=int(sum(counts)), desc="teacher embeds augmented views", unit="view", disable=not progress)
@@ -102,7 +105,7 @@ def build_view_bank(teacher: Teacher, images: list[np.ndarray], counts: list[int
         chunk_src.clear()
 
     for i, (img, count) in enumerate(zip(images, counts)):
-        for v in image_views(img, count, seed, i):
+        for v in image_views(img, count, seed, i, colour_cast):
             chunk_views.append(v)
             chunk_src.append(i)
         if len(chunk_views) >= 64:

@@ -257,7 +257,8 @@ def distill_set(cfg: ExportConfig, t: TeacherStep, progress: bool, engine=None) 
     extra_views = max(2, cfg.views_per_image // 4)
     bank = build_view_bank(teacher, images + extra, [cfg.views_per_image] * len(images) +
                            [extra_views] * len(extra), student_pp, cfg.seed, progress,
-                           labels=list(key_product) + extra_labels, negatives=t.negatives, engine=engine)
+                           labels=list(key_product) + extra_labels, negatives=t.negatives, engine=engine,
+                           colour_cast=cfg.colour_cast)
     teacher_catalog = teacher.encode(preprocess_batch(images, t.preprocess),
                                      progress="teacher embeds catalog" if progress else None)
     return DistillSet(bank=bank, preprocess=student_pp, extra=extra,
@@ -290,7 +291,7 @@ def student_step(cfg: ExportConfig, t: TeacherStep, progress: bool, inputs: Dist
     info = {"arch": cfg.student, "pretrained": started, "learning_rate": lr, "label_weight": cfg.label_weight,
             "kept_norm_statistics": from_teacher,
             "image_size": side, "distill_images": len(d.extra),
-            "views_per_image": cfg.views_per_image, "seed": cfg.seed,
+            "views_per_image": cfg.views_per_image, "colour_cast": cfg.colour_cast, "seed": cfg.seed,
             "params": int(sum(p.numel() for p in student.parameters())),
             "distillation": report.to_json()}
     return StudentStep(module=Embedder(student).eval(), preprocess=d.preprocess, info=info,

@@ -242,6 +242,7 @@ class ViewsJob:
     student_preprocess: PreprocessCfg
     seed: int
     threads: int = 1
+    colour_cast: float = 0.0
 
 
 class ViewEmbedder:
@@ -260,7 +261,7 @@ class ViewEmbedder:
         index, view, crops, targets = [], [], [], []
         for i, count, image in zip(batch["i"], batch["count"], batch["image"]):
             c, t = view_bank_item(self.teacher, np.asarray(image), int(count), self.job.student_preprocess,
-                                  self.job.seed, int(i))
+                                  self.job.seed, int(i), self.job.colour_cast)
             index += [int(i)] * len(c)
             view += list(range(len(c)))
             crops.append(c)
@@ -270,13 +271,13 @@ class ViewEmbedder:
 
 
 def embed_views(engine: RayEngine, teacher, images: list[np.ndarray], counts: list[int], student_pp: PreprocessCfg,
-                seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                seed: int, progress: bool, colour_cast: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """distill.build_view_bank's views on Ray: (crops, targets, source image), in the local engine's order."""
     import ray
 
     import ray.data
 
-    job = ViewsJob(teacher=ray.put(teacher), student_preprocess=student_pp, seed=seed)
+    job = ViewsJob(teacher=ray.put(teacher), student_preprocess=student_pp, seed=seed, colour_cast=colour_cast)
     # images differ in shape: blocks of Python items (each block a few images), not fixed-width Arrow columns
     size = max(1, min(engine.settings.batch, math.ceil(len(images) / (engine.workers * 4))))
     items = [{"i": i, "count": int(counts[i]), "image": images[i]} for i in range(len(images))]

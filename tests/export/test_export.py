@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import TINY_TEACHER, export_args, read_manifest, run_cli
+from conftest import TINY_TEACHER, export_args, one_line_error, read_manifest, run_cli
 
 pytestmark = pytest.mark.export
 
@@ -66,6 +66,21 @@ def test_export_is_deterministic_for_a_seed(tmp_path, sample_catalog, tiny_check
     a, b = read_manifest(exported_bundle)["files"], read_manifest(again)["files"]
     assert a["model.onnx"]["sha256"] == b["model.onnx"]["sha256"]
     assert a["index.usearch"]["sha256"] == b["index.usearch"]["sha256"]
+
+
+def test_a_colour_cast_reaches_the_distillation_views_and_a_bad_one_is_one_line(tmp_path, sample_catalog,
+                                                                               tiny_checkpoint, exported_bundle):
+    cast = tmp_path / "cast"
+    run_cli(*export_args(sample_catalog, cast, tiny_checkpoint, "--colour-cast", "0.2"))
+    a, b = read_manifest(exported_bundle)["student"], read_manifest(cast)["student"]
+    assert (a["colour_cast"], b["colour_cast"]) == (0.0, 0.2)
+    # as many views, other pixels: the student learnt on other targets
+    assert a["distillation"]["views"] == b["distillation"]["views"]
+    assert a["distillation"]["final"]["loss"] != b["distillation"]["final"]["loss"]
+    bad = tmp_path / "bad"
+    one_line_error(run_cli(*export_args(sample_catalog, bad, tiny_checkpoint, "--colour-cast", "0.7"), check=False),
+                   "--colour-cast must be between 0 and 0.5, got 0.7")
+    assert not bad.exists()
 
 
 def test_teacher_tower_without_student_and_fp32(tmp_path, sample_catalog, tiny_checkpoint):

@@ -114,3 +114,27 @@ def test_teacher_tower_is_not_an_imagenet_student(cnn, tmp_path, sample_catalog)
                    "--student", "teacher-tower", "--student-pretrained", "--quiet", check=False)
     one_line_error(proc, "--student-pretrained", "teacher-tower")
     assert not out.exists()
+
+
+def test_the_view_banks_colour_cast_is_the_same_here_and_in_a_ray_worker(cnn, sample_catalog):
+    """`--colour-cast`: the distillation views' channels each take their own gain. With 0 the bank is the
+    bank it always was; the Ray engine's unit of work (view_bank_item) makes the local bank's views."""
+    from dataclasses import replace
+
+    from edge_search.core.images import load_image
+    from edge_search_export.distill import build_view_bank, view_bank_item
+    from edge_search_export.teacher import load_teacher
+
+    teacher = load_teacher(str(cnn[0]), str(cnn[1]))
+    images = [load_image(p) for p in sorted((sample_catalog.parent / "images").glob("*.jpg"))[:3]]
+    pp = replace(teacher.preprocess, size=(32, 32))
+    plain = build_view_bank(teacher, images, [4] * 3, pp, seed=0, progress=False)
+    zero = build_view_bank(teacher, images, [4] * 3, pp, seed=0, progress=False, colour_cast=0.0)
+    cast = build_view_bank(teacher, images, [4] * 3, pp, seed=0, progress=False, colour_cast=0.2)
+    assert np.array_equal(plain.crops, zero.crops) and np.array_equal(plain.source, cast.source)
+    first = np.arange(12) % 4 == 0  # each image's first view is the image itself
+    assert np.array_equal(plain.crops[first], cast.crops[first])
+    assert all(not np.array_equal(a, b) for a, b in zip(plain.crops[~first], cast.crops[~first]))
+    crops, targets = view_bank_item(teacher, images[2], 4, pp, 0, 2, colour_cast=0.2)
+    assert np.array_equal(crops, cast.crops[8:])
+    assert np.allclose(targets, cast.targets[8:], atol=1e-5)
