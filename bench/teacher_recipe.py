@@ -261,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --sides: the dev photos under one of bench/shifts.py's seeded shifts "
                          "(e.g. 'colour cast'), as a store whose light the training never showed")
     args = ap.parse_args(argv)
-    from bench.shifts import SHIFTS
+    if args.shift is not None:
+        from bench.shifts import SEED, SHIFTS
 
-    if args.shift is not None and (not args.sides or SHIFTS.get(args.shift) is None):
-        ap.error(f"--shift goes with --sides and is one of {', '.join(k for k, v in SHIFTS.items() if v)}")
+        if not args.sides or SHIFTS.get(args.shift) is None:
+            ap.error(f"--shift goes with --sides and is one of {', '.join(k for k, v in SHIFTS.items() if v)}")
 
     import torch
 
@@ -311,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher = load_teacher(args.teacher, args.init)
     side = max(settings.sides(teacher.preprocess.size[0]))  # the photos are shrunk for the largest
     dev_images = [load_image(p) for p, _ in dev]
-    if args.shift:  # the shift's own seeded stream, as bench/shifts.py (--seed 5) draws it
-        rng = np.random.default_rng([5, list(SHIFTS).index(args.shift)])
+    if args.shift:  # the shift's own seeded stream, as bench/shifts.py draws it by default
+        rng = np.random.default_rng([SEED, list(SHIFTS).index(args.shift)])
         dev_images = [SHIFTS[args.shift](im, rng) for im in dev_images]
     dev_products = np.array([position[i] for _, i in dev])
     neg_root = Path(args.negatives_dir)
