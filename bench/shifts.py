@@ -74,6 +74,16 @@ SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray] | None
     "all four": all_four, "gray-world balance, query only": gray_world}
 
 
+def apply_shift(images: list[np.ndarray], name: str, seed: int = SEED) -> list[np.ndarray]:
+    """`images` under the shift `name`, drawn from that shift's own seeded stream, so every script that
+    names a shift (this one, bench/teacher_recipe.py and bench/student_recipe.py --shift) sees the same photos."""
+    change = SHIFTS[name]
+    if change is None:
+        return images
+    rng = np.random.default_rng([seed, list(SHIFTS).index(name)])
+    return [change(im, rng) for im in images]
+
+
 def shift_figures(searcher: Searcher, vectors: np.ndarray, ids: list[str], idx: np.ndarray) -> dict:
     """R@1 and the rule's refusals of right answers, with intervals; the right answers' score percentiles."""
     right, refused, scores = [], [], []
@@ -104,10 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ids = [q.id for q in queries]
     idx = stats.resamples(len(queries), stream=3)
     rows = {}
-    for name, change in SHIFTS.items():
-        rng = np.random.default_rng([a.seed, list(SHIFTS).index(name)])
-        shifted = images if change is None else [change(im, rng) for im in images]
-        rows[name] = shift_figures(bundle, _embed(bundle.encoder, shifted, pp), ids, idx)
+    for name in SHIFTS:
+        rows[name] = shift_figures(bundle, _embed(bundle.encoder, apply_shift(images, name, a.seed), pp), ids, idx)
         r = rows[name]
         refused = "-" if r["right_refused"] is None else f"{r['right_refused']['value']:.3f}"
         print(f"{name:31s} R@1 {r['recall@1']['value']:.3f}  right answers refused {refused}  "

@@ -247,7 +247,15 @@ def main(argv: list[str] | None = None) -> int:
                          "--image-size, e.g. bench/grocery.py's OUT/models/student.fp32.onnx), the same way")
     ap.add_argument("--mixed", type=int, default=0, metavar="N",
                     help="also distil on N blends of two fit photos (write_mixed; calibration photos never used)")
+    ap.add_argument("--shift", default=None, metavar="NAME",
+                    help="also measure every student on the dev photos under one of bench/shifts.py's seeded "
+                         "shifts (e.g. 'colour cast'), teacher and student alike (each run's dev_shifted)")
     args = ap.parse_args(argv)
+    if args.shift is not None:
+        from bench.shifts import SHIFTS
+
+        if SHIFTS.get(args.shift) is None:
+            ap.error(f"--shift is one of {', '.join(k for k, v in SHIFTS.items() if v)}")
 
     import torch
 
@@ -264,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg, t = d.cfg, d.teacher_step
     dev, dev_images, dev_products, negs = d.dev, d.dev_images, d.dev_products, d.negatives
     q_t, cat_t, neg_t = d.q_t, d.cat_t, d.neg_t
+    shifted = _shifted(d, args.shift)
     if args.onnx:
-        return _measure_onnx(args, argv, d, out)
+        return _measure_onnx(args, argv, d, out, shifted)
     shared = distill_set(cfg, t, progress=True)
     bank_seconds = time.perf_counter() - t0
     runs = []
@@ -275,9 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         figures = dev_figures(q_t=q_t, q_s=_student_vectors(s.module, dev_images, s.preprocess), cat_t=cat_t,
                               cat_s=_student_vectors(s.module, t.images, s.preprocess), products=dev_products,
                               neg_t=neg_t, neg_s=_student_vectors(s.module, negs, s.preprocess))
-        runs.append({"epochs": epochs, "label_weight": s.info["label_weight"], "student": s.info, "dev": figures})
-        print(json.dumps({"epochs": epochs, "label_weight": s.info["label_weight"], "dev": figures,
-                          "distill_seconds": s.info["distillation"]["seconds"]}), flush=True)
+        run = {"epochs": epochs, "label_weight": s.info["label_weight"], "dev": figures}
+        if shifted:
+            run["dev_shifted"] = _shifted_figures(d, shifted, lambda images: _student_vectors(
+                s.module, images, s.preprocess))
+        runs.append({**run, "student": s.info})
+        print(json.dumps({**run, "distill_seconds": s.info["distillation"]["seconds"]}), flush=True)
     result = {"command": " ".join([".venv/bin/python", "bench/student_recipe.py"] + (argv or sys.argv[1:])),
               "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")},
               "runs": runs, "dev_photos": len(dev), "dev_negatives": len(negs),
@@ -289,7 +301,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _measure_onnx(args, argv, d: Prepared, out: Path) -> int:
+def _shifted(d: Prepared, name: str | None) -> tuple[list, np.ndarray] | None:
+    """The dev photos under the shift `name` and the teacher's vectors for them (None: no shift)."""
+    if not name:
+        return None
+    from bench.shifts import apply_shift
+
+    images = apply_shift(d.dev_images, name)
+    return images, d.teacher_step.teacher.encode(preprocess_batch(images, d.teacher_step.preprocess))
+
+
+def _shifted_figures(d: Prepared, shifted: tuple[list, np.ndarray], student_vectors) -> dict:
+    """dev_figures with teacher and student both given the shifted dev photos; catalog and negatives as they are."""
+    images, q_t = shifted
+    return dev_figures(q_t=q_t, q_s=student_vectors(images), cat_t=d.cat_t,
+                       cat_s=student_vectors(d.teacher_step.images), products=d.dev_products, neg_t=d.neg_t,
+                       neg_s=student_vectors(d.negatives))
+
+
+def _measure_onnx(args, argv, d: Prepared, out: Path, shifted: tuple[list, np.ndarray] | None = None) -> int:
     """--onnx: the dev figures of a student exported elsewhere, beside the teacher's (OUT/result.json)."""
     from edge_search.core.encoder import OnnxEncoder
     from edge_search_export.onnx_export import INPUT, OUTPUT
@@ -302,11 +332,14 @@ def _measure_onnx(args, argv, d: Prepared, out: Path) -> int:
                                          for i in range(0, len(images), 64)]).astype(np.float32)
     figures = dev_figures(q_t=d.q_t, q_s=vec(d.dev_images), cat_t=d.cat_t, cat_s=vec(d.teacher_step.images),
                           products=d.dev_products, neg_t=d.neg_t, neg_s=vec(d.negatives))
-    print(json.dumps({"onnx": str(args.onnx), "dev": figures}), flush=True)
+    run = {"onnx": str(args.onnx), "dev": figures}
+    if shifted:
+        run["dev_shifted"] = _shifted_figures(d, shifted, vec)
+    print(json.dumps(run), flush=True)
     result = {"command": " ".join([".venv/bin/python", "bench/student_recipe.py"] + (argv or sys.argv[1:])),
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                            if k not in ("data", "out")},
-              "runs": [{"onnx": str(args.onnx), "dev": figures}], "dev_photos": len(d.dev),
+              "runs": [run], "dev_photos": len(d.dev),
               "dev_negatives": len(d.negatives), "bootstrap_seed": stats.SEED}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=str) + "\n")

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(e.g. 'colour cast'), as a store whose light the training never showed")
     args = ap.parse_args(argv)
     if args.shift is not None:
-        from bench.shifts import SEED, SHIFTS
+        from bench.shifts import SHIFTS, apply_shift
 
         if not args.sides or SHIFTS.get(args.shift) is None:
             ap.error(f"--shift goes with --sides and is one of {', '.join(k for k, v in SHIFTS.items() if v)}")
@@ -312,9 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher = load_teacher(args.teacher, args.init)
     side = max(settings.sides(teacher.preprocess.size[0]))  # the photos are shrunk for the largest
     dev_images = [load_image(p) for p, _ in dev]
-    if args.shift:  # the shift's own seeded stream, as bench/shifts.py draws it by default
-        rng = np.random.default_rng([SEED, list(SHIFTS).index(args.shift)])
-        dev_images = [SHIFTS[args.shift](im, rng) for im in dev_images]
+    if args.shift:
+        dev_images = apply_shift(dev_images, args.shift)
     dev_products = np.array([position[i] for _, i in dev])
     neg_root = Path(args.negatives_dir)
     dev_neg = [load_image(p) for p in build_negatives(data, neg_root / f"dev-{args.dev_negatives}-s{args.seed}",

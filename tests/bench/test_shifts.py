@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.grocery import _searcher
-from bench.shifts import SHIFTS, colour_cast, gamma, gray_world, low_resolution, shift_figures
+from bench.shifts import SEED, SHIFTS, apply_shift, colour_cast, gamma, gray_world, low_resolution, shift_figures
 from bench.stats import resamples
 from edge_search.core.products import Product
 
@@ -49,6 +49,17 @@ def test_every_shift_but_none_changes_a_photo():
         if change is not None:
             assert not np.array_equal(change(photo, np.random.default_rng(5)), photo), name
     assert SHIFTS["none"] is None
+
+
+def test_a_named_shift_draws_from_its_own_seeded_stream_whoever_asks():
+    photos = [np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8) for i in range(3)]
+    rng = np.random.default_rng([SEED, list(SHIFTS).index("colour cast")])
+    by_hand = [colour_cast(p, rng) for p in photos]  # one stream through the photos, in order
+    got = apply_shift(photos, "colour cast")
+    assert all(np.array_equal(a, b) for a, b in zip(got, by_hand))
+    assert apply_shift(photos, "none") is photos
+    other_seed = apply_shift(photos, "colour cast", seed=SEED + 1)
+    assert not np.array_equal(other_seed[0], got[0])
 
 
 def test_figures_counted_by_hand():

@@ -84,3 +84,17 @@ def test_epoch_and_weight_lists_parse_or_say_what_is_wrong():
                              (_weight_list, "0.3,,1", "comma-separated numbers")]:
         with pytest.raises(argparse.ArgumentTypeError, match=said):
             parse(bad)
+
+
+@pytest.mark.export
+@pytest.mark.parametrize("shift", ["sepia", "none"])
+def test_a_shift_names_one_of_bench_shifts_before_anything_is_built(tmp_path, capsys, shift):
+    pytest.importorskip("torch", reason="the recipe's main needs the [export] extra")
+    from bench.student_recipe import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "out"), "--teacher-checkpoint", "random", "--shift", shift])
+    assert stop.value.code == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("--shift is one of colour cast, gamma, blur, low resolution, all four, "
+                        "gray-world balance, query only")
