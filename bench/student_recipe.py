@@ -270,8 +270,6 @@ def main(argv: list[str] | None = None) -> int:
                 learning_rate=args.learning_rate,
                 relational_weight=args.relational_weight, label_weight=args.label_weight[0])
     cfg, t = d.cfg, d.teacher_step
-    dev, dev_images, dev_products, negs = d.dev, d.dev_images, d.dev_products, d.negatives
-    q_t, cat_t, neg_t = d.q_t, d.cat_t, d.neg_t
     shifted = _shifted(d, args.shift)
     if args.onnx:
         return _measure_onnx(args, argv, d, out, shifted)
@@ -281,18 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     for label_weight, epochs in itertools.product(args.label_weight, args.epochs):
         torch.manual_seed(args.seed)  # every student starts from the same weights
         s = student_step(replace(cfg, epochs=epochs, label_weight=label_weight), t, True, inputs=shared)
-        figures = dev_figures(q_t=q_t, q_s=_student_vectors(s.module, dev_images, s.preprocess), cat_t=cat_t,
-                              cat_s=_student_vectors(s.module, t.images, s.preprocess), products=dev_products,
-                              neg_t=neg_t, neg_s=_student_vectors(s.module, negs, s.preprocess))
-        run = {"epochs": epochs, "label_weight": s.info["label_weight"], "dev": figures}
-        if shifted:
-            run["dev_shifted"] = _shifted_figures(d, shifted, lambda images: _student_vectors(
-                s.module, images, s.preprocess))
+        run = {"epochs": epochs, "label_weight": s.info["label_weight"],
+               **_student_figures(d, shifted, lambda images: _student_vectors(s.module, images, s.preprocess))}
         runs.append({**run, "student": s.info})
         print(json.dumps({**run, "distill_seconds": s.info["distillation"]["seconds"]}), flush=True)
     result = {"command": " ".join([".venv/bin/python", "bench/student_recipe.py"] + (argv or sys.argv[1:])),
               "settings": {k: v for k, v in vars(args).items() if k not in ("data", "out")},
-              "runs": runs, "dev_photos": len(dev), "dev_negatives": len(negs),
+              "runs": runs, "dev_photos": len(d.dev), "dev_negatives": len(d.negatives),
               "teacher_targets_seconds": round(bank_seconds, 1), "views": int(len(shared.bank.crops)),
               "seconds": round(time.perf_counter() - t0, 1), "bootstrap_seed": stats.SEED,
               "loadavg_start": [round(x, 2) for x in load], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
@@ -311,12 +304,17 @@ def _shifted(d: Prepared, name: str | None) -> tuple[list, np.ndarray] | None:
     return images, d.teacher_step.teacher.encode(preprocess_batch(images, d.teacher_step.preprocess))
 
 
-def _shifted_figures(d: Prepared, shifted: tuple[list, np.ndarray], student_vectors) -> dict:
-    """dev_figures with teacher and student both given the shifted dev photos; catalog and negatives as they are."""
-    images, q_t = shifted
-    return dev_figures(q_t=q_t, q_s=student_vectors(images), cat_t=d.cat_t,
-                       cat_s=student_vectors(d.teacher_step.images), products=d.dev_products, neg_t=d.neg_t,
-                       neg_s=student_vectors(d.negatives))
+def _student_figures(d: Prepared, shifted: tuple[list, np.ndarray] | None, student_vectors) -> dict:
+    """{"dev": dev_figures} and, with a shift, {"dev_shifted": the same with teacher and student both given the
+    shifted dev photos}; the student embeds the catalog and the negatives once, unshifted, for both."""
+    cat_s, neg_s = student_vectors(d.teacher_step.images), student_vectors(d.negatives)
+    out = {"dev": dev_figures(q_t=d.q_t, q_s=student_vectors(d.dev_images), cat_t=d.cat_t, cat_s=cat_s,
+                              products=d.dev_products, neg_t=d.neg_t, neg_s=neg_s)}
+    if shifted:
+        images, q_t = shifted
+        out["dev_shifted"] = dev_figures(q_t=q_t, q_s=student_vectors(images), cat_t=d.cat_t, cat_s=cat_s,
+                                         products=d.dev_products, neg_t=d.neg_t, neg_s=neg_s)
+    return out
 
 
 def _measure_onnx(args, argv, d: Prepared, out: Path, shifted: tuple[list, np.ndarray] | None = None) -> int:
@@ -330,11 +328,7 @@ def _measure_onnx(args, argv, d: Prepared, out: Path, shifted: tuple[list, np.nd
     pp = replace(d.teacher_step.preprocess, size=(args.image_size, args.image_size))
     vec = lambda images: np.concatenate([enc.embed(preprocess_batch(images[i:i + 64], pp))  # noqa: E731
                                          for i in range(0, len(images), 64)]).astype(np.float32)
-    figures = dev_figures(q_t=d.q_t, q_s=vec(d.dev_images), cat_t=d.cat_t, cat_s=vec(d.teacher_step.images),
-                          products=d.dev_products, neg_t=d.neg_t, neg_s=vec(d.negatives))
-    run = {"onnx": str(args.onnx), "dev": figures}
-    if shifted:
-        run["dev_shifted"] = _shifted_figures(d, shifted, vec)
+    run = {"onnx": str(args.onnx), **_student_figures(d, shifted, vec)}
     print(json.dumps(run), flush=True)
     result = {"command": " ".join([".venv/bin/python", "bench/student_recipe.py"] + (argv or sys.argv[1:])),
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
