@@ -1,0 +1,228 @@
+"""Photos from the kiosk's own store added to the catalog: what they buy (issue #12, item 3).
+
+    .venv/bin/python bench/site_photos.py --run bench-out/grocery-distil-cast --out bench-out/site-photos \
+        --md docs/benchmarks/site-photos.md
+
+grocery.py's `k_photos` table adds fit photos, shot in the train photos' store. A retailer photographs
+its own shelves; here those are val photos. Each catalog product's val photos, in shooting order, give
+their first --site as *site* photos and the rest as queries. For k = 0 .. --site, the first k site
+photos of each product are embedded by the bundle's student and added to its index, and the bundle's
+rule kind is refitted on the export's own calibration photos and train negatives, as `edge-search
+export --base B` does with the enlarged catalog. The products grocery.py left out (its report.json)
+get no site photos; all their val photos are unknown-product queries. Every k is measured on the same
+queries, nothing is chosen from the figures, and the models are those of the run (--run: a
+bench/grocery.py --out, its bundle, data CSVs, negatives and report.json). Writes OUT/result.json and
+a Markdown table (--md).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/grocery.py
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
+import numpy as np  # noqa: E402
+
+from bench import stats  # noqa: E402
+from bench.grocery import (REFERENCE_TEACHER, SEPARATORS, TorchEncoder, _embed, _ranks, _rule_figures,  # noqa: E402
+                           _scores, _searcher)
+from bench.grocery_data import _photo_number  # noqa: E402
+from edge_search.core.catalog import read_catalog  # noqa: E402
+from edge_search.core.images import load_image  # noqa: E402
+from edge_search.core.search import Searcher  # noqa: E402
+from edge_search.errors import EdgeSearchError  # noqa: E402
+from edge_search.evaluation.evaluate import read_queries  # noqa: E402
+from edge_search.files import atomic_write_text  # noqa: E402
+
+
+def site_split(rows: list, site: int, left_out: set[str]) -> tuple[dict[str, list], list, list]:
+    """-> ({product: its first `site` photos in shooting order}, known queries, unknown queries).
+
+    A product in `left_out` gives no site photos: every photo of it is an unknown query. A kept
+    product's photos after its first `site` are its queries; one with no more photos than that gives
+    site photos only. Query order follows the input."""
+    by_product: dict[str, list] = {}
+    for r in rows:
+        by_product.setdefault(r.id, []).append(r)
+    sites = {pid: sorted(rs, key=lambda r: _photo_number(r.image))[:site]
+             for pid, rs in sorted(by_product.items()) if pid not in left_out}
+    taken = {id(r) for rs in sites.values() for r in rs}
+    known = [r for r in rows if r.id not in left_out and id(r) not in taken]
+    unknown = [r for r in rows if r.id in left_out]
+    return sites, known, unknown
+
+
+def _pct(e: dict | None) -> str:
+    return stats.fmt(e)
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    r = result
+    lines = ["# Photos from the kiosk's own store", "",
+             f"Written by `bench/site_photos.py` on {r['written']}; do not edit by hand. Every figure comes from "
+             "one run of this command (from the repository root), which rewrites this file and its "
+             "`result.json`:", "", f"    {r['command']}", "",
+             f"The models and the export's calibration photos are those of `{r['run']}` "
+             f"({r['run_command']}). Protocol (docs/benchmarks/README.md, `bench/site_photos.py`, written before "
+             f"these figures): each catalog product's val photos in shooting order give their first {r['site']} as "
+             "*site* photos, a retailer's shelf photos, and the rest as queries; k site photos per product are "
+             "embedded by the bundle's student and added to its index, the "
+             f"`{r['rule']}` rule refitted on the export's calibration photos and train negatives, as `export "
+             "--base` does; the models are not retrained. "
+             f"{len(r['left_out'])} products left out as in grocery.md get no site photos; all their val photos "
+             f"are unknown-product queries. The same queries for every k: {r['queries']['known']} photos of kept "
+             f"products, {r['queries']['unknown']} of left-out ones, {r['queries']['all_products']} over all "
+             f"products for R@1 (full catalog). 95 % bootstrap intervals: {stats.ROUNDS} resamples, seed "
+             f"{stats.SEED}. Nothing is chosen from these figures; the shipped bundle is unchanged.", ""]
+    head = ["k", "photos added", "R@1 (all products)", "answered right", "refused of correct", "unknown refused",
+            "named wrong", "right when named", "val non-product refused", "top-1 score AUC right vs wrong"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k, x in r["by_k"].items():
+        cells = [k, str(x["photos_added"]), _pct(x["recall@1_all_products"]), _pct(x["answered_right"]),
+                 _pct(x["false_reject_of_correct"]), _pct(x["unknown_rejected"]), _pct(x.get("named_wrong")),
+                 _pct(x.get("right_when_named")), _pct(x.get("val_negatives_rejected")),
+                 stats.fmt(x["auc_top1_right_vs_wrong"], pct=False)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Targets (issue #12, the bundle's rule): correctly named photos refused ≤ 5 %, unknown products "
+                  "refused ≥ 50 %, non-product photos refused ≥ 90 %.", "",
+              f"Run time {r['seconds']:.0f} s."]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, metavar="DIR", help="a bench/grocery.py --out (its bundle is measured)")
+    ap.add_argument("--out", required=True, metavar="DIR")
+    ap.add_argument("--md", default=None, help="also write the table here (default OUT/site-photos.md)")
+    ap.add_argument("--site", type=int, default=2, help="site photos per product (k = 0 .. SITE are measured)")
+    ap.add_argument("--teacher", default=str(REFERENCE_TEACHER), help="the run's teacher config")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="the run's --seed")
+    args = ap.parse_args(argv)
+    if args.site < 1:
+        ap.error("--site must be at least 1")
+    run, out = Path(args.run), Path(args.out)
+    report_path = run / "report.json"
+    if not report_path.is_file() or not (run / "bundle" / "manifest.json").is_file():
+        ap.error(f"{run}: not a bench/grocery.py --out (no report.json or bundle/manifest.json)")
+    try:
+        return _measure(args, run, out, json.loads(report_path.read_text()))
+    except EdgeSearchError as e:
+        print(f"site_photos: {e}", file=sys.stderr)
+        return 1
+
+
+def _measure(args, run: Path, out: Path, report: dict) -> int:
+    import torch
+
+    from edge_search_export.calibrate import calibrate_no_match
+    from edge_search_export.config import FinetuneSettings, NoMatchSettings
+    from edge_search_export.finetune import read_labeled
+    from edge_search_export.pipeline import _read_negatives, index_view_blocks
+    from edge_search_export.teacher import load_teacher
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    student = Searcher.from_bundle(run / "bundle", threads=args.threads)
+    m, s_pp = student.manifest, student.manifest.preprocess
+    catalog_rows = read_catalog(run / "data" / "catalog.csv").rows
+    n_cat = len(catalog_rows)
+    products = [replace(p, keys=tuple(k for k in p.keys if k < n_cat)) for p in student.products.products]
+    catalog_images = [load_image(r.image) for r in catalog_rows]
+    # the bundle's catalog vectors, as grocery.py rebuilds them (an f32 exact index of the same rows)
+    s_cat = _embed(student.encoder, catalog_images, s_pp)
+    blocks = {"student": s_cat}
+    if "teacher" in m.index.catalog_encoder:
+        teacher = load_teacher(args.teacher, report["protocol"]["teacher_checkpoint"])
+        t_pp = replace(teacher.preprocess, cv2_interpolation=s_pp.cv2_interpolation)
+        blocks["teacher"] = _embed(TorchEncoder(teacher), catalog_images, t_pp)
+    if m.index.catalog_encoder.endswith("+views"):
+        blocks["views"] = index_view_blocks(student.encoder, catalog_images, s_pp, args.seed)
+    bundle_catalog = np.concatenate([blocks[b] for b in m.index.catalog_encoder.split("+")])
+
+    left_out = set(report["no_match"]["left_out"])
+    kept = [i for i, p in enumerate(products) if p.id not in left_out]
+    val = read_queries(run / "data" / "val.csv")
+    sites, known, unknown = site_split(val, args.site, left_out)
+    site_vecs = {pid: _embed(student.encoder, [load_image(r.image) for r in rs], s_pp) for pid, rs in sites.items()}
+    say(f"{sum(map(len, sites.values()))} site photos of {len(sites)} products; {len(known)} known and "
+        f"{len(unknown)} unknown queries")
+    known_vecs = _embed(student.encoder, [load_image(r.image) for r in known], s_pp)
+    unknown_vecs = _embed(student.encoder, [load_image(r.image) for r in unknown], s_pp)
+    all_rows = known + unknown
+    all_vecs = np.concatenate([known_vecs, unknown_vecs])
+    known_set = (known_vecs, [r.id for r in known])
+
+    # the export's calibration photos: its held-back share of the fit photos (grocery.py does the same)
+    fin = m.teacher.get("finetune") or {}
+    labeled = read_labeled(run / "data" / "fit.csv", [p.id for p in products])
+    _, held = labeled.split(fin.get("settings", {}).get("holdout", FinetuneSettings().holdout))
+    cal_vecs = _embed(student.encoder, [load_image(labeled.paths[i]) for i in held], s_pp)
+    cal_truth = labeled.products[held]
+    neg_root = run / "negatives"
+    train_dir = next(iter(sorted(neg_root.glob("train-*"))), None)
+    val_dir = next(iter(sorted(neg_root.glob("val-*"))), None)
+    train_negs = _embed(student.encoder, _read_negatives(train_dir, args.seed, False), s_pp) if train_dir else None
+    no_product = {"val_negatives": _embed(student.encoder, [load_image(p) for p in sorted(val_dir.glob("*.jpg"))],
+                                          s_pp)} if val_dir else {}
+    idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
+           "all": stats.resamples(len(known) + len(unknown), stream=8),
+           **({"val_negatives": stats.resamples(len(no_product["val_negatives"]), stream=6)} if no_product else {})}
+    all_idx = stats.resamples(len(all_rows), stream=1)
+    rule_kind = m.calibration.rule if m.calibration is not None and m.calibration.rule else "floor+margin"
+
+    by_k = {}
+    for k in range(args.site + 1):
+        extra = {pid: v[:k] for pid, v in site_vecs.items()} if k else None
+        full = _searcher(student.encoder, bundle_catalog, products, s_pp, extra=extra)
+        rule, floor, _ = calibrate_no_match(full, cal_vecs, cal_truth, NoMatchSettings(rule=rule_kind),
+                                            source="bench", seed=args.seed, negatives=train_negs)
+        if rule is None:
+            raise EdgeSearchError(f"{run}: the {rule_kind} rule could not be fitted with k = {k}")
+        ruled = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, calibration=rule,
+                          min_score=floor, negatives=train_negs, extra=extra)
+        plain = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, extra=extra)
+        sc = _scores(plain, known_vecs, None)
+        right = sc["top"] == np.asarray(known_set[1], object)
+        by_k[str(k)] = {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())),
+                        "recall@1_all_products": stats.share(_ranks(full, all_vecs, [r.id for r in all_rows]) < 1,
+                                                             all_idx).to_json(),
+                        **_rule_figures(ruled, known_set, unknown_vecs, no_product, idx),
+                        "auc_top1_right_vs_wrong": stats.auc(sc[SEPARATORS[0]], right, idx["known"]).to_json(3)}
+        say(f"k = {k}: done")
+
+    command = ".venv/bin/python bench/site_photos.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "run": str(run), "run_command": f"`{report.get('command', '?')}`", "site": args.site,
+              "rule": rule_kind, "left_out": sorted(left_out),
+              "queries": {"known": len(known), "unknown": len(unknown), "all_products": len(all_rows)},
+              "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,
+              "seconds": round(time.perf_counter() - t_start, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    md = Path(args.md) if args.md else out / "site-photos.md"
+    write_markdown(result, md)
+    for k, x in by_k.items():
+        print(f"k={k}: R@1 {stats.fmt(x['recall@1_all_products'])}; answered right {stats.fmt(x['answered_right'])}; "
+              f"refused of correct {stats.fmt(x['false_reject_of_correct'])}; unknown refused "
+              f"{stats.fmt(x['unknown_rejected'])}; named wrong {stats.fmt(x.get('named_wrong'))}")
+    print(f"wrote {out / 'result.json'} and {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
