@@ -24,6 +24,7 @@ import json
 import string
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -151,6 +152,20 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def scenes(photos: list[Path], count: int, rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
+    """`count` no-product scenes, (kind, RGB image) each, in KINDS' shares: border crops and blurred
+    copies of `photos` (each drawn from them by `rng`), and generated textures."""
+    counts = [int(round(share * count)) for _, share in KINDS]
+    counts[-1] = count - sum(counts[:-1])
+    for kind in (k for (k, _), n in zip(KINDS, counts) for _ in range(n)):
+        if kind == "texture":
+            name = str(rng.choice(TEXTURES))
+            yield name, _texture(name, rng)
+        else:
+            src = photos[int(rng.integers(0, len(photos)))]
+            yield kind, (_border_crop if kind == "border" else _blurred)(_read_rgb(src), rng)
+
+
 def build_negatives(data_root: Path, out_dir: Path, *, split: str, count: int, seed: int) -> list[Path]:
     """Write `count` negative images for `split` into `out_dir` -> their paths (sorted).
 
@@ -176,19 +191,9 @@ def build_negatives(data_root: Path, out_dir: Path, *, split: str, count: int, s
     if not photos:
         raise NegativesError(f"{data_root}: no {split} photos")
     rng = np.random.default_rng([seed, SPLITS.index(split), 5150])
-    counts = [int(round(share * count)) for _, share in KINDS]
-    counts[-1] = count - sum(counts[:-1])
-    kinds = [k for (k, _), n in zip(KINDS, counts) for _ in range(n)]
     # staged beside out_dir and renamed into place whole (out_dir is absent or empty, checked above)
     with staged_directory(out_dir, force=True) as tmp:
-        for i, kind in enumerate(kinds):
-            if kind == "texture":
-                name = str(rng.choice(TEXTURES))
-                img = _texture(name, rng)
-            else:
-                src = photos[int(rng.integers(0, len(photos)))]
-                img = (_border_crop if kind == "border" else _blurred)(_read_rgb(src), rng)
-                name = kind
+        for i, (name, img) in enumerate(scenes(photos, count, rng)):
             path = tmp / f"{split}-{i:05d}-{name}.jpg"
             if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]):
                 raise NegativesError(f"{path}: cannot write")

@@ -4,12 +4,16 @@
         --md docs/benchmarks/site-photos.md
 
 grocery.py's `k_photos` table adds fit photos, shot in the train photos' store. A retailer photographs
-its own shelves; here those are val photos. Each catalog product's val photos, in shooting order, give
-their first --site as *site* photos and the rest as queries. For k = 0 .. --site, the first k site
+its own shelves; here those are the --split photos (dev, where choices are made, or val, once). Each
+catalog product's photos of the split, in shooting order, give their first --site as *site* photos and
+the rest as queries. For k = 0 .. --site, the first k site
 photos of each product are embedded by the bundle's student and added to its index, and the bundle's
 rule kind is refitted on the export's own calibration photos and train negatives, as `edge-search
 export --base B` does with the enlarged catalog. The products grocery.py left out (its report.json)
-get no site photos; all their val photos are unknown-product queries. Every k is measured on the same
+get no site photos; all their photos are unknown-product queries. With --store-scenes N, each k > 0 is
+measured again with N no-product scenes cut from the site photos joined to the calibration's negatives
+(`export --base B --negatives DIR`). Non-product refusal is measured on the split's scenes as grocery.py
+cuts them and on scenes cut from the query photos only. Every k is measured on the same
 queries, nothing is chosen from the figures, and the models are those of the run (--run: a
 bench/grocery.py --out, its bundle, data CSVs, negatives and report.json). Writes OUT/result.json and
 a Markdown table (--md).
@@ -39,6 +43,7 @@ from bench import stats  # noqa: E402
 from bench.grocery import (REFERENCE_TEACHER, SEPARATORS, TorchEncoder, _embed, _ranks, _rule_figures,  # noqa: E402
                            _scores, _searcher)
 from bench.grocery_data import _photo_number  # noqa: E402
+from bench.negatives import build_negatives, scenes  # noqa: E402
 from edge_search.core.catalog import read_catalog  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.search import Searcher  # noqa: E402
@@ -69,33 +74,38 @@ def _pct(e: dict | None) -> str:
 
 
 def write_markdown(result: dict, path: Path) -> None:
-    r = result
-    lines = ["# Photos from the kiosk's own store", "",
+    r, split = result, result["split"]
+    lines = [f"# Photos from the kiosk's own store ({split})", "",
              f"Written by `bench/site_photos.py` on {r['written']}; do not edit by hand. Every figure comes from "
              "one run of this command (from the repository root), which rewrites this file and its "
              "`result.json`:", "", f"    {r['command']}", "",
              f"The models and the export's calibration photos are those of `{r['run']}` "
              f"({r['run_command']}). Protocol (docs/benchmarks/README.md, `bench/site_photos.py`, written before "
-             f"these figures): each catalog product's val photos in shooting order give their first {r['site']} as "
-             "*site* photos, a retailer's shelf photos, and the rest as queries; k site photos per product are "
-             "embedded by the bundle's student and added to its index, the "
-             f"`{r['rule']}` rule refitted on the export's calibration photos and train negatives, as `export "
-             "--base` does; the models are not retrained. "
-             f"{len(r['left_out'])} products left out as in grocery.md get no site photos; all their val photos "
-             f"are unknown-product queries. The same queries for every k: {r['queries']['known']} photos of kept "
+             f"these figures): each catalog product's {split} photos in shooting order give their first {r['site']} "
+             "as *site* photos, a retailer's shelf photos, and the rest as queries; k site photos per product are "
+             "embedded by the bundle's student and added to its index, the rule refitted on the export's "
+             "calibration photos and train negatives, as `export --base` does; the models are not retrained. "
+             f"{len(r['left_out'])} products left out as in grocery.md get no site photos; all their {split} photos "
+             f"are unknown-product queries. The same queries for every row: {r['queries']['known']} photos of kept "
              f"products, {r['queries']['unknown']} of left-out ones, {r['queries']['all_products']} over all "
-             f"products for R@1 (full catalog). 95 % bootstrap intervals: {stats.ROUNDS} resamples, seed "
-             f"{stats.SEED}. Nothing is chosen from these figures; the shipped bundle is unchanged.", ""]
-    head = ["k", "photos added", "R@1 (all products)", "answered right", "refused of correct", "unknown refused",
-            "named wrong", "right when named", "val non-product refused", "top-1 score AUC right vs wrong"]
+             f"products for R@1 (full catalog). *{split} scenes*: 300 no-product scenes `bench/negatives.py` cuts "
+             f"from any {split} photo, site photos included; *query scenes*: 300 cut from the query photos only. "
+             + (f"*+ store scenes*: {r['store_scenes']} more scenes cut from the site photos join the calibration's "
+                "negatives and the rule gains its negatives term (`export --base B --negatives DIR`). "
+                if r.get("store_scenes") else "")
+             + f"95 % bootstrap intervals: {stats.ROUNDS} resamples, seed {stats.SEED}. Nothing is chosen from "
+             "these figures; the shipped bundle is unchanged.", ""]
+    head = ["k", "rule", "photos added", "R@1 (all products)", "answered right", "refused of correct",
+            "unknown refused", "named wrong", "right when named", f"{split} scenes refused", "query scenes refused",
+            "top-1 score AUC right vs wrong"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, x in r["by_k"].items():
-        cells = [k, str(x["photos_added"]), _pct(x["recall@1_all_products"]), _pct(x["answered_right"]),
-                 _pct(x["false_reject_of_correct"]), _pct(x["unknown_rejected"]), _pct(x.get("named_wrong")),
-                 _pct(x.get("right_when_named")), _pct(x.get("val_negatives_rejected")),
-                 stats.fmt(x["auc_top1_right_vs_wrong"], pct=False)]
+        cells = [k, f"`{x['rule']}`", str(x["photos_added"]), _pct(x["recall@1_all_products"]),
+                 _pct(x["answered_right"]), _pct(x["false_reject_of_correct"]), _pct(x["unknown_rejected"]),
+                 _pct(x.get("named_wrong")), _pct(x.get("right_when_named")), _pct(x.get("split_scenes_rejected")),
+                 _pct(x.get("query_scenes_rejected")), stats.fmt(x["auc_top1_right_vs_wrong"], pct=False)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Targets (issue #12, the bundle's rule): correctly named photos refused ≤ 5 %, unknown products "
+    lines += ["", "Targets (issue #12, the bundle's rule): correctly named photos refused ≤ 5 %, unknown products "
                   "refused ≥ 50 %, non-product photos refused ≥ 90 %.", "",
               f"Run time {r['seconds']:.0f} s."]
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -108,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, metavar="DIR")
     ap.add_argument("--md", default=None, help="also write the table here (default OUT/site-photos.md)")
     ap.add_argument("--site", type=int, default=2, help="site photos per product (k = 0 .. SITE are measured)")
+    ap.add_argument("--split", choices=("dev", "val"), default="val",
+                    help="whose photos are the store's: dev (the choices are made there) or val (once, for the report)")
+    ap.add_argument("--store-scenes", type=int, default=0, metavar="N",
+                    help="also measure each k > 0 with N no-product scenes cut from the site photos (borders, blurred "
+                         "copies, textures: bench/negatives.scenes) joined to the calibration's negatives, the rule "
+                         "kind with its negatives term, as `export --base B --negatives DIR` does")
     ap.add_argument("--teacher", default=str(REFERENCE_TEACHER), help="the run's teacher config")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="the run's --seed")
     args = ap.parse_args(argv)
-    if args.site < 1:
-        ap.error("--site must be at least 1")
+    if args.site < 1 or args.store_scenes < 0:
+        ap.error("--site must be at least 1 and --store-scenes at least 0")
     run, out = Path(args.run), Path(args.out)
     report_path = run / "report.json"
     if not report_path.is_file() or not (run / "bundle" / "manifest.json").is_file():
@@ -156,8 +172,8 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
 
     left_out = set(report["no_match"]["left_out"])
     kept = [i for i, p in enumerate(products) if p.id not in left_out]
-    val = read_queries(run / "data" / "val.csv")
-    sites, known, unknown = site_split(val, args.site, left_out)
+    rows = read_queries(run / "data" / f"{args.split}.csv")
+    sites, known, unknown = site_split(rows, args.site, left_out)
     site_vecs = {pid: _embed(student.encoder, [load_image(r.image) for r in rs], s_pp) for pid, rs in sites.items()}
     say(f"{sum(map(len, sites.values()))} site photos of {len(sites)} products; {len(known)} known and "
         f"{len(unknown)} unknown queries")
@@ -173,42 +189,56 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     _, held = labeled.split(fin.get("settings", {}).get("holdout", FinetuneSettings().holdout))
     cal_vecs = _embed(student.encoder, [load_image(labeled.paths[i]) for i in held], s_pp)
     cal_truth = labeled.products[held]
-    neg_root = run / "negatives"
-    train_dir = next(iter(sorted(neg_root.glob("train-*"))), None)
-    val_dir = next(iter(sorted(neg_root.glob("val-*"))), None)
+    train_dir = next(iter(sorted((run / "negatives").glob("train-*"))), None)
     train_negs = _embed(student.encoder, _read_negatives(train_dir, args.seed, False), s_pp) if train_dir else None
-    no_product = {"val_negatives": _embed(student.encoder, [load_image(p) for p in sorted(val_dir.glob("*.jpg"))],
-                                          s_pp)} if val_dir else {}
+    # no-product scenes of the split as grocery.py cuts them (from any of its photos, the site photos too),
+    # and scenes cut from the query photos only: no source photo shared with the site photos or their scenes
+    split_dir = build_negatives(Path(report["dataset"]["data"]), out / "negatives" / f"{args.split}-300-seed{args.seed}",
+                                split=args.split, count=300, seed=args.seed)
+    embed_scenes = lambda photos, n, stream: _embed(student.encoder, [img for _, img in scenes(  # noqa: E731
+        photos, n, np.random.default_rng([args.seed, stream]))], s_pp)
+    no_product = {"split_scenes": _embed(student.encoder, [load_image(p) for p in split_dir], s_pp),
+                  "query_scenes": embed_scenes([r.image for r in all_rows], 300, 41)}
+    store_negs = embed_scenes([r.image for rs in sites.values() for r in rs], args.store_scenes, 42) \
+        if args.store_scenes else None
     idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
            "all": stats.resamples(len(known) + len(unknown), stream=8),
-           **({"val_negatives": stats.resamples(len(no_product["val_negatives"]), stream=6)} if no_product else {})}
+           "split_scenes": stats.resamples(len(no_product["split_scenes"]), stream=6),
+           "query_scenes": stats.resamples(len(no_product["query_scenes"]), stream=9)}
     all_idx = stats.resamples(len(all_rows), stream=1)
     rule_kind = m.calibration.rule if m.calibration is not None and m.calibration.rule else "floor+margin"
+    with_negs = rule_kind if rule_kind.endswith("negatives") else f"{rule_kind}+negatives"
 
-    by_k = {}
-    for k in range(args.site + 1):
+    def measured(k: int, kind: str, negatives: np.ndarray | None) -> dict:
         extra = {pid: v[:k] for pid, v in site_vecs.items()} if k else None
         full = _searcher(student.encoder, bundle_catalog, products, s_pp, extra=extra)
-        rule, floor, _ = calibrate_no_match(full, cal_vecs, cal_truth, NoMatchSettings(rule=rule_kind),
-                                            source="bench", seed=args.seed, negatives=train_negs)
+        rule, floor, _ = calibrate_no_match(full, cal_vecs, cal_truth, NoMatchSettings(rule=kind),
+                                            source="bench", seed=args.seed, negatives=negatives)
         if rule is None:
-            raise EdgeSearchError(f"{run}: the {rule_kind} rule could not be fitted with k = {k}")
+            raise EdgeSearchError(f"{run}: the {kind} rule could not be fitted with k = {k}")
         ruled = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, calibration=rule,
-                          min_score=floor, negatives=train_negs, extra=extra)
+                          min_score=floor, negatives=negatives, extra=extra)
         plain = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, extra=extra)
         sc = _scores(plain, known_vecs, None)
         right = sc["top"] == np.asarray(known_set[1], object)
-        by_k[str(k)] = {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())),
-                        "recall@1_all_products": stats.share(_ranks(full, all_vecs, [r.id for r in all_rows]) < 1,
-                                                             all_idx).to_json(),
-                        **_rule_figures(ruled, known_set, unknown_vecs, no_product, idx),
-                        "auc_top1_right_vs_wrong": stats.auc(sc[SEPARATORS[0]], right, idx["known"]).to_json(3)}
+        return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": kind,
+                "recall@1_all_products": stats.share(_ranks(full, all_vecs, [r.id for r in all_rows]) < 1,
+                                                     all_idx).to_json(),
+                **_rule_figures(ruled, known_set, unknown_vecs, no_product, idx),
+                "auc_top1_right_vs_wrong": stats.auc(sc[SEPARATORS[0]], right, idx["known"]).to_json(3)}
+
+    by_k = {}
+    for k in range(args.site + 1):
+        by_k[str(k)] = measured(k, rule_kind, train_negs)
+        if k and store_negs is not None:
+            both = store_negs if train_negs is None else np.concatenate([train_negs, store_negs])
+            by_k[f"{k} + store scenes"] = measured(k, with_negs, both)
         say(f"k = {k}: done")
 
     command = ".venv/bin/python bench/site_photos.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "run": str(run), "run_command": f"`{report.get('command', '?')}`", "site": args.site,
-              "rule": rule_kind, "left_out": sorted(left_out),
+              "split": args.split, "store_scenes": args.store_scenes, "rule": rule_kind, "left_out": sorted(left_out),
               "queries": {"known": len(known), "unknown": len(unknown), "all_products": len(all_rows)},
               "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,
               "seconds": round(time.perf_counter() - t_start, 1)}
