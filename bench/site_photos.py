@@ -7,10 +7,11 @@ grocery.py's `k_photos` table adds fit photos, shot in the train photos' store. 
 its own shelves; here those are the --split photos (dev, where choices are made, or val, once). Each
 catalog product's photos of the split, in shooting order, give their first --site as *site* photos and
 the rest as queries. For k = 0 .. --site, the first k site
-photos of each product are embedded by the bundle's student and added to its index, and the bundle's
-rule kind is refitted on the export's own calibration photos and train negatives, as `edge-search
-export --base B` does with the enlarged catalog. The products grocery.py left out (its report.json)
-get no site photos; all their photos are unknown-product queries. With --store-scenes N, each k > 0 is
+photos of each product are embedded by the bundle's catalog encoders and added to its index, and the
+"no match" rule is refitted as `edge-search export --base B` does for a store catalog of the kept
+products plus its shelf photos: every candidate at the same budget, the best at 2-fold cross-validation,
+on the export's calibration photos of the store's products and the train negatives. The products
+grocery.py left out (its report.json) are not in the store's catalog and get no site photos; all their photos are unknown-product queries. With --store-scenes N, each k > 0 is
 measured again with N no-product scenes cut from the site photos joined to the calibration's negatives
 (`export --base B --negatives DIR`). Non-product refusal is measured on the split's scenes as grocery.py
 cuts them and on scenes cut from the query photos only. Every k is measured on the same
@@ -82,16 +83,19 @@ def write_markdown(result: dict, path: Path) -> None:
              f"The models and the export's calibration photos are those of `{r['run']}` "
              f"({r['run_command']}). Protocol (docs/benchmarks/README.md, `bench/site_photos.py`, written before "
              f"these figures): each catalog product's {split} photos in shooting order give their first {r['site']} "
-             "as *site* photos, a retailer's shelf photos, and the rest as queries; k site photos per product are "
-             "embedded by the bundle's student and added to its index, the rule refitted on the export's "
-             "calibration photos and train negatives, as `export --base` does; the models are not retrained. "
-             f"{len(r['left_out'])} products left out as in grocery.md get no site photos; all their {split} photos "
+             "as *site* photos, a retailer's shelf photos, and the rest as queries; the store's catalog holds the "
+             "kept products, and k site photos per product are embedded by the bundle's catalog encoders and added "
+             "to its index; the rule is refitted as `export --base` fits it (every candidate at the same budget, "
+             "the best at 2-fold cross-validation, on the export's calibration photos of the store's products and "
+             "the train negatives); the models are not retrained. "
+             f"{len(r['left_out'])} products left out as in grocery.md are not in the store's catalog and get no "
+             f"site photos; all their {split} photos "
              f"are unknown-product queries. The same queries for every row: {r['queries']['known']} photos of kept "
              f"products, {r['queries']['unknown']} of left-out ones, {r['queries']['all_products']} over all "
              f"products for R@1 (full catalog). *{split} scenes*: 300 no-product scenes `bench/negatives.py` cuts "
              f"from any {split} photo, site photos included; *query scenes*: 300 cut from the query photos only. "
              + (f"*+ store scenes*: {r['store_scenes']} more scenes cut from the site photos join the calibration's "
-                "negatives and the rule gains its negatives term (`export --base B --negatives DIR`). "
+                "negatives (`export --base B --negatives DIR`). "
                 if r.get("store_scenes") else "")
              + f"95 % bootstrap intervals: {stats.ROUNDS} resamples, seed {stats.SEED}. Nothing is chosen from "
              "these figures; the shipped bundle is unchanged.", ""]
@@ -148,6 +152,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     from edge_search_export.config import FinetuneSettings, NoMatchSettings
     from edge_search_export.finetune import read_labeled
     from edge_search_export.pipeline import _read_negatives, index_view_blocks
+    from edge_search_export.scenes import MAX_NEGATIVES
     from edge_search_export.teacher import load_teacher
 
     t_start = time.perf_counter()
@@ -161,7 +166,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     catalog_images = [load_image(r.image) for r in catalog_rows]
     # the bundle's catalog vectors, as grocery.py rebuilds them (an f32 exact index of the same rows)
     s_cat = _embed(student.encoder, catalog_images, s_pp)
-    blocks = {"student": s_cat}
+    blocks, teacher, t_pp = {"student": s_cat}, None, None
     if "teacher" in m.index.catalog_encoder:
         teacher = load_teacher(args.teacher, report["protocol"]["teacher_checkpoint"])
         t_pp = replace(teacher.preprocess, cv2_interpolation=s_pp.cv2_interpolation)
@@ -174,7 +179,12 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     kept = [i for i, p in enumerate(products) if p.id not in left_out]
     rows = read_queries(run / "data" / f"{args.split}.csv")
     sites, known, unknown = site_split(rows, args.site, left_out)
-    site_vecs = {pid: _embed(student.encoder, [load_image(r.image) for r in rs], s_pp) for pid, rs in sites.items()}
+    # a site photo is embedded as the export embeds a catalog image: by each of the bundle's catalog encoders
+    # (teacher and/or student; a "+views" bundle's extra mild views of it are not added here)
+    encoders = [(TorchEncoder(teacher), t_pp) if b == "teacher" else (student.encoder, s_pp)
+                for b in m.index.catalog_encoder.split("+") if b != "views"]
+    site_vecs = {pid: np.stack([_embed(e, [load_image(r.image) for r in rs], pp) for e, pp in encoders], 1)
+                 for pid, rs in sites.items()}  # (photos, encoders, dim)
     say(f"{sum(map(len, sites.values()))} site photos of {len(sites)} products; {len(known)} known and "
         f"{len(unknown)} unknown queries")
     known_vecs = _embed(student.encoder, [load_image(r.image) for r in known], s_pp)
@@ -206,22 +216,27 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
            "split_scenes": stats.resamples(len(no_product["split_scenes"]), stream=6),
            "query_scenes": stats.resamples(len(no_product["query_scenes"]), stream=9)}
     all_idx = stats.resamples(len(all_rows), stream=1)
-    rule_kind = m.calibration.rule if m.calibration is not None and m.calibration.rule else "floor+margin"
-    with_negs = rule_kind if rule_kind.endswith("negatives") else f"{rule_kind}+negatives"
+    # the store's bundle holds the kept products only: the export drops the calibration photos of the others
+    position = {products[i].id: j for j, i in enumerate(kept)}
+    ids = [p.id for p in products]
+    cal_kept = np.asarray([ids[t] in position for t in cal_truth])
+    cal_kept_truth = np.asarray([position[ids[t]] for t in cal_truth[cal_kept]])
 
-    def measured(k: int, kind: str, negatives: np.ndarray | None) -> dict:
-        extra = {pid: v[:k] for pid, v in site_vecs.items()} if k else None
+    def measured(k: int, negatives: np.ndarray | None) -> dict:
+        extra = {pid: v[:k].reshape(-1, v.shape[-1]) for pid, v in site_vecs.items()} if k else None
         full = _searcher(student.encoder, bundle_catalog, products, s_pp, extra=extra)
-        rule, floor, _ = calibrate_no_match(full, cal_vecs, cal_truth, NoMatchSettings(rule=kind),
-                                            source="bench", seed=args.seed, negatives=negatives)
+        store = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, extra=extra)
+        # the rule as `export --base` fits it: every candidate at the same budget, the best at 2-fold
+        # cross-validation, on the calibration photos of the store's products and the negatives given
+        rule, floor, fit = calibrate_no_match(store, cal_vecs[cal_kept], cal_kept_truth, NoMatchSettings(),
+                                              source="bench", seed=args.seed, negatives=negatives)
         if rule is None:
-            raise EdgeSearchError(f"{run}: the {kind} rule could not be fitted with k = {k}")
+            raise EdgeSearchError(f"{run}: no 'no match' rule could be fitted with k = {k}")
         ruled = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, calibration=rule,
                           min_score=floor, negatives=negatives, extra=extra)
-        plain = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, extra=extra)
-        sc = _scores(plain, known_vecs, None)
+        sc = _scores(store, known_vecs, None)
         right = sc["top"] == np.asarray(known_set[1], object)
-        return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": kind,
+        return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit["rule"],
                 "recall@1_all_products": stats.share(_ranks(full, all_vecs, [r.id for r in all_rows]) < 1,
                                                      all_idx).to_json(),
                 **_rule_figures(ruled, known_set, unknown_vecs, no_product, idx),
@@ -229,16 +244,16 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
 
     by_k = {}
     for k in range(args.site + 1):
-        by_k[str(k)] = measured(k, rule_kind, train_negs)
+        by_k[str(k)] = measured(k, train_negs)
         if k and store_negs is not None:
-            both = store_negs if train_negs is None else np.concatenate([train_negs, store_negs])
-            by_k[f"{k} + store scenes"] = measured(k, with_negs, both)
+            by_k[f"{k} + store scenes"] = measured(k, store_negs if train_negs is None else np.concatenate(
+                [store_negs, train_negs[:max(0, MAX_NEGATIVES - len(store_negs))]]))
         say(f"k = {k}: done")
 
     command = ".venv/bin/python bench/site_photos.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "run": str(run), "run_command": f"`{report.get('command', '?')}`", "site": args.site,
-              "split": args.split, "store_scenes": args.store_scenes, "rule": rule_kind, "left_out": sorted(left_out),
+              "split": args.split, "store_scenes": args.store_scenes, "left_out": sorted(left_out),
               "queries": {"known": len(known), "unknown": len(unknown), "all_products": len(all_rows)},
               "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,
               "seconds": round(time.perf_counter() - t_start, 1)}

@@ -1067,7 +1067,8 @@ def text_from_base(base: Base, threads: int):
 # --- `export --base B` and `--stores`: catalog builds on a base's models --------------------------------
 def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
     """`edge-search export --catalog C --out B2 --base B`: C embedded with B's models (the embedding cache
-    saves every image it has seen), indexed with B's index settings, calibrated on B's held-out photos.
+    saves every image it has seen), indexed with B's index settings, calibrated on B's held-out photos
+    (and B's no-product scenes, joined by --negatives' own: export/scenes.py).
     With --stores, one such bundle per store under --out; without --base the chain's models are built
     first, once, into --out/_chain (the base of later nightly --base runs)."""
     import time
@@ -1089,6 +1090,11 @@ def run_catalog_build(cfg, progress: bool = True) -> ExportSummary:
     if cfg.previous is not None and not Path(cfg.previous).is_dir():
         raise ExportError(f"{cfg.previous}: --previous is not a folder of store bundles")
     base = load_base(Path(cfg.base)) if cfg.base is not None else None
+    if base is not None and cfg.negatives is not None:  # the store's own scenes join the base's calibration
+        from .scenes import with_store_scenes
+
+        base = replace(base, models=with_store_scenes(base.models, Path(cfg.negatives), seed=cfg.seed,
+                                                      threads=cfg.threads, progress=progress))
     with EmbeddingCache(cfg.embedding_cache or default_cache_dir()) as cache, \
             tempfile.TemporaryDirectory(prefix=".columns-", dir=out.parent) as columns:
         # the base's images decoded when it was built: the same bytes are not decoded again to check them,

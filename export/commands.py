@@ -197,7 +197,8 @@ def add_export_parser(sub) -> None:
                         "the catalog self-retrieval gates)")
     e.add_argument("--negatives", default=None, metavar="DIR",
                    help="photos of scenes with no product (empty counter, hands, floor) that must get 'no match': "
-                        "used by the no-match calibration and by fine-tuning/distillation (default: none)")
+                        "used by the no-match calibration and by fine-tuning/distillation; with --base, the "
+                        "store's own scenes, joined to the base's for the calibration (default: none)")
     e.add_argument("--no-match-rule", default="auto", choices=("auto",) + NO_MATCH_RULES,
                    help="the 'no match' rule (auto: the candidate that does best at 2-fold cross-validation, "
                         "all fitted to the same false-reject budget; *negatives need --negatives)")

@@ -45,6 +45,7 @@ from .interpolation import choose_interpolation
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
 from .precision import BUDGET_BYTES, TIE_SHARE, choose, store_fp16, time_models
 from .quantize import RECIPES, quantize_until
+from .scenes import MAX_NEGATIVES, read_negatives as _read_negatives  # noqa: F401  (bench/ reads them too)
 from .student import TEACHER_TOWER, Embedder, distill_learning_rate, make_student
 from .teacher import load_teacher
 from .text_export import export_text
@@ -54,7 +55,6 @@ log = logging.getLogger("edge_search.export")
 QUERY_VIEWS = 4  # augmented views per catalog image used as export-time queries
 INT8_TIE_MARGIN = 0.02  # fp32 top-two products closer than this: a tie, not counted by the int8 agreement gate
 MIN_HELD_OUT = 20  # fewer held-out labeled photos than this: calibrate on augmented catalog views
-MAX_NEGATIVES = 512  # a larger --negatives folder is sampled (seeded): the runtime scores every one per query
 
 
 def _load_all(paths: list[Path], desc: str, progress: bool) -> list[np.ndarray]:
@@ -68,25 +68,6 @@ def _distill_paths(dirs: tuple[Path, ...]) -> list[Path]:
             raise ExportError(f"{d}: --distill-images needs a folder of photos")
         paths += sorted(p for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     return paths
-
-
-def _read_negatives(folder: Path, seed: int, progress: bool) -> list[np.ndarray]:
-    """--negatives: photos of what the camera sees when no product is shown (sampled to MAX_NEGATIVES)."""
-    if not Path(folder).is_dir():
-        raise ExportError(f"{folder}: --negatives needs a folder of photos")
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ExportError(f"{folder}: --negatives holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    if len(paths) > MAX_NEGATIVES:
-        paths = [paths[i] for i in sorted(np.random.default_rng([seed, 9]).choice(len(paths), MAX_NEGATIVES,
-                                                                                   replace=False))]
-    out = []
-    for p in tqdm(paths, desc="reading negatives", unit="img", disable=not progress):
-        try:
-            out.append(load_image(p))
-        except ImageError as e:
-            log.warning("negative skipped: %s", e)
-    return out
 
 
 def _query_views(images: list[np.ndarray], seed: int, *, strength: float = 1.0,

@@ -166,3 +166,53 @@ def test_a_build_whose_columns_all_go_to_files_is_the_same_bundle(tmp_path, monk
     for name in ("index.usearch", "products.jsonl", "products.keys.npy", "build/images.jsonl"):
         assert (out / name).read_bytes() == (student_base / name).read_bytes(), name
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left behind
+
+
+def _scenes(folder: Path, count: int) -> Path:
+    import cv2
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(count):  # flat colours and noise: nothing like the sample catalog's products
+        img = np.full((64, 64, 3), rng.integers(0, 256, 3), np.uint8) if i % 2 else \
+            rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+        cv2.imwrite(str(folder / f"scene_{i:02d}.jpg"), img)
+    return folder
+
+
+def test_a_stores_own_scenes_join_the_bases_calibration(tmp_path, student_base, sample_catalog, tiny_checkpoint):
+    import numpy as np
+
+    scenes = _scenes(tmp_path / "store-scenes", 24)
+    out = tmp_path / "store"
+    run_cli(*base_args(sample_catalog, out, student_base, tiny_checkpoint, "--negatives", scenes))
+    nm = read_manifest(out)["fidelity"]["no_match"]
+    # (the tiny model names too few of its calibration views for a rule: what it is fitted on is checked)
+    assert nm["negatives_dir"] == str(scenes)
+    assert nm["source"].endswith("+ 24 store scenes (store-scenes)")
+    negs = np.load(out / "build" / "negatives.npy")
+    assert negs.shape[0] == 24 and np.allclose(np.linalg.norm(negs, axis=1), 1, atol=1e-3)
+    # without --negatives the same build has none (before, --negatives with --base was silently ignored)
+    plain = tmp_path / "plain"
+    run_cli(*base_args(sample_catalog, plain, student_base, tiny_checkpoint))
+    assert "scenes" not in read_manifest(plain)["fidelity"]["no_match"]["source"]
+    assert not (plain / "build" / "negatives.npy").exists()
+    # the scenes travel in the build record: a build on the store's bundle starts from them
+    again = tmp_path / "again"
+    run_cli(*base_args(sample_catalog, again, out, tiny_checkpoint, "--negatives", _scenes(tmp_path / "more", 6)))
+    assert read_manifest(again)["fidelity"]["no_match"]["source"].endswith(
+        "+ 6 store scenes (more) + 24 of the base's (24 store scenes (store-scenes))")
+    both = np.load(again / "build" / "negatives.npy")
+    assert both.shape[0] == 30 and np.allclose(both[6:], negs, atol=1e-6)
+
+
+def test_store_scenes_that_are_not_there_are_one_line_and_write_nothing(tmp_path, student_base, sample_catalog,
+                                                                       tiny_checkpoint):
+    out = tmp_path / "store"
+    proc = run_cli(*base_args(sample_catalog, out, student_base, tiny_checkpoint, "--negatives", tmp_path / "none"),
+                   check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "none: --negatives needs a folder of photos" in err[0], proc.stderr
+    assert not out.exists()
