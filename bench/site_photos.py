@@ -11,7 +11,8 @@ photos of each product are embedded by the bundle's catalog encoders and added t
 "no match" rule is refitted as `edge-search export --base B` does for a store catalog of the kept
 products plus its shelf photos: every candidate at the same budget, the best at 2-fold cross-validation,
 on the export's calibration photos of the store's products and the train negatives. The products
-grocery.py left out (its report.json) are not in the store's catalog and get no site photos; all their photos are unknown-product queries. With --store-scenes N, each k > 0 is
+grocery.py left out (its report.json) are not in the store's catalog and get no site photos; all their
+photos are unknown-product queries. With --store-scenes N, each k > 0 is
 measured again with N no-product scenes cut from the site photos joined to the calibration's negatives
 (`export --base B --negatives DIR`). Non-product refusal is measured on the split's scenes as grocery.py
 cuts them and on scenes cut from the query photos only. Every k is measured on the same
@@ -70,10 +71,6 @@ def site_split(rows: list, site: int, left_out: set[str]) -> tuple[dict[str, lis
     return sites, known, unknown
 
 
-def _pct(e: dict | None) -> str:
-    return stats.fmt(e)
-
-
 def write_markdown(result: dict, path: Path) -> None:
     r, split = result, result["split"]
     lines = [f"# Photos from the kiosk's own store ({split})", "",
@@ -104,10 +101,11 @@ def write_markdown(result: dict, path: Path) -> None:
             "top-1 score AUC right vs wrong"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, x in r["by_k"].items():
-        cells = [k, f"`{x['rule']}`", str(x["photos_added"]), _pct(x["recall@1_all_products"]),
-                 _pct(x["answered_right"]), _pct(x["false_reject_of_correct"]), _pct(x["unknown_rejected"]),
-                 _pct(x.get("named_wrong")), _pct(x.get("right_when_named")), _pct(x.get("split_scenes_rejected")),
-                 _pct(x.get("query_scenes_rejected")), stats.fmt(x["auc_top1_right_vs_wrong"], pct=False)]
+        rule = f"`{x['rule']}`" if x["rule"] else "none (not calibrated)"
+        cells = [k, rule, str(x["photos_added"])] + [stats.fmt(x.get(f)) for f in (
+            "recall@1_all_products", "answered_right", "false_reject_of_correct", "unknown_rejected", "named_wrong",
+            "right_when_named", "split_scenes_rejected", "query_scenes_rejected")] + \
+            [stats.fmt(x["auc_top1_right_vs_wrong"], pct=False)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Targets (issue #12, the bundle's rule): correctly named photos refused ≤ 5 %, unknown products "
                   "refused ≥ 50 %, non-product photos refused ≥ 90 %.", "",
@@ -126,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="whose photos are the store's: dev (the choices are made there) or val (once, for the report)")
     ap.add_argument("--store-scenes", type=int, default=0, metavar="N",
                     help="also measure each k > 0 with N no-product scenes cut from the site photos (borders, blurred "
-                         "copies, textures: bench/negatives.scenes) joined to the calibration's negatives, the rule "
-                         "kind with its negatives term, as `export --base B --negatives DIR` does")
+                         "copies, textures: bench/negatives.scenes) joined to the calibration's negatives first, as "
+                         "`export --base B --negatives DIR` does")
     ap.add_argument("--teacher", default=str(REFERENCE_TEACHER), help="the run's teacher config")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="the run's --seed")
@@ -168,7 +166,9 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     s_cat = _embed(student.encoder, catalog_images, s_pp)
     blocks, teacher, t_pp = {"student": s_cat}, None, None
     if "teacher" in m.index.catalog_encoder:
-        teacher = load_teacher(args.teacher, report["protocol"]["teacher_checkpoint"])
+        # reused (--teacher-checkpoint) or trained by the run itself and kept with its models
+        teacher = load_teacher(args.teacher, report["protocol"].get("teacher_checkpoint")
+                               or str(run / "models" / "teacher.pt"))
         t_pp = replace(teacher.preprocess, cv2_interpolation=s_pp.cv2_interpolation)
         blocks["teacher"] = _embed(TorchEncoder(teacher), catalog_images, t_pp)
     if m.index.catalog_encoder.endswith("+views"):
@@ -203,7 +203,8 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     train_negs = _embed(student.encoder, _read_negatives(train_dir, args.seed, False), s_pp) if train_dir else None
     # no-product scenes of the split as grocery.py cuts them (from any of its photos, the site photos too),
     # and scenes cut from the query photos only: no source photo shared with the site photos or their scenes
-    split_dir = build_negatives(Path(report["dataset"]["data"]), out / "negatives" / f"{args.split}-300-seed{args.seed}",
+    split_dir = build_negatives(Path(report["dataset"]["data"]),
+                                out / "negatives" / f"{args.split}-300-seed{args.seed}",
                                 split=args.split, count=300, seed=args.seed)
     embed_scenes = lambda photos, n, stream: _embed(student.encoder, [img for _, img in scenes(  # noqa: E731
         photos, n, np.random.default_rng([args.seed, stream]))], s_pp)
@@ -230,13 +231,13 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
         # cross-validation, on the calibration photos of the store's products and the negatives given
         rule, floor, fit = calibrate_no_match(store, cal_vecs[cal_kept], cal_kept_truth, NoMatchSettings(),
                                               source="bench", seed=args.seed, negatives=negatives)
-        if rule is None:
-            raise EdgeSearchError(f"{run}: no 'no match' rule could be fitted with k = {k}")
-        ruled = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, calibration=rule,
-                          min_score=floor, negatives=negatives, extra=extra)
+        # too few correctly named calibration photos (a miniature): no rule, as the export then ships none
+        ruled = store if rule is None else _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept,
+                                                     calibration=rule, min_score=floor, negatives=negatives,
+                                                     extra=extra)
         sc = _scores(store, known_vecs, None)
         right = sc["top"] == np.asarray(known_set[1], object)
-        return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit["rule"],
+        return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit.get("rule"),
                 "recall@1_all_products": stats.share(_ranks(full, all_vecs, [r.id for r in all_rows]) < 1,
                                                      all_idx).to_json(),
                 **_rule_figures(ruled, known_set, unknown_vecs, no_product, idx),

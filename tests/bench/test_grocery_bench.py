@@ -156,6 +156,21 @@ def test_grocery_bench_miniature(tmp_path):
     searches = sum(i["searches"] for i in kv["items"])
     assert kv["kiosk_summary"].startswith(f"edge-search: {26 * 6} frames, {searches} searched")
     assert kv["answered_right"]["value"] + kv["named_wrong"]["value"] <= kv["products_searched"]["value"] + 1e-4
+    # shelf photos from the queries' own store (bench/site_photos.py), on dev: each kept product's first dev
+    # photo goes to the index, the left-out product's photos are all unknown queries
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "site_photos.py"), "--run", str(out), "--split", "dev",
+                           "--site", "1", "--store-scenes", "6", "--teacher", MINI[3], "--out", str(site)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sp = json.loads((site / "result.json").read_text())
+    dev_ids = [q.split(",")[1] for q in (out / "data" / "dev.csv").read_text().splitlines()[1:]]
+    left = r["no_match"]["left_out"]
+    n_left = sum(pid in left for pid in dev_ids)
+    assert sp["left_out"] == left and sp["queries"] == {"known": len(dev_ids) - n_left - 3, "unknown": n_left,
+                                                         "all_products": len(dev_ids) - 3}
+    assert {kk: x["photos_added"] for kk, x in sp["by_k"].items()} == {"0": 0, "1": 3, "1 + store scenes": 3}
+    assert "bench/site_photos.py --run" in (site / "site-photos.md").read_text()
     k = r["k_photos"]["by_k"]
     assert {kk: x["photos_added"] for kk, x in k.items()} == {"0": 0, "1": 4, "3": 12, "5": 20}
     assert k["0"]["val_recall@1_all_products"] == cat[r["export"]["index"]["catalog_encoder"]]["val_recall@1"]
