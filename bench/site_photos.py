@@ -5,8 +5,8 @@
 
 grocery.py's `k_photos` table adds fit photos, shot in the train photos' store. A retailer photographs
 its own shelves; here those are the --split photos (dev, where choices are made, or val, once). Each
-catalog product's photos of the split, in shooting order, give their first --site as *site* photos and
-the rest as queries. For k = 0 .. --site, the first k site
+catalog product's photos of the split, in shooting order, give their first (--site-from last: last)
+--site as *site* photos and the rest as queries. For k = 0 .. --site, the first k site
 photos of each product are embedded by the bundle's catalog encoders and added to its index, and the
 "no match" rule is refitted as `edge-search export --base B` does for a store catalog of the kept
 products plus its shelf photos: every candidate at the same budget, the best at 2-fold cross-validation,
@@ -54,17 +54,19 @@ from edge_search.evaluation.evaluate import read_queries  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
 
-def site_split(rows: list, site: int, left_out: set[str]) -> tuple[dict[str, list], list, list]:
-    """-> ({product: its first `site` photos in shooting order}, known queries, unknown queries).
+def site_split(rows: list, site: int, left_out: set[str], last: bool = False
+               ) -> tuple[dict[str, list], list, list]:
+    """-> ({product: its first (`last`: last) `site` photos in shooting order}, known queries, unknown queries).
 
     A product in `left_out` gives no site photos: every photo of it is an unknown query. A kept
-    product's photos after its first `site` are its queries; one with no more photos than that gives
-    site photos only. Query order follows the input."""
+    product's other photos are its queries; one with no more photos than `site` gives site photos
+    only. Query order follows the input."""
     by_product: dict[str, list] = {}
     for r in rows:
         by_product.setdefault(r.id, []).append(r)
-    sites = {pid: sorted(rs, key=lambda r: _photo_number(r.image))[:site]
-             for pid, rs in sorted(by_product.items()) if pid not in left_out}
+    ordered = {pid: sorted(rs, key=lambda r: _photo_number(r.image)) for pid, rs in sorted(by_product.items())
+               if pid not in left_out}
+    sites = {pid: rs[-site:] if last else rs[:site] for pid, rs in ordered.items()}
     taken = {id(r) for rs in sites.values() for r in rs}
     known = [r for r in rows if r.id not in left_out and id(r) not in taken]
     unknown = [r for r in rows if r.id in left_out]
@@ -79,7 +81,8 @@ def write_markdown(result: dict, path: Path) -> None:
              "`result.json`:", "", f"    {r['command']}", "",
              f"The models and the export's calibration photos are those of `{r['run']}` "
              f"({r['run_command']}). Protocol (docs/benchmarks/README.md, `bench/site_photos.py`, written before "
-             f"these figures): each catalog product's {split} photos in shooting order give their first {r['site']} "
+             f"these figures): each catalog product's {split} photos in shooting order give their "
+             f"{r.get('site_from', 'first')} {r['site']} "
              "as *site* photos, a retailer's shelf photos, and the rest as queries; the store's catalog holds the "
              "kept products, and k site photos per product are embedded by the bundle's catalog encoders and added "
              "to its index; the rule is refitted as `export --base` fits it (every candidate at the same budget, "
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, metavar="DIR")
     ap.add_argument("--md", default=None, help="also write the table here (default OUT/site-photos.md)")
     ap.add_argument("--site", type=int, default=2, help="site photos per product (k = 0 .. SITE are measured)")
+    ap.add_argument("--site-from", choices=("first", "last"), default="first",
+                    help="which of each product's photos, in shooting order, are the site photos")
     ap.add_argument("--split", choices=("dev", "val"), default="val",
                     help="whose photos are the store's: dev (the choices are made there) or val (once, for the report)")
     ap.add_argument("--store-scenes", type=int, default=0, metavar="N",
@@ -178,7 +183,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     left_out = set(report["no_match"]["left_out"])
     kept = [i for i, p in enumerate(products) if p.id not in left_out]
     rows = read_queries(run / "data" / f"{args.split}.csv")
-    sites, known, unknown = site_split(rows, args.site, left_out)
+    sites, known, unknown = site_split(rows, args.site, left_out, last=args.site_from == "last")
     # a site photo is embedded as the export embeds a catalog image: by each of the bundle's catalog encoders
     # (teacher and/or student; a "+views" bundle's extra mild views of it are not added here)
     encoders = [(TorchEncoder(teacher), t_pp) if b == "teacher" else (student.encoder, s_pp)
@@ -254,7 +259,8 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     command = ".venv/bin/python bench/site_photos.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "run": str(run), "run_command": f"`{report.get('command', '?')}`", "site": args.site,
-              "split": args.split, "store_scenes": args.store_scenes, "left_out": sorted(left_out),
+              "split": args.split, "site_from": args.site_from, "store_scenes": args.store_scenes,
+              "left_out": sorted(left_out),
               "queries": {"known": len(known), "unknown": len(unknown), "all_products": len(all_rows)},
               "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,
               "seconds": round(time.perf_counter() - t_start, 1)}

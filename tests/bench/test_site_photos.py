@@ -33,6 +33,16 @@ def test_first_photos_in_shooting_order_are_site_photos_the_rest_queries():
     assert [r.image.name for r in unknown] == ["C_005.jpg", "C_004.jpg", "C_006.jpg"]
 
 
+def test_the_last_photos_can_be_the_site_photos_instead():
+    from bench.site_photos import site_split
+
+    rows = _rows({"A": [3, 1, 2, 10], "B": [2, 1]})
+    sites, known, _ = site_split(rows, 2, left_out=set(), last=True)
+    assert {pid: [r.image.name for r in rs] for pid, rs in sites.items()} == {
+        "A": ["A_003.jpg", "A_010.jpg"], "B": ["B_001.jpg", "B_002.jpg"]}
+    assert [r.image.name for r in known] == ["A_001.jpg", "A_002.jpg"]
+
+
 def test_not_a_grocery_run_is_one_argparse_line_and_writes_nothing(tmp_path, capsys):
     from bench.site_photos import main
 
