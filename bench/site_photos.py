@@ -92,21 +92,25 @@ def write_markdown(result: dict, path: Path) -> None:
              f"site photos; all their {split} photos "
              f"are unknown-product queries. The same queries for every row: {r['queries']['known']} photos of kept "
              f"products, {r['queries']['unknown']} of left-out ones, {r['queries']['all_products']} over all "
-             f"products for R@1 (full catalog). *{split} scenes*: 300 no-product scenes `bench/negatives.py` cuts "
+             f"products for R@1 (full catalog); *teacher R@1*: the PyTorch teacher alone on the same photos, its "
+             "own embeddings of the catalog and of the same shelf photos in its index; *student / teacher*: the "
+             f"bundle's R@1 over the teacher's, paired. *{split} scenes*: 300 no-product scenes `bench/negatives.py` cuts "
              f"from any {split} photo, site photos included; *query scenes*: 300 cut from the query photos only. "
              + (f"*+ store scenes*: {r['store_scenes']} more scenes cut from the site photos join the calibration's "
                 "negatives (`export --base B --negatives DIR`). "
                 if r.get("store_scenes") else "")
              + f"95 % bootstrap intervals: {stats.ROUNDS} resamples, seed {stats.SEED}. Nothing is chosen from "
              "these figures; the shipped bundle is unchanged.", ""]
-    head = ["k", "rule", "photos added", "R@1 (all products)", "answered right", "refused of correct",
-            "unknown refused", "named wrong", "right when named", f"{split} scenes refused", "query scenes refused",
+    head = ["k", "rule", "photos added", "R@1 (all products)", "teacher R@1", "student / teacher", "answered right",
+            "refused of correct", "unknown refused", "named wrong", "right when named", f"{split} scenes refused", "query scenes refused",
             "top-1 score AUC right vs wrong"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, x in r["by_k"].items():
         rule = f"`{x['rule']}`" if x["rule"] else "none (not calibrated)"
         cells = [k, rule, str(x["photos_added"])] + [stats.fmt(x.get(f)) for f in (
-            "recall@1_all_products", "answered_right", "false_reject_of_correct", "unknown_rejected", "named_wrong",
+            "recall@1_all_products", "teacher_recall@1_all_products")] + \
+            [stats.fmt(x.get("student_over_teacher_recall@1"), pct=False)] + [stats.fmt(x.get(f)) for f in (
+            "answered_right", "false_reject_of_correct", "unknown_rejected", "named_wrong",
             "right_when_named", "split_scenes_rejected", "query_scenes_rejected")] + \
             [stats.fmt(x["auc_top1_right_vs_wrong"], pct=False)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -169,13 +173,13 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     catalog_images = [load_image(r.image) for r in catalog_rows]
     # the bundle's catalog vectors, as grocery.py rebuilds them (an f32 exact index of the same rows)
     s_cat = _embed(student.encoder, catalog_images, s_pp)
-    blocks, teacher, t_pp = {"student": s_cat}, None, None
-    if "teacher" in m.index.catalog_encoder:
-        # reused (--teacher-checkpoint) or trained by the run itself and kept with its models
-        teacher = load_teacher(args.teacher, report["protocol"].get("teacher_checkpoint")
-                               or str(run / "models" / "teacher.pt"))
-        t_pp = replace(teacher.preprocess, cv2_interpolation=s_pp.cv2_interpolation)
-        blocks["teacher"] = _embed(TorchEncoder(teacher), catalog_images, t_pp)
+    # the teacher, reused (--teacher-checkpoint) or trained by the run itself and kept with its models: it
+    # embeds the catalog where the bundle's does, and is the student's yardstick with shelf photos of its own
+    teacher = load_teacher(args.teacher, report["protocol"].get("teacher_checkpoint")
+                           or str(run / "models" / "teacher.pt"))
+    t_enc, t_pp = TorchEncoder(teacher), replace(teacher.preprocess, cv2_interpolation=s_pp.cv2_interpolation)
+    t_cat = _embed(t_enc, catalog_images, t_pp)
+    blocks = {"student": s_cat, "teacher": t_cat}
     if m.index.catalog_encoder.endswith("+views"):
         blocks["views"] = index_view_blocks(student.encoder, catalog_images, s_pp, args.seed)
     bundle_catalog = np.concatenate([blocks[b] for b in m.index.catalog_encoder.split("+")])
@@ -186,16 +190,20 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     sites, known, unknown = site_split(rows, args.site, left_out, last=args.site_from == "last")
     # a site photo is embedded as the export embeds a catalog image: by each of the bundle's catalog encoders
     # (teacher and/or student; a "+views" bundle's extra mild views of it are not added here)
-    encoders = [(TorchEncoder(teacher), t_pp) if b == "teacher" else (student.encoder, s_pp)
-                for b in m.index.catalog_encoder.split("+") if b != "views"]
-    site_vecs = {pid: np.stack([_embed(e, [load_image(r.image) for r in rs], pp) for e, pp in encoders], 1)
-                 for pid, rs in sites.items()}  # (photos, encoders, dim)
+    site_images = {pid: [load_image(r.image) for r in rs] for pid, rs in sites.items()}
+    t_site = {pid: _embed(t_enc, imgs, t_pp) for pid, imgs in site_images.items()}
+    s_site = {pid: _embed(student.encoder, imgs, s_pp) for pid, imgs in site_images.items()}
+    by_encoder = {"teacher": t_site, "student": s_site}
+    site_vecs = {pid: np.stack([by_encoder[b][pid] for b in m.index.catalog_encoder.split("+") if b != "views"], 1)
+                 for pid in sites}  # (photos, encoders, dim)
     say(f"{sum(map(len, sites.values()))} site photos of {len(sites)} products; {len(known)} known and "
         f"{len(unknown)} unknown queries")
     known_vecs = _embed(student.encoder, [load_image(r.image) for r in known], s_pp)
     unknown_vecs = _embed(student.encoder, [load_image(r.image) for r in unknown], s_pp)
     all_rows = known + unknown
     all_vecs = np.concatenate([known_vecs, unknown_vecs])
+    all_ids = [r.id for r in all_rows]
+    t_queries = _embed(t_enc, [load_image(r.image) for r in all_rows], t_pp)
     known_set = (known_vecs, [r.id for r in known])
 
     # the export's calibration photos: its held-back share of the fit photos (grocery.py does the same)
@@ -242,9 +250,15 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
                                                      extra=extra)
         sc = _scores(store, known_vecs, None)
         right = sc["top"] == np.asarray(known_set[1], object)
+        s_hits = _ranks(full, all_vecs, all_ids) < 1
+        # the teacher alone (PyTorch), its own catalog plus its own embeddings of the same shelf photos
+        teacher_full = _searcher(t_enc, t_cat, products, t_pp, extra={pid: v[:k] for pid, v in t_site.items()}
+                                 if k else None)
+        t_hits = _ranks(teacher_full, t_queries, all_ids) < 1
         return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit.get("rule"),
-                "recall@1_all_products": stats.share(_ranks(full, all_vecs, [r.id for r in all_rows]) < 1,
-                                                     all_idx).to_json(),
+                "recall@1_all_products": stats.share(s_hits, all_idx).to_json(),
+                "teacher_recall@1_all_products": stats.share(t_hits, all_idx).to_json(),
+                "student_over_teacher_recall@1": stats.ratio(s_hits, t_hits, all_idx).to_json(3),
                 **_rule_figures(ruled, known_set, unknown_vecs, no_product, idx),
                 "auc_top1_right_vs_wrong": stats.auc(sc[SEPARATORS[0]], right, idx["known"]).to_json(3)}
 
