@@ -392,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=24,
                     help="distillation epochs (24: chosen on dev, bench/student_recipe.py)")
     ap.add_argument("--views-per-image", type=int, default=8, help="per catalog image; a quarter of it per photo")
+    ap.add_argument("--distill-extra", default=None, metavar="DIR",
+                    help="more unlabeled photos to distill on beside the fit photos (e.g. a store's shelf photos: "
+                         "bench/site_photos.py --link-site-photos); val figures of photos in DIR are not held out")
     ap.add_argument("--colour-cast", type=float, default=0.0, metavar="G",
                     help="the export's --colour-cast: distillation views (and a teacher it trains) under colour casts")
     ap.add_argument("--distill-label-weight", type=float, default=1.0,
@@ -460,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     # --- 2: train the teacher (or reuse one), export the bundle (cached) ----
     bundle, models = out / "bundle", out / "models"
     cfg = ExportConfig(catalog=catalog_csv, out=bundle, teacher=args.teacher, pretrained="random",
-                       student=args.student, image_size=args.image_size, distill_images=(distill_dir,),
+                       student=args.student, image_size=args.image_size, distill_images=(distill_dir,) + ((Path(args.distill_extra).resolve(),) if args.distill_extra else ()),
                        catalog_encoder=args.catalog_encoder,
                        epochs=args.epochs, views_per_image=args.views_per_image, colour_cast=args.colour_cast,
                        seed=args.seed, force=True,
@@ -740,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                    "no_match": m.fidelity.get("no_match"), "catalog_self_top1": m.fidelity.get("catalog_self_top1"),
                    "settings": {"finetune_epochs": args.finetune_epochs, "distill_epochs": args.epochs,
                                 "views_per_image": args.views_per_image, "colour_cast": args.colour_cast,
+                                "distill_extra": args.distill_extra,
                                 "seed": args.seed,
                                 "distill_label_weight": args.distill_label_weight}},
         "models": models_table, "bundle": bundle_row, "kiosk": kiosk, "catalog_embedded_by": catalog_table,

@@ -51,7 +51,7 @@ from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.search import Searcher  # noqa: E402
 from edge_search.errors import EdgeSearchError  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
-from edge_search.files import atomic_write_text  # noqa: E402
+from edge_search.files import atomic_write_text, staged_directory  # noqa: E402
 
 
 def site_split(rows: list, site: int, left_out: set[str], last: bool = False
@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure each k > 0 with N no-product scenes cut from the site photos (borders, blurred "
                          "copies, textures: bench/negatives.scenes) joined to the calibration's negatives first, as "
                          "`export --base B --negatives DIR` does")
+    ap.add_argument("--link-site-photos", default=None, metavar="DIR",
+                    help="only write links to the site photos into DIR (a new folder), for export --distill-images, "
+                         "and stop")
     ap.add_argument("--teacher", default=str(REFERENCE_TEACHER), help="the run's teacher config")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="the run's --seed")
@@ -146,10 +149,27 @@ def main(argv: list[str] | None = None) -> int:
     if not report_path.is_file() or not (run / "bundle" / "manifest.json").is_file():
         ap.error(f"{run}: not a bench/grocery.py --out (no report.json or bundle/manifest.json)")
     try:
-        return _measure(args, run, out, json.loads(report_path.read_text()))
+        report = json.loads(report_path.read_text())
+        if args.link_site_photos:
+            return _link_site_photos(run, args, set(report["no_match"]["left_out"]), Path(args.link_site_photos))
+        return _measure(args, run, out, report)
     except EdgeSearchError as e:
         print(f"site_photos: {e}", file=sys.stderr)
         return 1
+
+
+def _link_site_photos(run: Path, args, left_out: set[str], folder: Path) -> int:
+    """The site photos as links in a new folder, written whole (staged, then renamed)."""
+    sites, _, _ = site_split(read_queries(run / "data" / f"{args.split}.csv"), args.site, left_out,
+                             last=args.site_from == "last")
+    if folder.exists():
+        raise EdgeSearchError(f"{folder}: already exists; give a new folder")
+    with staged_directory(folder) as tmp:
+        for rs in sites.values():
+            for r in rs:
+                (tmp / Path(r.image).name).symlink_to(Path(r.image).resolve())
+    print(f"linked {sum(map(len, sites.values()))} site photos into {folder}")
+    return 0
 
 
 def _measure(args, run: Path, out: Path, report: dict) -> int:
