@@ -43,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     from edge_search_export.calibrate import calibrate_no_match
     from edge_search_export.config import FinetuneSettings, NoMatchSettings
     from edge_search_export.finetune import read_labeled
-    from edge_search_export.pipeline import _read_negatives
+    from edge_search_export.scenes import read_negatives
 
     bundle, products, pp = d.bundle, d.products, d.preprocess
     labeled = read_labeled(a.fit, [p.id for p in products])
     _, held = labeled.split(FinetuneSettings().holdout if a.holdout is None else a.holdout)
     cal_vecs = _embed(bundle.encoder, [load_image(labeled.paths[i]) for i in held], pp)
     cal_truth = labeled.products[held]
-    train_negs = _embed(bundle.encoder, _read_negatives(a.train_negatives, a.seed, False), pp) \
+    train_negs = _embed(bundle.encoder, read_negatives(a.train_negatives, a.seed, False), pp) \
         if a.train_negatives else None
     q_vecs = _embed(bundle.encoder, [load_image(q.image) for q in d.queries], pp)
     ids = np.asarray([q.id for q in d.queries], object)

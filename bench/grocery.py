@@ -434,9 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     from edge_search_export.config import ExportConfig, NoMatchSettings
     from edge_search_export.finetune import read_labeled
     from edge_search_export.onnx_export import export_onnx
-    from edge_search_export.pipeline import (MILD_VIEW_STRENGTH, MILD_VIEWS, _query_views, _read_negatives,
+    from edge_search_export.pipeline import (MILD_VIEW_STRENGTH, MILD_VIEWS, _query_views,
                                              index_view_blocks, run_export)
     from edge_search_export.quantize import quantize_int8
+    from edge_search_export.scenes import read_negatives
     from edge_search_export.student import Embedder
     from edge_search_export.teacher import load_teacher
     from edge_search_export.views import views
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = [i for i in range(len(products)) if i not in set(left_out)]
     known = [i for i, pid in enumerate(val_ids) if pid not in left_ids]
     unknown = [i for i, pid in enumerate(val_ids) if pid in left_ids]
-    train_negs = _embed(student.encoder, _read_negatives(neg_dir["train"], args.seed, False), s_pp) \
+    train_negs = _embed(student.encoder, read_negatives(neg_dir["train"], args.seed, False), s_pp) \
         if "train" in neg_dir else None
     sk_images, sk_source = _skimage_images()
     val_neg_images = [load_image(p) for p in sorted(neg_dir["val"].glob("*.jpg"))] if "val" in neg_dir else []

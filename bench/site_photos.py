@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, metavar="DIR", help="a bench/grocery.py --out (its bundle is measured)")
-    ap.add_argument("--out", required=True, metavar="DIR")
+    ap.add_argument("--out", default=None, metavar="DIR", help="where result.json goes (not with --link-site-photos)")
     ap.add_argument("--md", default=None, help="also write the table here (default OUT/site-photos.md)")
     ap.add_argument("--site", type=int, default=2, help="site photos per product (k = 0 .. SITE are measured)")
     ap.add_argument("--site-from", choices=("first", "last"), default="first",
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.site < 1 or args.store_scenes < 0:
         ap.error("--site must be at least 1 and --store-scenes at least 0")
-    run, out = Path(args.run), Path(args.out)
+    run, out = Path(args.run), Path(args.out) if args.out else None
     report_path = run / "report.json"
     if not report_path.is_file() or not (run / "bundle" / "manifest.json").is_file():
         ap.error(f"{run}: not a bench/grocery.py --out (no report.json or bundle/manifest.json)")
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(report_path.read_text())
         if args.link_site_photos:
             return _link_site_photos(run, args, set(report["no_match"]["left_out"]), Path(args.link_site_photos))
+        if out is None:
+            ap.error("--out is required (except with --link-site-photos)")
         return _measure(args, run, out, report)
     except EdgeSearchError as e:
         print(f"site_photos: {e}", file=sys.stderr)
@@ -178,8 +180,8 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     from edge_search_export.calibrate import calibrate_no_match
     from edge_search_export.config import FinetuneSettings, NoMatchSettings
     from edge_search_export.finetune import read_labeled
-    from edge_search_export.pipeline import _read_negatives, index_view_blocks
-    from edge_search_export.scenes import MAX_NEGATIVES
+    from edge_search_export.pipeline import index_view_blocks
+    from edge_search_export.scenes import join_scenes, read_negatives
     from edge_search_export.teacher import load_teacher
 
     t_start = time.perf_counter()
@@ -233,7 +235,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     cal_vecs = _embed(student.encoder, [load_image(labeled.paths[i]) for i in held], s_pp)
     cal_truth = labeled.products[held]
     train_dir = next(iter(sorted((run / "negatives").glob("train-*"))), None)
-    train_negs = _embed(student.encoder, _read_negatives(train_dir, args.seed, False), s_pp) if train_dir else None
+    train_negs = _embed(student.encoder, read_negatives(train_dir, args.seed, False), s_pp) if train_dir else None
     # no-product scenes of the split as grocery.py cuts them (from any of its photos, the site photos too),
     # and scenes cut from the query photos only: no source photo shared with the site photos or their scenes
     split_dir = build_negatives(Path(report["dataset"]["data"]),
@@ -286,8 +288,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     for k in range(args.site + 1):
         by_k[str(k)] = measured(k, train_negs)
         if k and store_negs is not None:
-            by_k[f"{k} + store scenes"] = measured(k, store_negs if train_negs is None else np.concatenate(
-                [store_negs, train_negs[:max(0, MAX_NEGATIVES - len(store_negs))]]))
+            by_k[f"{k} + store scenes"] = measured(k, join_scenes(store_negs, train_negs, args.seed))
         say(f"k = {k}: done")
 
     command = ".venv/bin/python bench/site_photos.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])

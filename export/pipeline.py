@@ -45,7 +45,7 @@ from .interpolation import choose_interpolation
 from .onnx_export import INPUT, OPSET, OUTPUT, export_onnx, parity
 from .precision import BUDGET_BYTES, TIE_SHARE, choose, store_fp16, time_models
 from .quantize import RECIPES, quantize_until
-from .scenes import MAX_NEGATIVES, read_negatives as _read_negatives  # noqa: F401  (bench/ reads them too)
+from .scenes import read_negatives
 from .student import TEACHER_TOWER, Embedder, distill_learning_rate, make_student
 from .teacher import load_teacher
 from .text_export import export_text
@@ -180,7 +180,7 @@ def teacher_step(cfg: ExportConfig, catalog, progress: bool) -> TeacherStep:
     table = product_table(catalog)
     key_product = table.key_to_product
     images = _load_all([r.image for r in catalog.rows], "reading catalog", progress)
-    negative_images = _read_negatives(cfg.negatives, cfg.seed, progress) if cfg.negatives else []
+    negative_images = read_negatives(cfg.negatives, cfg.seed, progress) if cfg.negatives else []
     held: HeldOut | None = None
     labeled = None
     if cfg.finetune_labeled:

@@ -58,11 +58,20 @@ def with_store_scenes(models, folder: Path, *, seed: int, threads: int, progress
     enc = models.encoder(threads)
     own = np.concatenate([enc.embed(preprocess_batch(images[i:i + 32], models.preprocess))
                           for i in range(0, len(images), 32)]).astype(np.float32)
-    base = cal.negatives if cal.negatives is not None else np.zeros((0, own.shape[1]), np.float32)
+    joined = join_scenes(own, cal.negatives, seed)
+    kept = len(joined) - len(own)
+    source = f"{len(own)} store scenes ({Path(folder).name})" + \
+        (f" + {kept} of the base's ({cal.negatives_source})" if kept else "")
+    return replace(models, calibration=replace(cal, negatives=joined, negatives_source=source,
+                                               negatives_dir=str(folder)))
+
+
+def join_scenes(own: np.ndarray, base: np.ndarray | None, seed: int) -> np.ndarray:
+    """A store's scene vectors, all of them, then as many of the base's as MAX_NEGATIVES leaves room for
+    (a seeded sample, in the base's order)."""
+    if base is None or not len(base):
+        return own
     room = max(0, MAX_NEGATIVES - len(own))
     if len(base) > room:
         base = base[np.sort(np.random.default_rng([seed, 10]).choice(len(base), room, replace=False))]
-    source = f"{len(own)} store scenes ({Path(folder).name})" + \
-        (f" + {len(base)} of the base's ({cal.negatives_source})" if len(base) else "")
-    return replace(models, calibration=replace(cal, negatives=np.concatenate([own, base]), negatives_source=source,
-                                               negatives_dir=str(folder)))
+    return np.concatenate([own, base])
