@@ -73,6 +73,23 @@ def site_split(rows: list, site: int, left_out: set[str], last: bool = False
     return sites, known, unknown
 
 
+def _with_site_calibration(store: Searcher, queries: np.ndarray, truth: np.ndarray, s_site: dict, k: int,
+                           catalog_encoder: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """The calibration queries with each store product's first k site photos (the student's embeddings)
+    appended, and per query the index keys it is ranked without: a site photo's own entries in `store`
+    (built by grocery._searcher: a product's catalog keys, then its site photos, encoder by encoder)."""
+    encoders = [b for b in catalog_encoder.split("+") if b != "views"]
+    vecs, own_truth, skip = [queries], list(truth), [None] * len(queries)
+    for pos, p in enumerate(store.products.products):
+        photos = s_site[p.id][:k]
+        first = len(p.keys) - len(photos) * len(encoders)  # the product's keys before its site photos'
+        for j, v in enumerate(photos):
+            vecs.append(v[None])
+            own_truth.append(pos)
+            skip.append(np.asarray(p.keys[first + j * len(encoders):first + (j + 1) * len(encoders)]))
+    return np.concatenate(vecs).astype(np.float32), np.asarray(own_truth), skip
+
+
 def write_markdown(result: dict, path: Path) -> None:
     r, split = result, result["split"]
     lines = [f"# Photos from the kiosk's own store ({split})", "",
@@ -99,6 +116,9 @@ def write_markdown(result: dict, path: Path) -> None:
              + (f"*+ store scenes*: {r['store_scenes']} more scenes cut from the site photos join the calibration's "
                 "negatives (`export --base B --negatives DIR`). "
                 if r.get("store_scenes") else "")
+             + ("*+ store calibration*: the k site photos of each product join the calibration photos the rule "
+                "is fitted on, each ranked without its own index entries (`export --calibration-photos`). "
+                if r.get("store_calibration") else "")
              + f"95 % bootstrap intervals: {stats.ROUNDS} resamples, seed {stats.SEED}. Nothing is chosen from "
              "these figures; the shipped bundle is unchanged.", ""]
     head = ["k", "rule", "photos added", "R@1 (all products)", "teacher R@1", "student / teacher", "answered right",
@@ -135,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure each k > 0 with N no-product scenes cut from the site photos (borders, blurred "
                          "copies, textures: bench/negatives.scenes) joined to the calibration's negatives first, as "
                          "`export --base B --negatives DIR` does")
+    ap.add_argument("--store-calibration", action="store_true",
+                    help="also measure each k > 0 with the k site photos of each product joining the calibration "
+                         "photos, each scored without its own index entries, as `export --calibration-photos` does")
     ap.add_argument("--link-site-photos", default=None, metavar="DIR",
                     help="only write links to the site photos into DIR (a new folder), for export --distill-images, "
                          "and stop")
@@ -258,14 +281,18 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     cal_kept = np.asarray([ids[t] in position for t in cal_truth])
     cal_kept_truth = np.asarray([position[ids[t]] for t in cal_truth[cal_kept]])
 
-    def measured(k: int, negatives: np.ndarray | None) -> dict:
+    def measured(k: int, negatives: np.ndarray | None, store_calibration: bool = False) -> dict:
         extra = {pid: v[:k].reshape(-1, v.shape[-1]) for pid, v in site_vecs.items()} if k else None
         full = _searcher(student.encoder, bundle_catalog, products, s_pp, extra=extra)
         store = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, extra=extra)
         # the rule as `export --base` fits it: every candidate at the same budget, the best at 2-fold
         # cross-validation, on the calibration photos of the store's products and the negatives given
-        rule, floor, fit = calibrate_no_match(store, cal_vecs[cal_kept], cal_kept_truth, NoMatchSettings(),
-                                              source="bench", seed=args.seed, negatives=negatives)
+        queries, truth, skip = cal_vecs[cal_kept], cal_kept_truth, None
+        if store_calibration:  # the site photos join them, each ranked without its own index entries
+            queries, truth, skip = _with_site_calibration(store, queries, truth, s_site, k,
+                                                          m.index.catalog_encoder)
+        rule, floor, fit = calibrate_no_match(store, queries, truth, NoMatchSettings(),
+                                              source="bench", seed=args.seed, negatives=negatives, skip=skip)
         # too few correctly named calibration photos (a miniature): no rule, as the export then ships none
         ruled = store if rule is None else _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept,
                                                      calibration=rule, min_score=floor, negatives=negatives,
@@ -289,12 +316,18 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
         by_k[str(k)] = measured(k, train_negs)
         if k and store_negs is not None:
             by_k[f"{k} + store scenes"] = measured(k, join_scenes(store_negs, train_negs, args.seed))
+        if k and args.store_calibration:
+            by_k[f"{k} + store calibration"] = measured(k, train_negs, store_calibration=True)
+            if store_negs is not None:
+                by_k[f"{k} + store scenes + store calibration"] = measured(
+                    k, join_scenes(store_negs, train_negs, args.seed), store_calibration=True)
         say(f"k = {k}: done")
 
     command = ".venv/bin/python bench/site_photos.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "run": str(run), "run_command": f"`{report.get('command', '?')}`", "site": args.site,
               "split": args.split, "site_from": args.site_from, "store_scenes": args.store_scenes,
+              "store_calibration": args.store_calibration,
               "left_out": sorted(left_out),
               "queries": {"known": len(known), "unknown": len(unknown), "all_products": len(all_rows)},
               "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,

@@ -25,6 +25,7 @@ Export stage only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,18 +61,26 @@ class CalibrationScores:
 
 
 def calibration_scores(searcher: Searcher, vectors: np.ndarray, truth: np.ndarray,
-                       negatives: np.ndarray | None = None) -> CalibrationScores:
+                       negatives: np.ndarray | None = None,
+                       skip: Sequence[np.ndarray | None] | None = None) -> CalibrationScores:
     """Rank products for each query with the searcher itself (its index, its
     collapsing of a product's images), no cut-off: the top three products give
-    both the full-catalog and the own-product-left-out figures."""
-    hits = [[(h.id, h.score) for h in searcher.search_vector(v, k=3, min_score=RANK_ALL)[0]] for v in vectors]
+    both the full-catalog and the own-product-left-out figures. `skip[i]`: index
+    keys query i is ranked without (a store photo that is itself in the catalog
+    is scored as a shopper's photo of it would be, against the product's other images)."""
+    skip = skip if skip is not None else [None] * len(vectors)
+    hits = [None if s is not None and len(s) else
+            [(h.id, h.score) for h in searcher.search_vector(v, k=3, min_score=RANK_ALL)[0]]
+            for v, s in zip(vectors, skip)]
     # the positions of the products named, not of every product (a dict of a million ids on the driver)
-    named = {pid for row in hits for pid, _ in row}
+    named = {pid for row in hits if row is not None for pid, _ in row}
     position = {p.id: i for i, p in enumerate(each_product(searcher.products.products)) if p.id in named}
+    fetch = 3 * searcher.products.max_images if any(row is None for row in hits) else 0
+    hits = [[(position[pid], score) for pid, score in row] if row is not None else
+            _ranked_without(searcher, v, s, fetch) for row, v, s in zip(hits, vectors, skip)]
     out = {f: np.full(len(vectors), -1 if f.endswith("top") else -np.inf) for f in
            ("top", "s1", "s2", "alt_top", "alt_s1", "alt_s2")}
-    for i, row in enumerate(hits):
-        ranked = [(position[pid], score) for pid, score in row]
+    for i, ranked in enumerate(hits):
         others = [r for r in ranked if r[0] != truth[i]]
         for prefix, rows in (("", ranked), ("alt_", others)):
             if rows:
@@ -81,6 +90,25 @@ def calibration_scores(searcher: Searcher, vectors: np.ndarray, truth: np.ndarra
     return CalibrationScores(truth=np.asarray(truth), top=out["top"].astype(np.int64), s1=out["s1"], s2=out["s2"],
                              alt_top=out["alt_top"].astype(np.int64), alt_s1=out["alt_s1"], alt_s2=out["alt_s2"],
                              neg=_nearest(vectors, negatives))
+
+
+def _ranked_without(searcher: Searcher, vector: np.ndarray, skip: np.ndarray, fetch: int, want: int = 3
+                    ) -> list[tuple[int, float]]:
+    """The best `want` products (position, score) for `vector`, the index keys in `skip` not counted:
+    `fetch` (want x a product's most images) more keys than those cover `want` products if the index has them."""
+    keys, scores = searcher.index.search(vector[None, :], fetch + len(skip))
+    ignored = set(int(k) for k in skip)
+    ranked: list[tuple[int, float]] = []
+    for key, score in zip(keys[0], scores[0]):
+        if key < 0:
+            break
+        pos = int(searcher.products.key_to_product[key])
+        if int(key) in ignored or pos < 0 or any(pos == p for p, _ in ranked):
+            continue
+        ranked.append((pos, float(score)))
+        if len(ranked) == want:
+            break
+    return ranked
 
 
 MIN_NEGATIVES = 4  # fewer no-product scenes than this: the negatives rules are not tried
@@ -250,16 +278,18 @@ def candidate_rules(settings: NoMatchSettings, negatives: bool) -> list[str]:
 
 def calibrate_no_match(searcher: Searcher, vectors: np.ndarray, truth: np.ndarray, settings: NoMatchSettings,
                        *, source: str, seed: int = 0, negatives: np.ndarray | None = None,
-                       negatives_file: str = "negatives.npy") -> tuple[NoMatchRule | None, float, dict]:
+                       negatives_file: str = "negatives.npy", skip: Sequence[np.ndarray | None] | None = None
+                       ) -> tuple[NoMatchRule | None, float, dict]:
     """Fit the rule on calibration queries (embeddings + their product positions) and,
     optionally, embeddings of no-product scenes.
     -> (rule or None when the data cannot support one, the flat min_score, report).
-    A rule that uses the negatives names `negatives_file`: the caller ships them there."""
+    A rule that uses the negatives names `negatives_file`: the caller ships them there.
+    `skip`: per query, index keys it is ranked without (calibration_scores)."""
     products = searcher.products
     use_neg = negatives is not None and len(negatives) >= MIN_NEGATIVES
     if settings.rule is not None and RULES[settings.rule][2] and not use_neg:
         raise ExportError(f"no-match rule {settings.rule!r} needs {MIN_NEGATIVES}+ --negatives photos")
-    sc = calibration_scores(searcher, vectors, np.asarray(truth), negatives if use_neg else None)
+    sc = calibration_scores(searcher, vectors, np.asarray(truth), negatives if use_neg else None, skip)
     ng = negative_scores(searcher, negatives) if use_neg else None
     n_correct = int((sc.top == sc.truth).sum())
     if len(products) < 3 or n_correct < MIN_CORRECT:
