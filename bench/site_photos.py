@@ -117,7 +117,7 @@ def write_markdown(result: dict, path: Path) -> None:
                 "negatives (`export --base B --negatives DIR`). "
                 if r.get("store_scenes") else "")
              + ("*+ store calibration*: the k site photos of each product join the calibration photos the rule "
-                "is fitted on, each ranked without its own index entries (`export --calibration-photos`). "
+                "is fitted on, each ranked without its own index entries (measured on dev and dropped: no export option). "
                 if r.get("store_calibration") else "")
              + f"95 % bootstrap intervals: {stats.ROUNDS} resamples, seed {stats.SEED}. Nothing is chosen from "
              "these figures; the shipped bundle is unchanged.", ""]
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                          "`export --base B --negatives DIR` does")
     ap.add_argument("--store-calibration", action="store_true",
                     help="also measure each k > 0 with the k site photos of each product joining the calibration "
-                         "photos, each scored without its own index entries, as `export --calibration-photos` does")
+                         "photos, each scored without its own index entries (measured on dev and dropped: the export has no "
+                         "such option; docs/benchmarks/README.md)")
     ap.add_argument("--link-site-photos", default=None, metavar="DIR",
                     help="only write links to the site photos into DIR (a new folder), for export --distill-images, "
                          "and stop")

@@ -343,3 +343,24 @@ def test_the_calibration_measures_a_rule_with_the_shared_figures():
     loose = _figures(sc, fit, None)
     assert _objective(loose, NoMatchSettings(refuse_wrong=True)) == 0.25  # (unknowns 0.5 + wrong 0.0) / 2
     assert _objective(loose, NoMatchSettings()) == 0.5  # the default: unknowns (and negatives) only
+
+
+def test_a_store_photo_in_the_catalog_is_scored_without_its_own_entry():
+    # products a and b: a has a studio image (key 0) and a shelf photo (key 2); b one image (key 1)
+    vecs = np.array([[1, 0, 0], [0, 1, 0], [0.6, 0, 0.8]], np.float32)
+    table = ProductTable.from_products([Product(id="a", name="a", keys=(0, 2)), Product(id="b", name="b", keys=(1,)),
+                                        Product(id="c", name="c", keys=(3,))], 4)
+    vecs = np.vstack([vecs, [[0, 0.6, -0.8]]]).astype(np.float32)
+    s = Searcher(encoder=FixedEncoder(), index=VectorIndex.build(vecs, dtype="f32"), products=table,
+                 preprocess_cfg=PreprocessCfg(size=(8, 8)))
+    shelf = vecs[2:3]
+    plain = calibration_scores(s, shelf, np.array([0]))
+    assert plain.top[0] == 0 and plain.s1[0] == pytest.approx(1.0)  # it finds itself
+    alone = calibration_scores(s, shelf, np.array([0]), skip=[np.array([2])])
+    # without key 2: a scores by its studio image (0.6), b 0 and c -0.64 (0 · 0 + 0.6 · 0 + 0.8 · -0.8)
+    assert alone.top[0] == 0 and alone.s1[0] == pytest.approx(0.6)
+    assert alone.s2[0] == pytest.approx(0.0) and alone.alt_top[0] == 1
+    assert alone.alt_s1[0] == pytest.approx(0.0) and alone.alt_s2[0] == pytest.approx(-0.64)
+    # a query with nothing to skip (None, or an empty set) ranks as before
+    mixed = calibration_scores(s, np.vstack([shelf, shelf]), np.array([0, 0]), skip=[None, np.array([], int)])
+    assert (mixed.s1 == plain.s1[0]).all()
