@@ -213,24 +213,26 @@ def _wrong_names(outcomes: NoMatchOutcomes, idx: np.ndarray) -> dict:
 
 
 def _rule_figures(searcher: Searcher, known: tuple[np.ndarray, list[str]], unknown: np.ndarray,
-                  negatives: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> dict:
-    """The searcher's own rule on val photos of kept products, of left-out ones, and on no-product sets."""
+                  negatives: dict[str, np.ndarray], idx: dict[str, np.ndarray], outcomes: bool = False):
+    """The searcher's own rule on val photos of kept products, of left-out ones, and on no-product sets.
+    `outcomes`: -> (figures, {"photos": NoMatchOutcomes, each no-product set: its refused flags})."""
     rejected, right = [], []
     for v, pid in zip(*known):
         top = searcher.search_vector(v, k=1, min_score=RANK_ALL)[0][0].id
         rejected.append(not searcher.search_vector(v, k=1)[0])
         right.append(top == pid)
     refuse = lambda vecs: np.asarray([not searcher.search_vector(v, k=1)[0] for v in vecs], bool)  # noqa: E731
-    outcomes = NoMatchOutcomes(right=right, refused=rejected, unknown_refused=refuse(unknown))
-    shares = outcomes.shares()
+    photos = NoMatchOutcomes(right=right, refused=rejected, unknown_refused=refuse(unknown))
+    shares = photos.shares()
     out = {"raw_recall@1": _ci(shares["top1"], idx["known"]),
            "answered_right": _ci(shares["answered_right"], idx["known"]),
            "false_reject_of_correct": _ci(shares["false_reject_of_correct"], idx["known"]),
            "unknown_rejected": _ci(shares["reject_recall"], idx["unknown"]),
-           **_wrong_names(outcomes, idx["all"])}
-    for name, vecs in negatives.items():
-        out[f"{name}_rejected"] = _refused(refuse(vecs), idx[name])
-    return out
+           **_wrong_names(photos, idx["all"])}
+    flags = {name: refuse(vecs) for name, vecs in negatives.items()}
+    for name, refused in flags.items():
+        out[f"{name}_rejected"] = _refused(refused, idx[name])
+    return (out, {"photos": photos, **flags}) if outcomes else out
 
 
 BUDGETS = (0.05, 0.1, 0.2, 0.3)  # false-reject budgets the export's rule is also fitted to (no_match.budgets)

@@ -90,6 +90,60 @@ def _with_site_calibration(store: Searcher, queries: np.ndarray, truth: np.ndarr
     return np.concatenate(vecs).astype(np.float32), np.asarray(own_truth), skip
 
 
+POOLED = ("answered_right", "false_reject_of_correct", "unknown_rejected", "named_wrong", "right_when_named",
+          "split_scenes_rejected")
+
+
+def _rotation(args, ids: list[str], draw, say) -> dict:
+    """Every row again over `args.rotate` draws whose left-out sets partition the catalog (seeded), the rule
+    refitted in each as the export would for that store; outcomes pooled over the draws. Intervals resample
+    products (a product's photos, in every draw, together: whether an unknown product is refused is a
+    property of the product more than of one photo) and scenes (each with all its draws)."""
+    from edge_search.evaluation.no_match import NoMatchOutcomes
+
+    order = np.random.default_rng([args.seed, 91]).permutation(len(ids))
+    groups = [sorted(ids[i] for i in g) for g in np.array_split(order, args.rotate)]
+    per_draw: dict[str, list] = {}
+    known_images, unknown_images, known_ids, unknown_ids = [], [], [], []
+    for n, group in enumerate(groups):
+        _, outcomes = draw(set(group), query_scenes=False)
+        known_images += outcomes["images"]["known"]
+        unknown_images += outcomes["images"]["unknown"]
+        known_ids += outcomes["products"]["known"]
+        unknown_ids += outcomes["products"]["unknown"]
+        for name, o in outcomes.items():
+            if name not in ("queries", "images", "products"):
+                per_draw.setdefault(name, []).append(o)
+        say(f"rotation draw {n + 1} of {len(groups)}: done")
+    known_c, unknown_c = np.asarray(known_ids, object), np.asarray(unknown_ids, object)
+    clusters = {"known": known_c, "unknown": unknown_c, "all": np.concatenate([known_c, unknown_c])}
+    rows = {}
+    for name, draws in per_draw.items():
+        photos = NoMatchOutcomes(
+            right=np.concatenate([d["photos"].right for d in draws]),
+            refused=np.concatenate([d["photos"].refused for d in draws]),
+            unknown_refused=np.concatenate([d["photos"].unknown_refused for d in draws]),
+            negatives_refused=np.concatenate([d["split_scenes"] for d in draws]))
+        scene_c = np.tile(np.arange(len(draws[0]["split_scenes"])), len(draws))
+        shares = photos.shares()
+
+        def fig(share: str, over: np.ndarray, stream: int) -> dict:
+            sh = shares[share]
+            return stats.clustered_share(sh.hits, sh.within, over, stream=stream).to_json()
+
+        rows[name] = {"answered_right": fig("answered_right", clusters["known"], 14),
+                      "false_reject_of_correct": fig("false_reject_of_correct", clusters["known"], 14),
+                      "unknown_rejected": fig("reject_recall", clusters["unknown"], 15),
+                      "named_wrong": fig("named_wrong", clusters["all"], 18),
+                      "right_when_named": fig("right_when_named", clusters["all"], 18),
+                      "split_scenes_rejected": fig("negative_reject", scene_c, 16),
+                      "unknown_rejected_by_draw": [round(float(d["photos"].shares()["reject_recall"].value), 4)
+                                                   for d in draws],
+                      "photos": {"known": int(len(set(known_images))), "unknown": int(len(unknown_images)),
+                                 "known_measured": int(len(photos.right))}}
+    return {"draws": len(groups), "left_out": groups, "rows": rows}
+
+
 def write_markdown(result: dict, path: Path) -> None:
     r, split = result, result["split"]
     lines = [f"# Photos from the kiosk's own store ({split})", "",
@@ -134,6 +188,28 @@ def write_markdown(result: dict, path: Path) -> None:
             "right_when_named", "split_scenes_rejected", "query_scenes_rejected")] + \
             [stats.fmt(x["auc_top1_right_vs_wrong"], pct=False)]
         lines.append("| " + " | ".join(cells) + " |")
+    rot = r.get("rotation")
+    if rot:
+        lines += ["", f"### Every product left out once ({rot['draws']} draws)", "",
+                  f"The same rows over {rot['draws']} draws whose left-out products partition the catalog "
+                  f"(a seeded permutation, {min(map(len, rot['left_out']))}–{max(map(len, rot['left_out']))} "
+                  "products each; the table above left out the run's own set, not one of these): in each the "
+                  "store's catalog, its site photos and the rule are those of that store, fitted as above. Each "
+                  f"draw's outcomes are pooled: every {split} photo is an unknown-product query once, and a kept "
+                  f"product's query counts once per draw that keeps it; *{split} scenes*: the same 300 scenes in "
+                  "every draw. Intervals resample products (each with all its photos in every draw) and scenes: "
+                  "whether an unknown product is refused belongs to the product more than to one photo. *Unknown "
+                  "refused by "
+                  "draw*: the lowest and highest draw.", ""]
+        head2 = ["k", "answered right", "refused of correct", "unknown refused", "unknown refused by draw",
+                 "named wrong", "right when named", f"{split} scenes refused", "photos (known / unknown)"]
+        lines += ["| " + " | ".join(head2) + " |", "|" + "---|" * len(head2)]
+        for k, x in rot["rows"].items():
+            each = x["unknown_rejected_by_draw"]
+            cells = [k] + [stats.fmt(x.get(f)) for f in POOLED[:3]] + \
+                [f"{100 * min(each):.1f} – {100 * max(each):.1f} %"] + [stats.fmt(x.get(f)) for f in POOLED[3:]] + \
+                [f"{x['photos']['known']} / {x['photos']['unknown']}"]  # distinct photos
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Targets (issue #12, the bundle's rule): correctly named photos refused ≤ 5 %, unknown products "
                   "refused ≥ 50 %, non-product photos refused ≥ 90 %.", "",
               f"Run time {r['seconds']:.0f} s."]
@@ -159,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure each k > 0 with the k site photos of each product joining the calibration "
                          "photos, each scored without its own index entries (measured on dev and dropped: the export has no "
                          "such option; docs/benchmarks/README.md)")
+    ap.add_argument("--rotate", type=int, default=0, metavar="N",
+                    help="also measure every row over N draws of left-out products that take each product out once "
+                         "(a seeded partition of the catalog), pooled: every photo of the split is an unknown "
+                         "query once")
     ap.add_argument("--link-site-photos", default=None, metavar="DIR",
                     help="only write links to the site photos into DIR (a new folder), for export --distill-images, "
                          "and stop")
@@ -166,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="the run's --seed")
     args = ap.parse_args(argv)
-    if args.site < 1 or args.store_scenes < 0:
-        ap.error("--site must be at least 1 and --store-scenes at least 0")
+    if args.site < 1 or args.store_scenes < 0 or args.rotate < 0 or args.rotate == 1:
+        ap.error("--site must be at least 1, --store-scenes at least 0 and --rotate 0 or at least 2")
     run, out = Path(args.run), Path(args.out) if args.out else None
     report_path = run / "report.json"
     if not report_path.is_file() or not (run / "bundle" / "manifest.json").is_file():
@@ -230,27 +310,16 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
         blocks["views"] = index_view_blocks(student.encoder, catalog_images, s_pp, args.seed)
     bundle_catalog = np.concatenate([blocks[b] for b in m.index.catalog_encoder.split("+")])
 
-    left_out = set(report["no_match"]["left_out"])
-    kept = [i for i, p in enumerate(products) if p.id not in left_out]
     rows = read_queries(run / "data" / f"{args.split}.csv")
-    sites, known, unknown = site_split(rows, args.site, left_out, last=args.site_from == "last")
-    # a site photo is embedded as the export embeds a catalog image: by each of the bundle's catalog encoders
-    # (teacher and/or student; a "+views" bundle's extra mild views of it are not added here)
-    site_images = {pid: [load_image(r.image) for r in rs] for pid, rs in sites.items()}
-    t_site = {pid: _embed(t_enc, imgs, t_pp) for pid, imgs in site_images.items()}
-    s_site = {pid: _embed(student.encoder, imgs, s_pp) for pid, imgs in site_images.items()}
-    by_encoder = {"teacher": t_site, "student": s_site}
-    site_vecs = {pid: np.stack([by_encoder[b][pid] for b in m.index.catalog_encoder.split("+") if b != "views"], 1)
-                 for pid in sites}  # (photos, encoders, dim)
-    say(f"{sum(map(len, sites.values()))} site photos of {len(sites)} products; {len(known)} known and "
-        f"{len(unknown)} unknown queries")
-    known_vecs = _embed(student.encoder, [load_image(r.image) for r in known], s_pp)
-    unknown_vecs = _embed(student.encoder, [load_image(r.image) for r in unknown], s_pp)
-    all_rows = known + unknown
-    all_vecs = np.concatenate([known_vecs, unknown_vecs])
-    all_ids = [r.id for r in all_rows]
-    t_queries = _embed(t_enc, [load_image(r.image) for r in all_rows], t_pp)
-    known_set = (known_vecs, [r.id for r in known])
+    # every photo of the split embedded once, by the student (a query; a site photo's student entry) and the
+    # teacher (its own queries; a site photo's teacher entry): each draw of left-out products only selects
+    images = {r.image: load_image(r.image) for r in rows}
+    paths = list(images)
+    s_emb = dict(zip(paths, _embed(student.encoder, list(images.values()), s_pp)))
+    t_emb = dict(zip(paths, _embed(t_enc, list(images.values()), t_pp)))
+    del images
+    encoders = [b for b in m.index.catalog_encoder.split("+") if b != "views"]
+    by_encoder = {"teacher": t_emb, "student": s_emb}
 
     # the export's calibration photos: its held-back share of the fit photos (grocery.py does the same)
     fin = m.teacher.get("finetune") or {}
@@ -260,69 +329,108 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     cal_truth = labeled.products[held]
     train_dir = next(iter(sorted((run / "negatives").glob("train-*"))), None)
     train_negs = _embed(student.encoder, read_negatives(train_dir, args.seed, False), s_pp) if train_dir else None
-    # no-product scenes of the split as grocery.py cuts them (from any of its photos, the site photos too),
-    # and scenes cut from the query photos only: no source photo shared with the site photos or their scenes
+    # no-product scenes of the split as grocery.py cuts them (from any of its photos, the site photos too)
     split_dir = build_negatives(Path(report["dataset"]["data"]),
                                 out / "negatives" / f"{args.split}-300-seed{args.seed}",
                                 split=args.split, count=300, seed=args.seed)
+    split_scenes = _embed(student.encoder, [load_image(p) for p in split_dir], s_pp)
     embed_scenes = lambda photos, n, stream: _embed(student.encoder, [img for _, img in scenes(  # noqa: E731
         photos, n, np.random.default_rng([args.seed, stream]))], s_pp)
-    no_product = {"split_scenes": _embed(student.encoder, [load_image(p) for p in split_dir], s_pp),
-                  "query_scenes": embed_scenes([r.image for r in all_rows], 300, 41)}
-    store_negs = embed_scenes([r.image for rs in sites.values() for r in rs], args.store_scenes, 42) \
-        if args.store_scenes else None
-    idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
-           "all": stats.resamples(len(known) + len(unknown), stream=8),
-           "split_scenes": stats.resamples(len(no_product["split_scenes"]), stream=6),
-           "query_scenes": stats.resamples(len(no_product["query_scenes"]), stream=9)}
-    all_idx = stats.resamples(len(all_rows), stream=1)
-    # the store's bundle holds the kept products only: the export drops the calibration photos of the others
-    position = {products[i].id: j for j, i in enumerate(kept)}
     ids = [p.id for p in products]
-    cal_kept = np.asarray([ids[t] in position for t in cal_truth])
-    cal_kept_truth = np.asarray([position[ids[t]] for t in cal_truth[cal_kept]])
 
-    def measured(k: int, negatives: np.ndarray | None, store_calibration: bool = False) -> dict:
-        extra = {pid: v[:k].reshape(-1, v.shape[-1]) for pid, v in site_vecs.items()} if k else None
-        full = _searcher(student.encoder, bundle_catalog, products, s_pp, extra=extra)
-        store = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, extra=extra)
-        # the rule as `export --base` fits it: every candidate at the same budget, the best at 2-fold
-        # cross-validation, on the calibration photos of the store's products and the negatives given
-        queries, truth, skip = cal_vecs[cal_kept], cal_kept_truth, None
-        if store_calibration:  # the site photos join them, each ranked without its own index entries
-            queries, truth, skip = _with_site_calibration(store, queries, truth, s_site, k,
-                                                          m.index.catalog_encoder)
-        rule, floor, fit = calibrate_no_match(store, queries, truth, NoMatchSettings(),
-                                              source="bench", seed=args.seed, negatives=negatives, skip=skip)
-        # too few correctly named calibration photos (a miniature): no rule, as the export then ships none
-        ruled = store if rule is None else _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept,
-                                                     calibration=rule, min_score=floor, negatives=negatives,
-                                                     extra=extra)
-        sc = _scores(store, known_vecs, None)
-        right = sc["top"] == np.asarray(known_set[1], object)
-        s_hits = _ranks(full, all_vecs, all_ids) < 1
-        # the teacher alone (PyTorch), its own catalog plus its own embeddings of the same shelf photos
-        teacher_full = _searcher(t_enc, t_cat, products, t_pp, extra={pid: v[:k] for pid, v in t_site.items()}
-                                 if k else None)
-        t_hits = _ranks(teacher_full, t_queries, all_ids) < 1
-        return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit.get("rule"),
-                "recall@1_all_products": stats.share(s_hits, all_idx).to_json(),
-                "teacher_recall@1_all_products": stats.share(t_hits, all_idx).to_json(),
-                "student_over_teacher_recall@1": stats.ratio(s_hits, t_hits, all_idx).to_json(3),
-                **_rule_figures(ruled, known_set, unknown_vecs, no_product, idx),
-                "auc_top1_right_vs_wrong": stats.auc(sc[SEPARATORS[0]], right, idx["known"]).to_json(3)}
+    def draw(left_out: set[str], *, query_scenes: bool) -> tuple[dict, dict]:
+        """Every k (and its store-scenes / store-calibration variants) with `left_out` out of the store:
+        -> ({row: figures}, {row: the rule's outcomes photo by photo, for pooling draws})."""
+        kept = [i for i, p in enumerate(products) if p.id not in left_out]
+        sites, known, unknown = site_split(rows, args.site, left_out, last=args.site_from == "last")
+        # a site photo is embedded as the export embeds a catalog image: by each of the bundle's catalog
+        # encoders (teacher and/or student; a "+views" bundle's extra mild views of it are not added here)
+        t_site = {pid: np.stack([t_emb[r.image] for r in rs]) for pid, rs in sites.items()}
+        s_site = {pid: np.stack([s_emb[r.image] for r in rs]) for pid, rs in sites.items()}
+        site_vecs = {pid: np.stack([np.stack([by_encoder[b][r.image] for b in encoders]) for r in rs])
+                     for pid, rs in sites.items()}  # (photos, encoders, dim)
+        known_vecs = np.stack([s_emb[r.image] for r in known])
+        unknown_vecs = np.stack([s_emb[r.image] for r in unknown])
+        all_rows = known + unknown
+        all_vecs = np.concatenate([known_vecs, unknown_vecs])
+        all_ids = [r.id for r in all_rows]
+        t_queries = np.stack([t_emb[r.image] for r in all_rows])
+        known_set = (known_vecs, [r.id for r in known])
+        # and scenes cut from the query photos only: no source photo shared with the site photos or their scenes
+        no_product = {"split_scenes": split_scenes}
+        if query_scenes:
+            no_product["query_scenes"] = embed_scenes([r.image for r in all_rows], 300, 41)
+        store_negs = embed_scenes([r.image for rs in sites.values() for r in rs], args.store_scenes, 42) \
+            if args.store_scenes else None
+        idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
+               "all": stats.resamples(len(known) + len(unknown), stream=8),
+               "split_scenes": stats.resamples(len(split_scenes), stream=6)}
+        if query_scenes:
+            idx["query_scenes"] = stats.resamples(len(no_product["query_scenes"]), stream=9)
+        all_idx = stats.resamples(len(all_rows), stream=1)
+        # the store's bundle holds the kept products only: the export drops the calibration photos of the others
+        position = {products[i].id: j for j, i in enumerate(kept)}
+        cal_kept = np.asarray([ids[t] in position for t in cal_truth])
+        cal_kept_truth = np.asarray([position[ids[t]] for t in cal_truth[cal_kept]])
 
-    by_k = {}
-    for k in range(args.site + 1):
-        by_k[str(k)] = measured(k, train_negs)
-        if k and store_negs is not None:
-            by_k[f"{k} + store scenes"] = measured(k, join_scenes(store_negs, train_negs, args.seed))
-        if k and args.store_calibration:
-            by_k[f"{k} + store calibration"] = measured(k, train_negs, store_calibration=True)
-            if store_negs is not None:
-                by_k[f"{k} + store scenes + store calibration"] = measured(
-                    k, join_scenes(store_negs, train_negs, args.seed), store_calibration=True)
-        say(f"k = {k}: done")
+        def measured(k: int, negatives: np.ndarray | None, store_calibration: bool = False) -> tuple[dict, dict]:
+            extra = {pid: v[:k].reshape(-1, v.shape[-1]) for pid, v in site_vecs.items()} if k else None
+            full = _searcher(student.encoder, bundle_catalog, products, s_pp, extra=extra)
+            store = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, extra=extra)
+            # the rule as `export --base` fits it: every candidate at the same budget, the best at 2-fold
+            # cross-validation, on the calibration photos of the store's products and the negatives given
+            queries, truth, skip = cal_vecs[cal_kept], cal_kept_truth, None
+            if store_calibration:  # the site photos join them, each ranked without its own index entries
+                queries, truth, skip = _with_site_calibration(store, queries, truth, s_site, k,
+                                                              m.index.catalog_encoder)
+            rule, floor, fit = calibrate_no_match(store, queries, truth, NoMatchSettings(),
+                                                  source="bench", seed=args.seed, negatives=negatives, skip=skip)
+            # too few correctly named calibration photos (a miniature): no rule, as the export then ships none
+            ruled = store if rule is None else _searcher(student.encoder, bundle_catalog, products, s_pp,
+                                                         keep=kept, calibration=rule, min_score=floor,
+                                                         negatives=negatives, extra=extra)
+            sc = _scores(store, known_vecs, None)
+            right = sc["top"] == np.asarray(known_set[1], object)
+            s_hits = _ranks(full, all_vecs, all_ids) < 1
+            # the teacher alone (PyTorch), its own catalog plus its own embeddings of the same shelf photos
+            teacher_full = _searcher(t_enc, t_cat, products, t_pp,
+                                     extra={pid: v[:k] for pid, v in t_site.items()} if k else None)
+            t_hits = _ranks(teacher_full, t_queries, all_ids) < 1
+            figures, outcomes = _rule_figures(ruled, known_set, unknown_vecs, no_product, idx, outcomes=True)
+            return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit.get("rule"),
+                    "recall@1_all_products": stats.share(s_hits, all_idx).to_json(),
+                    "teacher_recall@1_all_products": stats.share(t_hits, all_idx).to_json(),
+                    "student_over_teacher_recall@1": stats.ratio(s_hits, t_hits, all_idx).to_json(3),
+                    **figures,
+                    "auc_top1_right_vs_wrong": stats.auc(sc[SEPARATORS[0]], right, idx["known"]).to_json(3)}, \
+                outcomes
+
+        by_k, kept_outcomes = {}, {}
+        for k in range(args.site + 1):
+            by_k[str(k)], kept_outcomes[str(k)] = measured(k, train_negs)
+            if k and store_negs is not None:
+                name = f"{k} + store scenes"
+                by_k[name], kept_outcomes[name] = measured(k, join_scenes(store_negs, train_negs, args.seed))
+            if k and args.store_calibration:
+                name = f"{k} + store calibration"
+                by_k[name], kept_outcomes[name] = measured(k, train_negs, store_calibration=True)
+                if store_negs is not None:
+                    name = f"{k} + store scenes + store calibration"
+                    by_k[name], kept_outcomes[name] = measured(
+                        k, join_scenes(store_negs, train_negs, args.seed), store_calibration=True)
+        return by_k, kept_outcomes | {"queries": {"known": len(known), "unknown": len(unknown),
+                                                  "all_products": len(all_rows)},
+                                      "images": {"known": [r.image for r in known],
+                                                 "unknown": [r.image for r in unknown]},
+                                      "products": {"known": [r.id for r in known],
+                                                   "unknown": [r.id for r in unknown]}}
+
+    left_out = set(report["no_match"]["left_out"])
+    by_k, first = draw(left_out, query_scenes=True)
+    say(f"the run's left-out products: done ({first['queries']})")
+    rotation = None
+    if args.rotate:
+        rotation = _rotation(args, [p.id for p in products], draw, say)
 
     command = ".venv/bin/python bench/site_photos.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -330,7 +438,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
               "split": args.split, "site_from": args.site_from, "store_scenes": args.store_scenes,
               "store_calibration": args.store_calibration,
               "left_out": sorted(left_out),
-              "queries": {"known": len(known), "unknown": len(unknown), "all_products": len(all_rows)},
+              "queries": first["queries"], "rotation": rotation,
               "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,
               "seconds": round(time.perf_counter() - t_start, 1)}
     out.mkdir(parents=True, exist_ok=True)

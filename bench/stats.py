@@ -50,6 +50,23 @@ def share(hits: np.ndarray, idx: np.ndarray | None = None, *, within: np.ndarray
     return Estimate(value, float(low), float(high), int(within.sum()))
 
 
+def clustered_share(hits: np.ndarray, within: np.ndarray, clusters: np.ndarray, stream: int = 0) -> Estimate:
+    """The share of True in `hits` among `within`, where rows of one cluster (the same photo measured in
+    several draws) are resampled together: the clusters are drawn with replacement, not the rows."""
+    hits, within = np.asarray(hits, bool), np.asarray(within, bool)
+    _, c = np.unique(np.asarray(clusters), return_inverse=True)
+    num = np.bincount(c, weights=hits & within)
+    den = np.bincount(c, weights=within)
+    value = float(num.sum() / den.sum()) if den.sum() else float("nan")
+    idx = resamples(len(num), stream=stream)
+    n, d = num[idx].sum(1), den[idx].sum(1)
+    boot = n[d > 0] / d[d > 0]
+    if not len(boot):
+        return Estimate(value, float("nan"), float("nan"), int(within.sum()))
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return Estimate(value, float(low), float(high), int(within.sum()))
+
+
 def ratio(a: np.ndarray, b: np.ndarray, idx: np.ndarray | None = None) -> Estimate:
     """mean(a) / mean(b) over the same rows (paired), e.g. student hits / teacher hits."""
     a, b = np.asarray(a, float), np.asarray(b, float)

@@ -160,7 +160,8 @@ def test_grocery_bench_miniature(tmp_path):
     # photo goes to the index, the left-out product's photos are all unknown queries
     site = tmp_path / "site"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "site_photos.py"), "--run", str(out), "--split", "dev",
-                           "--site", "1", "--store-scenes", "6", "--teacher", MINI[3], "--out", str(site)],
+                           "--site", "1", "--store-scenes", "6", "--rotate", "2", "--teacher", MINI[3],
+                           "--out", str(site)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sp = json.loads((site / "result.json").read_text())
@@ -171,6 +172,13 @@ def test_grocery_bench_miniature(tmp_path):
                                                          "all_products": len(dev_ids) - 3}
     assert {kk: x["photos_added"] for kk, x in sp["by_k"].items()} == {"0": 0, "1": 3, "1 + store scenes": 3}
     assert "bench/site_photos.py --run" in (site / "site-photos.md").read_text()
+    # --rotate 2: two left-out sets of two products that together are the catalog; every dev photo is an
+    # unknown query once, and a product's first dev photo is a shelf photo whenever it is kept
+    rot = sp["rotation"]
+    assert sorted(sum(rot["left_out"], [])) == sorted(set(dev_ids)) and list(map(len, rot["left_out"])) == [2, 2]
+    assert rot["rows"]["1"]["photos"] == {"known": len(dev_ids) - 4, "unknown": len(dev_ids),
+                                          "known_measured": len(dev_ids) - 4}
+    assert "### Every product left out once (2 draws)" in (site / "site-photos.md").read_text()
     k = r["k_photos"]["by_k"]
     assert {kk: x["photos_added"] for kk, x in k.items()} == {"0": 0, "1": 4, "3": 12, "5": 20}
     assert k["0"]["val_recall@1_all_products"] == cat[r["export"]["index"]["catalog_encoder"]]["val_recall@1"]

@@ -52,3 +52,25 @@ def test_not_a_grocery_run_is_one_argparse_line_and_writes_nothing(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "nothing" in err and "not a bench/grocery.py --out" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_clustered_share_resamples_whole_clusters():
+    from bench.stats import clustered_share
+
+    # product a: both photos right, b: both wrong; resampling products gives 0, 1/2 or 1, never 1/4 or 3/4
+    e = clustered_share([True, True, False, False], [True] * 4, ["a", "a", "b", "b"])
+    assert e.value == 0.5 and (e.low, e.high) == (0.0, 1.0) and e.n == 4
+    # `within` leaves rows out of numerator and denominator alike: a's second photo does not count
+    e = clustered_share([True, False, False, True], [True, False, True, True], ["a", "a", "b", "b"])
+    assert e.value == pytest.approx(2 / 3) and e.n == 3
+    # one cluster per row: every resample is a share of the rows, and 3 of 4 stays the value
+    assert clustered_share([True, True, True, False], [True] * 4, [0, 1, 2, 3]).value == 0.75
+
+
+def test_rotate_needs_two_draws_or_none(tmp_path, capsys):
+    from bench.site_photos import main
+
+    with pytest.raises(SystemExit):
+        main(["--run", str(tmp_path), "--out", str(tmp_path / "o"), "--rotate", "1"])
+    assert "--rotate 0 or at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
