@@ -235,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure each k > 0 with the k site photos of each product joining the calibration "
                          "photos, each scored without its own index entries (measured on dev and dropped: the export has no "
                          "such option; docs/benchmarks/README.md)")
+    ap.add_argument("--store-shift", action="store_true",
+                    help="also measure k = 0 and k = SITE with every photo moved by its store's mean: the split's "
+                         "photos (queries, scenes) by the site photos' mean minus the catalog's, the calibration "
+                         "photos and train negatives by their own mean minus the catalog's (not an export option)")
     ap.add_argument("--rotate", type=int, default=0, metavar="N",
                     help="also measure every row over N draws of left-out products that take each product out once "
                          "(a seeded partition of the catalog), pooled: every photo of the split is an unknown "
@@ -349,37 +353,52 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
         s_site = {pid: np.stack([s_emb[r.image] for r in rs]) for pid, rs in sites.items()}
         site_vecs = {pid: np.stack([np.stack([by_encoder[b][r.image] for b in encoders]) for r in rs])
                      for pid, rs in sites.items()}  # (photos, encoders, dim)
-        known_vecs = np.stack([s_emb[r.image] for r in known])
-        unknown_vecs = np.stack([s_emb[r.image] for r in unknown])
+        known_v = np.stack([s_emb[r.image] for r in known])
+        unknown_v = np.stack([s_emb[r.image] for r in unknown])
         all_rows = known + unknown
-        all_vecs = np.concatenate([known_vecs, unknown_vecs])
         all_ids = [r.id for r in all_rows]
+        known_ids = [r.id for r in known]
         t_queries = np.stack([t_emb[r.image] for r in all_rows])
-        known_set = (known_vecs, [r.id for r in known])
         # and scenes cut from the query photos only: no source photo shared with the site photos or their scenes
-        no_product = {"split_scenes": split_scenes}
+        no_product_v = {"split_scenes": split_scenes}
         if query_scenes:
-            no_product["query_scenes"] = embed_scenes([r.image for r in all_rows], 300, 41)
+            no_product_v["query_scenes"] = embed_scenes([r.image for r in all_rows], 300, 41)
         store_negs = embed_scenes([r.image for rs in sites.values() for r in rs], args.store_scenes, 42) \
             if args.store_scenes else None
         idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
                "all": stats.resamples(len(known) + len(unknown), stream=8),
                "split_scenes": stats.resamples(len(split_scenes), stream=6)}
         if query_scenes:
-            idx["query_scenes"] = stats.resamples(len(no_product["query_scenes"]), stream=9)
+            idx["query_scenes"] = stats.resamples(len(no_product_v["query_scenes"]), stream=9)
         all_idx = stats.resamples(len(all_rows), stream=1)
         # the store's bundle holds the kept products only: the export drops the calibration photos of the others
         position = {products[i].id: j for j, i in enumerate(kept)}
         cal_kept = np.asarray([ids[t] in position for t in cal_truth])
         cal_kept_truth = np.asarray([position[ids[t]] for t in cal_truth[cal_kept]])
+        cal_v = cal_vecs[cal_kept]
 
-        def measured(k: int, negatives: np.ndarray | None, store_calibration: bool = False) -> tuple[dict, dict]:
+        def measured(k: int, negatives: np.ndarray | None, store_calibration: bool = False,
+                     shift: bool = False) -> tuple[dict, dict]:
             extra = {pid: v[:k].reshape(-1, v.shape[-1]) for pid, v in site_vecs.items()} if k else None
+            known_vecs, unknown_vecs, no_product, cal_vecs = known_v, unknown_v, no_product_v, cal_v
+            if shift:  # each store's photos moved by its mean minus the catalog's: the store's look taken out
+                mu_cat = bundle_catalog.mean(0)
+                to_cat = np.stack([v for vs in s_site.values() for v in vs]).mean(0) - mu_cat
+                cal_to_cat = cal_v.mean(0) - mu_cat
+                known_vecs, unknown_vecs = known_v - to_cat, unknown_v - to_cat
+                no_product = {name: v - to_cat for name, v in no_product_v.items()}
+                cal_vecs = cal_v - cal_to_cat
+                if negatives is not None:
+                    negatives = negatives - cal_to_cat
+                if extra:  # the shelf photos in the index are the store's photos too
+                    extra = {pid: v - to_cat for pid, v in extra.items()}
+            known_set = (known_vecs, known_ids)
+            all_vecs = np.concatenate([known_vecs, unknown_vecs])
             full = _searcher(student.encoder, bundle_catalog, products, s_pp, extra=extra)
             store = _searcher(student.encoder, bundle_catalog, products, s_pp, keep=kept, extra=extra)
             # the rule as `export --base` fits it: every candidate at the same budget, the best at 2-fold
             # cross-validation, on the calibration photos of the store's products and the negatives given
-            queries, truth, skip = cal_vecs[cal_kept], cal_kept_truth, None
+            queries, truth, skip = cal_vecs, cal_kept_truth, None
             if store_calibration:  # the site photos join them, each ranked without its own index entries
                 queries, truth, skip = _with_site_calibration(store, queries, truth, s_site, k,
                                                               m.index.catalog_encoder)
@@ -418,6 +437,9 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
                     name = f"{k} + store scenes + store calibration"
                     by_k[name], kept_outcomes[name] = measured(
                         k, join_scenes(store_negs, train_negs, args.seed), store_calibration=True)
+            if args.store_shift and k in (0, args.site):
+                name = f"{k} + store shift"
+                by_k[name], kept_outcomes[name] = measured(k, train_negs, shift=True)
         return by_k, kept_outcomes | {"queries": {"known": len(known), "unknown": len(unknown),
                                                   "all_products": len(all_rows)},
                                       "images": {"known": [r.image for r in known],
