@@ -173,6 +173,11 @@ def write_markdown(result: dict, path: Path) -> None:
              + ("*+ store calibration*: the k site photos of each product join the calibration photos the rule "
                 "is fitted on, each ranked without its own index entries (measured on dev and dropped: no export option). "
                 if r.get("store_calibration") else "")
+             + ("*+ store shift*: every photo moved by its store's mean embedding minus the catalog's (the split's "
+                "queries, scenes and shelf photos by the site photos' mean, the calibration photos and train "
+                "negatives by the calibration photos'); the teacher columns are the teacher's without a shift "
+                "(measured on dev, read on val, dropped: docs/benchmarks/README.md). "
+                if r.get("store_shift") else "")
              + f"95 % bootstrap intervals: {stats.ROUNDS} resamples, seed {stats.SEED}. Nothing is chosen from "
              "these figures; the shipped bundle is unchanged.", ""]
     head = ["k", "rule", "photos added", "R@1 (all products)", "teacher R@1", "student / teacher", "answered right",
@@ -458,7 +463,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "run": str(run), "run_command": f"`{report.get('command', '?')}`", "site": args.site,
               "split": args.split, "site_from": args.site_from, "store_scenes": args.store_scenes,
-              "store_calibration": args.store_calibration,
+              "store_calibration": args.store_calibration, "store_shift": args.store_shift,
               "left_out": sorted(left_out),
               "queries": first["queries"], "rotation": rotation,
               "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,
