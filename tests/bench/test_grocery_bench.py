@@ -179,6 +179,16 @@ def test_grocery_bench_miniature(tmp_path):
     assert rot["rows"]["1"]["photos"] == {"known": len(dev_ids) - 4, "unknown": len(dev_ids),
                                           "known_measured": len(dev_ids) - 4}
     assert "### Every product left out once (2 draws)" in (site / "site-photos.md").read_text()
+    # main-image scoring over the same two left-out sets: one floor per set and scoring, both scorings
+    mi = tmp_path / "main-image"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "main_image.py"), "--run", str(out), "--split", "dev",
+                           "--site", "1", "--rotate", "2", "--teacher", MINI[3], "--out", str(mi)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mr = json.loads((mi / "result.json").read_text())
+    assert mr["left_out"] == rot["left_out"]
+    assert {s: len(x["floors"]) for s, x in mr["rows"].items()} == {"best image": 2, "mean of best and main image": 2}
+    assert mr["rows"]["best image"]["unknown_rejected"]["n"] == len(dev_ids)
     k = r["k_photos"]["by_k"]
     assert {kk: x["photos_added"] for kk, x in k.items()} == {"0": 0, "1": 4, "3": 12, "5": 20}
     assert k["0"]["val_recall@1_all_products"] == cat[r["export"]["index"]["catalog_encoder"]]["val_recall@1"]
