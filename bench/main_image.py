@@ -29,7 +29,6 @@ import json  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,11 +38,10 @@ import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
 from bench import stats  # noqa: E402
-from bench.grocery import REFERENCE_TEACHER, TorchEncoder, _embed  # noqa: E402
-from bench.site_photos import site_split  # noqa: E402
-from edge_search.core.catalog import read_catalog  # noqa: E402
+from bench.grocery import REFERENCE_TEACHER, _embed  # noqa: E402
+from bench.pooled import partition  # noqa: E402
+from bench.site_photos import calibration_set, run_models, site_split  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
-from edge_search.core.search import Searcher  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
@@ -103,40 +101,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(args, run: Path, out: Path, report: dict) -> int:
-    import torch
-
-    from edge_search_export.config import FinetuneSettings
-    from edge_search_export.finetune import read_labeled
-    from edge_search_export.teacher import load_teacher
-
     t0 = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    student = Searcher.from_bundle(run / "bundle", threads=args.threads)
-    m, s_pp = student.manifest, student.manifest.preprocess
-    cat_rows = read_catalog(run / "data" / "catalog.csv").rows
-    ids = [r.id for r in cat_rows]
-    cat_images = [load_image(r.image) for r in cat_rows]
-    teacher = load_teacher(args.teacher, report["protocol"].get("teacher_checkpoint")
-                           or str(run / "models" / "teacher.pt"))
-    t_enc, t_pp = TorchEncoder(teacher), replace(teacher.preprocess, cv2_interpolation=s_pp.cv2_interpolation)
-    encoders = [b for b in m.index.catalog_encoder.split("+") if b != "views"]
+    rm = run_models(run, report, args.teacher, args.threads, args.seed)
+    student, s_pp = rm.student, rm.student.manifest.preprocess
+    ids = [p.id for p in rm.products]
+    encoders = [b for b in student.manifest.index.catalog_encoder.split("+") if b != "views"]
     embed = {"student": lambda imgs: _embed(student.encoder, imgs, s_pp),
-             "teacher": lambda imgs: _embed(t_enc, imgs, t_pp)}
-    cat = {e: embed[e](cat_images) for e in encoders}
-    main_vecs = [np.stack([cat[e][j] for e in encoders]) for j in range(len(ids))]
+             "teacher": lambda imgs: _embed(rm.t_enc, imgs, rm.t_pp)}
+    # each product's main image: its catalog row's vectors, one per catalog encoder, as the bundle holds them
+    n_cat = len(ids)
+    blocks = student.manifest.index.catalog_encoder.split("+")
+    main_vecs = [np.stack([rm.bundle_catalog[blocks.index(e) * n_cat + j] for e in encoders]) for j in range(n_cat)]
     rows = read_queries(run / "data" / f"{args.split}.csv")
     images = [load_image(r.image) for r in rows]
-    photo = {e: dict(zip([r.image for r in rows], embed[e](images))) for e in encoders}
-    s_photo = photo["student"] if "student" in photo else dict(zip([r.image for r in rows], embed["student"](images)))
+    photo = {e: dict(zip([r.image for r in rows], embed[e](images))) for e in set(encoders) | {"student"}}
+    s_photo = photo["student"]
     del images
-    fin = m.teacher.get("finetune") or {}
-    labeled = read_labeled(run / "data" / "fit.csv", ids)
-    _, held = labeled.split(fin.get("settings", {}).get("holdout", FinetuneSettings().holdout))
-    cal = embed["student"]([load_image(labeled.paths[i]) for i in held])
-    cal_truth = np.asarray(labeled.products[held])
+    cal, cal_truth, _ = calibration_set(run, rm, args.seed)
 
-    order = np.random.default_rng([args.seed, 91]).permutation(len(ids))
-    groups = [sorted(ids[i] for i in g) for g in np.array_split(order, args.rotate)]
+    groups = partition(ids, args.rotate, args.seed)
     pooled = {s: {"right": [], "refused": [], "unknown_refused": [], "known_ids": [], "unknown_ids": []}
               for s in SCORINGS}
     floors = {s: [] for s in SCORINGS}

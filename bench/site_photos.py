@@ -32,7 +32,7 @@ import json  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +46,7 @@ from bench.grocery import (REFERENCE_TEACHER, SEPARATORS, TorchEncoder, _embed, 
                            _scores, _searcher)
 from bench.grocery_data import _photo_number  # noqa: E402
 from bench.negatives import build_negatives, scenes  # noqa: E402
+from bench.pooled import partition, pooled_figures  # noqa: E402
 from edge_search.core.catalog import read_catalog  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.search import Searcher  # noqa: E402
@@ -95,14 +96,9 @@ POOLED = ("answered_right", "false_reject_of_correct", "unknown_rejected", "name
 
 
 def _rotation(args, ids: list[str], draw, say) -> dict:
-    """Every row again over `args.rotate` draws whose left-out sets partition the catalog (seeded), the rule
-    refitted in each as the export would for that store; outcomes pooled over the draws. Intervals resample
-    products (a product's photos, in every draw, together: whether an unknown product is refused is a
-    property of the product more than of one photo) and scenes (each with all its draws)."""
-    from edge_search.evaluation.no_match import NoMatchOutcomes
-
-    order = np.random.default_rng([args.seed, 91]).permutation(len(ids))
-    groups = [sorted(ids[i] for i in g) for g in np.array_split(order, args.rotate)]
+    """Every row again over `args.rotate` left-out sets that partition the catalog (bench/pooled.py), the
+    rule refitted in each as the export would for that store; outcomes pooled over the sets."""
+    groups = partition(ids, args.rotate, args.seed)
     per_draw: dict[str, list] = {}
     known_images, unknown_images, known_ids, unknown_ids = [], [], [], []
     for n, group in enumerate(groups):
@@ -115,32 +111,13 @@ def _rotation(args, ids: list[str], draw, say) -> dict:
             if name not in ("queries", "images", "products"):
                 per_draw.setdefault(name, []).append(o)
         say(f"rotation draw {n + 1} of {len(groups)}: done")
-    known_c, unknown_c = np.asarray(known_ids, object), np.asarray(unknown_ids, object)
-    clusters = {"known": known_c, "unknown": unknown_c, "all": np.concatenate([known_c, unknown_c])}
     rows = {}
     for name, draws in per_draw.items():
-        photos = NoMatchOutcomes(
-            right=np.concatenate([d["photos"].right for d in draws]),
-            refused=np.concatenate([d["photos"].refused for d in draws]),
-            unknown_refused=np.concatenate([d["photos"].unknown_refused for d in draws]),
-            negatives_refused=np.concatenate([d["split_scenes"] for d in draws]))
-        scene_c = np.tile(np.arange(len(draws[0]["split_scenes"])), len(draws))
-        shares = photos.shares()
-
-        def fig(share: str, over: np.ndarray, stream: int) -> dict:
-            sh = shares[share]
-            return stats.clustered_share(sh.hits, sh.within, over, stream=stream).to_json()
-
-        rows[name] = {"answered_right": fig("answered_right", clusters["known"], 14),
-                      "false_reject_of_correct": fig("false_reject_of_correct", clusters["known"], 14),
-                      "unknown_rejected": fig("reject_recall", clusters["unknown"], 15),
-                      "named_wrong": fig("named_wrong", clusters["all"], 18),
-                      "right_when_named": fig("right_when_named", clusters["all"], 18),
-                      "split_scenes_rejected": fig("negative_reject", scene_c, 16),
-                      "unknown_rejected_by_draw": [round(float(d["photos"].shares()["reject_recall"].value), 4)
-                                                   for d in draws],
+        f = pooled_figures(draws, "split_scenes", known_ids, unknown_ids)
+        rows[name] = {**{k: f[k] for k in POOLED[:5]}, "split_scenes_rejected": f["scenes_rejected"],
+                      "unknown_rejected_by_draw": f["unknown_rejected_by_set"],
                       "photos": {"known": int(len(set(known_images))), "unknown": int(len(unknown_images)),
-                                 "known_measured": int(len(photos.right))}}
+                                 "known_measured": int(len(known_images))}}
     return {"draws": len(groups), "left_out": groups, "rows": rows}
 
 
@@ -287,37 +264,74 @@ def _link_site_photos(run: Path, args, left_out: set[str], folder: Path) -> int:
     return 0
 
 
-def _measure(args, run: Path, out: Path, report: dict) -> int:
+@dataclass(frozen=True)
+class RunModels:
+    """A bench/grocery.py run's bundle (its student as the searcher's encoder), its products with their
+    catalog keys, its teacher, and the bundle's catalog vectors as grocery.py rebuilds them (an f32 exact
+    index of the same rows, block by block of the bundle's catalog encoder)."""
+
+    student: Searcher
+    products: list
+    t_enc: object
+    t_pp: object
+    t_cat: np.ndarray
+    bundle_catalog: np.ndarray
+
+
+def run_models(run: Path, report: dict, teacher_config: str, threads: int, seed: int) -> RunModels:
     import torch
 
-    from edge_search_export.calibrate import calibrate_no_match
-    from edge_search_export.config import FinetuneSettings, NoMatchSettings
-    from edge_search_export.finetune import read_labeled
     from edge_search_export.pipeline import index_view_blocks
-    from edge_search_export.scenes import join_scenes, read_negatives
     from edge_search_export.teacher import load_teacher
 
-    t_start = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    student = Searcher.from_bundle(run / "bundle", threads=args.threads)
+    torch.set_num_threads(threads)
+    student = Searcher.from_bundle(run / "bundle", threads=threads)
     m, s_pp = student.manifest, student.manifest.preprocess
     catalog_rows = read_catalog(run / "data" / "catalog.csv").rows
     n_cat = len(catalog_rows)
     products = [replace(p, keys=tuple(k for k in p.keys if k < n_cat)) for p in student.products.products]
     catalog_images = [load_image(r.image) for r in catalog_rows]
-    # the bundle's catalog vectors, as grocery.py rebuilds them (an f32 exact index of the same rows)
     s_cat = _embed(student.encoder, catalog_images, s_pp)
     # the teacher, reused (--teacher-checkpoint) or trained by the run itself and kept with its models: it
     # embeds the catalog where the bundle's does, and is the student's yardstick with shelf photos of its own
-    teacher = load_teacher(args.teacher, report["protocol"].get("teacher_checkpoint")
+    teacher = load_teacher(teacher_config, report["protocol"].get("teacher_checkpoint")
                            or str(run / "models" / "teacher.pt"))
     t_enc, t_pp = TorchEncoder(teacher), replace(teacher.preprocess, cv2_interpolation=s_pp.cv2_interpolation)
     t_cat = _embed(t_enc, catalog_images, t_pp)
     blocks = {"student": s_cat, "teacher": t_cat}
     if m.index.catalog_encoder.endswith("+views"):
-        blocks["views"] = index_view_blocks(student.encoder, catalog_images, s_pp, args.seed)
-    bundle_catalog = np.concatenate([blocks[b] for b in m.index.catalog_encoder.split("+")])
+        blocks["views"] = index_view_blocks(student.encoder, catalog_images, s_pp, seed)
+    return RunModels(student=student, products=products, t_enc=t_enc, t_pp=t_pp, t_cat=t_cat,
+                     bundle_catalog=np.concatenate([blocks[b] for b in m.index.catalog_encoder.split("+")]))
+
+
+def calibration_set(run: Path, rm: RunModels, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The export's calibration photos (its held-back share of the fit photos, as grocery.py takes them),
+    embedded by the student, their product positions, and the train negatives' embeddings (None: none)."""
+    from edge_search_export.config import FinetuneSettings
+    from edge_search_export.finetune import read_labeled
+    from edge_search_export.scenes import read_negatives
+
+    student, pp = rm.student, rm.student.manifest.preprocess
+    fin = student.manifest.teacher.get("finetune") or {}
+    labeled = read_labeled(run / "data" / "fit.csv", [p.id for p in rm.products])
+    _, held = labeled.split(fin.get("settings", {}).get("holdout", FinetuneSettings().holdout))
+    cal_vecs = _embed(student.encoder, [load_image(labeled.paths[i]) for i in held], pp)
+    train_dir = next(iter(sorted((run / "negatives").glob("train-*"))), None)
+    train_negs = _embed(student.encoder, read_negatives(train_dir, seed, False), pp) if train_dir else None
+    return cal_vecs, np.asarray(labeled.products[held]), train_negs
+
+
+def _measure(args, run: Path, out: Path, report: dict) -> int:
+    from edge_search_export.calibrate import calibrate_no_match
+    from edge_search_export.config import NoMatchSettings
+    from edge_search_export.scenes import join_scenes
+
+    t_start = time.perf_counter()
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    rm = run_models(run, report, args.teacher, args.threads, args.seed)
+    student, m, s_pp, products = rm.student, rm.student.manifest, rm.student.manifest.preprocess, rm.products
+    t_enc, t_pp, t_cat, bundle_catalog = rm.t_enc, rm.t_pp, rm.t_cat, rm.bundle_catalog
 
     rows = read_queries(run / "data" / f"{args.split}.csv")
     # every photo of the split embedded once, by the student (a query; a site photo's student entry) and the
@@ -330,14 +344,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     encoders = [b for b in m.index.catalog_encoder.split("+") if b != "views"]
     by_encoder = {"teacher": t_emb, "student": s_emb}
 
-    # the export's calibration photos: its held-back share of the fit photos (grocery.py does the same)
-    fin = m.teacher.get("finetune") or {}
-    labeled = read_labeled(run / "data" / "fit.csv", [p.id for p in products])
-    _, held = labeled.split(fin.get("settings", {}).get("holdout", FinetuneSettings().holdout))
-    cal_vecs = _embed(student.encoder, [load_image(labeled.paths[i]) for i in held], s_pp)
-    cal_truth = labeled.products[held]
-    train_dir = next(iter(sorted((run / "negatives").glob("train-*"))), None)
-    train_negs = _embed(student.encoder, read_negatives(train_dir, args.seed, False), s_pp) if train_dir else None
+    cal_vecs, cal_truth, train_negs = calibration_set(run, rm, args.seed)
     # no-product scenes of the split as grocery.py cuts them (from any of its photos, the site photos too)
     split_dir = build_negatives(Path(report["dataset"]["data"]),
                                 out / "negatives" / f"{args.split}-300-seed{args.seed}",

@@ -189,6 +189,18 @@ def test_grocery_bench_miniature(tmp_path):
     assert mr["left_out"] == rot["left_out"]
     assert {s: len(x["floors"]) for s, x in mr["rows"].items()} == {"best image": 2, "mean of best and main image": 2}
     assert mr["rows"]["best image"]["unknown_rejected"]["n"] == len(dev_ids)
+    # the shipped rules with every product left out once: the same sets; each dev photo unknown once, known
+    # once (two sets of two: a product is kept in the one set that does not leave it out)
+    un = tmp_path / "unknowns"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "unknowns.py"), "--run", str(out), "--split", "dev",
+                           "--rotate", "2", "--teacher", MINI[3], "--out", str(un)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ur = json.loads((un / "result.json").read_text())
+    assert ur["left_out"] == rot["left_out"]
+    assert ur["photos"] == {"split": len(dev_ids), "known_measured": len(dev_ids), "unknown": len(dev_ids)}
+    assert set(ur["rules"]) == set(r["no_match"]["rules"])  # the rules grocery.py fitted, no more, no fewer
+    assert "bench/unknowns.py --run" in (un / "unknowns.md").read_text()
     k = r["k_photos"]["by_k"]
     assert {kk: x["photos_added"] for kk, x in k.items()} == {"0": 0, "1": 4, "3": 12, "5": 20}
     assert k["0"]["val_recall@1_all_products"] == cat[r["export"]["index"]["catalog_encoder"]]["val_recall@1"]
