@@ -17,8 +17,11 @@ measured again with N no-product scenes cut from the site photos joined to the c
 (`export --base B --negatives DIR`). Non-product refusal is measured on the split's scenes as grocery.py
 cuts them and on scenes cut from the query photos only. Every k is measured on the same
 queries, nothing is chosen from the figures, and the models are those of the run (--run: a
-bench/grocery.py --out, its bundle, data CSVs, negatives and report.json). Writes OUT/result.json and
-a Markdown table (--md).
+bench/grocery.py --out, its bundle, data CSVs, negatives and report.json). With --rotate N every row is
+measured again over N left-out sets that partition the catalog, pooled (bench/pooled.py), so every
+photo is an unknown-product query once. --store-calibration and --store-shift measure two levers that
+were tried on dev and dropped (docs/benchmarks/README.md). Writes OUT/result.json and a Markdown table
+(--md).
 """
 
 from __future__ import annotations
