@@ -34,9 +34,9 @@ import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
 from bench import stats  # noqa: E402
-from bench.grocery import REFERENCE_TEACHER, _embed, _rule_figures, _searcher  # noqa: E402
+from bench.grocery import REFERENCE_TEACHER, _embed, _searcher, every_product_out  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
-from bench.pooled import partition, pooled_figures  # noqa: E402
+from bench.pooled import partition  # noqa: E402
 from bench.site_photos import calibration_set, run_models  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
@@ -80,7 +80,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     # the split's no-product scenes as grocery.py cuts them
     scene_dir = build_negatives(Path(report["dataset"]["data"]), out / "negatives" / f"{args.split}-300-seed{args.seed}",
                                 split=args.split, count=300, seed=args.seed)
-    scenes = {"scenes": _embed(student.encoder, [load_image(p) for p in scene_dir], pp)}
+    scenes = _embed(student.encoder, [load_image(p) for p in scene_dir], pp)
     full = _searcher(student.encoder, rm.bundle_catalog, products, pp)
     fits = {}
     for name in RULES:
@@ -92,30 +92,14 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
             fits[name] = (rule, floor)
     chosen = student.manifest.calibration.rule if student.manifest.calibration else None
     groups = partition(ids, args.rotate, args.seed)
-    draws: dict[str, list] = {name: [] for name in fits}
-    known_ids, unknown_ids = [], []
-    for n, group in enumerate(groups):
-        left = set(group)
-        kept = [i for i, pid in enumerate(ids) if pid not in left]
-        known = [i for i, r in enumerate(rows) if r.id not in left]
-        unknown = [i for i, r in enumerate(rows) if r.id in left]
-        known_ids += [rows[i].id for i in known]
-        unknown_ids += [rows[i].id for i in unknown]
-        idx = {"known": stats.resamples(len(known), stream=4), "unknown": stats.resamples(len(unknown), stream=5),
-               "all": stats.resamples(len(rows), stream=8), "scenes": stats.resamples(len(scenes["scenes"]), stream=6)}
-        for name, (rule, floor) in fits.items():
-            s = _searcher(student.encoder, rm.bundle_catalog, products, pp, keep=kept, calibration=rule,
-                          min_score=floor, negatives=train_negs)
-            _, o = _rule_figures(s, (vecs[known], [rows[i].id for i in known]), vecs[unknown], scenes, idx,
-                                 outcomes=True)
-            draws[name].append(o)
-        print(f"left-out set {n + 1} of {len(groups)}: done", file=sys.stderr, flush=True)
-    by_rule = {name: {**pooled_figures(d, "scenes", known_ids, unknown_ids), "chosen_by_export": name == chosen}
-               for name, d in draws.items()}
+    pooled = every_product_out(student.encoder, rm.bundle_catalog, products, pp, fits, train_negs, vecs,
+                               [r.id for r in rows], scenes, groups)
+    by_rule = {name: {**x, "chosen_by_export": name == chosen} for name, x in pooled.items()}
+    known_measured = sum(sum(r.id not in set(g) for r in rows) for g in groups)
     command = ".venv/bin/python bench/unknowns.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "run": str(run),
               "run_command": report.get("command", "?"), "split": args.split, "left_out": groups,
-              "photos": {"split": len(rows), "known_measured": len(known_ids), "unknown": len(unknown_ids)},
+              "photos": {"split": len(rows), "known_measured": known_measured, "unknown": len(rows)},
               "rules": by_rule, "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED},
               "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)

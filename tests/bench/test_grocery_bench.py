@@ -103,6 +103,14 @@ def test_grocery_bench_miniature(tmp_path):
     assert set(bud["by_budget"]) <= {"0.05", "0.1", "0.2", "0.3"}
     for budget, x in bud["by_budget"].items():
         assert x["fit_false_reject_of_correct"] <= float(budget) + 1e-9 and x["named_wrong"]["n"] == 14
+    # every product left out once: 4 products, 4 sets of one; each of the 14 val photos an unknown query once
+    # and a known one in the 3 other sets; every rule the single set measured is measured here too
+    ev = nm["every_product"]
+    assert list(map(len, ev["sets"])) == [1, 1, 1, 1] and len(set(sum(ev["sets"], []))) == 4
+    assert nm["left_out"][0] in sum(ev["sets"], []) and set(ev["rules"]) == set(nm["rules"])
+    for x in ev["rules"].values():
+        assert x["unknown_rejected"]["n"] == 14 and len(x["unknown_rejected_by_set"]) == 4
+        assert x["scenes_rejected"]["n"] == 4 * 20
     sep = nm["separability"]  # each separator cut on val at the budget: at most 5 % of the correct refused
     assert set(sep) == {"top-1 score", "margin over the runner-up", "top-1 minus nearest no-product scene",
                         "top-1 minus the next 9 products' mean", "softmax share of the top product (T 0.05)"}
