@@ -25,7 +25,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/grocery.py
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -40,8 +39,9 @@ import numpy as np  # noqa: E402
 from bench import stats  # noqa: E402
 from bench.grocery import REFERENCE_TEACHER, _embed  # noqa: E402
 from bench.pooled import partition  # noqa: E402
-from bench.site_photos import calibration_set, run_models, site_split  # noqa: E402
+from bench.site_photos import calibration_set, grocery_run, run_models, site_split, write_result  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
+from edge_search.errors import EdgeSearchError  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
@@ -94,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.site < 1 or args.rotate < 2:
         ap.error("--site must be at least 1 and --rotate at least 2")
-    run = Path(args.run)
-    if not (run / "report.json").is_file() or not (run / "bundle" / "manifest.json").is_file():
-        ap.error(f"{run}: not a bench/grocery.py --out (no report.json or bundle/manifest.json)")
-    return _measure(args, run, Path(args.out), json.loads((run / "report.json").read_text()))
+    run, report = grocery_run(ap, args.run)
+    try:
+        return _measure(args, run, Path(args.out), report)
+    except EdgeSearchError as e:
+        print(f"main_image: {e}", file=sys.stderr)
+        return 1
 
 
 def _measure(args, run: Path, out: Path, report: dict) -> int:
@@ -168,14 +170,10 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "run": str(run),
               "split": args.split, "site": args.site, "site_from": args.site_from, "left_out": groups,
               "budget": BUDGET, "rows": result_rows, "seconds": round(time.perf_counter() - t0, 1)}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
-    md = Path(args.md) if args.md else out / "main-image.md"
-    _markdown(result, md)
+    write_result(out, result, Path(args.md) if args.md else out / "main-image.md", _markdown)
     for s, x in result_rows.items():
         print(f"{s}: R@1 {stats.fmt(x['recall@1'])}; answered right {stats.fmt(x['answered_right'])}; refused of "
               f"correct {stats.fmt(x['false_reject_of_correct'])}; unknown refused {stats.fmt(x['unknown_rejected'])}")
-    print(f"wrote {out / 'result.json'} and {md}")
     return 0
 
 

@@ -201,6 +201,24 @@ def write_markdown(result: dict, path: Path) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def grocery_run(ap: argparse.ArgumentParser, run: str) -> tuple[Path, dict]:
+    """--run checked to be a bench/grocery.py --out (one argparse line if not) -> (its folder, report.json)."""
+    folder = Path(run)
+    if not (folder / "report.json").is_file() or not (folder / "bundle" / "manifest.json").is_file():
+        ap.error(f"{folder}: not a bench/grocery.py --out (no report.json or bundle/manifest.json)")
+    return folder, json.loads((folder / "report.json").read_text())
+
+
+def write_result(out: Path, result: dict, md: Path, markdown) -> None:
+    """OUT/result.json and the Markdown table `markdown(result, md)` writes, each written whole."""
+    if out.exists() and not out.is_dir():
+        raise EdgeSearchError(f"{out}: --out is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    markdown(result, md)
+    print(f"wrote {out / 'result.json'} and {md}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -237,12 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.site < 1 or args.store_scenes < 0 or args.rotate < 0 or args.rotate == 1:
         ap.error("--site must be at least 1, --store-scenes at least 0 and --rotate 0 or at least 2")
-    run, out = Path(args.run), Path(args.out) if args.out else None
-    report_path = run / "report.json"
-    if not report_path.is_file() or not (run / "bundle" / "manifest.json").is_file():
-        ap.error(f"{run}: not a bench/grocery.py --out (no report.json or bundle/manifest.json)")
+    run, report = grocery_run(ap, args.run)
+    out = Path(args.out) if args.out else None
     try:
-        report = json.loads(report_path.read_text())
         if args.link_site_photos:
             return _link_site_photos(run, args, set(report["no_match"]["left_out"]), Path(args.link_site_photos))
         if out is None:
@@ -478,15 +493,11 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
               "queries": first["queries"], "rotation": rotation,
               "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,
               "seconds": round(time.perf_counter() - t_start, 1)}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
-    md = Path(args.md) if args.md else out / "site-photos.md"
-    write_markdown(result, md)
+    write_result(out, result, Path(args.md) if args.md else out / "site-photos.md", write_markdown)
     for k, x in by_k.items():
         print(f"k={k}: R@1 {stats.fmt(x['recall@1_all_products'])}; answered right {stats.fmt(x['answered_right'])}; "
               f"refused of correct {stats.fmt(x['false_reject_of_correct'])}; unknown refused "
               f"{stats.fmt(x['unknown_rejected'])}; named wrong {stats.fmt(x.get('named_wrong'))}")
-    print(f"wrote {out / 'result.json'} and {md}")
     return 0
 
 

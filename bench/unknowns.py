@@ -21,7 +21,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/grocery.py
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -37,8 +36,9 @@ from bench import stats  # noqa: E402
 from bench.grocery import REFERENCE_TEACHER, _embed, _searcher, every_product_out  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
 from bench.pooled import partition  # noqa: E402
-from bench.site_photos import calibration_set, run_models  # noqa: E402
+from bench.site_photos import calibration_set, grocery_run, run_models, write_result  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
+from edge_search.errors import EdgeSearchError  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
@@ -60,10 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rotate < 2:
         ap.error("--rotate must be at least 2")
-    run = Path(args.run)
-    if not (run / "report.json").is_file() or not (run / "bundle" / "manifest.json").is_file():
-        ap.error(f"{run}: not a bench/grocery.py --out (no report.json or bundle/manifest.json)")
-    return _measure(args, run, Path(args.out), json.loads((run / "report.json").read_text()))
+    run, report = grocery_run(ap, args.run)
+    try:
+        return _measure(args, run, Path(args.out), report)
+    except EdgeSearchError as e:
+        print(f"unknowns: {e}", file=sys.stderr)
+        return 1
 
 
 def _measure(args, run: Path, out: Path, report: dict) -> int:
@@ -95,22 +97,18 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     pooled = every_product_out(student.encoder, rm.bundle_catalog, products, pp, fits, train_negs, vecs,
                                [r.id for r in rows], scenes, groups)
     by_rule = {name: {**x, "chosen_by_export": name == chosen} for name, x in pooled.items()}
-    known_measured = sum(sum(r.id not in set(g) for r in rows) for g in groups)
+    known_measured = sum(sum(r.id not in left for r in rows) for left in map(set, groups))
     command = ".venv/bin/python bench/unknowns.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = {"command": command, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "run": str(run),
               "run_command": report.get("command", "?"), "split": args.split, "left_out": groups,
               "photos": {"split": len(rows), "known_measured": known_measured, "unknown": len(rows)},
               "rules": by_rule, "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED},
               "seconds": round(time.perf_counter() - t0, 1)}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
-    md = Path(args.md) if args.md else out / "unknowns.md"
-    _markdown(result, md)
+    write_result(out, result, Path(args.md) if args.md else out / "unknowns.md", _markdown)
     for name, x in by_rule.items():
         print(f"{name}{' (chosen)' if x['chosen_by_export'] else ''}: refused of correct "
               f"{stats.fmt(x['false_reject_of_correct'])}; unknown refused {stats.fmt(x['unknown_rejected'])}; "
               f"scenes refused {stats.fmt(x['scenes_rejected'])}")
-    print(f"wrote {out / 'result.json'} and {md}")
     return 0
 
 
