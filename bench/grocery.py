@@ -292,12 +292,6 @@ def _scores(searcher: Searcher, vecs: np.ndarray, negatives: np.ndarray | None) 
     return out
 
 
-def budget_cut(values: np.ndarray, budget: float) -> float:
-    """The cut below which at most `budget` of `values` (the right answers' separator values) fall."""
-    ordered = np.sort(values)
-    return float(ordered[int(np.floor(budget * len(ordered)))])
-
-
 def _separability(searcher: Searcher, known: tuple[np.ndarray, list[str]], unknown: np.ndarray,
                   no_product: dict[str, np.ndarray], negatives: np.ndarray | None, idx: dict[str, np.ndarray],
                   budget: float) -> dict:
@@ -312,7 +306,7 @@ def _separability(searcher: Searcher, known: tuple[np.ndarray, list[str]], unkno
     for sep in SEPARATORS:
         if sep not in k or not right.any():
             continue
-        cut = budget_cut(k[sep][right], budget)
+        cut = stats.budget_cut(k[sep][right], budget)
         row = {"cut": round(cut, 4),
                "false_reject_of_correct": stats.share(k[sep] < cut, idx["known"], within=right).to_json(),
                # does the number tell a right answer from a wrong one at all? (0.5: no better than a coin)

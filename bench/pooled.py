@@ -40,3 +40,31 @@ def pooled_figures(draws: list[dict], scenes: str, known_ids: list[str], unknown
             "scenes_rejected": fig("negative_reject", scene_c, 16),
             "unknown_rejected_by_set": [round(float(d["photos"].shares()["reject_recall"].value), 4)
                                         for d in draws]}
+
+
+def pooled_separability(draws: list[dict], known_ids: list[str], unknown_ids: list[str], budget: float) -> dict:
+    """What the embedding allows over every left-out set, not a rule: for each single-number separator
+    (bench/grocery.SEPARATORS), one cut over the pooled correctly named photos that refuses at most
+    `budget` of them, and what that cut refuses of unknown products and of the no-product scenes. The cut
+    is chosen on the very photos it is reported on. `draws[i]`: set i's separator values ({name: array})
+    under "known", "unknown" and "scenes" (the same scenes in every set), and "right", whether each known
+    photo's top product is its own. Intervals resample products and scenes, as pooled_figures does."""
+    right = np.concatenate([np.asarray(d["right"], bool) for d in draws])
+    kc, uc = np.asarray(known_ids, object), np.asarray(unknown_ids, object)
+    scene_c = np.tile(np.arange(len(draws[0]["scenes"]["top"])), len(draws))
+    parts = ("known", "unknown", "scenes")
+    out = {}
+    if not right.any():
+        return out
+    for sep in draws[0]["known"]:
+        if sep == "top" or any(sep not in d[p] for d in draws for p in parts):
+            continue
+        known, unknown, scenes = (np.concatenate([np.asarray(d[p][sep], float) for d in draws]) for p in parts)
+        cut = stats.budget_cut(known[right], budget)
+        out[sep] = {"cut": round(cut, 4),
+                    "false_reject_of_correct": stats.clustered_share(known < cut, right, kc, stream=14).to_json(),
+                    "unknown_rejected": stats.clustered_share(unknown < cut, np.ones(len(unknown), bool), uc,
+                                                              stream=15).to_json(),
+                    "scenes_rejected": stats.clustered_share(scenes < cut, np.ones(len(scenes), bool), scene_c,
+                                                             stream=16).to_json()}
+    return out

@@ -25,7 +25,7 @@ import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
 from bench import dev_setup, script, stats  # noqa: E402
-from bench.grocery import SEPARATORS, _embed, _scores, _searcher, budget_cut  # noqa: E402
+from bench.grocery import SEPARATORS, _embed, _scores, _searcher  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def cut_figures(known: dict, right: np.ndarray, others: dict[str, dict], budget:
     for sep in SEPARATORS:
         if sep not in known or not right.any():
             continue
-        cut = budget_cut(known[sep][right], budget)
+        cut = stats.budget_cut(known[sep][right], budget)
         out[sep] = {"cut": cut, "false_reject_of_correct": float((known[sep][right] < cut).mean()),
                     "auc_right_vs_wrong": stats.auc_value(np.asarray(known[sep], float), right),
                     **{f"{name}_rejected": float((sc[sep] < cut).mean()) for name, sc in others.items()

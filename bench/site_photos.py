@@ -20,7 +20,9 @@ queries, nothing is chosen from the figures, and the models are those of the run
 bench/grocery.py --out, its bundle, data CSVs, negatives and report.json). With --rotate N every row is
 measured again over N left-out sets that partition the catalog, pooled (bench/pooled.py), so every
 photo is an unknown-product query once. --store-calibration and --store-shift measure two levers that
-were tried on dev and dropped (docs/benchmarks/README.md). Writes OUT/result.json and a Markdown table
+were tried on dev and dropped (docs/benchmarks/README.md). --separability (with --rotate) adds what a
+cut on each single number a rule could use would do at every row, the cut chosen on the split's own
+photos: an upper bound for any such rule, not a rule. Writes OUT/result.json and a Markdown table
 (--md).
 """
 
@@ -49,7 +51,7 @@ from bench.grocery import (REFERENCE_TEACHER, SEPARATORS, TorchEncoder, _embed, 
                            _scores, _searcher)
 from bench.grocery_data import _photo_number  # noqa: E402
 from bench.negatives import build_negatives, scenes  # noqa: E402
-from bench.pooled import partition, pooled_figures  # noqa: E402
+from bench.pooled import partition, pooled_figures, pooled_separability  # noqa: E402
 from edge_search.core.catalog import read_catalog  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
 from edge_search.core.search import Searcher  # noqa: E402
@@ -98,6 +100,9 @@ POOLED = ("answered_right", "false_reject_of_correct", "unknown_rejected", "name
           "split_scenes_rejected")
 
 
+SEPARABILITY_BUDGET = 0.05  # the export's false-reject budget (NoMatchSettings.max_false_reject)
+
+
 def _rotation(args, ids: list[str], draw, say) -> dict:
     """Every row again over `args.rotate` left-out sets that partition the catalog (bench/pooled.py), the
     rule refitted in each as the export would for that store; outcomes pooled over the sets."""
@@ -121,6 +126,9 @@ def _rotation(args, ids: list[str], draw, say) -> dict:
                       "unknown_rejected_by_draw": f["unknown_rejected_by_set"],
                       "photos": {"known": int(len(set(known_images))), "unknown": int(len(unknown_images)),
                                  "known_measured": int(len(known_images))}}
+        if args.separability:
+            rows[name]["separability"] = pooled_separability([d["separators"] for d in draws], known_ids,
+                                                             unknown_ids, SEPARABILITY_BUDGET)
     return {"draws": len(groups), "left_out": groups, "rows": rows}
 
 
@@ -195,10 +203,32 @@ def write_markdown(result: dict, path: Path) -> None:
                 [f"{100 * min(each):.1f} – {100 * max(each):.1f} %"] + [stats.fmt(x.get(f)) for f in POOLED[3:]] + \
                 [f"{x['photos']['known']} / {x['photos']['unknown']}"]  # distinct photos
             lines.append("| " + " | ".join(cells) + " |")
+        lines += _separability_lines(rot, split)
     lines += ["", "Targets (issue #12, the bundle's rule): correctly named photos refused ≤ 5 %, unknown products "
                   "refused ≥ 50 %, non-product photos refused ≥ 90 %.", "",
               f"Run time {r['seconds']:.0f} s."]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _separability_lines(rot: dict, split: str) -> list[str]:
+    """--separability: the pooled table of what any single-number cut could do, row by row."""
+    rows = {k: x["separability"] for k, x in rot["rows"].items() if x.get("separability")}
+    if not rows:
+        return []
+    lines = ["", "### What the embedding allows, every product left out once (`--separability`)", "",
+             f"Not a rule, and chosen on these {split} photos: for each single number a rule could cut "
+             "(grocery.md's separators, scored against each draw's store catalog and its negatives), one cut "
+             f"over every draw's correctly named photos that refuses at most {100 * SEPARABILITY_BUDGET:g} % of "
+             "them, and what that cut refuses of unknown products and of the split's scenes, pooled as above. "
+             "Where even this cut leaves unknown products under 50 %, no rule on that number meets #12 at that k.",
+             ""]
+    head = ["k", "separator", "refused of correct", "unknown refused", f"{split} scenes refused"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k, seps in rows.items():
+        for sep, x in seps.items():
+            lines.append("| " + " | ".join([k, sep] + [stats.fmt(x[f]) for f in (
+                "false_reject_of_correct", "unknown_rejected", "scenes_rejected")]) + " |")
+    return lines
 
 
 def grocery_run(ap: argparse.ArgumentParser, run: str) -> tuple[Path, dict]:
@@ -246,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure every row over N draws of left-out products that take each product out once "
                          "(a seeded partition of the catalog), pooled: every photo of the split is an unknown "
                          "query once")
+    ap.add_argument("--separability", action="store_true",
+                    help="with --rotate: also what a cut on each single-number separator could do at every row, "
+                         "the cut chosen on the split's own photos (not a rule; it chooses nothing)")
     ap.add_argument("--link-site-photos", default=None, metavar="DIR",
                     help="only write links to the site photos into DIR (a new folder), for export --distill-images, "
                          "and stop")
@@ -255,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.site < 1 or args.store_scenes < 0 or args.rotate < 0 or args.rotate == 1:
         ap.error("--site must be at least 1, --store-scenes at least 0 and --rotate 0 or at least 2")
+    if args.separability and not args.rotate:
+        ap.error("--separability needs --rotate (it is pooled over the left-out sets)")
     run, report = grocery_run(ap, args.run)
     out = Path(args.out) if args.out else None
     try:
@@ -438,7 +473,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
             ruled = store if rule is None else _searcher(student.encoder, bundle_catalog, products, s_pp,
                                                          keep=kept, calibration=rule, min_score=floor,
                                                          negatives=negatives, extra=extra)
-            sc = _scores(store, known_vecs, None)
+            sc = _scores(store, known_vecs, negatives)
             right = sc["top"] == np.asarray(known_set[1], object)
             s_hits = _ranks(full, all_vecs, all_ids) < 1
             # the teacher alone (PyTorch), its own catalog plus its own embeddings of the same shelf photos
@@ -446,6 +481,10 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
                                      extra={pid: v[:k] for pid, v in t_site.items()} if k else None)
             t_hits = _ranks(teacher_full, t_queries, all_ids) < 1
             figures, outcomes = _rule_figures(ruled, known_set, unknown_vecs, no_product, idx, outcomes=True)
+            if args.separability:  # every single number a rule could cut, scored against the store's catalog
+                outcomes["separators"] = {"known": sc, "right": right,
+                                          "unknown": _scores(store, unknown_vecs, negatives),
+                                          "scenes": _scores(store, no_product["split_scenes"], negatives)}
             return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit.get("rule"),
                     "recall@1_all_products": stats.share(s_hits, all_idx).to_json(),
                     "teacher_recall@1_all_products": stats.share(t_hits, all_idx).to_json(),
@@ -489,6 +528,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
               "run": str(run), "run_command": f"`{report.get('command', '?')}`", "site": args.site,
               "split": args.split, "site_from": args.site_from, "store_scenes": args.store_scenes,
               "store_calibration": args.store_calibration, "store_shift": args.store_shift,
+              "separability": args.separability,
               "left_out": sorted(left_out),
               "queries": first["queries"], "rotation": rotation,
               "bootstrap": {"rounds": stats.ROUNDS, "seed": stats.SEED}, "by_k": by_k,

@@ -67,6 +67,12 @@ def clustered_share(hits: np.ndarray, within: np.ndarray, clusters: np.ndarray, 
     return Estimate(value, float(low), float(high), int(within.sum()))
 
 
+def budget_cut(values: np.ndarray, budget: float) -> float:
+    """The cut below which at most `budget` of `values` (the right answers' separator values) fall."""
+    ordered = np.sort(values)
+    return float(ordered[int(np.floor(budget * len(ordered)))])
+
+
 def ratio(a: np.ndarray, b: np.ndarray, idx: np.ndarray | None = None) -> Estimate:
     """mean(a) / mean(b) over the same rows (paired), e.g. student hits / teacher hits."""
     a, b = np.asarray(a, float), np.asarray(b, float)

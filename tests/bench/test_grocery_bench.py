@@ -168,8 +168,8 @@ def test_grocery_bench_miniature(tmp_path):
     # photo goes to the index, the left-out product's photos are all unknown queries
     site = tmp_path / "site"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "site_photos.py"), "--run", str(out), "--split", "dev",
-                           "--site", "1", "--store-scenes", "6", "--rotate", "2", "--teacher", MINI[3],
-                           "--out", str(site)],
+                           "--site", "1", "--store-scenes", "6", "--rotate", "2", "--separability",
+                           "--teacher", MINI[3], "--out", str(site)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sp = json.loads((site / "result.json").read_text())
@@ -187,6 +187,14 @@ def test_grocery_bench_miniature(tmp_path):
     assert rot["rows"]["1"]["photos"] == {"known": len(dev_ids) - 4, "unknown": len(dev_ids),
                                           "known_measured": len(dev_ids) - 4}
     assert "### Every product left out once (2 draws)" in (site / "site-photos.md").read_text()
+    # --separability: one cut per separator over both sets' right answers; under 20 of them the 5 % budget
+    # refuses none (the cut is the lowest right score), and every dev photo is scored once as an unknown
+    sep = rot["rows"]["1"]["separability"]
+    assert "top-1 score" in sep and "margin over the runner-up" in sep
+    assert all(x["unknown_rejected"]["n"] == len(dev_ids) for x in sep.values())
+    assert 0 < sep["top-1 score"]["false_reject_of_correct"]["n"] < 20
+    assert all(x["false_reject_of_correct"]["value"] == 0.0 for x in sep.values())
+    assert "### What the embedding allows, every product left out once" in (site / "site-photos.md").read_text()
     # main-image scoring over the same two left-out sets: one floor per set and scoring, both scorings
     mi = tmp_path / "main-image"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "main_image.py"), "--run", str(out), "--split", "dev",

@@ -74,3 +74,12 @@ def test_rotate_needs_two_draws_or_none(tmp_path, capsys):
         main(["--run", str(tmp_path), "--out", str(tmp_path / "o"), "--rotate", "1"])
     assert "--rotate 0 or at least 2" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_separability_needs_rotate(tmp_path, capsys):
+    from bench.site_photos import main
+
+    with pytest.raises(SystemExit):
+        main(["--run", str(tmp_path), "--out", str(tmp_path / "o"), "--separability"])
+    assert "--separability needs --rotate" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
