@@ -87,6 +87,8 @@ def _with_site_calibration(store: Searcher, queries: np.ndarray, truth: np.ndarr
     encoders = [b for b in catalog_encoder.split("+") if b != "views"]
     vecs, own_truth, skip = [queries], list(truth), [None] * len(queries)
     for pos, p in enumerate(store.products.products):
+        if p.id not in s_site:  # no photo of it in the split: it has no site photos in the index either
+            continue
         photos = s_site[p.id][:k]
         first = len(p.keys) - len(photos) * len(encoders)  # the product's keys before its site photos'
         for j, v in enumerate(photos):

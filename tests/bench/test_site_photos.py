@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_search.evaluation.evaluate import Query
@@ -83,3 +84,19 @@ def test_separability_needs_rotate(tmp_path, capsys):
         main(["--run", str(tmp_path), "--out", str(tmp_path / "o"), "--separability"])
     assert "--separability needs --rotate" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_site_calibration_ranks_each_site_photo_without_its_own_entries_and_skips_products_without_photos():
+    from types import SimpleNamespace
+
+    from bench.site_photos import _with_site_calibration
+
+    # a: one studio image + one site photo, each embedded by teacher and student (keys 0, 1 | 2, 3);
+    # b: a catalog product with no photo in the split (keys 4, 5): no site photo, nothing to add
+    store = SimpleNamespace(products=SimpleNamespace(products=[SimpleNamespace(id="a", keys=[0, 1, 2, 3]),
+                                                               SimpleNamespace(id="b", keys=[4, 5])]))
+    site_a = np.asarray([[1.0, 0.0], [0.0, 1.0]], np.float32)  # a's two site photos; k = 1 takes the first
+    queries, truth = np.asarray([[0.6, 0.8]], np.float32), np.asarray([1])
+    vecs, own, skip = _with_site_calibration(store, queries, truth, {"a": site_a}, 1, "teacher+student")
+    assert np.allclose(vecs, [[0.6, 0.8], [1.0, 0.0]]) and own.tolist() == [1, 0]
+    assert skip[0] is None and skip[1].tolist() == [2, 3]
