@@ -36,12 +36,11 @@ sys.path.insert(0, str(REPO))
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
-from bench import stats  # noqa: E402
+from bench import script, stats  # noqa: E402
 from bench.grocery import REFERENCE_TEACHER, _embed  # noqa: E402
 from bench.pooled import partition  # noqa: E402
 from bench.site_photos import calibration_set, grocery_run, run_models, site_split, write_result  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
-from edge_search.errors import EdgeSearchError  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
@@ -71,11 +70,8 @@ def product_scores(queries: np.ndarray, main: list[np.ndarray], others: list[np.
 def flat_floor(scores: np.ndarray, truth: np.ndarray, budget: float = BUDGET) -> float:
     """The floor that refuses at most `budget` of the queries these scores name right."""
     top, s1 = scores.argmax(1), scores.max(1)
-    right = np.sort(s1[top == truth])
-    if not len(right):
-        return -np.inf
-    allowed = int(np.floor(budget * len(right)))
-    return float(right[allowed]) if allowed < len(right) else float(right[-1]) + 1e-6
+    right = s1[top == truth]
+    return stats.budget_cut(right, budget) if len(right) else -np.inf
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.site < 1 or args.rotate < 2:
         ap.error("--site must be at least 1 and --rotate at least 2")
     run, report = grocery_run(ap, args.run)
-    try:
-        return _measure(args, run, Path(args.out), report)
-    except EdgeSearchError as e:
-        print(f"main_image: {e}", file=sys.stderr)
-        return 1
+    return _measure(args, run, Path(args.out), report)
 
 
 def _measure(args, run: Path, out: Path, report: dict) -> int:
@@ -198,4 +190,4 @@ def _markdown(r: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script.run(main, "bench/main_image.py")

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
-from bench import stats  # noqa: E402
+from bench import script, stats  # noqa: E402
 from bench.grocery import (REFERENCE_TEACHER, SEPARATORS, TorchEncoder, _embed, _ranks, _rule_figures,  # noqa: E402
                            _scores, _searcher)
 from bench.grocery_data import _photo_number  # noqa: E402
@@ -294,15 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--separability needs --rotate (it is pooled over the left-out sets)")
     run, report = grocery_run(ap, args.run)
     out = Path(args.out) if args.out else None
-    try:
-        if args.link_site_photos:
-            return _link_site_photos(run, args, set(report["no_match"]["left_out"]), Path(args.link_site_photos))
-        if out is None:
-            ap.error("--out is required (except with --link-site-photos)")
-        return _measure(args, run, out, report)
-    except EdgeSearchError as e:
-        print(f"site_photos: {e}", file=sys.stderr)
-        return 1
+    if args.link_site_photos:
+        return _link_site_photos(run, args, set(report["no_match"]["left_out"]), Path(args.link_site_photos))
+    if out is None:
+        ap.error("--out is required (except with --link-site-photos)")
+    return _measure(args, run, out, report)
 
 
 def _link_site_photos(run: Path, args, left_out: set[str], folder: Path) -> int:
@@ -544,4 +540,4 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script.run(main, "bench/site_photos.py")

@@ -32,13 +32,12 @@ sys.path.insert(0, str(REPO))
 import edge_search  # noqa: E402,F401  (onnxruntime before usearch)
 import numpy as np  # noqa: E402
 
-from bench import stats  # noqa: E402
+from bench import script, stats  # noqa: E402
 from bench.grocery import REFERENCE_TEACHER, _embed, _searcher, every_product_out  # noqa: E402
 from bench.negatives import build_negatives  # noqa: E402
 from bench.pooled import partition  # noqa: E402
 from bench.site_photos import calibration_set, grocery_run, run_models, write_result  # noqa: E402
 from edge_search.core.images import load_image  # noqa: E402
-from edge_search.errors import EdgeSearchError  # noqa: E402
 from edge_search.evaluation.evaluate import read_queries  # noqa: E402
 from edge_search.files import atomic_write_text  # noqa: E402
 
@@ -61,11 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rotate < 2:
         ap.error("--rotate must be at least 2")
     run, report = grocery_run(ap, args.run)
-    try:
-        return _measure(args, run, Path(args.out), report)
-    except EdgeSearchError as e:
-        print(f"unknowns: {e}", file=sys.stderr)
-        return 1
+    return _measure(args, run, Path(args.out), report)
 
 
 def _measure(args, run: Path, out: Path, report: dict) -> int:
@@ -151,4 +146,4 @@ def _markdown(r: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script.run(main, "bench/unknowns.py")
