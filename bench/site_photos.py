@@ -98,6 +98,18 @@ def _with_site_calibration(store: Searcher, queries: np.ndarray, truth: np.ndarr
     return np.concatenate(vecs).astype(np.float32), np.asarray(own_truth), skip
 
 
+def _teacher_separators(t_enc, t_cat: np.ndarray, products: list, t_pp, kept: list[int], extra: dict | None,
+                        t_queries: np.ndarray, known_ids: list[str], t_scenes: np.ndarray) -> dict:
+    """The teacher as its own query model: every query (known first, then unknown, as `t_queries` holds them)
+    and the split's scenes scored against the store's catalog in the teacher's embedding (its catalog, its
+    shelf photos), in the form pooled_separability takes. No negatives: the teacher has none embedded."""
+    store = _searcher(t_enc, t_cat, products, t_pp, keep=kept, extra=extra)
+    n = len(known_ids)
+    known = _scores(store, t_queries[:n], None)
+    return {"known": known, "right": known["top"] == np.asarray(known_ids, object),
+            "unknown": _scores(store, t_queries[n:], None), "scenes": _scores(store, t_scenes, None)}
+
+
 POOLED = ("answered_right", "false_reject_of_correct", "unknown_rejected", "named_wrong", "right_when_named",
           "split_scenes_rejected")
 
@@ -131,6 +143,9 @@ def _rotation(args, ids: list[str], draw, say) -> dict:
         if args.separability:
             rows[name]["separability"] = pooled_separability([d["separators"] for d in draws], known_ids,
                                                              unknown_ids, SEPARABILITY_BUDGET)
+            if "teacher_separators" in draws[0]:
+                rows[name]["teacher_separability"] = pooled_separability(
+                    [d["teacher_separators"] for d in draws], known_ids, unknown_ids, SEPARABILITY_BUDGET)
     return {"draws": len(groups), "left_out": groups, "rows": rows}
 
 
@@ -230,6 +245,17 @@ def _separability_lines(rot: dict, split: str) -> list[str]:
         for sep, x in seps.items():
             lines.append("| " + " | ".join([k, sep] + [stats.fmt(x[f]) for f in (
                 "false_reject_of_correct", "unknown_rejected", "scenes_rejected")]) + " |")
+    teacher = {k: x["teacher_separability"] for k, x in rot["rows"].items() if x.get("teacher_separability")}
+    if teacher:
+        lines += ["", "### The same for the teacher alone", "",
+                  "The teacher as its own query model (PyTorch, its test sides), against its own embeddings of the "
+                  "catalog and of the same shelf photos; the same photos, sets, budget and pooling as the table "
+                  "above. Is the miss the student's (distillation loses the separation) or the teacher's too?", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for k, seps in teacher.items():
+            for sep, x in seps.items():
+                lines.append("| " + " | ".join([k, sep] + [stats.fmt(x[f]) for f in (
+                    "false_reject_of_correct", "unknown_rejected", "scenes_rejected")]) + " |")
     return lines
 
 
@@ -401,6 +427,8 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
                                 out / "negatives" / f"{args.split}-300-seed{args.seed}",
                                 split=args.split, count=300, seed=args.seed)
     split_scenes = _embed(student.encoder, [load_image(p) for p in split_dir], s_pp)
+    # the teacher's own view of the same scenes, for its separability (it has no negatives embedded)
+    t_scenes = _embed(t_enc, [load_image(p) for p in split_dir], t_pp) if args.separability else None
     embed_scenes = lambda photos, n, stream: _embed(student.encoder, [img for _, img in scenes(  # noqa: E731
         photos, n, np.random.default_rng([args.seed, stream]))], s_pp)
     ids = [p.id for p in products]
@@ -483,6 +511,10 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
                 outcomes["separators"] = {"known": sc, "right": right,
                                           "unknown": _scores(store, unknown_vecs, negatives),
                                           "scenes": _scores(store, no_product["split_scenes"], negatives)}
+                if negatives is train_negs and not (store_calibration or shift):
+                    outcomes["teacher_separators"] = _teacher_separators(
+                        t_enc, t_cat, products, t_pp, kept, {pid: v[:k] for pid, v in t_site.items()} if k else None,
+                        t_queries, known_ids, t_scenes)
             return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit.get("rule"),
                     "recall@1_all_products": stats.share(s_hits, all_idx).to_json(),
                     "teacher_recall@1_all_products": stats.share(t_hits, all_idx).to_json(),

@@ -195,6 +195,13 @@ def test_grocery_bench_miniature(tmp_path):
     assert 0 < sep["top-1 score"]["false_reject_of_correct"]["n"] < 20
     assert all(x["false_reject_of_correct"]["value"] == 0.0 for x in sep.values())
     assert "### What the embedding allows, every product left out once" in (site / "site-photos.md").read_text()
+    # the teacher scored the same way: the same photos, no separator that needs negatives, no store-scenes row
+    tsep = rot["rows"]["1"]["teacher_separability"]
+    assert "top-1 score" in tsep and "top-1 minus nearest no-product scene" not in tsep
+    assert all(x["unknown_rejected"]["n"] == len(dev_ids) for x in tsep.values())
+    assert tsep["top-1 score"]["false_reject_of_correct"]["value"] == 0.0
+    assert "teacher_separability" not in rot["rows"]["1 + store scenes"]
+    assert "### The same for the teacher alone" in (site / "site-photos.md").read_text()
     # main-image scoring over the same two left-out sets: one floor per set and scoring, both scorings
     mi = tmp_path / "main-image"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "main_image.py"), "--run", str(out), "--split", "dev",
