@@ -20,7 +20,7 @@ queries, nothing is chosen from the figures, and the models are those of the run
 bench/grocery.py --out, its bundle, data CSVs, negatives and report.json). With --rotate N every row is
 measured again over N left-out sets that partition the catalog, pooled (bench/pooled.py), so every
 photo is an unknown-product query once. --store-calibration and --store-shift measure two levers that
-were tried on dev and dropped (docs/benchmarks/README.md). --separability (with --rotate) adds what a
+were tried on dev and dropped (docs/benchmarks/README.md), --site-encoder teacher a third. --separability (with --rotate) adds what a
 cut on each single number a rule could use would do at every row, the cut chosen on the split's own
 photos: an upper bound for any such rule, not a rule. Writes OUT/result.json and a Markdown table
 (--md).
@@ -175,6 +175,9 @@ def write_markdown(result: dict, path: Path) -> None:
              + (f"*+ store scenes*: {r['store_scenes']} more scenes cut from the site photos join the calibration's "
                 "negatives (`export --base B --negatives DIR`). "
                 if r.get("store_scenes") else "")
+             + ("Each shelf photo is embedded by the teacher only (`--site-encoder teacher`): one index entry "
+                "per photo; the studio images keep the bundle's entries. "
+                if r.get("site_encoder") == "teacher" else "")
              + ("*+ store calibration*: the k site photos of each product join the calibration photos the rule "
                 "is fitted on, each ranked without its own index entries (measured on dev and dropped: no export option). "
                 if r.get("store_calibration") else "")
@@ -300,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure k = 0 and k = SITE with every photo moved by its store's mean: the split's "
                          "photos (queries, scenes) by the site photos' mean minus the catalog's, the calibration "
                          "photos and train negatives by their own mean minus the catalog's (not an export option)")
+    ap.add_argument("--site-encoder", choices=("bundle", "teacher"), default="bundle",
+                    help="which models embed the shelf photos: the bundle's catalog encoders (as `export --base` "
+                         "does), or the teacher alone (measured on dev and dropped: docs/benchmarks/README.md)")
     ap.add_argument("--rotate", type=int, default=0, metavar="N",
                     help="also measure every row over N draws of left-out products that take each product out once "
                          "(a seeded partition of the catalog), pooled: every photo of the split is an unknown "
@@ -419,6 +425,8 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
     t_emb = dict(zip(paths, _embed(t_enc, list(images.values()), t_pp)))
     del images
     encoders = [b for b in m.index.catalog_encoder.split("+") if b != "views"]
+    # --site-encoder teacher: a shelf photo's one entry is the teacher's (the studio images keep the bundle's)
+    site_encoders = encoders if args.site_encoder == "bundle" else ["teacher"]
     by_encoder = {"teacher": t_emb, "student": s_emb}
 
     cal_vecs, cal_truth, train_negs = calibration_set(run, rm, args.seed)
@@ -442,7 +450,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
         # encoders (teacher and/or student; a "+views" bundle's extra mild views of it are not added here)
         t_site = {pid: np.stack([t_emb[r.image] for r in rs]) for pid, rs in sites.items()}
         s_site = {pid: np.stack([s_emb[r.image] for r in rs]) for pid, rs in sites.items()}
-        site_vecs = {pid: np.stack([np.stack([by_encoder[b][r.image] for b in encoders]) for r in rs])
+        site_vecs = {pid: np.stack([np.stack([by_encoder[b][r.image] for b in site_encoders]) for r in rs])
                      for pid, rs in sites.items()}  # (photos, encoders, dim)
         known_v = np.stack([s_emb[r.image] for r in known])
         unknown_v = np.stack([s_emb[r.image] for r in unknown])
@@ -492,7 +500,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
             queries, truth, skip = cal_vecs, cal_kept_truth, None
             if store_calibration:  # the site photos join them, each ranked without its own index entries
                 queries, truth, skip = _with_site_calibration(store, queries, truth, s_site, k,
-                                                              m.index.catalog_encoder)
+                                                              "+".join(site_encoders))
             rule, floor, fit = calibrate_no_match(store, queries, truth, NoMatchSettings(),
                                                   source="bench", seed=args.seed, negatives=negatives, skip=skip)
             # too few correctly named calibration photos (a miniature): no rule, as the export then ships none
@@ -558,6 +566,7 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
               "run": str(run), "run_command": f"`{report.get('command', '?')}`", "site": args.site,
               "split": args.split, "site_from": args.site_from, "store_scenes": args.store_scenes,
               "store_calibration": args.store_calibration, "store_shift": args.store_shift,
+              "site_encoder": args.site_encoder,
               "separability": args.separability,
               "left_out": sorted(left_out),
               "queries": first["queries"], "rotation": rotation,

@@ -202,6 +202,18 @@ def test_grocery_bench_miniature(tmp_path):
     assert tsep["top-1 score"]["false_reject_of_correct"]["value"] == 0.0
     assert "teacher_separability" not in rot["rows"]["1 + store scenes"]
     assert "### The same for the teacher alone" in (site / "site-photos.md").read_text()
+    # --site-encoder teacher: the same queries and photos, each shelf photo one teacher entry; the rule is
+    # refitted on the index that holds them
+    site_t = tmp_path / "site-teacher"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "site_photos.py"), "--run", str(out), "--split", "dev",
+                           "--site", "1", "--site-encoder", "teacher", "--teacher", MINI[3], "--out", str(site_t)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    st = json.loads((site_t / "result.json").read_text())
+    assert st["site_encoder"] == "teacher" and st["queries"] == sp["queries"]
+    assert {kk: x["photos_added"] for kk, x in st["by_k"].items()} == {"0": 0, "1": 3}
+    assert st["by_k"]["0"] == sp["by_k"]["0"]  # no shelf photo, nothing changes
+    assert "embedded by the teacher only" in (site_t / "site-photos.md").read_text()
     # main-image scoring over the same two left-out sets: one floor per set and scoring, both scorings
     mi = tmp_path / "main-image"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "main_image.py"), "--run", str(out), "--split", "dev",
