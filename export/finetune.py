@@ -137,7 +137,8 @@ class FinetuneReport:
     def to_json(self) -> dict:
         """What the manifest's `teacher.finetune` records."""
         st = self.settings
-        terms = [f"{st['catalog_weight']:g} x photo <-> catalog image" if st["catalog_weight"] else "",
+        margin = f" (margin {st['catalog_margin']:g})" if st.get("catalog_margin") else ""
+        terms = [f"{st['catalog_weight']:g} x photo <-> catalog image{margin}" if st["catalog_weight"] else "",
                  f"{st['text_weight']:g} x photo and catalog image <-> product text" if st["text_weight"] else "",
                  f"{st['photo_weight']:g} x photo <-> photo of the same product" if st["photo_weight"] else "",
                  f"{self.class_weight:g} x photo and catalog image classified against product prototypes "
@@ -236,6 +237,15 @@ def _step_side(sides: tuple[int, ...], seed: int, epoch: int, step: int) -> int:
 def _multi_positive_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Rows with several positives: -log(sum over positives / sum over all)."""
     return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~mask, float("-inf")), 1)).mean()
+
+
+def catalog_term(f: torch.Tensor, g: torch.Tensor, pos: torch.Tensor, scale, margin: float = 0.0) -> torch.Tensor:
+    """The photo <-> catalog soft-max, both ways: photos `f` against the step's catalog views `g`, photo i's
+    own view `g[pos[i]]`. The margin lowers each photo's cosine to its own view only (the others' stay), so
+    a photo must lead the other products by it, not merely rank first."""
+    fg = scale * (f @ g.T - margin * F.one_hot(pos, len(g)))
+    mask = pos[None, :] == torch.arange(len(g))[:, None]
+    return 0.5 * (F.cross_entropy(fg, pos) + _multi_positive_ce(fg.T, mask))
 
 
 @torch.no_grad()
@@ -369,10 +379,7 @@ def finetune_teacher(teacher: Teacher, photos: list[np.ndarray], photo_products:
             pos = torch.from_numpy(np.searchsorted(uniq, labels))
             loss = torch.zeros(())
             if settings.catalog_weight > 0:
-                fg = scale * f @ g.T
-                mask = pos[None, :] == torch.arange(len(uniq))[:, None]
-                loss = loss + settings.catalog_weight * 0.5 * (F.cross_entropy(fg, pos)
-                                                               + _multi_positive_ce(fg.T, mask))
+                loss = loss + settings.catalog_weight * catalog_term(f, g, pos, scale, settings.catalog_margin)
             if use_text:
                 t = frozen_text if frozen_text is not None else F.normalize(model.encode_text(tokens), dim=-1)
                 loss = loss + settings.text_weight * 0.5 * (

@@ -229,6 +229,33 @@ def test_unknown_term_keeps_other_products_further_away(labeled, sample_catalog,
     assert "nearest other product's catalog image above 0.3 and to its own below 0.3" in report.to_json()["loss"]
 
 
+def test_catalog_term_with_a_margin_by_hand():
+    """Two photos, each on its own product's view (cosine 1, the other 0), scale 1. Without a margin each
+    row's soft-max loss is log(1 + e^-1); a margin of 0.5 lowers only the own cosine, to 0.5: log(1 + e^-0.5).
+    The catalog side's rows are the same by symmetry, so the term (their mean) is that value."""
+    import math
+
+    import torch
+
+    from edge_search_export.finetune import catalog_term
+
+    f = g = torch.eye(2)
+    pos = torch.tensor([0, 1])
+    assert float(catalog_term(f, g, pos, 1.0)) == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+    assert float(catalog_term(f, g, pos, 1.0, 0.5)) == pytest.approx(math.log(1 + math.exp(-0.5)), abs=1e-6)
+    # two photos of product 0, one of product 1: the margin pulls the own cosines up harder than it pushes
+    # the other's down (the gradient on a photo's own cosine grows with it, the other product's does not move)
+    f = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], requires_grad=True)
+    pos = torch.tensor([0, 0, 1])
+    grads = []
+    for m in (0.0, 0.3):
+        f.grad = None
+        catalog_term(f, torch.eye(2), pos, 4.0, m).backward()
+        grads.append(f.grad[1].clone())
+    # photo 1 (cosine 0.6 to its own view, 0.8 to the other): the margin asks more of it on both axes
+    assert grads[1][0] < grads[0][0] < 0 and grads[1][1] > grads[0][1] > 0, grads
+
+
 def test_pretrained_teacher_keeps_its_text_tower(labeled, sample_catalog, tiny_checkpoint):
     import torch
 
@@ -358,7 +385,8 @@ def test_settings_are_validated():
     for bad in ({"epochs": -1}, {"batch_size": 4, "photos_per_product": 4}, {"holdout": 0.6}, {"learning_rate": 2.0},
                 {"catalog_weight": 0, "text_weight": 0, "photo_weight": 0}, {"photo_weight": -1},
                 {"class_weight": -1}, {"label_smoothing": 1.0}, {"negative_margin": 1.5}, {"negatives_per_step": 0},
-                {"unknown_weight": -1}, {"unknown_margin": 1.5}, {"train_sides": (16, 64)},
+                {"unknown_weight": -1}, {"unknown_margin": 1.5},
+                {"catalog_margin": -0.1}, {"catalog_margin": 1.0}, {"train_sides": (16, 64)},
                 {"train_sides": (64.0,)}, {"colour_cast": -0.1}, {"colour_cast": 0.6}):
         with pytest.raises(ExportError):
             FinetuneSettings(**bad)
