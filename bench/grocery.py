@@ -384,11 +384,23 @@ def _words(student: Searcher, products: list[Product]) -> dict:
 
 
 def _made_by(checkpoint: str | None) -> dict | None:
+    """How bench/teacher_recipe.py made `checkpoint` (its teacher.json), with `chain`: every command from the
+    first training from random weights to this one, each `--init` followed to the teacher.json beside it."""
     side = Path(checkpoint).with_suffix(".json") if checkpoint else None
     if side is None or not side.is_file():
         return None
     info = json.loads(side.read_text(encoding="utf-8"))
-    return {k: info.get(k) for k in ("command", "init_made_by", "seed", "dev", "train_seconds", "negatives_train")}
+    chain, seen = [], set()
+    step: dict | None = info
+    while step and step.get("command") and step["command"] not in seen:
+        seen.add(step["command"])
+        chain.insert(0, step["command"])
+        args = shlex.split(step["command"])
+        init = args[args.index("--init") + 1] if "--init" in args[:-1] else None
+        parent = Path(init).with_suffix(".json") if init and init != "random" else None
+        step = json.loads(parent.read_text(encoding="utf-8")) if parent is not None and parent.is_file() else None
+    return {**{k: info.get(k) for k in ("command", "init_made_by", "seed", "dev", "train_seconds", "negatives_train")},
+            "chain": chain}
 
 
 def main(argv: list[str] | None = None) -> int:

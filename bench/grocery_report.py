@@ -223,7 +223,8 @@ def _teacher_line(r: dict) -> str:
     made = r["protocol"].get("teacher_checkpoint_made_by") or {}
     line = f"`{t.get('model')}` ({Path(str(t.get('config') or t.get('pretrained'))).name}), {how}"
     if ckpt:
-        chain = (f"`{made['init_made_by']}`, then " if made.get("init_made_by") else "") + f"`{made.get('command')}`"
+        chain = ", then ".join(f"`{c}`" for c in made["chain"]) if made.get("chain") else \
+            (f"`{made['init_made_by']}`, then " if made.get("init_made_by") else "") + f"`{made.get('command')}`"
         line += f" (`--teacher-checkpoint {ckpt}`" + (f", made by {chain} on the fit photos, its "
                                                      f"figures measured on the dev photos" if made.get("command")
                                                      else "") + ")"

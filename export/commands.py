@@ -85,13 +85,14 @@ def run_export_command(args: argparse.Namespace) -> int:
         if not 0 <= args.max_false_reject < 0.5:
             raise EdgeSearchError(f"--max-false-reject must be at least 0 and under 0.5, got {args.max_false_reject}")
         cfg = replace(cfg, no_match=replace(cfg.no_match, max_false_reject=args.max_false_reject))
-    if (args.finetune_epochs is not None or args.finetune_batch is not None) and not args.finetune_labeled:
-        raise EdgeSearchError("--finetune-epochs and --finetune-batch need --finetune-labeled")
+    tuning = (args.finetune_epochs, args.finetune_batch, args.finetune_margin)
+    if any(v is not None for v in tuning) and not args.finetune_labeled:
+        raise EdgeSearchError("--finetune-epochs, --finetune-batch and --finetune-margin need --finetune-labeled")
     # one store's light for the student's views and, when it is fine-tuned, the teacher's photos alike
     cfg = replace(cfg, finetune=replace(cfg.finetune, colour_cast=args.colour_cast))
-    if args.finetune_epochs is not None or args.finetune_batch is not None:
-        cfg = replace(cfg, finetune=replace(cfg.finetune, **{k: v for k, v in (
-            ("epochs", args.finetune_epochs), ("batch_size", args.finetune_batch)) if v is not None}))
+    if any(v is not None for v in tuning):
+        cfg = replace(cfg, finetune=replace(cfg.finetune, **{k: v for k, v in zip(
+            ("epochs", "batch_size", "catalog_margin"), tuning) if v is not None}))
     if args.gate:
         cfg = replace(cfg, gates=cfg.gates.with_spec(args.gate))
     if cfg.base is not None or cfg.stores is not None:
@@ -217,6 +218,9 @@ def add_export_parser(sub) -> None:
     e.add_argument("--finetune-epochs", type=int, default=None, help=f"fine-tuning epochs (default: {ft['epochs']})")
     e.add_argument("--finetune-batch", type=int, default=None,
                    help=f"fine-tuning photos per step (default: {ft['batch_size']})")
+    e.add_argument("--finetune-margin", type=float, default=None, metavar="M",
+                   help="a cosine margin each photo must lead the other products' catalog images by in fine-tuning "
+                        f"(0 to under 1; default: {ft['catalog_margin']:g}; the grocery benchmark's teacher: 0.2)")
     e.add_argument("--save-models", default=None, metavar="DIR",
                    help="also keep the fine-tuned teacher (teacher.pt) and the fp32 student ONNX here")
     e.add_argument("--with-text", action="store_true",

@@ -77,3 +77,26 @@ def test_auc_counted_by_hand():
     assert e.value == pytest.approx(4.5 / 6) and e.n == 5 and e.low <= e.value <= e.high
     assert auc(values, ~right).value == pytest.approx(1.5 / 6)  # the other way round
     assert np.isnan(auc(values, np.ones(5, bool)).value)  # no wrong answers: undefined
+
+
+def test_a_reused_teachers_chain_of_commands_goes_back_to_random_weights(tmp_path):
+    """grocery.md names every command that made a --teacher-checkpoint: each teacher.json's `--init` is
+    followed to the one beside it, first command first; a chain that loops stops where it repeats."""
+    import json
+
+    from bench.grocery import _made_by
+
+    def saved(name: str, init: str | None) -> str:
+        cmd = f".venv/bin/python bench/teacher_recipe.py --out {tmp_path / name} --save" + \
+            (f" --init {tmp_path / init / 'teacher.pt'}" if init else "")
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "teacher.json").write_text(json.dumps({"command": cmd, "seed": 0}))
+        return cmd
+
+    first, second, third = saved("a", None), saved("b", "a"), saved("c", "b")
+    assert _made_by(str(tmp_path / "c" / "teacher.pt"))["chain"] == [first, second, third]
+    assert _made_by(str(tmp_path / "a" / "teacher.pt"))["chain"] == [first]
+    assert _made_by(str(tmp_path / "missing" / "teacher.pt")) is None
+    # a teacher.json whose --init points back at itself: listed once
+    loop = saved("d", "d")
+    assert _made_by(str(tmp_path / "d" / "teacher.pt"))["chain"] == [loop]

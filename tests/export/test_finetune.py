@@ -439,16 +439,26 @@ def test_bad_labels_stop_the_export_in_one_line(tmp_path, sample_catalog):
     assert "labels.csv: 1 bad row(s): line 2: image" in err and not out.exists()
     proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--finetune-epochs", "3", check=False)
     assert proc.returncode == 2 and "need --finetune-labeled" in proc.stderr
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--finetune-margin", "0.2", check=False)
+    assert proc.returncode == 2 and "need --finetune-labeled" in proc.stderr
+    labels.write_text("image,id\n")
+    proc = run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER, "--pretrained",
+                   "random", "--finetune-labeled", labels, "--finetune-margin", "1.5", "--quiet", check=False)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "catalog margin must be a cosine in [0, 1), got 1.5" in err and not out.exists()
 
 
 def test_student_distills_on_the_labeled_photos_with_their_products(tmp_path, sample_catalog, labeled):
     out = tmp_path / "student"
     run_cli("export", "--catalog", sample_catalog, "--out", out, "--teacher", TINY_TEACHER, "--pretrained", "random",
-            "--finetune-labeled", labeled, "--finetune-epochs", "1", "--finetune-batch", "16",
+            "--finetune-labeled", labeled, "--finetune-epochs", "1", "--finetune-batch", "16", "--finetune-margin", "0.2",
             "--student", "mobilenetv3_small_050", "--epochs", "1", "--views-per-image", "2",
             "--gate", "int8_top1_agreement=0.5", "--gate", "catalog_self_top1=0", "--gate", "catalog_views_top1=0",
             "--quiet")
     m = read_manifest(out)
+    ft = m["teacher"]["finetune"]
+    assert ft["settings"]["catalog_margin"] == 0.2 and "photo <-> catalog image (margin 0.2)" in ft["loss"], ft
     s = m["student"]
     # no --distill-images: the 216 labeled photos not held back are the distill photos, and they are labeled
     assert s["distill_images"] == 216, s
