@@ -81,11 +81,11 @@ def site_split(rows: list, site: int, left_out: set[str], last: bool = False
 
 
 def _with_site_calibration(store: Searcher, queries: np.ndarray, truth: np.ndarray, s_site: dict, k: int,
-                           catalog_encoder: str) -> tuple[np.ndarray, np.ndarray, list]:
+                           encoders: list[str]) -> tuple[np.ndarray, np.ndarray, list]:
     """The calibration queries with each store product's first k site photos (the student's embeddings)
     appended, and per query the index keys it is ranked without: a site photo's own entries in `store`
-    (built by grocery._searcher: a product's catalog keys, then its site photos, encoder by encoder)."""
-    encoders = [b for b in catalog_encoder.split("+") if b != "views"]
+    (built by grocery._searcher: a product's catalog keys, then its site photos, one per encoder in
+    `encoders`)."""
     vecs, own_truth, skip = [queries], list(truth), [None] * len(queries)
     for pos, p in enumerate(store.products.products):
         if p.id not in s_site:  # no photo of it in the split: it has no site photos in the index either
@@ -99,16 +99,13 @@ def _with_site_calibration(store: Searcher, queries: np.ndarray, truth: np.ndarr
     return np.concatenate(vecs).astype(np.float32), np.asarray(own_truth), skip
 
 
-def _teacher_separators(t_enc, t_cat: np.ndarray, products: list, t_pp, kept: list[int], extra: dict | None,
-                        t_queries: np.ndarray, known_ids: list[str], t_scenes: np.ndarray) -> dict:
-    """The teacher as its own query model: every query (known first, then unknown, as `t_queries` holds them)
-    and the split's scenes scored against the store's catalog in the teacher's embedding (its catalog, its
-    shelf photos), in the form pooled_separability takes. No negatives: the teacher has none embedded."""
-    store = _searcher(t_enc, t_cat, products, t_pp, keep=kept, extra=extra)
-    n = len(known_ids)
-    known = _scores(store, t_queries[:n], None)
-    return {"known": known, "right": known["top"] == np.asarray(known_ids, object),
-            "unknown": _scores(store, t_queries[n:], None), "scenes": _scores(store, t_scenes, None)}
+def separator_values(store: Searcher, known: np.ndarray, known_ids: list[str], unknown: np.ndarray,
+                     scenes: np.ndarray, negatives: np.ndarray | None) -> dict:
+    """Every single-number separator (grocery._scores) of the known and unknown queries and the scenes against
+    `store`, and whether each known query's top product is its own: the form pooled_separability takes."""
+    k = _scores(store, known, negatives)
+    return {"known": k, "right": k["top"] == np.asarray(known_ids, object),
+            "unknown": _scores(store, unknown, negatives), "scenes": _scores(store, scenes, negatives)}
 
 
 def _rotation(args, ids: list[str], draw, say) -> dict:
@@ -380,30 +377,32 @@ def _measure(args, run: Path, out: Path, report: dict) -> int:
             # cross-validation, on the calibration photos of the store's products and the negatives given
             queries, truth, skip = cal_vecs, cal_kept_truth, None
             if store_calibration:  # the site photos join them, each ranked without its own index entries
-                queries, truth, skip = _with_site_calibration(store, queries, truth, s_site, k,
-                                                              "+".join(site_encoders))
+                queries, truth, skip = _with_site_calibration(store, queries, truth, s_site, k, site_encoders)
             rule, floor, fit = calibrate_no_match(store, queries, truth, NoMatchSettings(),
                                                   source="bench", seed=args.seed, negatives=negatives, skip=skip)
             # too few correctly named calibration photos (a miniature): no rule, as the export then ships none
             ruled = store if rule is None else _searcher(student.encoder, bundle_catalog, products, s_pp,
                                                          keep=kept, calibration=rule, min_score=floor,
                                                          negatives=negatives, extra=extra)
-            sc = _scores(store, known_vecs, negatives)
-            right = sc["top"] == np.asarray(known_set[1], object)
+            # every single number a rule could cut, scored against the store's catalog (--separability)
+            sep = separator_values(store, known_vecs, known_ids, unknown_vecs, no_product["split_scenes"],
+                                   negatives) if args.separability else None
+            sc = sep["known"] if sep else _scores(store, known_vecs, negatives)
+            right = sc["top"] == np.asarray(known_ids, object)
             s_hits = _ranks(full, all_vecs, all_ids) < 1
             # the teacher alone (PyTorch), its own catalog plus its own embeddings of the same shelf photos
-            teacher_full = _searcher(t_enc, t_cat, products, t_pp,
-                                     extra={pid: v[:k] for pid, v in t_site.items()} if k else None)
-            t_hits = _ranks(teacher_full, t_queries, all_ids) < 1
+            t_extra = {pid: v[:k] for pid, v in t_site.items()} if k else None
+            t_hits = _ranks(_searcher(t_enc, t_cat, products, t_pp, extra=t_extra), t_queries, all_ids) < 1
             figures, outcomes = _rule_figures(ruled, known_set, unknown_vecs, no_product, idx, outcomes=True)
-            if args.separability:  # every single number a rule could cut, scored against the store's catalog
-                outcomes["separators"] = {"known": sc, "right": right,
-                                          "unknown": _scores(store, unknown_vecs, negatives),
-                                          "scenes": _scores(store, no_product["split_scenes"], negatives)}
+            if sep:
+                outcomes["separators"] = sep
+                # the teacher as its own query model, where its catalog is the store's as is (no negatives:
+                # the teacher has none embedded)
                 if negatives is train_negs and not (store_calibration or shift):
-                    outcomes["teacher_separators"] = _teacher_separators(
-                        t_enc, t_cat, products, t_pp, kept, {pid: v[:k] for pid, v in t_site.items()} if k else None,
-                        t_queries, known_ids, t_scenes)
+                    n = len(known_ids)
+                    outcomes["teacher_separators"] = separator_values(
+                        _searcher(t_enc, t_cat, products, t_pp, keep=kept, extra=t_extra), t_queries[:n],
+                        known_ids, t_queries[n:], t_scenes, None)
             return {"photos_added": int(sum(len(v[:k]) for v in site_vecs.values())), "rule": fit.get("rule"),
                     "recall@1_all_products": stats.share(s_hits, all_idx).to_json(),
                     "teacher_recall@1_all_products": stats.share(t_hits, all_idx).to_json(),

@@ -42,6 +42,15 @@ def on_dev(out, tmp_path, script: str, *extra) -> dict:
     return json.loads(report.read_text())
 
 
+def on_run(out, folder, script: str, *extra) -> dict:
+    """A bench script that measures a grocery.py --out (`out`) on its dev photos, writing into `folder` ->
+    its result.json."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), "--run", str(out), "--split", "dev", *extra,
+                           "--teacher", MINI[3], "--out", str(folder)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((folder / "result.json").read_text())
+
+
 def test_grocery_bench_miniature(tmp_path):
     if not (GROCERY / "classes.csv").is_file():
         pytest.skip(f"grocery dataset not found at {GROCERY} (set EDGE_SEARCH_GROCERY)")
@@ -167,12 +176,7 @@ def test_grocery_bench_miniature(tmp_path):
     # shelf photos from the queries' own store (bench/site_photos.py), on dev: each kept product's first dev
     # photo goes to the index, the left-out product's photos are all unknown queries
     site = tmp_path / "site"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "site_photos.py"), "--run", str(out), "--split", "dev",
-                           "--site", "1", "--store-scenes", "6", "--rotate", "2", "--separability",
-                           "--teacher", MINI[3], "--out", str(site)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sp = json.loads((site / "result.json").read_text())
+    sp = on_run(out, site, "site_photos.py", "--site", "1", "--store-scenes", "6", "--rotate", "2", "--separability")
     dev_ids = [q.split(",")[1] for q in (out / "data" / "dev.csv").read_text().splitlines()[1:]]
     left = r["no_match"]["left_out"]
     n_left = sum(pid in left for pid in dev_ids)
@@ -205,33 +209,20 @@ def test_grocery_bench_miniature(tmp_path):
     # --site-encoder teacher: the same queries and photos, each shelf photo one teacher entry; the rule is
     # refitted on the index that holds them
     site_t = tmp_path / "site-teacher"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "site_photos.py"), "--run", str(out), "--split", "dev",
-                           "--site", "1", "--site-encoder", "teacher", "--teacher", MINI[3], "--out", str(site_t)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    st = json.loads((site_t / "result.json").read_text())
+    st = on_run(out, site_t, "site_photos.py", "--site", "1", "--site-encoder", "teacher")
     assert st["site_encoder"] == "teacher" and st["queries"] == sp["queries"]
     assert {kk: x["photos_added"] for kk, x in st["by_k"].items()} == {"0": 0, "1": 3}
     assert st["by_k"]["0"] == sp["by_k"]["0"]  # no shelf photo, nothing changes
     assert "embedded by the teacher only" in (site_t / "site-photos.md").read_text()
     # main-image scoring over the same two left-out sets: one floor per set and scoring, both scorings
-    mi = tmp_path / "main-image"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "main_image.py"), "--run", str(out), "--split", "dev",
-                           "--site", "1", "--rotate", "2", "--teacher", MINI[3], "--out", str(mi)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    mr = json.loads((mi / "result.json").read_text())
+    mr = on_run(out, tmp_path / "main-image", "main_image.py", "--site", "1", "--rotate", "2")
     assert mr["left_out"] == rot["left_out"]
     assert {s: len(x["floors"]) for s, x in mr["rows"].items()} == {"best image": 2, "mean of best and main image": 2}
     assert mr["rows"]["best image"]["unknown_rejected"]["n"] == len(dev_ids)
     # the shipped rules with every product left out once: the same sets; each dev photo unknown once, known
     # once (two sets of two: a product is kept in the one set that does not leave it out)
     un = tmp_path / "unknowns"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "unknowns.py"), "--run", str(out), "--split", "dev",
-                           "--rotate", "2", "--teacher", MINI[3], "--out", str(un)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ur = json.loads((un / "result.json").read_text())
+    ur = on_run(out, un, "unknowns.py", "--rotate", "2")
     assert ur["left_out"] == rot["left_out"]
     assert ur["photos"] == {"split": len(dev_ids), "known_measured": len(dev_ids), "unknown": len(dev_ids)}
     assert set(ur["rules"]) == set(r["no_match"]["rules"])  # the rules grocery.py fitted, no more, no fewer

@@ -97,6 +97,6 @@ def test_site_calibration_ranks_each_site_photo_without_its_own_entries_and_skip
                                                                SimpleNamespace(id="b", keys=[4, 5])]))
     site_a = np.asarray([[1.0, 0.0], [0.0, 1.0]], np.float32)  # a's two site photos; k = 1 takes the first
     queries, truth = np.asarray([[0.6, 0.8]], np.float32), np.asarray([1])
-    vecs, own, skip = _with_site_calibration(store, queries, truth, {"a": site_a}, 1, "teacher+student")
+    vecs, own, skip = _with_site_calibration(store, queries, truth, {"a": site_a}, 1, ["teacher", "student"])
     assert np.allclose(vecs, [[0.6, 0.8], [1.0, 0.0]]) and own.tolist() == [1, 0]
     assert skip[0] is None and skip[1].tolist() == [2, 3]
